@@ -1,0 +1,198 @@
+//! The container backend: a broker in Docker through testcontainers.
+
+use std::time::Duration;
+
+use testcontainers::core::client::ClientError;
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt, TestcontainersError};
+use testcontainers_modules::kafka::apache;
+use tokio::io::AsyncBufReadExt;
+
+use crate::error::{Error, Result};
+
+/// Apache Kafka's own image, used when no other is asked for.
+pub const DEFAULT_KAFKA_IMAGE: &str = "apache/kafka";
+/// The Apache Kafka tag used when no other is asked for.
+pub const DEFAULT_KAFKA_TAG: &str = "4.1.1";
+/// The local image `scripts/build-image.sh` builds: this crate's own binary
+/// running its embedded broker, `FROM scratch`.
+pub const LOCAL_HARNESS_IMAGE: &str = "kafka-trace-harness";
+/// The tag of [`LOCAL_HARNESS_IMAGE`].
+pub const LOCAL_HARNESS_TAG: &str = "local";
+
+/// Which image the container backend runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ContainerImage {
+    /// `apache/kafka` or `apache/kafka-native` (KRaft, one node), through
+    /// testcontainers-modules' `kafka::apache` module.
+    ApacheKafka {
+        /// Use `apache/kafka-native` (GraalVM) instead of the JVM image.
+        native: bool,
+        /// The image tag.
+        tag: String,
+    },
+    /// An image holding this crate's binary, started as
+    /// `kafka-trace-harness broker` on the host network.
+    Harness {
+        /// The image name.
+        name: String,
+        /// The image tag.
+        tag: String,
+    },
+}
+
+impl Default for ContainerImage {
+    fn default() -> Self {
+        Self::ApacheKafka {
+            native: false,
+            tag: DEFAULT_KAFKA_TAG.to_owned(),
+        }
+    }
+}
+
+impl ContainerImage {
+    /// The image [`scripts/build-image.sh`] builds from this crate.
+    pub fn local_harness() -> Self {
+        Self::Harness {
+            name: LOCAL_HARNESS_IMAGE.to_owned(),
+            tag: LOCAL_HARNESS_TAG.to_owned(),
+        }
+    }
+
+    /// Parses `name[:tag]`: the two Apache Kafka names select the Kafka
+    /// module, any other name is taken as a harness image.
+    pub fn parse(reference: &str) -> Self {
+        let (name, tag) = match reference.rsplit_once(':') {
+            Some((name, tag)) if !tag.contains('/') => (name, Some(tag)),
+            _ => (reference, None),
+        };
+        match name {
+            "apache/kafka" | "apache/kafka-native" => Self::ApacheKafka {
+                native: name.ends_with("native"),
+                tag: tag.unwrap_or(DEFAULT_KAFKA_TAG).to_owned(),
+            },
+            _ => Self::Harness {
+                name: name.to_owned(),
+                tag: tag.unwrap_or("latest").to_owned(),
+            },
+        }
+    }
+
+    /// `name:tag`.
+    pub fn reference(&self) -> String {
+        match self {
+            Self::ApacheKafka { native: true, tag } => format!("apache/kafka-native:{tag}"),
+            Self::ApacheKafka { native: false, tag } => format!("{DEFAULT_KAFKA_IMAGE}:{tag}"),
+            Self::Harness { name, tag } => format!("{name}:{tag}"),
+        }
+    }
+}
+
+/// A started broker container; dropping it removes the container.
+pub(crate) enum RunningContainer {
+    Kafka(ContainerAsync<apache::Kafka>),
+    Harness(ContainerAsync<GenericImage>),
+}
+
+impl std::fmt::Debug for RunningContainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = match self {
+            Self::Kafka(c) => c.id(),
+            Self::Harness(c) => c.id(),
+        };
+        f.debug_tuple("RunningContainer").field(&id).finish()
+    }
+}
+
+fn container_error(image: &ContainerImage, err: TestcontainersError) -> Error {
+    match err {
+        TestcontainersError::Client(ClientError::Init(reason)) => Error::NoDocker {
+            reason: reason.to_string(),
+        },
+        TestcontainersError::Client(
+            ClientError::ListContainers(reason) | ClientError::CreateContainer(reason),
+        ) if reason.to_string().contains("onnect") => Error::NoDocker {
+            reason: reason.to_string(),
+        },
+        other => Error::Container {
+            image: image.reference(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Starts `image` and returns it with its bootstrap address.
+pub(crate) async fn start(
+    image: &ContainerImage,
+    ready_timeout: Duration,
+) -> Result<(RunningContainer, String)> {
+    match image {
+        ContainerImage::ApacheKafka { native, tag } => {
+            let mut kafka = apache::Kafka::default();
+            if !native {
+                kafka = kafka.with_jvm_image();
+            }
+            let container = kafka
+                .with_tag(tag.clone())
+                .with_startup_timeout(ready_timeout)
+                .start()
+                .await
+                .map_err(|e| container_error(image, e))?;
+            let port = container
+                .get_host_port_ipv4(apache::KAFKA_PORT)
+                .await
+                .map_err(|e| container_error(image, e))?;
+            Ok((
+                RunningContainer::Kafka(container),
+                format!("127.0.0.1:{port}"),
+            ))
+        }
+        ContainerImage::Harness { name, tag } => {
+            // Host networking lets the broker bind a free loopback port of
+            // the host itself and advertise it: no port is picked ahead of
+            // time, so none can be raced for.
+            let container = GenericImage::new(name.clone(), tag.clone())
+                .with_cmd(["broker", "--host", "127.0.0.1", "--port", "0"])
+                .with_network("host")
+                .with_startup_timeout(ready_timeout)
+                .start()
+                .await
+                .map_err(|e| container_error(image, e))?;
+            let mut stdout = container.stdout(true);
+            let mut line = String::new();
+            let read = tokio::time::timeout(ready_timeout, stdout.read_line(&mut line)).await;
+            match read {
+                Ok(Ok(n)) if n > 0 => {
+                    Ok((RunningContainer::Harness(container), line.trim().to_owned()))
+                }
+                Ok(Ok(_)) => Err(Error::Container {
+                    image: image.reference(),
+                    reason: "the broker exited before printing its bootstrap address".into(),
+                }),
+                Ok(Err(e)) => Err(Error::Container {
+                    image: image.reference(),
+                    reason: format!("reading the broker's output: {e}"),
+                }),
+                Err(_) => Err(Error::Container {
+                    image: image.reference(),
+                    reason: format!("no bootstrap address printed within {ready_timeout:?}"),
+                }),
+            }
+        }
+    }
+}
+
+impl RunningContainer {
+    /// Removes the container and reports what Docker said.
+    pub(crate) async fn remove(self) -> Result<()> {
+        let (id, result) = match self {
+            Self::Kafka(c) => (c.id().to_owned(), c.rm().await),
+            Self::Harness(c) => (c.id().to_owned(), c.rm().await),
+        };
+        result.map_err(|e| Error::Container {
+            image: id,
+            reason: format!("removing the container: {e}"),
+        })
+    }
+}

@@ -1,0 +1,168 @@
+//! The embedded backend: librdkafka's mock cluster, in process.
+
+use std::ffi::CString;
+use std::net::{IpAddr, SocketAddr};
+
+use rdkafka::bindings as rdsys;
+use rdkafka::client::{Client, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::RDKafkaType;
+
+use super::front::TcpFront;
+use crate::error::{Error, Result};
+
+/// How an embedded broker is laid out; defaults live in [`Default`].
+#[derive(Debug, Clone)]
+pub(crate) struct EmbeddedOptions {
+    pub(crate) brokers: i32,
+    pub(crate) stall_free_front: bool,
+    pub(crate) listen_host: IpAddr,
+    pub(crate) first_port: u16,
+    pub(crate) advertised_host: Option<String>,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        Self {
+            brokers: 1,
+            stall_free_front: true,
+            listen_host: IpAddr::from([127, 0, 0, 1]),
+            first_port: 0,
+            advertised_host: None,
+        }
+    }
+}
+
+/// A running mock cluster and, unless disabled, one TCP front per mock broker.
+pub(crate) struct EmbeddedCluster {
+    // The mock cluster lives as long as this client handle.
+    client: Client<DefaultClientContext>,
+    fronts: Vec<TcpFront>,
+    bootstrap: String,
+}
+
+impl std::fmt::Debug for EmbeddedCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedCluster")
+            .field("bootstrap", &self.bootstrap)
+            .field("fronts", &self.fronts)
+            .finish_non_exhaustive()
+    }
+}
+
+fn embedded_error(context: &str, err: impl std::fmt::Display) -> Error {
+    Error::Embedded(format!("{context}: {err}"))
+}
+
+impl EmbeddedCluster {
+    pub(crate) async fn start(options: &EmbeddedOptions) -> Result<Self> {
+        let mut config = ClientConfig::new();
+        config
+            .set("test.mock.num.brokers", options.brokers.to_string())
+            // The handle only owns the cluster; it never talks to it, so its
+            // own connection logs would be noise.
+            .set("log_level", "0");
+        let native = config
+            .create_native_config()
+            .map_err(|e| embedded_error("configuring the mock cluster", e))?;
+        let client = Client::new(
+            &config,
+            native,
+            RDKafkaType::RD_KAFKA_PRODUCER,
+            DefaultClientContext,
+        )
+        .map_err(|e| embedded_error("creating the mock cluster", e))?;
+        let direct = client
+            .mock_cluster()
+            .ok_or_else(|| Error::Embedded("librdkafka created no mock cluster".into()))?
+            .bootstrap_servers();
+
+        let mut cluster = Self {
+            client,
+            fronts: Vec::new(),
+            bootstrap: direct.clone(),
+        };
+        if options.stall_free_front {
+            cluster.put_fronts(&direct, options).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Serves every mock broker through a [`TcpFront`] and advertises the
+    /// fronts' addresses in metadata, so clients never bypass them.
+    async fn put_fronts(&mut self, direct: &str, options: &EmbeddedOptions) -> Result<()> {
+        let advertised_host =
+            options
+                .advertised_host
+                .clone()
+                .unwrap_or_else(|| match options.listen_host {
+                    ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+                    ip => ip.to_string(),
+                });
+        let host_c = CString::new(advertised_host.clone())
+            .map_err(|e| embedded_error("advertised host", e))?;
+        let raw_cluster = unsafe { rdsys::rd_kafka_handle_mock_cluster(self.client.native_ptr()) };
+
+        let mut advertised = Vec::new();
+        // librdkafka lists the mock brokers in id order, 1..=N.
+        for (index, upstream) in direct.split(',').enumerate() {
+            let upstream: SocketAddr = upstream
+                .parse()
+                .map_err(|e| embedded_error(&format!("mock broker address {upstream:?}"), e))?;
+            let port = if index == 0 { options.first_port } else { 0 };
+            let listen = SocketAddr::new(options.listen_host, port);
+            let front = TcpFront::start(listen, upstream)
+                .await
+                .map_err(|source| Error::Front {
+                    addr: listen.to_string(),
+                    source,
+                })?;
+            let broker_id = index as i32 + 1;
+            // SAFETY: `raw_cluster` belongs to `self.client`, alive here; the
+            // call copies the host string under the cluster's lock.
+            unsafe {
+                rdsys::rd_kafka_mock_broker_set_host_port(
+                    raw_cluster,
+                    broker_id,
+                    host_c.as_ptr(),
+                    i32::from(front.local_addr().port()),
+                );
+            }
+            advertised.push(format!("{advertised_host}:{}", front.local_addr().port()));
+            self.fronts.push(front);
+        }
+        self.bootstrap = advertised.join(",");
+        Ok(())
+    }
+
+    pub(crate) fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    pub(crate) fn mock_cluster(&self) -> MockCluster<'_, DefaultClientContext> {
+        self.client
+            .mock_cluster()
+            .expect("the client was created with test.mock.num.brokers")
+    }
+
+    pub(crate) fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
+        self.mock_cluster()
+            .create_topic(topic, partitions, 1)
+            .map_err(|e| Error::Topic {
+                topic: topic.to_owned(),
+                bootstrap: self.bootstrap.clone(),
+                reason: e.to_string(),
+            })
+    }
+
+    pub(crate) async fn shutdown(mut self) {
+        for front in self.fronts.drain(..) {
+            front.shutdown().await;
+        }
+        // Dropping the client destroys the mock cluster and joins its thread,
+        // which blocks: keep it off the async workers.
+        let client = self.client;
+        let _ = tokio::task::spawn_blocking(move || drop(client)).await;
+    }
+}

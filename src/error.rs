@@ -1,0 +1,90 @@
+//! The crate's error type.
+
+use std::time::Duration;
+
+/// Everything that can go wrong while starting or using a broker fixture.
+///
+/// Each variant carries what a user needs to act: which broker, which topic,
+/// which timeout.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// librdkafka's mock cluster could not be created or configured.
+    #[error("embedded broker (librdkafka mock cluster): {0}")]
+    Embedded(String),
+
+    /// A socket of the harness's TCP front could not be bound or used.
+    #[error("broker front on {addr}: {source}")]
+    Front {
+        /// The address the front tried to use.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+
+    /// Docker is not reachable, so the container backend cannot start.
+    #[error(
+        "the container backend needs a Docker engine, and none answered ({reason}). \
+         Start Docker, or choose another backend: KAFKA_TRACE_HARNESS_BROKER=embedded \
+         (the default, in process) or KAFKA_TRACE_HARNESS_BROKER=external with \
+         KAFKA_BOOTSTRAP_SERVERS=host:port"
+    )]
+    NoDocker {
+        /// What the Docker client said.
+        reason: String,
+    },
+
+    /// The broker container failed to start or to become ready.
+    #[error("broker container {image}: {reason}")]
+    Container {
+        /// `name:tag` of the image.
+        image: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// The Kafka client failed against the broker at `bootstrap`.
+    #[error("kafka client against {bootstrap}: {source}")]
+    Client {
+        /// The bootstrap address used.
+        bootstrap: String,
+        /// rskafka's error.
+        source: rskafka::client::error::Error,
+    },
+
+    /// An operation did not finish within its deadline.
+    #[error("{what} against {bootstrap} did not finish within {timeout:?}")]
+    Timeout {
+        /// What was being attempted.
+        what: String,
+        /// The bootstrap address used.
+        bootstrap: String,
+        /// The deadline that passed.
+        timeout: Duration,
+    },
+
+    /// A topic could not be created as asked.
+    #[error("topic {topic:?} on {bootstrap}: {reason}")]
+    Topic {
+        /// The topic's name.
+        topic: String,
+        /// The bootstrap address used.
+        bootstrap: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// The environment asked for something this crate does not know.
+    #[error("environment variable {variable}={value:?}: {reason}")]
+    Config {
+        /// The variable's name.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
