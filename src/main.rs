@@ -1,11 +1,13 @@
 //! `kafka-trace-harness`: the harness as a program.
 
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use kafka_trace_harness::Broker;
+use kafka_trace_harness::broker::AdminChannel;
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Kafka broker and tracing harness for tests")]
@@ -33,6 +35,10 @@ struct BrokerArgs {
     /// 127.0.0.1 when listening on 0.0.0.0).
     #[arg(long)]
     advertised_host: Option<String>,
+    /// Also serve the admin channel (topic creation) on this port of the
+    /// listen host, and print `admin <address>` as the second line.
+    #[arg(long)]
+    admin_port: Option<u16>,
     /// Number of mock brokers in the cluster.
     #[arg(long, default_value_t = 1)]
     brokers: u16,
@@ -80,14 +86,26 @@ async fn run_broker(args: BrokerArgs) -> Result<(), Box<dyn std::error::Error>> 
     if let Some(host) = args.advertised_host {
         builder = builder.advertised_host(host);
     }
-    let broker = builder.start().await?;
+    let broker = Arc::new(builder.start().await?);
+    let admin = match args.admin_port {
+        Some(port) => {
+            Some(AdminChannel::serve(Arc::clone(&broker), SocketAddr::new(args.host, port)).await?)
+        }
+        None => None,
+    };
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{}", broker.bootstrap_servers())?;
+        if let Some(admin) = &admin {
+            writeln!(stdout, "admin {}", admin.local_addr())?;
+        }
         stdout.flush()?;
     }
     wait_for_stop_signal().await?;
-    broker.shutdown().await?;
+    drop(admin);
+    if let Ok(broker) = Arc::try_unwrap(broker) {
+        broker.shutdown().await?;
+    }
     Ok(())
 }
 

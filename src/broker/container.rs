@@ -92,14 +92,17 @@ impl ContainerImage {
 /// A started broker container; dropping it removes the container.
 pub(crate) enum RunningContainer {
     Kafka(ContainerAsync<apache::Kafka>),
-    Harness(ContainerAsync<GenericImage>),
+    Harness {
+        container: ContainerAsync<GenericImage>,
+        admin: String,
+    },
 }
 
 impl std::fmt::Debug for RunningContainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let id = match self {
             Self::Kafka(c) => c.id(),
-            Self::Harness(c) => c.id(),
+            Self::Harness { container, .. } => container.id(),
         };
         f.debug_tuple("RunningContainer").field(&id).finish()
     }
@@ -153,42 +156,76 @@ pub(crate) async fn start(
             // the host itself and advertise it: no port is picked ahead of
             // time, so none can be raced for.
             let container = GenericImage::new(name.clone(), tag.clone())
-                .with_cmd(["broker", "--host", "127.0.0.1", "--port", "0"])
+                .with_cmd([
+                    "broker",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--admin-port",
+                    "0",
+                ])
                 .with_network("host")
                 .with_startup_timeout(ready_timeout)
                 .start()
                 .await
                 .map_err(|e| container_error(image, e))?;
-            let mut stdout = container.stdout(true);
-            let mut line = String::new();
-            let read = tokio::time::timeout(ready_timeout, stdout.read_line(&mut line)).await;
-            match read {
-                Ok(Ok(n)) if n > 0 => {
-                    Ok((RunningContainer::Harness(container), line.trim().to_owned()))
-                }
-                Ok(Ok(_)) => Err(Error::Container {
-                    image: image.reference(),
-                    reason: "the broker exited before printing its bootstrap address".into(),
-                }),
-                Ok(Err(e)) => Err(Error::Container {
-                    image: image.reference(),
-                    reason: format!("reading the broker's output: {e}"),
-                }),
-                Err(_) => Err(Error::Container {
-                    image: image.reference(),
-                    reason: format!("no bootstrap address printed within {ready_timeout:?}"),
-                }),
-            }
+            let (bootstrap, admin) =
+                read_addresses(&container, ready_timeout)
+                    .await
+                    .map_err(|reason| Error::Container {
+                        image: image.reference(),
+                        reason,
+                    })?;
+            Ok((RunningContainer::Harness { container, admin }, bootstrap))
         }
     }
 }
 
+/// Reads the bootstrap line and the `admin <address>` line the standalone
+/// broker prints once it listens.
+async fn read_addresses(
+    container: &ContainerAsync<GenericImage>,
+    ready_timeout: Duration,
+) -> std::result::Result<(String, String), String> {
+    let mut stdout = container.stdout(true);
+    let read_two_lines = async {
+        let mut bootstrap = String::new();
+        let mut admin = String::new();
+        stdout.read_line(&mut bootstrap).await?;
+        stdout.read_line(&mut admin).await?;
+        Ok::<_, std::io::Error>((bootstrap, admin))
+    };
+    match tokio::time::timeout(ready_timeout, read_two_lines).await {
+        Err(_) => Err(format!(
+            "the broker printed no addresses within {ready_timeout:?}"
+        )),
+        Ok(Err(e)) => Err(format!("reading the broker's output: {e}")),
+        Ok(Ok((bootstrap, admin))) => match admin.trim().strip_prefix("admin ") {
+            Some(admin) if !bootstrap.trim().is_empty() => {
+                Ok((bootstrap.trim().to_owned(), admin.to_owned()))
+            }
+            _ => Err(format!(
+                "expected a bootstrap line and an admin line, got {bootstrap:?} and {admin:?}"
+            )),
+        },
+    }
+}
+
 impl RunningContainer {
+    /// The admin channel of a harness image; `None` for Apache Kafka.
+    pub(crate) fn admin_address(&self) -> Option<&str> {
+        match self {
+            Self::Kafka(_) => None,
+            Self::Harness { admin, .. } => Some(admin),
+        }
+    }
+
     /// Removes the container and reports what Docker said.
     pub(crate) async fn remove(self) -> Result<()> {
         let (id, result) = match self {
             Self::Kafka(c) => (c.id().to_owned(), c.rm().await),
-            Self::Harness(c) => (c.id().to_owned(), c.rm().await),
+            Self::Harness { container, .. } => (container.id().to_owned(), container.rm().await),
         };
         result.map_err(|e| Error::Container {
             image: id,

@@ -4,6 +4,7 @@
 //! [`Broker::builder`] chooses in code. Every broker hands out rskafka
 //! clients, creates topics, and cleans up when dropped.
 
+mod admin;
 mod container;
 mod embedded;
 mod front;
@@ -16,6 +17,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::mocking::MockCluster;
 use rskafka::client::{Client, ClientBuilder};
 
+pub use admin::AdminChannel;
 pub use container::{
     ContainerImage, DEFAULT_KAFKA_IMAGE, DEFAULT_KAFKA_TAG, LOCAL_HARNESS_IMAGE, LOCAL_HARNESS_TAG,
 };
@@ -301,42 +303,28 @@ impl Broker {
     }
 
     async fn create_topic_through_kafka(&self, topic: &str, partitions: i32) -> Result<()> {
-        let client = self.client().await?;
         let topic_error = |reason: String| Error::Topic {
             topic: topic.to_owned(),
             bootstrap: self.bootstrap.clone(),
             reason,
         };
-        let created = match client.controller_client() {
-            Ok(controller) => controller.create_topic(topic, partitions, 1, 5_000).await,
-            Err(e) => Err(e),
-        };
-        let Err(create_error) = created else {
-            return Ok(());
-        };
-        // A harness image runs the mock cluster, which has no CreateTopics
-        // but creates a topic on its first metadata request. Accept that
-        // only when the partition count is the one asked for.
-        let _ = client
-            .partition_client(
-                topic,
-                0,
-                rskafka::client::partition::UnknownTopicHandling::Retry,
-            )
-            .await;
-        let topics = client
-            .list_topics()
-            .await
-            .map_err(|e| topic_error(format!("listing topics: {e}")))?;
-        match topics.iter().find(|t| t.name == topic) {
-            Some(t) if t.partitions.len() == partitions as usize => Ok(()),
-            Some(t) => Err(topic_error(format!(
-                "CreateTopics failed ({create_error}) and the broker auto-created the \
-                 topic with {} partitions instead of {partitions}",
-                t.partitions.len()
-            ))),
-            None => Err(topic_error(format!("CreateTopics failed: {create_error}"))),
+        if let Running::Container(container) = &self.running
+            && let Some(admin) = container.admin_address()
+        {
+            // A harness image runs the mock cluster, which has no
+            // CreateTopics: it takes the request on its admin channel.
+            return admin::create_topic(admin, topic, partitions as u16)
+                .await
+                .map_err(topic_error);
         }
+        let client = self.client().await?;
+        let controller = client
+            .controller_client()
+            .map_err(|e| topic_error(e.to_string()))?;
+        controller
+            .create_topic(topic, partitions, 1, 5_000)
+            .await
+            .map_err(|e| topic_error(e.to_string()))
     }
 
     /// Creates a topic named by [`unique_topic_name`] and returns its name.
