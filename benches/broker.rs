@@ -1,1 +1,167 @@
-fn main() {}
+//! Embedded broker: time to ready, produce latency direct vs through the
+//! stall-free front, and fetch throughput.
+//!
+//! `cargo bench --bench broker` ends with a summary of the two figures the
+//! broker issue asks for (ready time, p50 produce of 100 records).
+
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use kafka_trace_harness::Broker;
+use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::record::Record;
+use tokio::runtime::Runtime;
+
+const BATCH_SIZES: [usize; 5] = [1, 10, 100, 200, 1_000];
+const FETCH_RECORDS: usize = 5_000;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn records(count: usize) -> Vec<Record> {
+    (0..count)
+        .map(|i| Record {
+            key: Some(format!("key-{i}").into_bytes()),
+            value: Some(vec![b'x'; 100]),
+            headers: [(
+                "traceparent".to_owned(),
+                b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_vec(),
+            )]
+            .into(),
+            timestamp: chrono::Utc::now(),
+        })
+        .collect()
+}
+
+async fn partition(broker: &Broker) -> PartitionClient {
+    let topic = broker.create_unique_topic("bench", 1).await.expect("topic");
+    broker
+        .client()
+        .await
+        .expect("client")
+        .partition_client(topic, 0, UnknownTopicHandling::Retry)
+        .await
+        .expect("partition")
+}
+
+fn time_to_ready(c: &mut Criterion) {
+    let rt = runtime();
+    c.bench_function("embedded broker: start to ready", |b| {
+        b.to_async(&rt).iter(|| async {
+            let broker = Broker::builder().start().await.expect("broker");
+            broker.shutdown().await.expect("shutdown");
+        })
+    });
+}
+
+fn produce_latency(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("produce latency");
+    group.sample_size(10).measurement_time(Duration::from_secs(3));
+    for (path, stall_free) in [("direct", false), ("stall-free front", true)] {
+        let broker = rt.block_on(Broker::builder().stall_free(stall_free).start()).unwrap();
+        let client = rt.block_on(partition(&broker));
+        for size in BATCH_SIZES {
+            let batch = records(size);
+            group.throughput(Throughput::Elements(size as u64));
+            group.bench_with_input(BenchmarkId::new(path, size), &batch, |b, batch| {
+                b.to_async(&rt).iter(|| async {
+                    client
+                        .produce(batch.clone(), Compression::NoCompression)
+                        .await
+                        .expect("produce")
+                })
+            });
+        }
+        rt.block_on(broker.shutdown()).unwrap();
+    }
+    group.finish();
+}
+
+fn fetch_throughput(c: &mut Criterion) {
+    let rt = runtime();
+    let broker = rt.block_on(Broker::builder().start()).unwrap();
+    let client = rt.block_on(partition(&broker));
+    rt.block_on(client.produce(records(FETCH_RECORDS), Compression::NoCompression))
+        .unwrap();
+    let mut group = c.benchmark_group("fetch");
+    group.throughput(Throughput::Elements(FETCH_RECORDS as u64));
+    group.bench_function("5000 records from offset 0", |b| {
+        b.to_async(&rt).iter(|| async {
+            let mut next = 0;
+            while next < FETCH_RECORDS as i64 {
+                let (batch, _) = client
+                    .fetch_records(next, 1..50_000_000, 100)
+                    .await
+                    .expect("fetch");
+                next = batch.last().map_or(next, |r| r.offset + 1);
+            }
+        })
+    });
+    group.finish();
+    rt.block_on(broker.shutdown()).unwrap();
+}
+
+/// The issue's two acceptance figures, as medians of plain repeated runs.
+fn summary(_: &mut Criterion) {
+    let rt = runtime();
+    let median = |mut samples: Vec<Duration>| {
+        samples.sort();
+        samples[samples.len() / 2]
+    };
+    let ready = median(
+        (0..50)
+            .map(|_| {
+                rt.block_on(async {
+                    let started = Instant::now();
+                    let broker = Broker::builder().start().await.unwrap();
+                    let elapsed = started.elapsed();
+                    broker.shutdown().await.unwrap();
+                    elapsed
+                })
+            })
+            .collect(),
+    );
+    let mut p50 = Vec::new();
+    for stall_free in [false, true] {
+        let broker = rt.block_on(Broker::builder().stall_free(stall_free).start()).unwrap();
+        let client = rt.block_on(partition(&broker));
+        let batch = records(100);
+        p50.push(median(
+            (0..40)
+                .map(|_| {
+                    rt.block_on(async {
+                        let started = Instant::now();
+                        client
+                            .produce(batch.clone(), Compression::NoCompression)
+                            .await
+                            .unwrap();
+                        started.elapsed()
+                    })
+                })
+                .collect(),
+        ));
+        rt.block_on(broker.shutdown()).unwrap();
+    }
+    println!("\nsummary: embedded broker ready in {ready:?} (median of 50)");
+    println!(
+        "summary: produce 100 records p50: direct {:?}, stall-free front {:?} (ratio {:.1}x)",
+        p50[0],
+        p50[1],
+        p50[0].as_secs_f64() / p50[1].as_secs_f64()
+    );
+}
+
+criterion_group!(
+    benches,
+    time_to_ready,
+    produce_latency,
+    fetch_throughput,
+    summary
+);
+criterion_main!(benches);
