@@ -62,9 +62,13 @@ fn time_to_ready(c: &mut Criterion) {
 fn produce_latency(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("produce latency");
-    group.sample_size(10).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
     for (path, stall_free) in [("direct", false), ("stall-free front", true)] {
-        let broker = rt.block_on(Broker::builder().stall_free(stall_free).start()).unwrap();
+        let broker = rt
+            .block_on(Broker::builder().stall_free(stall_free).start())
+            .unwrap();
         let client = rt.block_on(partition(&broker));
         for size in BATCH_SIZES {
             let batch = records(size);
@@ -129,7 +133,9 @@ fn summary(_: &mut Criterion) {
     );
     let mut p50 = Vec::new();
     for stall_free in [false, true] {
-        let broker = rt.block_on(Broker::builder().stall_free(stall_free).start()).unwrap();
+        let broker = rt
+            .block_on(Broker::builder().stall_free(stall_free).start())
+            .unwrap();
         let client = rt.block_on(partition(&broker));
         let batch = records(100);
         p50.push(median(
