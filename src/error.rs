@@ -90,6 +90,15 @@ pub enum Error {
     #[error(transparent)]
     Decode(#[from] crate::stockapp::DecodeError),
 
+    /// The schema registry's HTTP front could not bind or serve.
+    #[error("schema registry HTTP server on {addr}: {source}")]
+    RegistryServer {
+        /// The address it tried to use.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+
     /// The in-process schema registry refused a schema or a value.
     #[error(transparent)]
     Registry(#[from] crate::stockapp::RegistryError),

@@ -8,7 +8,8 @@
 //!   quickstarts ([`StockTrade`], [`User`]).
 //! - [`avro`]: the Confluent wire format (magic byte, schema id, Avro body)
 //!   and its typed [`DecodeError`].
-//! - [`registry`]: an in-process schema registry keyed by subject.
+//! - [`registry`]: an in-process schema registry keyed by subject, and
+//!   [`registry_server`], its Confluent REST subset over HTTP.
 //! - [`processor`]: the ksqlDB statements (filter, dollar amount, mask, join,
 //!   5-minute tumbling sum per zip code) and the Avro-to-JSON stream.
 //!
@@ -42,6 +43,7 @@ pub mod avro;
 pub mod datagen;
 pub mod processor;
 pub mod registry;
+pub mod registry_server;
 
 pub use avro::{DecodeError, MAGIC_BYTE, SchemaId, WireHeader};
 pub use datagen::{
@@ -52,6 +54,7 @@ pub use processor::{
     TransformedTrade, UsersTable, WindowRow, WindowUpdate, mask_account, trade_to_json,
 };
 pub use registry::{RegisteredSchema, RegistryError, SchemaRegistry, value_subject};
+pub use registry_server::{RegistryServer, RegistryServerBuilder};
 
 /// Topic the `Stock_Trades` datagen writes to (Avro, key = `symbol`).
 pub const TRADES_TOPIC: &str = "stockapp.trades";
