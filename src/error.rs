@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-/// Everything that can go wrong while starting or using a broker fixture.
+/// Everything that can go wrong while starting or using a broker fixture or
+/// the stockapp pipeline.
 ///
 /// Each variant carries what a user needs to act: which broker, which topic,
 /// which timeout.
@@ -84,6 +85,23 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+
+    /// A stockapp value could not be decoded from the Confluent wire format.
+    #[error(transparent)]
+    Decode(#[from] crate::stockapp::DecodeError),
+
+    /// The schema registry's HTTP front could not bind or serve.
+    #[error("schema registry HTTP server on {addr}: {source}")]
+    RegistryServer {
+        /// The address it tried to use.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+
+    /// The in-process schema registry refused a schema or a value.
+    #[error(transparent)]
+    Registry(#[from] crate::stockapp::RegistryError),
 }
 
 /// `Result` with this crate's [`Error`].
