@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-/// Everything that can go wrong while starting or using a broker fixture.
+/// Everything that can go wrong while starting or using a broker fixture,
+/// capturing spans, or checking them.
 ///
 /// Each variant carries what a user needs to act: which broker, which topic,
 /// which timeout.
@@ -83,6 +84,27 @@ pub enum Error {
         value: String,
         /// Why it was refused.
         reason: String,
+    },
+
+    /// A trace assertion did not hold; the message is the full report
+    /// (expected vs actual, the captured spans, what to do).
+    #[error("{0}")]
+    Assertion(String),
+
+    /// A [`crate::Condition`] on the captured spans did not hold in time.
+    #[error(
+        "waited {waited:?} for {condition}; it never held. Last seen: {seen}\n\
+         If the spans are still being produced, raise the deadline; if they \
+         should exist already, check that every span was ended and that the \
+         right SpanCapture provider was used."
+    )]
+    Wait {
+        /// The condition's description.
+        condition: String,
+        /// How long the wait lasted.
+        waited: Duration,
+        /// What the captured spans looked like at the deadline.
+        seen: String,
     },
 }
 

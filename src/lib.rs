@@ -2,7 +2,15 @@
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod capture;
 mod error;
+pub mod propagation;
+pub mod snapshot;
+pub mod span_tree;
 
 pub use broker::{Backend, BackendKind, Broker, BrokerBuilder, ContainerImage, unique_topic_name};
+pub use capture::{Condition, SpanCapture, SpanCaptureBuilder};
 pub use error::{Error, Result};
+pub use propagation::{ExistingTraceparent, ExtractProblem, Extracted, Injected, extract, inject};
+pub use snapshot::Render;
+pub use span_tree::{CapturedSpan, Problem, SpanForest, SpanView, Trace};

@@ -175,7 +175,7 @@ impl BrokerBuilder {
             }
             Backend::Container(image) => {
                 let (container, bootstrap) = container::start(image, self.timeout).await?;
-                (Running::Container(container), bootstrap)
+                (Running::Container(Box::new(container)), bootstrap)
             }
             Backend::External { bootstrap } => (Running::External, bootstrap.clone()),
         };
@@ -203,7 +203,8 @@ impl BrokerBuilder {
 #[derive(Debug)]
 enum Running {
     Embedded(EmbeddedCluster),
-    Container(container::RunningContainer),
+    // Boxed: a container handle is far larger than the other variants.
+    Container(Box<container::RunningContainer>),
     External,
 }
 
