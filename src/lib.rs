@@ -7,6 +7,7 @@ mod error;
 pub mod propagation;
 pub mod snapshot;
 pub mod span_tree;
+pub mod traced;
 
 pub use broker::{Backend, BackendKind, Broker, BrokerBuilder, ContainerImage, unique_topic_name};
 pub use capture::{Condition, SpanCapture, SpanCaptureBuilder};
@@ -14,3 +15,7 @@ pub use error::{Error, Result};
 pub use propagation::{ExistingTraceparent, ExtractProblem, Extracted, Injected, extract, inject};
 pub use snapshot::Render;
 pub use span_tree::{CapturedSpan, Problem, SpanForest, SpanView, Trace};
+pub use traced::{
+    ConsumedRecord, ConsumerParent, StartFrom, TracedConsumer, TracedConsumerBuilder,
+    TracedProducer,
+};

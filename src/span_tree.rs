@@ -270,7 +270,8 @@ impl SpanForest {
     }
 
     /// Spans with this name.
-    pub fn named<'f>(&'f self, name: &'f str) -> impl Iterator<Item = SpanView<'f>> + 'f {
+    pub fn named<'f>(&'f self, name: &str) -> impl Iterator<Item = SpanView<'f>> + use<'f> {
+        let name = name.to_owned();
         self.spans().filter(move |s| s.name() == name)
     }
 
@@ -280,19 +281,20 @@ impl SpanForest {
     }
 
     /// Spans recorded by this service.
-    pub fn of_service<'f>(&'f self, service: &'f str) -> impl Iterator<Item = SpanView<'f>> + 'f {
+    pub fn of_service<'f>(&'f self, service: &str) -> impl Iterator<Item = SpanView<'f>> + use<'f> {
+        let service = service.to_owned();
         self.spans().filter(move |s| s.service() == service)
     }
 
     /// Spans whose attribute `key` equals `value`.
     pub fn with_attribute<'f>(
         &'f self,
-        key: &'f str,
-        value: impl Into<Value>,
-    ) -> impl Iterator<Item = SpanView<'f>> + 'f {
-        let value = value.into();
+        key: &str,
+        value: Value,
+    ) -> impl Iterator<Item = SpanView<'f>> + use<'f> {
+        let key = key.to_owned();
         self.spans()
-            .filter(move |s| s.attribute(key).is_some_and(|v| *v == value))
+            .filter(move |s| s.attribute(&key).is_some_and(|v| *v == value))
     }
 
     /// The span with this trace and span id.
