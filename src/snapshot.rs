@@ -282,7 +282,9 @@ impl Render {
         let name_link = |t: &SpanView<'_>| {
             let same_trace = t.trace_id() == span.trace_id();
             let span_ordinal = ordinals.span(t.index());
-            if same_trace {
+            if span_ordinal == 0 {
+                format!("{:?} (outside this rendering)", t.name())
+            } else if same_trace {
                 format!("S{span_ordinal}")
             } else {
                 format!("S{span_ordinal} (trace T{})", ordinals.trace(t.trace_id()))
@@ -421,4 +423,11 @@ pub(crate) fn summary(forest: &SpanForest, max_lines: usize) -> String {
         .collect();
     let _ = writeln!(cut, "… {} more lines", total - max_lines);
     format!("{} spans\n{cut}", forest.len())
+}
+
+impl SpanForest {
+    /// [`Render::new`]'s rendering of the whole forest.
+    pub fn render(&self) -> String {
+        Render::new().forest(self)
+    }
 }
