@@ -8,6 +8,7 @@ mod expect;
 pub mod propagation;
 pub mod snapshot;
 pub mod span_tree;
+pub mod strategies;
 pub mod traced;
 
 pub use broker::{Backend, BackendKind, Broker, BrokerBuilder, ContainerImage, unique_topic_name};
