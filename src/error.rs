@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-/// Everything that can go wrong while starting or using a broker fixture or
-/// the stockapp pipeline.
+/// Everything that can go wrong while starting or using a broker fixture,
+/// capturing spans, checking them, or running the stockapp pipeline.
 ///
 /// Each variant carries what a user needs to act: which broker, which topic,
 /// which timeout.
@@ -102,6 +102,27 @@ pub enum Error {
     /// The in-process schema registry refused a schema or a value.
     #[error(transparent)]
     Registry(#[from] crate::stockapp::RegistryError),
+
+    /// A trace assertion did not hold; the message is the full report
+    /// (expected vs actual, the captured spans, what to do).
+    #[error("{0}")]
+    Assertion(String),
+
+    /// A [`crate::Condition`] on the captured spans did not hold in time.
+    #[error(
+        "waited {waited:?} for {condition}; it never held. Last seen: {seen}\n\
+         If the spans are still being produced, raise the deadline; if they \
+         should exist already, check that every span was ended and that the \
+         right SpanCapture provider was used."
+    )]
+    Wait {
+        /// The condition's description.
+        condition: String,
+        /// How long the wait lasted.
+        waited: Duration,
+        /// What the captured spans looked like at the deadline.
+        seen: String,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

@@ -205,6 +205,7 @@ impl BrokerBuilder {
 #[derive(Debug)]
 enum Running {
     Embedded(EmbeddedCluster),
+    // Boxed: a container handle is far larger than the other variants.
     Container(Box<container::RunningContainer>),
     External,
 }

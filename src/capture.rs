@@ -1,0 +1,319 @@
+//! Per-test span capture: one tracer provider per service, all exporting
+//! synchronously into one in-memory exporter, and nothing global.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use opentelemetry::InstrumentationScope;
+use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    InMemorySpanExporter, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
+};
+
+use crate::error::{Error, Result};
+use crate::span_tree::{CapturedSpan, SpanForest};
+
+/// Instrumentation scope name of the tracers [`SpanCapture::tracer`] returns.
+pub const SCOPE_NAME: &str = "kafka-trace-harness";
+
+type ServiceIndex = Arc<Mutex<HashMap<(TraceId, SpanId), Arc<str>>>>;
+
+/// Settings for a [`SpanCapture`]; every default is set in
+/// [`SpanCaptureBuilder::new`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SpanCaptureBuilder {
+    stdout: bool,
+    poll_interval: Duration,
+}
+
+impl Default for SpanCaptureBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SpanCaptureBuilder {
+    /// No stdout export, 2 ms polling interval for [`SpanCapture::wait_for`].
+    pub fn new() -> Self {
+        Self {
+            stdout: false,
+            poll_interval: Duration::from_millis(2),
+        }
+    }
+
+    /// Also print every span with `opentelemetry-stdout` as it ends, for
+    /// debugging a test. Default `false` (it is noisy and slow).
+    pub fn stdout(mut self, enabled: bool) -> Self {
+        self.stdout = enabled;
+        self
+    }
+
+    /// How often [`SpanCapture::wait_for`] looks at the spans. Default
+    /// 2 ms: short enough not to slow tests, long enough not to spin.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_micros(100));
+        self
+    }
+
+    /// Builds the capture.
+    pub fn build(self) -> SpanCapture {
+        SpanCapture {
+            exporter: InMemorySpanExporter::default(),
+            services: Arc::default(),
+            providers: Mutex::default(),
+            settings: self,
+        }
+    }
+}
+
+/// The spans of one test.
+///
+/// Each service gets its own [`SdkTracerProvider`] with resource
+/// `service.name`; all of them export through a simple (synchronous)
+/// processor into one [`InMemorySpanExporter`], so a span is visible as soon
+/// as it ends. No global provider or propagator is set, so captures of
+/// tests running in parallel never mix.
+///
+/// ```
+/// use kafka_trace_harness::SpanCapture;
+/// use opentelemetry::trace::Tracer;
+///
+/// let capture = SpanCapture::new();
+/// capture.tracer("datagen").in_span("send trades", |_| {});
+///
+/// let spans = capture.spans();
+/// assert_eq!(spans.len(), 1);
+/// assert_eq!(spans[0].service, "datagen");
+/// ```
+pub struct SpanCapture {
+    exporter: InMemorySpanExporter,
+    services: ServiceIndex,
+    providers: Mutex<BTreeMap<String, SdkTracerProvider>>,
+    settings: SpanCaptureBuilder,
+}
+
+impl fmt::Debug for SpanCapture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let services: Vec<String> = lock(&self.providers).keys().cloned().collect();
+        f.debug_struct("SpanCapture")
+            .field("services", &services)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SpanCapture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicking test thread must not hide the spans from the report.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SpanCapture {
+    /// A capture with the default settings.
+    pub fn new() -> Self {
+        SpanCaptureBuilder::new().build()
+    }
+
+    /// Settings for a capture.
+    pub fn builder() -> SpanCaptureBuilder {
+        SpanCaptureBuilder::new()
+    }
+
+    /// The provider of `service`, created on first use.
+    pub fn provider(&self, service: &str) -> SdkTracerProvider {
+        let mut providers = lock(&self.providers);
+        if let Some(provider) = providers.get(service) {
+            return provider.clone();
+        }
+        let exporter = ServiceExporter {
+            service: Arc::from(service),
+            sink: self.exporter.clone(),
+            services: Arc::clone(&self.services),
+        };
+        let mut builder = SdkTracerProvider::builder()
+            .with_resource(
+                Resource::builder_empty()
+                    .with_service_name(service.to_owned())
+                    .build(),
+            )
+            .with_simple_exporter(exporter);
+        if self.settings.stdout {
+            builder = builder.with_simple_exporter(opentelemetry_stdout::SpanExporter::default());
+        }
+        let provider = builder.build();
+        providers.insert(service.to_owned(), provider.clone());
+        provider
+    }
+
+    /// A tracer of `service` (scope [`SCOPE_NAME`]).
+    pub fn tracer(&self, service: &str) -> SdkTracer {
+        self.provider(service)
+            .tracer_with_scope(InstrumentationScope::builder(SCOPE_NAME).build())
+    }
+
+    /// Every span ended so far, in the order they ended.
+    pub fn spans(&self) -> Vec<CapturedSpan> {
+        // Only this crate's exporter writes here, and it never fails.
+        let spans = self.exporter.get_finished_spans().unwrap_or_default();
+        let services = lock(&self.services);
+        spans
+            .into_iter()
+            .map(|data| {
+                let key = (data.span_context.trace_id(), data.span_context.span_id());
+                let service = services
+                    .get(&key)
+                    .map_or_else(String::new, |s| s.to_string());
+                CapturedSpan { service, data }
+            })
+            .collect()
+    }
+
+    /// The spans ended so far, as a [`SpanForest`].
+    pub fn forest(&self) -> SpanForest {
+        SpanForest::new(self.spans())
+    }
+
+    /// Forgets every span captured so far.
+    pub fn clear(&self) {
+        // Spans are removed before their index entries, so a span is never
+        // visible without its service.
+        self.exporter.reset();
+        lock(&self.services).clear();
+    }
+
+    /// Polls the captured spans until `condition` holds or `deadline`
+    /// passes; returns the forest that satisfied it, or an error showing
+    /// what was seen.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kafka_trace_harness::Result<()> {
+    /// use std::time::Duration;
+    /// use kafka_trace_harness::{Condition, SpanCapture};
+    /// use opentelemetry::trace::Tracer;
+    ///
+    /// let capture = SpanCapture::new();
+    /// let tracer = capture.tracer("api");
+    /// tokio::spawn(async move { tracer.in_span("process x", |_| {}) });
+    ///
+    /// let forest = capture.wait_for(Condition::spans_named("process x", 1), Duration::from_secs(5)).await?;
+    /// assert_eq!(forest.len(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for(&self, condition: Condition, deadline: Duration) -> Result<SpanForest> {
+        let started = Instant::now();
+        let mut ticks = tokio::time::interval(self.settings.poll_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let forest = self.forest();
+            if (condition.check)(&forest) {
+                return Ok(forest);
+            }
+            if started.elapsed() >= deadline {
+                return Err(Error::Wait {
+                    condition: condition.description,
+                    waited: started.elapsed(),
+                    seen: crate::snapshot::summary(&forest, 40),
+                });
+            }
+            ticks.tick().await;
+        }
+    }
+
+    /// Shuts every provider down and reports the first error. The captured
+    /// spans stay readable: the in-memory exporter is never shut down.
+    pub fn shutdown(&self) -> Result<()> {
+        let providers = std::mem::take(&mut *lock(&self.providers));
+        let mut first_error = None;
+        for (service, provider) in providers {
+            if let Err(e) = provider.shutdown() {
+                first_error.get_or_insert(Error::Assertion(format!(
+                    "shutting down the tracer provider of {service}: {e}"
+                )));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// A condition on the captured spans, with a description for the error
+/// shown when it does not hold in time.
+pub struct Condition {
+    description: String,
+    check: Box<dyn Fn(&SpanForest) -> bool + Send + Sync>,
+}
+
+impl fmt::Debug for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Condition").field(&self.description).finish()
+    }
+}
+
+impl Condition {
+    /// A condition described by `description`.
+    pub fn new(
+        description: impl Into<String>,
+        check: impl Fn(&SpanForest) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            description: description.into(),
+            check: Box::new(check),
+        }
+    }
+
+    /// At least `count` spans in all.
+    pub fn span_count(count: usize) -> Self {
+        Self::new(format!("at least {count} spans"), move |f| f.len() >= count)
+    }
+
+    /// At least `count` spans named `name`.
+    pub fn spans_named(name: impl Into<String>, count: usize) -> Self {
+        let name = name.into();
+        Self::new(format!("at least {count} spans named {name:?}"), move |f| {
+            f.named(&name).count() >= count
+        })
+    }
+
+    /// What the condition waits for.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+}
+
+/// Forwards one service's spans into the shared exporter and remembers
+/// which service each came from (`SpanData` has no resource).
+#[derive(Debug)]
+struct ServiceExporter {
+    service: Arc<str>,
+    sink: InMemorySpanExporter,
+    services: ServiceIndex,
+}
+
+impl SpanExporter for ServiceExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        {
+            let mut services = lock(&self.services);
+            for span in &batch {
+                let key = (span.span_context.trace_id(), span.span_context.span_id());
+                services.insert(key, Arc::clone(&self.service));
+            }
+        }
+        self.sink.export(batch).await
+    }
+
+    // Deliberately not forwarded: the in-memory exporter clears its spans
+    // on shutdown, and a provider shuts down when its last clone drops.
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}

@@ -1,0 +1,364 @@
+//! W3C Trace Context and Baggage carried in Kafka record headers.
+//!
+//! The encoding and decoding is done by `opentelemetry_sdk`'s
+//! [`TraceContextPropagator`] and [`BaggagePropagator`]; this module only
+//! adapts rskafka's header map to their [`Injector`] / [`Extractor`] traits
+//! and explains, as data, why a record's context could not be used.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use opentelemetry::Context;
+use opentelemetry::propagation::{
+    Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
+};
+use opentelemetry::trace::{SpanContext, TraceContextExt};
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+
+/// rskafka's record headers: name → raw bytes.
+pub type Headers = BTreeMap<String, Vec<u8>>;
+
+/// Header carrying the W3C `traceparent`.
+pub const TRACEPARENT: &str = "traceparent";
+/// Header carrying the W3C `tracestate`.
+pub const TRACESTATE: &str = "tracestate";
+/// Header carrying W3C Baggage.
+pub const BAGGAGE: &str = "baggage";
+
+/// Longest `traceparent` value handed to the propagator. Version 00 is 55
+/// bytes; later versions may append fields, but nothing legitimate needs
+/// more than this, and refusing early bounds the work on hostile input.
+pub const MAX_TRACEPARENT_LEN: usize = 512;
+/// Longest `tracestate` value handed to the propagator (32 members of at
+/// most 256 bytes each, as W3C allows).
+pub const MAX_TRACESTATE_LEN: usize = 8192;
+/// Longest `baggage` value handed to the propagator (the W3C limit).
+pub const MAX_BAGGAGE_LEN: usize = 8192;
+
+fn limit_for(header: &str) -> usize {
+    match header {
+        TRACEPARENT => MAX_TRACEPARENT_LEN,
+        TRACESTATE => MAX_TRACESTATE_LEN,
+        _ => MAX_BAGGAGE_LEN,
+    }
+}
+
+/// The SDK's W3C propagators, trace context and baggage together.
+fn propagator() -> TextMapCompositePropagator {
+    TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ])
+}
+
+/// [`Injector`] writing into rskafka record headers (values as UTF-8 bytes).
+#[derive(Debug)]
+pub struct HeaderInjector<'a>(pub &'a mut Headers);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_owned(), value.into_bytes());
+    }
+}
+
+/// [`Extractor`] reading rskafka record headers.
+///
+/// A value that is not UTF-8, or longer than the limit for its header
+/// ([`MAX_TRACEPARENT_LEN`] …), reads as absent, so the propagator never
+/// sees it; [`extract`] reports why.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderExtractor<'a>(pub &'a Headers);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let value = self.0.get(key)?;
+        if value.len() > limit_for(key) {
+            return None;
+        }
+        std::str::from_utf8(value).ok()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
+/// What [`inject_with`] does when the headers already hold a `traceparent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ExistingTraceparent {
+    /// Keep the caller's `traceparent` and `tracestate` (the default): a
+    /// caller that set one on purpose, e.g. to forward a record, wins.
+    #[default]
+    Keep,
+    /// Replace them with the context being injected, and drop any header
+    /// that differs from `traceparent` only in case or surrounding spaces.
+    Replace,
+}
+
+/// What [`inject`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Injected {
+    /// `traceparent` (and `tracestate`, `baggage` when present) written.
+    Written,
+    /// A `traceparent` was already there and was kept; only baggage was
+    /// written, and only if no `baggage` header existed.
+    KeptExisting,
+    /// The context holds no valid span; at most baggage was written.
+    NoSpan,
+}
+
+/// Injects `cx`'s span context and baggage into `headers`, keeping a
+/// `traceparent` the caller already set (see [`ExistingTraceparent`]).
+///
+/// ```
+/// use kafka_trace_harness::propagation::{Headers, Injected, extract, inject};
+/// use opentelemetry::Context;
+/// use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+///
+/// let parent = SpanContext::new(TraceId::from(7), SpanId::from(9), TraceFlags::SAMPLED, false, TraceState::NONE);
+/// let mut headers = Headers::new();
+/// assert_eq!(inject(&Context::new().with_remote_span_context(parent), &mut headers), Injected::Written);
+///
+/// let extracted = extract(&headers);
+/// assert!(extracted.is_usable());
+/// assert_eq!(extracted.span_context().span_id(), SpanId::from(9));
+/// ```
+pub fn inject(cx: &Context, headers: &mut Headers) -> Injected {
+    inject_with(cx, headers, ExistingTraceparent::Keep)
+}
+
+/// [`inject`] with an explicit choice for an existing `traceparent`.
+pub fn inject_with(cx: &Context, headers: &mut Headers, existing: ExistingTraceparent) -> Injected {
+    let lookalikes = lookalike_keys(headers, TRACEPARENT);
+    if !lookalikes.is_empty() {
+        match existing {
+            ExistingTraceparent::Keep => {
+                if !headers.contains_key(BAGGAGE) {
+                    BaggagePropagator::new().inject_context(cx, &mut HeaderInjector(headers));
+                }
+                return Injected::KeptExisting;
+            }
+            ExistingTraceparent::Replace => {
+                let stale: Vec<String> = lookalikes
+                    .into_iter()
+                    .chain(lookalike_keys(headers, TRACESTATE))
+                    .collect();
+                for key in stale {
+                    headers.remove(&key);
+                }
+            }
+        }
+    }
+    propagator().inject_context(cx, &mut HeaderInjector(headers));
+    if cx.span().span_context().is_valid() {
+        Injected::Written
+    } else {
+        Injected::NoSpan
+    }
+}
+
+/// Keys equal to `name` once trimmed and lower-cased ("Traceparent",
+/// " traceparent"): Kafka header names are case-sensitive, HTTP's are not,
+/// and bridges between the two produce such duplicates.
+fn lookalike_keys(headers: &Headers, name: &str) -> Vec<String> {
+    headers
+        .keys()
+        .filter(|k| k.trim().eq_ignore_ascii_case(name))
+        .cloned()
+        .collect()
+}
+
+/// Why a record's trace context could not be used as a parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExtractProblem {
+    /// No `traceparent` header at all.
+    Missing,
+    /// The header's value is not UTF-8.
+    NotUtf8 {
+        /// Header name.
+        header: String,
+    },
+    /// The header's value is longer than this module's limit for it.
+    TooLong {
+        /// Header name.
+        header: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The W3C propagator rejected the `traceparent` value.
+    Malformed {
+        /// The value, shortened to 80 characters.
+        value: String,
+    },
+    /// Several headers differ from `traceparent` only in case or spaces and
+    /// disagree, so no single parent can be trusted.
+    Ambiguous {
+        /// The header names.
+        keys: Vec<String>,
+    },
+    /// Only a look-alike (`Traceparent`, ` traceparent`) is present; W3C
+    /// over Kafka uses the exact lower-case name.
+    WrongCase {
+        /// The header name found.
+        key: String,
+    },
+}
+
+impl ExtractProblem {
+    /// A short stable identifier, used as a span attribute value.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::NotUtf8 { .. } => "not_utf8",
+            Self::TooLong { .. } => "too_long",
+            Self::Malformed { .. } => "malformed",
+            Self::Ambiguous { .. } => "ambiguous",
+            Self::WrongCase { .. } => "wrong_case",
+        }
+    }
+}
+
+impl fmt::Display for ExtractProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing => write!(f, "no {TRACEPARENT} header"),
+            Self::NotUtf8 { header } => write!(f, "header {header:?} is not UTF-8"),
+            Self::TooLong { header, len, limit } => {
+                write!(
+                    f,
+                    "header {header:?} is {len} bytes, over the {limit}-byte limit"
+                )
+            }
+            Self::Malformed { value } => {
+                write!(f, "the W3C propagator rejected {TRACEPARENT} {value:?}")
+            }
+            Self::Ambiguous { keys } => {
+                write!(f, "conflicting trace context headers {keys:?}")
+            }
+            Self::WrongCase { key } => {
+                write!(f, "found {key:?} but W3C over Kafka uses {TRACEPARENT:?}")
+            }
+        }
+    }
+}
+
+/// The result of [`extract`]: a context to use, and what was wrong if the
+/// record's span context could not be used.
+#[derive(Debug, Clone)]
+pub struct Extracted {
+    /// The ambient context, plus the record's remote span context when
+    /// usable, plus its baggage when readable.
+    pub context: Context,
+    /// Why the record's span context was not used; `None` when it was.
+    pub problem: Option<ExtractProblem>,
+    /// Non-fatal findings: `tracestate` or `baggage` that were dropped.
+    pub ignored: Vec<ExtractProblem>,
+}
+
+impl Extracted {
+    /// Whether the record carried a usable parent span context.
+    pub fn is_usable(&self) -> bool {
+        self.problem.is_none()
+    }
+
+    /// The record's span context (invalid when not usable).
+    pub fn span_context(&self) -> SpanContext {
+        if self.is_usable() {
+            self.context.span().span_context().clone()
+        } else {
+            SpanContext::empty_context()
+        }
+    }
+}
+
+/// Extracts a record's context on top of an empty context; never panics.
+pub fn extract(headers: &Headers) -> Extracted {
+    extract_with(&Context::new(), headers)
+}
+
+/// Extracts a record's context on top of `ambient`; never panics.
+///
+/// When the record's `traceparent` is unusable the returned context is
+/// `ambient` (so a consumer span becomes a root, or a child of the ambient
+/// span) and [`Extracted::problem`] says why.
+pub fn extract_with(ambient: &Context, headers: &Headers) -> Extracted {
+    let mut ignored = Vec::new();
+    for header in [TRACESTATE, BAGGAGE] {
+        if let Some(problem) = unreadable(headers, header) {
+            ignored.push(problem);
+        }
+    }
+    let extractor = HeaderExtractor(headers);
+    let problem = traceparent_problem(headers).or_else(|| {
+        // Ask the propagator alone, on an empty context, so that a span in
+        // `ambient` cannot be mistaken for the record's.
+        let probe = TraceContextPropagator::new().extract(&extractor);
+        let valid = probe.span().span_context().is_valid();
+        (!valid).then(|| ExtractProblem::Malformed {
+            value: shorten(&String::from_utf8_lossy(&headers[TRACEPARENT])),
+        })
+    });
+    let context = match problem {
+        None => propagator().extract_with_context(ambient, &extractor),
+        // Baggage is independent of the span context: keep it if readable.
+        Some(_) => BaggagePropagator::new().extract_with_context(ambient, &extractor),
+    };
+    Extracted {
+        context,
+        problem,
+        ignored,
+    }
+}
+
+fn unreadable(headers: &Headers, header: &str) -> Option<ExtractProblem> {
+    let value = headers.get(header)?;
+    let limit = limit_for(header);
+    if value.len() > limit {
+        Some(ExtractProblem::TooLong {
+            header: header.to_owned(),
+            len: value.len(),
+            limit,
+        })
+    } else if std::str::from_utf8(value).is_err() {
+        Some(ExtractProblem::NotUtf8 {
+            header: header.to_owned(),
+        })
+    } else {
+        None
+    }
+}
+
+/// Checks done before handing `traceparent` to the propagator; the
+/// propagator itself judges the syntax.
+fn traceparent_problem(headers: &Headers) -> Option<ExtractProblem> {
+    let lookalikes = lookalike_keys(headers, TRACEPARENT);
+    let Some(value) = headers.get(TRACEPARENT) else {
+        return Some(match lookalikes.into_iter().next() {
+            Some(key) => ExtractProblem::WrongCase { key },
+            None => ExtractProblem::Missing,
+        });
+    };
+    let disagree = lookalikes
+        .iter()
+        .any(|k| headers[k].trim_ascii() != value.trim_ascii());
+    if disagree {
+        return Some(ExtractProblem::Ambiguous { keys: lookalikes });
+    }
+    unreadable(headers, TRACEPARENT)
+}
+
+fn shorten(value: &str) -> String {
+    const MAX: usize = 80;
+    if value.chars().count() <= MAX {
+        value.to_owned()
+    } else {
+        let mut short: String = value.chars().take(MAX).collect();
+        short.push('…');
+        short
+    }
+}

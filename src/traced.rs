@@ -1,0 +1,599 @@
+//! A traced producer and consumer over rskafka, following the
+//! OpenTelemetry messaging semantic conventions (1.44) for Kafka.
+//!
+//! rskafka has no consumer groups, so [`TracedConsumer`] keeps its own
+//! offsets: each named consumer reads every partition of its topic from
+//! where it started, and hands out each record exactly once.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry::trace::{Link, Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::SdkTracer;
+use rskafka::client::Client;
+use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::record::Record;
+use tokio::sync::Mutex;
+
+use crate::broker::Broker;
+use crate::error::{Error, Result};
+use crate::propagation::{ExistingTraceparent, Extracted, Injected, extract_with, inject_with};
+
+/// Attribute names of the messaging semantic conventions used here.
+pub mod attr {
+    /// `kafka`.
+    pub const MESSAGING_SYSTEM: &str = "messaging.system";
+    /// `send` or `process`.
+    pub const OPERATION_NAME: &str = "messaging.operation.name";
+    /// `send` or `process`.
+    pub const OPERATION_TYPE: &str = "messaging.operation.type";
+    /// The topic.
+    pub const DESTINATION_NAME: &str = "messaging.destination.name";
+    /// The partition, as a string.
+    pub const PARTITION_ID: &str = "messaging.destination.partition.id";
+    /// The record key, UTF-8 lossy.
+    pub const MESSAGE_KEY: &str = "messaging.kafka.message.key";
+    /// The record offset.
+    pub const OFFSET: &str = "messaging.kafka.offset";
+    /// The consumer's name (its "group").
+    pub const CONSUMER_GROUP: &str = "messaging.consumer.group.name";
+    /// Host of the first bootstrap server.
+    pub const SERVER_ADDRESS: &str = "server.address";
+    /// Port of the first bootstrap server.
+    pub const SERVER_PORT: &str = "server.port";
+    /// Low-cardinality error class on failed spans.
+    pub const ERROR_TYPE: &str = "error.type";
+    /// On a consumer span: why the record's trace context was not used.
+    pub const CONTEXT_PROBLEM: &str = "messaging.kafka.trace_context.problem";
+}
+
+/// Name of the event a consumer span gets when the record's trace context
+/// was not usable.
+pub const CONTEXT_UNUSABLE_EVENT: &str = "trace context unusable";
+
+fn server(bootstrap: &str) -> Vec<KeyValue> {
+    let first = bootstrap.split(',').next().unwrap_or_default().trim();
+    match first.rsplit_once(':') {
+        Some((host, port)) => {
+            let mut out = vec![KeyValue::new(attr::SERVER_ADDRESS, host.to_owned())];
+            if let Ok(port) = port.parse::<i64>() {
+                out.push(KeyValue::new(attr::SERVER_PORT, port));
+            }
+            out
+        }
+        None => vec![KeyValue::new(attr::SERVER_ADDRESS, first.to_owned())],
+    }
+}
+
+fn error_type(error: &rskafka::client::error::Error) -> String {
+    use rskafka::client::error::Error as E;
+    match error {
+        E::ServerError { protocol_error, .. } => format!("{protocol_error:?}"),
+        E::Connection(_) => "connection".into(),
+        E::Request(_) => "request".into(),
+        E::InvalidResponse(_) => "invalid_response".into(),
+        E::Timeout => "timeout".into(),
+        _ => "_OTHER".into(),
+    }
+}
+
+fn common(
+    operation: &'static str,
+    topic: &str,
+    partition: i32,
+    key: Option<&[u8]>,
+) -> Vec<KeyValue> {
+    let mut attributes = vec![
+        KeyValue::new(attr::MESSAGING_SYSTEM, "kafka"),
+        KeyValue::new(attr::OPERATION_NAME, operation),
+        KeyValue::new(attr::OPERATION_TYPE, operation),
+        KeyValue::new(attr::DESTINATION_NAME, topic.to_owned()),
+        KeyValue::new(attr::PARTITION_ID, partition.to_string()),
+    ];
+    if let Some(key) = key {
+        attributes.push(KeyValue::new(
+            attr::MESSAGE_KEY,
+            String::from_utf8_lossy(key).into_owned(),
+        ));
+    }
+    attributes
+}
+
+/// Produces records, one `send <topic>` PRODUCER span per record, with the
+/// span's context injected into the record's headers.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> kafka_trace_harness::Result<()> {
+/// use kafka_trace_harness::{Broker, SpanCapture, TracedProducer};
+/// use opentelemetry::Context;
+/// use rskafka::record::Record;
+///
+/// let broker = Broker::builder().start().await?;
+/// let topic = broker.create_unique_topic("trades", 1).await?;
+/// let capture = SpanCapture::new();
+/// let producer = TracedProducer::connect(&broker, capture.tracer("datagen")).await?;
+///
+/// let record = Record { key: None, value: Some(b"x".to_vec()), headers: Default::default(), timestamp: chrono::Utc::now() };
+/// let offset = producer.send(&Context::new(), &topic, 0, record).await?;
+/// assert_eq!(offset, 0);
+/// assert_eq!(capture.forest().named(&format!("send {topic}")).count(), 1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct TracedProducer {
+    client: Client,
+    bootstrap: String,
+    tracer: SdkTracer,
+    existing: ExistingTraceparent,
+    partitions: Mutex<HashMap<(String, i32), Arc<PartitionClient>>>,
+}
+
+impl TracedProducer {
+    /// A producer on a new client of `broker`, recording with `tracer`.
+    pub async fn connect(broker: &Broker, tracer: SdkTracer) -> Result<Self> {
+        Ok(Self::new(
+            broker.client().await?,
+            broker.bootstrap_servers(),
+            tracer,
+        ))
+    }
+
+    /// A producer on an existing client; `bootstrap` only feeds the
+    /// `server.*` attributes and error messages.
+    pub fn new(client: Client, bootstrap: &str, tracer: SdkTracer) -> Self {
+        Self {
+            client,
+            bootstrap: bootstrap.to_owned(),
+            tracer,
+            existing: ExistingTraceparent::Keep,
+            partitions: Mutex::default(),
+        }
+    }
+
+    /// What to do with a `traceparent` already in a record's headers.
+    /// Default [`ExistingTraceparent::Keep`].
+    #[must_use]
+    pub fn existing_traceparent(mut self, existing: ExistingTraceparent) -> Self {
+        self.existing = existing;
+        self
+    }
+
+    async fn partition(&self, topic: &str, partition: i32) -> Result<Arc<PartitionClient>> {
+        let mut cache = self.partitions.lock().await;
+        if let Some(client) = cache.get(&(topic.to_owned(), partition)) {
+            return Ok(Arc::clone(client));
+        }
+        let client = self
+            .client
+            .partition_client(topic, partition, UnknownTopicHandling::Retry)
+            .await
+            .map_err(|source| Error::Client {
+                bootstrap: self.bootstrap.clone(),
+                source,
+            })?;
+        let client = Arc::new(client);
+        cache.insert((topic.to_owned(), partition), Arc::clone(&client));
+        Ok(client)
+    }
+
+    /// Sends `record` to `topic`/`partition` in a `send <topic>` span that
+    /// is a child of `parent`'s span; returns the record's offset.
+    pub async fn send(
+        &self,
+        parent: &Context,
+        topic: &str,
+        partition: i32,
+        mut record: Record,
+    ) -> Result<i64> {
+        let mut attributes = common("send", topic, partition, record.key.as_deref());
+        attributes.extend(server(&self.bootstrap));
+        let span = self
+            .tracer
+            .span_builder(format!("send {topic}"))
+            .with_kind(SpanKind::Producer)
+            .with_attributes(attributes)
+            .start_with_context(&self.tracer, parent);
+        let cx = parent.with_span(span);
+        if inject_with(&cx, &mut record.headers, self.existing) == Injected::KeptExisting {
+            cx.span()
+                .add_event("kept the record's existing traceparent", Vec::new());
+        }
+        let result = match self.partition(topic, partition).await {
+            Ok(client) => client
+                .produce(vec![record], Compression::NoCompression)
+                .await
+                .map_err(|source| Error::Client {
+                    bootstrap: self.bootstrap.clone(),
+                    source,
+                }),
+            Err(e) => Err(e),
+        };
+        let span = cx.span();
+        let result = match result {
+            Ok(offsets) => match offsets.first() {
+                Some(&offset) => {
+                    span.set_attribute(KeyValue::new(attr::OFFSET, offset));
+                    Ok(offset)
+                }
+                None => Err(Error::Topic {
+                    topic: topic.to_owned(),
+                    bootstrap: self.bootstrap.clone(),
+                    reason: "the broker acknowledged the record without an offset".into(),
+                }),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            let kind = match e {
+                Error::Client { source, .. } => error_type(source),
+                _ => "_OTHER".into(),
+            };
+            span.set_attribute(KeyValue::new(attr::ERROR_TYPE, kind));
+            span.set_status(Status::error(e.to_string()));
+        }
+        span.end();
+        result
+    }
+}
+
+/// Where a new consumer starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StartFrom {
+    /// The earliest record still kept (the default, as the stockapp API
+    /// service does).
+    #[default]
+    Earliest,
+    /// Only records produced after the consumer was built.
+    Latest,
+}
+
+/// How a `process` span relates to the context found in its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ConsumerParent {
+    /// The record's context is the parent (the default).
+    #[default]
+    Extracted,
+    /// The span is a child of the ambient context (a root by default) and
+    /// links to the record's context.
+    LinkOnly,
+}
+
+/// Settings for a [`TracedConsumer`]; every default is set in
+/// [`TracedConsumer::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct TracedConsumerBuilder {
+    group: String,
+    topic: String,
+    start: StartFrom,
+    parent: ConsumerParent,
+    max_wait: Duration,
+}
+
+impl TracedConsumerBuilder {
+    /// Where to start. Default [`StartFrom::Earliest`].
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Parent or link. Default [`ConsumerParent::Extracted`].
+    pub fn parent(mut self, parent: ConsumerParent) -> Self {
+        self.parent = parent;
+        self
+    }
+
+    /// How long one fetch waits on an empty partition. Default 50 ms: a
+    /// poll returns quickly when records exist, and an idle poll is cheap.
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// Connects to every partition of the topic and finds the start offsets.
+    pub async fn build(self, broker: &Broker, tracer: SdkTracer) -> Result<TracedConsumer> {
+        let client = broker.client().await?;
+        let bootstrap = broker.bootstrap_servers().to_owned();
+        let client_error = |source| Error::Client {
+            bootstrap: bootstrap.clone(),
+            source,
+        };
+        let topics = client.list_topics().await.map_err(client_error)?;
+        let Some(topic) = topics.iter().find(|t| t.name == self.topic) else {
+            return Err(Error::Topic {
+                topic: self.topic,
+                bootstrap,
+                reason: "no such topic: create it before building the consumer".into(),
+            });
+        };
+        let mut partitions = Vec::new();
+        let mut offsets = BTreeMap::new();
+        for &id in &topic.partitions {
+            let pc = client
+                .partition_client(self.topic.as_str(), id, UnknownTopicHandling::Retry)
+                .await
+                .map_err(client_error)?;
+            let at = match self.start {
+                StartFrom::Earliest => OffsetAt::Earliest,
+                StartFrom::Latest => OffsetAt::Latest,
+            };
+            offsets.insert(id, pc.get_offset(at).await.map_err(client_error)?);
+            partitions.push((id, Arc::new(pc)));
+        }
+        Ok(TracedConsumer {
+            server: server(&bootstrap),
+            bootstrap,
+            tracer,
+            partitions,
+            offsets,
+            pending: VecDeque::new(),
+            settings: self,
+        })
+    }
+}
+
+/// Reads every partition of one topic under a consumer name, one
+/// `process <topic>` CONSUMER span per record.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> kafka_trace_harness::Result<()> {
+/// use std::time::Duration;
+/// use kafka_trace_harness::{Broker, SpanCapture, TracedConsumer, TracedProducer};
+/// use opentelemetry::Context;
+/// use rskafka::record::Record;
+///
+/// let broker = Broker::builder().start().await?;
+/// let topic = broker.create_unique_topic("trades", 2).await?;
+/// let capture = SpanCapture::new();
+/// let producer = TracedProducer::connect(&broker, capture.tracer("datagen")).await?;
+/// let mut consumer = TracedConsumer::builder("api", &topic).build(&broker, capture.tracer("api")).await?;
+///
+/// let record = Record { key: Some(b"ZVZZT".to_vec()), value: None, headers: Default::default(), timestamp: chrono::Utc::now() };
+/// producer.send(&Context::new(), &topic, 1, record).await?;
+///
+/// for consumed in consumer.consume(1, Duration::from_secs(10)).await? {
+///     // Sends made with `consumed.context()` become children of the process span.
+///     consumed.finish();
+/// }
+/// let forest = capture.forest();
+/// let process = forest.named(&format!("process {topic}")).next().unwrap();
+/// assert_eq!(process.parent().unwrap().name(), format!("send {topic}"));
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct TracedConsumer {
+    settings: TracedConsumerBuilder,
+    bootstrap: String,
+    server: Vec<KeyValue>,
+    tracer: SdkTracer,
+    partitions: Vec<(i32, Arc<PartitionClient>)>,
+    offsets: BTreeMap<i32, i64>,
+    /// Fetched, spans started, not yet handed out.
+    pending: VecDeque<ConsumedRecord>,
+}
+
+impl TracedConsumer {
+    /// Settings for consumer `group` of `topic`: from the earliest record,
+    /// process spans parented by the record's context, 50 ms fetch wait.
+    pub fn builder(group: impl Into<String>, topic: impl Into<String>) -> TracedConsumerBuilder {
+        TracedConsumerBuilder {
+            group: group.into(),
+            topic: topic.into(),
+            start: StartFrom::Earliest,
+            parent: ConsumerParent::Extracted,
+            max_wait: Duration::from_millis(50),
+        }
+    }
+
+    /// The consumer's name, reported as `messaging.consumer.group.name`.
+    pub fn group(&self) -> &str {
+        &self.settings.group
+    }
+
+    /// The next offset to read, per partition.
+    pub fn offsets(&self) -> &BTreeMap<i32, i64> {
+        &self.offsets
+    }
+
+    /// One fetch on every partition at once; spans are children of (or,
+    /// with [`ConsumerParent::LinkOnly`], linked from) each record's
+    /// context, else roots.
+    pub async fn poll(&mut self) -> Result<Vec<ConsumedRecord>> {
+        self.poll_in(&Context::new()).await
+    }
+
+    /// [`poll`](Self::poll) with `ambient` as the fallback parent (and the
+    /// parent in link-only mode).
+    pub async fn poll_in(&mut self, ambient: &Context) -> Result<Vec<ConsumedRecord>> {
+        if !self.pending.is_empty() {
+            return Ok(self.pending.drain(..).collect());
+        }
+        let max_wait = i32::try_from(self.settings.max_wait.as_millis()).unwrap_or(i32::MAX);
+        let mut fetches = tokio::task::JoinSet::new();
+        for (id, client) in &self.partitions {
+            let (id, client) = (*id, Arc::clone(client));
+            let from = self.offsets[&id];
+            fetches.spawn(async move {
+                let fetched = client.fetch_records(from, 1..52_428_800, max_wait).await;
+                (id, from, fetched)
+            });
+        }
+        let mut batches = Vec::new();
+        while let Some(joined) = fetches.join_next().await {
+            let (id, from, fetched) = joined.map_err(|e| Error::Topic {
+                topic: self.settings.topic.clone(),
+                bootstrap: self.bootstrap.clone(),
+                reason: format!("fetch task failed: {e}"),
+            })?;
+            let (records, _high_watermark) = fetched.map_err(|source| Error::Client {
+                bootstrap: self.bootstrap.clone(),
+                source,
+            })?;
+            batches.push((id, from, records));
+        }
+        // Partition order, then offset order: deterministic for tests.
+        batches.sort_by_key(|(id, _, _)| *id);
+        let mut out = Vec::new();
+        for (id, from, mut records) in batches {
+            records.retain(|r| r.offset >= from);
+            records.sort_by_key(|r| r.offset);
+            records.dedup_by_key(|r| r.offset);
+            if let Some(last) = records.last() {
+                self.offsets.insert(id, last.offset + 1);
+            }
+            for r in records {
+                out.push(self.start_process(ambient, id, r.offset, r.record));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Polls until `count` records arrived or `deadline` passed; returns
+    /// exactly `count` records and keeps any extra for the next call.
+    pub async fn consume(
+        &mut self,
+        count: usize,
+        deadline: Duration,
+    ) -> Result<Vec<ConsumedRecord>> {
+        let started = Instant::now();
+        let mut got: Vec<ConsumedRecord> = Vec::new();
+        while got.len() < count {
+            if started.elapsed() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!(
+                        "consumer {:?} reading {count} records of topic {:?} (got {})",
+                        self.settings.group,
+                        self.settings.topic,
+                        got.len()
+                    ),
+                    bootstrap: self.bootstrap.clone(),
+                    timeout: deadline,
+                });
+            }
+            let polled = self.poll().await?;
+            let room = count - got.len();
+            let mut polled = polled.into_iter();
+            got.extend(polled.by_ref().take(room));
+            // Records past `count` already have their span: keep them for
+            // the next call rather than fetching them twice.
+            self.pending.extend(polled);
+        }
+        Ok(got)
+    }
+
+    fn start_process(
+        &self,
+        ambient: &Context,
+        partition: i32,
+        offset: i64,
+        record: Record,
+    ) -> ConsumedRecord {
+        let topic = &self.settings.topic;
+        let extracted = extract_with(ambient, &record.headers);
+        let mut attributes = common("process", topic, partition, record.key.as_deref());
+        attributes.push(KeyValue::new(
+            attr::CONSUMER_GROUP,
+            self.settings.group.clone(),
+        ));
+        attributes.push(KeyValue::new(attr::OFFSET, offset));
+        attributes.extend(self.server.iter().cloned());
+        if let Some(problem) = &extracted.problem {
+            attributes.push(KeyValue::new(attr::CONTEXT_PROBLEM, problem.kind()));
+        }
+        let mut builder = self
+            .tracer
+            .span_builder(format!("process {topic}"))
+            .with_kind(SpanKind::Consumer)
+            .with_attributes(attributes);
+        let parent = match self.settings.parent {
+            ConsumerParent::Extracted => &extracted.context,
+            ConsumerParent::LinkOnly => {
+                if extracted.is_usable() {
+                    builder =
+                        builder.with_links(vec![Link::with_context(extracted.span_context())]);
+                }
+                ambient
+            }
+        };
+        let mut span = builder.start_with_context(&self.tracer, parent);
+        if let Some(problem) = &extracted.problem {
+            span.add_event(
+                CONTEXT_UNUSABLE_EVENT,
+                vec![
+                    KeyValue::new("reason", problem.kind()),
+                    KeyValue::new("description", problem.to_string()),
+                ],
+            );
+        }
+        for ignored in &extracted.ignored {
+            span.add_event(
+                "trace context header ignored",
+                vec![
+                    KeyValue::new("reason", ignored.kind()),
+                    KeyValue::new("description", ignored.to_string()),
+                ],
+            );
+        }
+        // Keeps the record's baggage; the process span becomes the active span.
+        let context = extracted.context.with_span(span);
+        ConsumedRecord {
+            topic: topic.clone(),
+            partition,
+            offset,
+            record,
+            extracted,
+            context,
+        }
+    }
+}
+
+/// A record handed out by a [`TracedConsumer`], with its open `process`
+/// span. The span ends on [`finish`](Self::finish) or when the record (and
+/// every clone of its context) is dropped.
+#[derive(Debug)]
+pub struct ConsumedRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// The record, headers included.
+    pub record: Record,
+    /// What extraction found in the headers.
+    pub extracted: Extracted,
+    context: Context,
+}
+
+impl ConsumedRecord {
+    /// The context with the `process` span active and the record's
+    /// baggage: pass it to [`TracedProducer::send`] so downstream sends
+    /// become children of the process span.
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    /// Marks the process span failed (`error.type` and Error status).
+    pub fn fail(&self, error_type: &str, description: impl Into<String>) {
+        let span = self.context.span();
+        span.set_attribute(KeyValue::new(attr::ERROR_TYPE, error_type.to_owned()));
+        span.set_status(Status::error(description.into()));
+    }
+
+    /// Adds an attribute to the process span (for example why a record was
+    /// filtered out).
+    pub fn set_attribute(&self, attribute: KeyValue) {
+        self.context.span().set_attribute(attribute);
+    }
+
+    /// Ends the process span.
+    pub fn finish(self) {
+        self.context.span().end();
+    }
+}
