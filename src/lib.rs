@@ -4,6 +4,7 @@
 pub mod broker;
 mod error;
 pub mod metrics;
+pub mod otlp;
 pub mod stockapp;
 
 pub use broker::{Backend, BackendKind, Broker, BrokerBuilder, ContainerImage, unique_topic_name};
