@@ -123,6 +123,36 @@ pub enum Error {
         /// What the captured spans looked like at the deadline.
         seen: String,
     },
+
+    /// The API service's HTTP server could not bind or serve.
+    #[error("stockapp API HTTP server on {addr}: {source}")]
+    ApiServer {
+        /// The address it tried to use.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+
+    /// A `stockapp.dollarsbyzip` value was refused by the API service.
+    #[error(transparent)]
+    DollarsByZip(#[from] crate::stockapp::DollarsByZipError),
+
+    /// The OpenTelemetry metrics SDK failed to export.
+    #[error("metrics export: {0}")]
+    Metrics(String),
+
+    /// Spans could not be encoded as OTLP JSON.
+    #[error("OTLP JSON encoding: {0}")]
+    OtlpEncode(String),
+
+    /// Spans could not be written as OTLP JSON.
+    #[error("OTLP JSON file {path}: {source}")]
+    OtlpWrite {
+        /// The file it tried to write.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

@@ -5,6 +5,8 @@ pub mod broker;
 pub mod capture;
 mod error;
 mod expect;
+pub mod metrics;
+pub mod otlp;
 pub mod propagation;
 pub mod snapshot;
 pub mod span_tree;

@@ -12,6 +12,8 @@
 //!   [`registry_server`], its Confluent REST subset over HTTP.
 //! - [`processor`]: the ksqlDB statements (filter, dollar amount, mask, join,
 //!   5-minute tumbling sum per zip code) and the Avro-to-JSON stream.
+//! - [`api`]: the Go API service's rows ([`ApiState`]) and its HTTP server
+//!   ([`ApiServer`]), fed by whoever consumes `stockapp.dollarsbyzip`.
 //!
 //! ```
 //! use kafka_trace_harness::stockapp::{Datagen, SchemaRegistry, StockProcessor, StockTrade, TRADES_TOPIC};
@@ -39,12 +41,16 @@
 //! # Ok::<(), kafka_trace_harness::Error>(())
 //! ```
 
+pub mod api;
 pub mod avro;
 pub mod datagen;
 pub mod processor;
 pub mod registry;
 pub mod registry_server;
 
+pub use api::{
+    ApiServer, ApiServerBuilder, ApiState, ApiWaitTimeout, DollarsByZipError, DollarsByZipRow,
+};
 pub use avro::{DecodeError, MAGIC_BYTE, SchemaId, WireHeader};
 pub use datagen::{
     AvroRecord, Datagen, DatagenBuilder, StockTrade, TradeGenerator, User, UserGenerator,
