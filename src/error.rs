@@ -153,6 +153,9 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A stockapp pipeline service failed or did not finish in time.
+    #[error("stockapp pipeline: {0}")]
+    Pipeline(String),
 }
 
 /// `Result` with this crate's [`Error`].

@@ -6,8 +6,18 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use kafka_trace_harness::Broker;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
 use kafka_trace_harness::broker::AdminChannel;
+use kafka_trace_harness::stockapp::pipeline::{PipelineBuilder, Services};
+use kafka_trace_harness::stockapp::summary::{
+    TraceSummary, render_summary, render_trace_tree, showcase_traces,
+};
+use kafka_trace_harness::stockapp::{ApiServer, RegistryServer, SchemaRegistry};
+use kafka_trace_harness::{Backend, Broker, SpanCapture};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Kafka broker and tracing harness for tests")]
@@ -18,6 +28,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the traced stockapp pipeline (the default): datagen, processor and
+    /// API consumers on the embedded broker; prints trace trees and a summary.
+    Run(RunArgs),
     /// Run the embedded broker until Ctrl-C or SIGTERM; prints its bootstrap
     /// address on the first line of standard output.
     Broker(BrokerArgs),
@@ -44,11 +57,58 @@ struct BrokerArgs {
     brokers: u16,
 }
 
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Trades to generate.
+    #[arg(long, default_value_t = 2_000)]
+    trades: usize,
+    /// User profiles to generate (sent before the trades).
+    #[arg(long, default_value_t = 9)]
+    users: usize,
+    /// Seed of the generator: same seed, same records.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Use an existing broker (host:port) instead of the embedded one.
+    #[arg(long)]
+    bootstrap: Option<String>,
+    /// Services to run here, comma-separated: datagen, processor, api.
+    #[arg(long, default_value = "datagen,processor,api", value_parser = parse_services)]
+    services: Services,
+    /// Number of API consumers (api-1, api-2, …), each its own group.
+    #[arg(long, default_value_t = 2)]
+    api_consumers: usize,
+    /// Serve the schema registry's Confluent REST API on this port.
+    #[arg(long)]
+    schema_registry_port: Option<u16>,
+    /// Write every span as OTLP JSON (resourceSpans) to this file.
+    #[arg(long)]
+    spans_out: Option<PathBuf>,
+    /// Serve api-1's rows on this HTTP port (GET / and GET /health).
+    #[arg(long)]
+    http_port: Option<u16>,
+    /// Trace trees to print.
+    #[arg(long, default_value_t = 3)]
+    show_traces: usize,
+}
+
+fn parse_services(list: &str) -> Result<Services, String> {
+    Services::parse(list)
+}
+
+impl Default for RunArgs {
+    fn default() -> Self {
+        match Cli::parse_from(["kafka-trace-harness", "run"]).command {
+            Some(Command::Run(args)) => args,
+            _ => unreachable!("the run subcommand was given"),
+        }
+    }
+}
+
 impl Default for BrokerArgs {
     fn default() -> Self {
         match Cli::parse_from(["kafka-trace-harness", "broker"]).command {
             Some(Command::Broker(args)) => args,
-            None => unreachable!("the broker subcommand was given"),
+            _ => unreachable!("the broker subcommand was given"),
         }
     }
 }
@@ -67,8 +127,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Some(Command::Broker(args)) => runtime.block_on(run_broker(args)),
-        // Until the pipeline lands, the main job is the standalone broker.
-        None => runtime.block_on(run_broker(BrokerArgs::default())),
+        Some(Command::Run(args)) => runtime.block_on(run_pipeline(args)),
+        None => runtime.block_on(run_pipeline(RunArgs::default())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -115,4 +175,101 @@ async fn wait_for_stop_signal() -> std::io::Result<()> {
         r = tokio::signal::ctrl_c() => r,
         _ = terminate.recv() => Ok(()),
     }
+}
+
+async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let backend = match &args.bootstrap {
+        Some(bootstrap) => Backend::External {
+            bootstrap: bootstrap.clone(),
+        },
+        None => Backend::Embedded,
+    };
+    let broker = Broker::builder().backend(backend).start().await?;
+    let capture = SpanCapture::new();
+    let registry = SchemaRegistry::new();
+    let registry_server = match args.schema_registry_port {
+        Some(port) => {
+            let server = RegistryServer::builder(registry.clone())
+                .port(port)
+                .start()
+                .await?;
+            eprintln!("schema registry on {}", server.url());
+            Some(server)
+        }
+        None => None,
+    };
+    let mut pipeline = PipelineBuilder::new()
+        .seed(args.seed)
+        .trades(args.trades)
+        .users(args.users)
+        .api_consumers(args.api_consumers)
+        .services(args.services)
+        .registry(registry)
+        .start(&broker, &capture)
+        .await?;
+    let api_server = match (args.http_port, pipeline.api_states().first()) {
+        (Some(port), Some(state)) => {
+            let server = ApiServer::builder(state.clone()).port(port).start().await?;
+            eprintln!("api-1 serves its rows on {}", server.url());
+            Some(server)
+        }
+        _ => None,
+    };
+
+    let bar = ProgressBar::new(args.trades as u64).with_style(
+        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} trades {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    if args.services.datagen {
+        // Done when everything generated went through every service here.
+        pipeline
+            .wait_until_complete_observed(Duration::from_secs(600), |progress| {
+                bar.set_position(progress.trades_processed as u64);
+            })
+            .await?;
+    } else {
+        // Other programs play the missing parts: run until Ctrl-C.
+        eprintln!(
+            "processing records from {}; Ctrl-C stops",
+            broker.bootstrap_servers()
+        );
+        wait_for_stop_signal().await?;
+    }
+    let api_json = pipeline.api_states().first().map(|state| state.to_json());
+    let progress = pipeline.stop().await?;
+    bar.set_position(progress.trades_processed as u64);
+    bar.finish_and_clear();
+
+    let forest = capture.forest();
+    let colour = std::io::stdout().is_terminal();
+    for trace in showcase_traces(&forest, args.show_traces) {
+        println!("{}", render_trace_tree(&trace, colour));
+    }
+    let traces = TraceSummary::of(&forest);
+    print!("{}", render_summary(&progress, &traces));
+    if let Some(json) = api_json {
+        println!("GET / of api-1:\n{json}");
+    }
+    if let Some(path) = &args.spans_out {
+        kafka_trace_harness::otlp::write_otlp_json(
+            path,
+            forest
+                .captured()
+                .iter()
+                .map(|c| (c.service.as_str(), &c.data)),
+        )?;
+        eprintln!(
+            "wrote {} spans as OTLP JSON to {}",
+            forest.len(),
+            path.display()
+        );
+    }
+    if let Some(server) = api_server {
+        server.shutdown().await?;
+    }
+    if let Some(server) = registry_server {
+        server.shutdown().await?;
+    }
+    broker.shutdown().await?;
+    Ok(())
 }

@@ -186,7 +186,21 @@ impl TracedProducer {
         parent: &Context,
         topic: &str,
         partition: i32,
+        record: Record,
+    ) -> Result<i64> {
+        self.send_linked(parent, topic, partition, record, Vec::new())
+            .await
+    }
+
+    /// Like [`send`](Self::send), with `links` on the send span (for
+    /// example to the earlier records an aggregate was computed from).
+    pub async fn send_linked(
+        &self,
+        parent: &Context,
+        topic: &str,
+        partition: i32,
         mut record: Record,
+        links: Vec<Link>,
     ) -> Result<i64> {
         let mut attributes = common("send", topic, partition, record.key.as_deref());
         attributes.extend(server(&self.bootstrap));
@@ -195,6 +209,7 @@ impl TracedProducer {
             .span_builder(format!("send {topic}"))
             .with_kind(SpanKind::Producer)
             .with_attributes(attributes)
+            .with_links(links)
             .start_with_context(&self.tracer, parent);
         let cx = parent.with_span(span);
         if inject_with(&cx, &mut record.headers, self.existing) == Injected::KeptExisting {

@@ -44,9 +44,11 @@
 pub mod api;
 pub mod avro;
 pub mod datagen;
+pub mod pipeline;
 pub mod processor;
 pub mod registry;
 pub mod registry_server;
+pub mod summary;
 
 pub use api::{
     ApiServer, ApiServerBuilder, ApiState, ApiWaitTimeout, DollarsByZipError, DollarsByZipRow,

@@ -1,0 +1,549 @@
+//! The whole stockapp, traced, on one broker: `datagen` → `stock-processor`
+//! → `api-1` … `api-N`.
+//!
+//! [`PipelineBuilder::start`] creates the topics, starts every chosen
+//! service as a task and hands back a [`RunningPipeline`]: wait for it to
+//! finish the generated records, read its progress, stop it.
+
+mod api_service;
+mod datagen_service;
+mod processor_service;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use rskafka::record::Record;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use datagen_service::{DatagenReport, TradeClock};
+pub use processor_service::{FILTERED_OUT_ATTRIBUTE, JOINED_USER_ATTRIBUTE, ProcessorStep};
+
+use self::api_service::ApiConsumerService;
+use self::processor_service::ProcessorService;
+use crate::capture::SpanCapture;
+use crate::stockapp::{
+    ApiState, DLQ_TOPIC, DOLLARS_BY_ZIP_TOPIC, Datagen, DecodeError, SchemaRegistry,
+    StockProcessor, TRADES_JSON_TOPIC, TRADES_TOPIC, USERS_TOPIC,
+};
+use crate::traced::{ConsumedRecord, StartFrom, TracedConsumer, TracedProducer};
+use crate::{Broker, Error, Result};
+
+/// How long a service's fetch may wait on an empty partition. A poll waits
+/// for every partition of its topic, so a long wait on one drained partition
+/// would hold up the others.
+const POLL_WAIT: Duration = Duration::from_millis(2);
+
+/// Service name of the generator.
+pub const DATAGEN_SERVICE: &str = "datagen";
+/// Service name of the stream processor.
+pub const PROCESSOR_SERVICE: &str = "stock-processor";
+
+/// Service name of API consumer number `index` (from 1).
+pub fn api_service_name(index: usize) -> String {
+    format!("api-{index}")
+}
+
+/// Which services a pipeline runs; the others can be other programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Services {
+    /// The fake-data generator.
+    pub datagen: bool,
+    /// The stream processor.
+    pub processor: bool,
+    /// The API consumers.
+    pub api: bool,
+}
+
+impl Services {
+    /// Every service.
+    pub const ALL: Self = Self {
+        datagen: true,
+        processor: true,
+        api: true,
+    };
+
+    /// Parses a comma-separated list of `datagen`, `processor`, `api`.
+    pub fn parse(list: &str) -> std::result::Result<Self, String> {
+        let mut services = Self {
+            datagen: false,
+            processor: false,
+            api: false,
+        };
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "datagen" => services.datagen = true,
+                "processor" => services.processor = true,
+                "api" => services.api = true,
+                other => {
+                    return Err(format!(
+                        "unknown service {other:?}: expected datagen, processor or api"
+                    ));
+                }
+            }
+        }
+        Ok(services)
+    }
+}
+
+/// Settings of a pipeline run; every default is set in [`PipelineBuilder::new`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct PipelineBuilder {
+    seed: u64,
+    trades: usize,
+    users: usize,
+    api_consumers: usize,
+    partitions: u16,
+    clock: Option<TradeClock>,
+    services: Services,
+    registry: SchemaRegistry,
+}
+
+impl Default for PipelineBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PipelineBuilder {
+    /// Seed 1, 100 trades, 9 users, 2 API consumers, 3 partitions for the
+    /// trades and users topics, trades stamped when sent, every service.
+    pub fn new() -> Self {
+        Self {
+            seed: 1,
+            trades: 100,
+            users: 9,
+            api_consumers: 2,
+            partitions: 3,
+            clock: None,
+            services: Services::ALL,
+            registry: SchemaRegistry::new(),
+        }
+    }
+
+    /// Seed of the generator: same seed, same records.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Number of trades to generate. Default 100.
+    pub fn trades(mut self, count: usize) -> Self {
+        self.trades = count;
+        self
+    }
+
+    /// Number of user profiles to generate (sent before the trades). Default 9.
+    pub fn users(mut self, count: usize) -> Self {
+        self.users = count;
+        self
+    }
+
+    /// Number of API consumers, each its own service and consumer group.
+    /// Default 2.
+    pub fn api_consumers(mut self, count: usize) -> Self {
+        self.api_consumers = count;
+        self
+    }
+
+    /// Partitions of `stockapp.trades`, `stockapp.users` and
+    /// `stockapp.trades-json`. Default 3; `stockapp.dollarsbyzip` has one.
+    pub fn partitions(mut self, partitions: u16) -> Self {
+        self.partitions = partitions.max(1);
+        self
+    }
+
+    /// Timestamps of the generated trades. Default: none, each trade is
+    /// stamped when it is sent.
+    pub fn clock(mut self, clock: TradeClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Which services run here. Default: all.
+    pub fn services(mut self, services: Services) -> Self {
+        self.services = services;
+        self
+    }
+
+    /// The schema registry the generator and processor use; share it with
+    /// a [`RegistryServer`](crate::stockapp::RegistryServer) to serve it
+    /// over HTTP. Default: a new, empty one.
+    pub fn registry(mut self, registry: SchemaRegistry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// The records this pipeline's generator sends.
+    pub fn datagen(&self) -> Datagen {
+        Datagen::builder()
+            .seed(self.seed)
+            .trades(self.trades)
+            .users(self.users)
+            .build()
+    }
+
+    /// Creates the topics and starts the services, each service's spans
+    /// going to its own tracer of `capture`.
+    pub async fn start(self, broker: &Broker, capture: &SpanCapture) -> Result<RunningPipeline> {
+        let partitions = self.partitions;
+        for (topic, count) in [
+            (TRADES_TOPIC, partitions),
+            (USERS_TOPIC, partitions),
+            (TRADES_JSON_TOPIC, partitions),
+            (DOLLARS_BY_ZIP_TOPIC, 1),
+            (DLQ_TOPIC, 1),
+        ] {
+            ensure_topic(broker, topic, count).await?;
+        }
+        let partitions = i32::from(partitions);
+        let registry = self.registry.clone();
+        let progress = Arc::new(Progress::default());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let started = Instant::now();
+
+        if self.services.processor {
+            let tracer = capture.tracer(PROCESSOR_SERVICE);
+            let consumer = |topic: &str, max_wait: Duration| {
+                TracedConsumer::builder(PROCESSOR_SERVICE, topic)
+                    .start_from(StartFrom::Earliest)
+                    .max_wait(max_wait)
+                    .build(broker, tracer.clone())
+            };
+            let service = ProcessorService {
+                trades: consumer(TRADES_TOPIC, POLL_WAIT).await?,
+                // Users are read until caught up: an empty answer must be quick.
+                users: consumer(USERS_TOPIC, Duration::ZERO).await?,
+                producer: TracedProducer::connect(broker, tracer.clone()).await?,
+                raw_client: broker.client().await?,
+                bootstrap: broker.bootstrap_servers().to_owned(),
+                registry: registry.clone(),
+                logic: StockProcessor::new(),
+                user_sends: Default::default(),
+                json_partitions: partitions,
+                json_clients: Default::default(),
+            };
+            tasks.spawn(run_processor(
+                service,
+                Arc::clone(&progress),
+                stop_rx.clone(),
+            ));
+        }
+
+        let mut api_states = Vec::new();
+        if self.services.api {
+            for index in 1..=self.api_consumers {
+                let name = api_service_name(index);
+                let tracer = capture.tracer(&name);
+                let state = ApiState::new();
+                let service = ApiConsumerService {
+                    consumer: TracedConsumer::builder(name.clone(), DOLLARS_BY_ZIP_TOPIC)
+                        .start_from(StartFrom::Earliest)
+                        .max_wait(POLL_WAIT)
+                        .build(broker, tracer.clone())
+                        .await?,
+                    producer: TracedProducer::connect(broker, tracer).await?,
+                    state: state.clone(),
+                };
+                progress.api_rows.push_slot();
+                tasks.spawn(run_api(
+                    service,
+                    index - 1,
+                    Arc::clone(&progress),
+                    stop_rx.clone(),
+                ));
+                api_states.push(state);
+            }
+        }
+
+        let datagen = self.datagen();
+        if self.services.datagen {
+            let producer = TracedProducer::connect(broker, capture.tracer(DATAGEN_SERVICE)).await?;
+            let clock = self.clock;
+            let registry = registry.clone();
+            let progress = Arc::clone(&progress);
+            let datagen = datagen.clone();
+            tasks.spawn(async move {
+                let report =
+                    datagen_service::run(&producer, &registry, &datagen, clock, partitions).await?;
+                progress
+                    .datagen_trades
+                    .store(report.trades, Ordering::SeqCst);
+                progress.datagen_users.store(report.users, Ordering::SeqCst);
+                progress.datagen_done.store(true, Ordering::SeqCst);
+                Ok(())
+            });
+        }
+
+        Ok(RunningPipeline {
+            settings: self,
+            progress,
+            api_states,
+            stop: stop_tx,
+            tasks,
+            started,
+        })
+    }
+}
+
+/// Counters every service task updates.
+#[derive(Debug, Default)]
+struct Progress {
+    datagen_done: AtomicBool,
+    datagen_trades: AtomicUsize,
+    datagen_users: AtomicUsize,
+    trades_in: AtomicUsize,
+    users_in: AtomicUsize,
+    rows_out: AtomicUsize,
+    json_out: AtomicUsize,
+    dead_lettered: AtomicUsize,
+    api_rows: Slots,
+}
+
+/// Per-API-consumer counters, sized before the tasks start.
+#[derive(Debug, Default)]
+struct Slots(std::sync::Mutex<Vec<usize>>);
+
+impl Slots {
+    fn push_slot(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(0);
+    }
+    fn add(&self, index: usize, n: usize) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())[index] += n;
+    }
+    fn get(&self) -> Vec<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// What a pipeline has done so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PipelineProgress {
+    /// The generator finished sending.
+    pub datagen_done: bool,
+    /// Trades the generator sent.
+    pub trades_sent: usize,
+    /// User profiles the generator sent.
+    pub users_sent: usize,
+    /// Trades the processor read.
+    pub trades_processed: usize,
+    /// User profiles the processor read.
+    pub users_processed: usize,
+    /// Rows the processor sent to `stockapp.dollarsbyzip`.
+    pub rows_sent: usize,
+    /// Records the processor sent to `stockapp.trades-json`.
+    pub json_sent: usize,
+    /// Records copied to `stockapp.dlq`, by any service.
+    pub dead_lettered: usize,
+    /// Rows each API consumer read, in service order.
+    pub api_rows: Vec<usize>,
+    /// Time since the start.
+    pub elapsed: Duration,
+}
+
+impl PipelineProgress {
+    /// Everything generated has gone through every running service.
+    fn is_complete(&self, settings: &PipelineBuilder) -> bool {
+        let services = settings.services;
+        let generated = !services.datagen || self.datagen_done;
+        let processed = !(services.processor && services.datagen)
+            || (self.trades_processed >= self.trades_sent
+                && self.users_processed >= self.users_sent);
+        let consumed = !(services.api && services.processor)
+            || self.api_rows.iter().all(|&n| n >= self.rows_sent);
+        generated && processed && consumed
+    }
+}
+
+/// A started pipeline: its services run as tasks until [`stop`](Self::stop)
+/// or drop.
+#[derive(Debug)]
+pub struct RunningPipeline {
+    settings: PipelineBuilder,
+    progress: Arc<Progress>,
+    api_states: Vec<ApiState>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<Result<()>>,
+    started: Instant,
+}
+
+impl RunningPipeline {
+    /// The counters right now.
+    pub fn progress(&self) -> PipelineProgress {
+        let p = &self.progress;
+        PipelineProgress {
+            datagen_done: p.datagen_done.load(Ordering::SeqCst),
+            trades_sent: p.datagen_trades.load(Ordering::SeqCst),
+            users_sent: p.datagen_users.load(Ordering::SeqCst),
+            trades_processed: p.trades_in.load(Ordering::SeqCst),
+            users_processed: p.users_in.load(Ordering::SeqCst),
+            rows_sent: p.rows_out.load(Ordering::SeqCst),
+            json_sent: p.json_out.load(Ordering::SeqCst),
+            dead_lettered: p.dead_lettered.load(Ordering::SeqCst),
+            api_rows: p.api_rows.get(),
+            elapsed: self.started.elapsed(),
+        }
+    }
+
+    /// The in-memory rows of each API consumer, in service order.
+    pub fn api_states(&self) -> &[ApiState] {
+        &self.api_states
+    }
+
+    /// Waits until every generated record went through every running
+    /// service, or a service failed, or `deadline` passed.
+    pub async fn wait_until_complete(&mut self, deadline: Duration) -> Result<PipelineProgress> {
+        self.wait_until_complete_observed(deadline, |_| {}).await
+    }
+
+    /// [`wait_until_complete`](Self::wait_until_complete), showing each
+    /// poll's counters to `observe` (a progress bar, say).
+    pub async fn wait_until_complete_observed(
+        &mut self,
+        deadline: Duration,
+        mut observe: impl FnMut(&PipelineProgress),
+    ) -> Result<PipelineProgress> {
+        let until = Instant::now() + deadline;
+        loop {
+            let progress = self.progress();
+            observe(&progress);
+            if progress.is_complete(&self.settings) {
+                return Ok(progress);
+            }
+            // A service that ended early ended with an error: report it.
+            if let Some(joined) = self.tasks.try_join_next() {
+                match joined {
+                    Ok(Err(e)) => return Err(e),
+                    Err(e) => return Err(Error::Pipeline(format!("a service panicked: {e}"))),
+                    Ok(Ok(())) => continue,
+                }
+            }
+            if Instant::now() >= until {
+                return Err(Error::Pipeline(format!(
+                    "the pipeline did not finish within {deadline:?}; progress: {progress:?}"
+                )));
+            }
+            // A poll interval, not synchronisation: the loop checks counters.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stops every service and waits for them; returns the final counters
+    /// and the first error a service reported.
+    pub async fn stop(mut self) -> Result<PipelineProgress> {
+        let _ = self.stop.send(true);
+        let mut first_error = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            let error = match joined {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(e) => Error::Pipeline(format!("a service panicked: {e}")),
+            };
+            first_error.get_or_insert(error);
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(self.progress()),
+        }
+    }
+}
+
+async fn run_processor(
+    mut service: ProcessorService,
+    progress: Arc<Progress>,
+    stop: watch::Receiver<bool>,
+) -> Result<()> {
+    while !*stop.borrow() {
+        let step = service.step().await?;
+        progress
+            .trades_in
+            .fetch_add(step.trades_in, Ordering::SeqCst);
+        progress.users_in.fetch_add(step.users_in, Ordering::SeqCst);
+        progress.rows_out.fetch_add(step.rows_out, Ordering::SeqCst);
+        progress.json_out.fetch_add(step.json_out, Ordering::SeqCst);
+        progress
+            .dead_lettered
+            .fetch_add(step.dead_lettered, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+async fn run_api(
+    mut service: ApiConsumerService,
+    index: usize,
+    progress: Arc<Progress>,
+    stop: watch::Receiver<bool>,
+) -> Result<()> {
+    while !*stop.borrow() {
+        let step = service.step().await?;
+        progress.api_rows.add(index, step.rows_in);
+        progress
+            .dead_lettered
+            .fetch_add(step.dead_lettered, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+/// Creates `topic` unless it exists already (another program may have).
+async fn ensure_topic(broker: &Broker, topic: &str, partitions: u16) -> Result<()> {
+    let Err(create_error) = broker.create_topic(topic, partitions).await else {
+        return Ok(());
+    };
+    let exists = broker
+        .client()
+        .await?
+        .list_topics()
+        .await
+        .map(|topics| topics.iter().any(|t| t.name == topic))
+        .unwrap_or(false);
+    if exists { Ok(()) } else { Err(create_error) }
+}
+
+/// Kafka's rule of thumb for keyed records: the same key, the same
+/// partition. FNV-1a keeps it stable across runs and platforms.
+pub(crate) fn partition_for_key(key: &str, partitions: i32) -> i32 {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % partitions.max(1) as u64) as i32
+}
+
+/// `error.type` of a value that failed to decode.
+pub(crate) fn decode_error_type(error: &DecodeError) -> &'static str {
+    match error {
+        DecodeError::TooShort { .. } => "too_short",
+        DecodeError::WrongMagicByte { .. } => "wrong_magic_byte",
+        DecodeError::UnknownSchemaId { .. } => "unknown_schema_id",
+        DecodeError::InvalidBody { .. } => "invalid_avro",
+    }
+}
+
+/// Attribute on the dead-letter copy's send span: why the record was refused.
+pub const DEAD_LETTER_REASON_ATTRIBUTE: &str = "stockapp.dead_letter.reason";
+
+/// Fails the record's `process` span and copies the record, headers and
+/// all, to `stockapp.dlq` in a `send` span under it.
+pub(crate) async fn dead_letter(
+    producer: &TracedProducer,
+    consumed: ConsumedRecord,
+    error_type: &str,
+    reason: String,
+) -> Result<()> {
+    consumed.fail(error_type, reason.clone());
+    consumed.set_attribute(KeyValue::new(DEAD_LETTER_REASON_ATTRIBUTE, reason));
+    let copy = Record {
+        key: consumed.record.key.clone(),
+        value: consumed.record.value.clone(),
+        headers: consumed.record.headers.clone(),
+        timestamp: consumed.record.timestamp,
+    };
+    producer
+        .send(consumed.context(), DLQ_TOPIC, 0, copy)
+        .await?;
+    consumed.finish();
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! Service `stock-processor`: ksqlDB's statements and the Kafka Streams
+//! Avro-to-JSON app, traced.
+
+use std::collections::HashMap;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Link, SpanContext, TraceContextExt};
+use rskafka::client::Client;
+use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::record::Record;
+
+use super::{dead_letter, decode_error_type, partition_for_key};
+use crate::stockapp::{
+    DOLLARS_BY_ZIP_TOPIC, SchemaRegistry, StockProcessor, StockTrade, TRADES_JSON_TOPIC, User,
+    processor::symbol_is_kept, trade_to_json,
+};
+use crate::traced::{ConsumedRecord, TracedConsumer, TracedProducer};
+use crate::{Error, Result};
+
+/// Attribute on a trade's `process` span saying why it produced no row.
+pub const FILTERED_OUT_ATTRIBUTE: &str = "stockapp.filtered_out";
+/// Attribute on a trade's `process` span: the joined user, when found.
+pub const JOINED_USER_ATTRIBUTE: &str = "stockapp.joined_userid";
+
+/// Counts of one processing step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessorStep {
+    /// Trades read (good and bad).
+    pub trades_in: usize,
+    /// User profiles read (good and bad).
+    pub users_in: usize,
+    /// Rows sent to `stockapp.dollarsbyzip`.
+    pub rows_out: usize,
+    /// Records sent to `stockapp.trades-json`.
+    pub json_out: usize,
+    /// Records copied to the dead-letter topic.
+    pub dead_lettered: usize,
+}
+
+impl std::ops::AddAssign for ProcessorStep {
+    fn add_assign(&mut self, other: Self) {
+        self.trades_in += other.trades_in;
+        self.users_in += other.users_in;
+        self.rows_out += other.rows_out;
+        self.json_out += other.json_out;
+        self.dead_lettered += other.dead_lettered;
+    }
+}
+
+pub(crate) struct ProcessorService {
+    pub(crate) trades: TracedConsumer,
+    pub(crate) users: TracedConsumer,
+    pub(crate) producer: TracedProducer,
+    /// Writes JSON copies of filtered trades without a span of their own.
+    pub(crate) raw_client: Client,
+    pub(crate) bootstrap: String,
+    pub(crate) registry: SchemaRegistry,
+    pub(crate) logic: StockProcessor<SpanContext>,
+    /// The `send stockapp.users` span of each user's latest profile.
+    pub(crate) user_sends: HashMap<String, SpanContext>,
+    pub(crate) json_partitions: i32,
+    /// Partition clients of `stockapp.trades-json` for the untraced copies.
+    pub(crate) json_clients: HashMap<i32, PartitionClient>,
+}
+
+impl ProcessorService {
+    /// Reads trades, then brings the users table up to date, then processes
+    /// the trades: a trade joins every profile produced before it.
+    pub(crate) async fn step(&mut self) -> Result<ProcessorStep> {
+        let trades = self.trades.poll().await?;
+        let mut step = ProcessorStep {
+            trades_in: trades.len(),
+            ..ProcessorStep::default()
+        };
+        // The mock cluster answers a fetch with one batch per partition, so
+        // read users until a fetch comes back empty: only then is every
+        // profile sent before these trades in the table.
+        loop {
+            let users = self.users.poll().await?;
+            if users.is_empty() {
+                break;
+            }
+            step.users_in += users.len();
+            for consumed in users {
+                step.dead_lettered += self.apply_user(consumed).await?;
+            }
+        }
+        for consumed in trades {
+            step += self.process_trade(consumed).await?;
+        }
+        Ok(step)
+    }
+
+    async fn apply_user(&mut self, consumed: ConsumedRecord) -> Result<usize> {
+        let decoded = match consumed.record.value.as_deref() {
+            Some(value) => self
+                .registry
+                .decode_value::<User>(value)
+                .map_err(|e| (decode_error_type(&e), e.to_string())),
+            None => Err(("missing_value", "the record has no value".to_owned())),
+        };
+        match decoded {
+            Ok(user) => {
+                if consumed.extracted.is_usable() {
+                    self.user_sends
+                        .insert(user.userid.clone(), consumed.extracted.span_context());
+                }
+                self.logic.upsert_user(user);
+                consumed.finish();
+                Ok(0)
+            }
+            Err((error_type, reason)) => {
+                dead_letter(&self.producer, consumed, error_type, reason).await?;
+                Ok(1)
+            }
+        }
+    }
+
+    async fn process_trade(&mut self, consumed: ConsumedRecord) -> Result<ProcessorStep> {
+        let mut step = ProcessorStep::default();
+        let decoded = match consumed.record.value.as_deref() {
+            Some(value) => self
+                .registry
+                .decode_value::<StockTrade>(value)
+                .map_err(|e| (decode_error_type(&e), e.to_string())),
+            None => Err(("missing_value", "the record has no value".to_owned())),
+        };
+        let trade = match decoded {
+            Ok(trade) => trade,
+            Err((error_type, reason)) => {
+                dead_letter(&self.producer, consumed, error_type, reason).await?;
+                step.dead_lettered = 1;
+                return Ok(step);
+            }
+        };
+        let span = consumed.context().span();
+        if let Some(user_send) = self.user_sends.get(&trade.userid) {
+            span.add_link(
+                user_send.clone(),
+                vec![KeyValue::new("stockapp.link", "joined user")],
+            );
+            span.set_attribute(KeyValue::new(JOINED_USER_ATTRIBUTE, trade.userid.clone()));
+        }
+
+        let json = trade_to_json(&trade);
+        if symbol_is_kept(&trade.symbol) {
+            let record = plain_record(trade.symbol.as_bytes(), json, consumed.record.timestamp);
+            let partition = partition_for_key(&trade.symbol, self.json_partitions);
+            self.producer
+                .send(consumed.context(), TRADES_JSON_TOPIC, partition, record)
+                .await?;
+        } else {
+            // The JSON stream still carries every trade, but the trade's trace
+            // ends at `process`: the copy forwards the trade's own headers.
+            let mut record = plain_record(trade.symbol.as_bytes(), json, consumed.record.timestamp);
+            record.headers = consumed.record.headers.clone();
+            self.send_untraced(&trade.symbol, record).await?;
+        }
+        step.json_out = 1;
+
+        // The trade's creation context identifies it in later window links.
+        let trade_id = if consumed.extracted.is_usable() {
+            consumed.extracted.span_context()
+        } else {
+            span.span_context().clone()
+        };
+        let timestamp_ms = consumed.record.timestamp.timestamp_millis();
+        match self.logic.process_trade(&trade, timestamp_ms, trade_id) {
+            Ok(update) => {
+                let links = update
+                    .earlier_contributors()
+                    .iter()
+                    .map(|earlier| Link::with_context(earlier.clone()))
+                    .collect();
+                let row = &update.row;
+                let record = plain_record(
+                    row.key().as_bytes(),
+                    row.to_json(),
+                    consumed.record.timestamp,
+                );
+                // One partition, as in the original.
+                self.producer
+                    .send_linked(consumed.context(), DOLLARS_BY_ZIP_TOPIC, 0, record, links)
+                    .await?;
+                step.rows_out = 1;
+            }
+            Err(reason) => {
+                span.set_attribute(KeyValue::new(FILTERED_OUT_ATTRIBUTE, reason.code()));
+            }
+        }
+        consumed.finish();
+        Ok(step)
+    }
+
+    async fn send_untraced(&mut self, key: &str, record: Record) -> Result<()> {
+        let partition = partition_for_key(key, self.json_partitions);
+        if !self.json_clients.contains_key(&partition) {
+            let client = self
+                .raw_client
+                .partition_client(TRADES_JSON_TOPIC, partition, UnknownTopicHandling::Retry)
+                .await
+                .map_err(|source| Error::Client {
+                    bootstrap: self.bootstrap.clone(),
+                    source,
+                })?;
+            self.json_clients.insert(partition, client);
+        }
+        self.json_clients[&partition]
+            .produce(vec![record], Compression::NoCompression)
+            .await
+            .map_err(|source| Error::Client {
+                bootstrap: self.bootstrap.clone(),
+                source,
+            })?;
+        Ok(())
+    }
+}
+
+fn plain_record(key: &[u8], value: String, timestamp: chrono::DateTime<chrono::Utc>) -> Record {
+    Record {
+        key: Some(key.to_vec()),
+        value: Some(value.into_bytes()),
+        headers: Default::default(),
+        timestamp,
+    }
+}

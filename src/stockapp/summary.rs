@@ -1,0 +1,251 @@
+//! What `kafka-trace-harness run` prints: trace trees in an APM-like view
+//! and a summary of the run.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::trace::{SpanKind, Status, TraceId};
+
+use super::pipeline::PipelineProgress;
+use crate::span_tree::{Problem, SpanForest, SpanView, Trace};
+
+/// Name of the span that starts every trade's trace.
+const TRADE_ROOT: &str = "send stockapp.trades";
+/// Name of the spans that end a trade's trace at an API consumer.
+const API_PROCESS: &str = "process stockapp.dollarsbyzip";
+
+/// Trace-level figures of a run, computed from the captured spans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceSummary {
+    /// Traces that start with a trade's `send` span.
+    pub trade_traces: usize,
+    /// Trade traces with no structural problem.
+    pub complete: usize,
+    /// Trade traces with an orphan, a dangling link, several roots or a
+    /// parent from another trace.
+    pub broken: usize,
+    /// Trade traces that reached an API consumer.
+    pub reached_api: usize,
+    /// Median time from a trade's `send` start to its last API `process` end.
+    pub end_to_end_p50: Option<Duration>,
+    /// 99th percentile of the same.
+    pub end_to_end_p99: Option<Duration>,
+}
+
+impl TraceSummary {
+    /// Computes the figures from `forest`.
+    pub fn of(forest: &SpanForest) -> Self {
+        let broken_traces = broken_traces(forest);
+        let mut summary = Self {
+            trade_traces: 0,
+            complete: 0,
+            broken: 0,
+            reached_api: 0,
+            end_to_end_p50: None,
+            end_to_end_p99: None,
+        };
+        let mut latencies = Vec::new();
+        for trace in forest.traces() {
+            let Some(root) = trade_root(&trace) else {
+                continue;
+            };
+            summary.trade_traces += 1;
+            if broken_traces.contains(&trace.id()) {
+                summary.broken += 1;
+            } else {
+                summary.complete += 1;
+            }
+            let last_api_end = trace
+                .spans()
+                .filter(|s| s.name() == API_PROCESS)
+                .map(|s| s.data().end_time)
+                .max();
+            if let Some(end) = last_api_end {
+                summary.reached_api += 1;
+                if let Ok(latency) = end.duration_since(root.data().start_time) {
+                    latencies.push(latency);
+                }
+            }
+        }
+        latencies.sort();
+        summary.end_to_end_p50 = percentile(&latencies, 50);
+        summary.end_to_end_p99 = percentile(&latencies, 99);
+        summary
+    }
+}
+
+fn trade_root<'f>(trace: &Trace<'f>) -> Option<SpanView<'f>> {
+    trace.roots().into_iter().find(|r| r.name() == TRADE_ROOT)
+}
+
+fn broken_traces(forest: &SpanForest) -> HashSet<TraceId> {
+    forest
+        .problems()
+        .iter()
+        .filter_map(|problem| match problem {
+            Problem::Orphan { span, .. }
+            | Problem::DanglingLink { span, .. }
+            | Problem::WrongTrace { span, .. } => forest.get(*span).map(|s| s.trace_id()),
+            Problem::SeveralRoots { trace, .. } => Some(*trace),
+        })
+        .collect()
+}
+
+/// The `p`-th percentile (nearest rank) of sorted `values`.
+fn percentile(values: &[Duration], p: usize) -> Option<Duration> {
+    if values.is_empty() {
+        return None;
+    }
+    let rank = (p * values.len()).div_ceil(100).max(1);
+    Some(values[rank - 1])
+}
+
+/// The trades traces worth showing: the ones that reached the most
+/// services first (a full reference tree), then a filtered one.
+pub fn showcase_traces(forest: &SpanForest, count: usize) -> Vec<Trace<'_>> {
+    let mut traces: Vec<Trace<'_>> = forest
+        .traces()
+        .into_iter()
+        .filter(|t| trade_root(t).is_some())
+        .collect();
+    traces.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    let mut shown: Vec<Trace<'_>> = traces
+        .iter()
+        .take(count.saturating_sub(1))
+        .cloned()
+        .collect();
+    if let Some(short) = traces.iter().rev().find(|t| t.len() == 2) {
+        shown.push(*short);
+    }
+    shown
+}
+
+/// Renders `trace` as an indented tree with services and durations, like an
+/// APM trace view; ANSI colours when `colour` is set.
+pub fn render_trace_tree(trace: &Trace<'_>, colour: bool) -> String {
+    let mut out = String::new();
+    let paint = |code: &str, text: &str| {
+        if colour {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    };
+    let _ = writeln!(out, "{}", paint("1", &format!("trace {}", trace.id())));
+    let mut roots = trace.roots();
+    roots.sort_by_key(|s| s.data().start_time);
+    let origin = roots.first().map(|r| r.data().start_time);
+    for root in roots {
+        render_span(&mut out, &root, "", true, origin, &paint);
+    }
+    out
+}
+
+fn render_span(
+    out: &mut String,
+    span: &SpanView<'_>,
+    prefix: &str,
+    last: bool,
+    origin: Option<SystemTime>,
+    paint: &dyn Fn(&str, &str) -> String,
+) {
+    let data = span.data();
+    let duration = data
+        .end_time
+        .duration_since(data.start_time)
+        .unwrap_or_default();
+    let offset = origin
+        .and_then(|o| data.start_time.duration_since(o).ok())
+        .unwrap_or_default();
+    let kind = match span.kind() {
+        SpanKind::Producer => "PRODUCER",
+        SpanKind::Consumer => "CONSUMER",
+        SpanKind::Client => "CLIENT",
+        SpanKind::Server => "SERVER",
+        SpanKind::Internal => "INTERNAL",
+    };
+    let service_colour = match span.service() {
+        "datagen" => "36",
+        "stock-processor" => "35",
+        _ => "33",
+    };
+    let branch = if prefix.is_empty() && last {
+        ""
+    } else if last {
+        "└── "
+    } else {
+        "├── "
+    };
+    let mut line = format!(
+        "{prefix}{branch}{:<34} {:<8} {} +{:.3}ms {:.3}ms",
+        span.name(),
+        kind,
+        paint(service_colour, &format!("{:<16}", span.service())),
+        offset.as_secs_f64() * 1e3,
+        duration.as_secs_f64() * 1e3,
+    );
+    if let Status::Error { description } = span.status() {
+        line.push_str(&paint("31", &format!("  ERROR {description}")));
+    }
+    for (_, target) in span.links() {
+        let to = target.map_or_else(|| "a span not captured".to_owned(), |t| t.name().to_owned());
+        line.push_str(&paint("2", &format!("  ↪ link to {to}")));
+    }
+    let _ = writeln!(out, "{line}");
+    let mut children: Vec<SpanView<'_>> = span.children().collect();
+    children.sort_by_key(|c| c.data().start_time);
+    let child_prefix = if prefix.is_empty() && branch.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}{}", if last { "    " } else { "│   " })
+    };
+    let count = children.len();
+    for (i, child) in children.iter().enumerate() {
+        render_span(out, child, &child_prefix, i + 1 == count, origin, paint);
+    }
+}
+
+/// The run's summary: records per stage, traces, latency, throughput.
+pub fn render_summary(progress: &PipelineProgress, traces: &TraceSummary) -> String {
+    let mut out = String::new();
+    let ms = |d: Option<Duration>| {
+        d.map_or("-".to_owned(), |d| {
+            format!("{:.2} ms", d.as_secs_f64() * 1e3)
+        })
+    };
+    let seconds = progress.elapsed.as_secs_f64().max(f64::EPSILON);
+    let _ = writeln!(out, "records per stage");
+    let _ = writeln!(
+        out,
+        "  datagen          sent {} users, {} trades",
+        progress.users_sent, progress.trades_sent
+    );
+    let _ = writeln!(
+        out,
+        "  stock-processor  read {} users, {} trades; sent {} trades-json, {} dollarsbyzip rows",
+        progress.users_processed, progress.trades_processed, progress.json_sent, progress.rows_sent
+    );
+    for (i, rows) in progress.api_rows.iter().enumerate() {
+        let _ = writeln!(out, "  api-{:<13}read {rows} rows", i + 1);
+    }
+    let _ = writeln!(out, "  dead letters     {}", progress.dead_lettered);
+    let _ = writeln!(
+        out,
+        "traces           {} trade traces: {} complete, {} broken; {} reached the API",
+        traces.trade_traces, traces.complete, traces.broken, traces.reached_api
+    );
+    let _ = writeln!(
+        out,
+        "end-to-end       p50 {}, p99 {} (trade send → last API process)",
+        ms(traces.end_to_end_p50),
+        ms(traces.end_to_end_p99)
+    );
+    let _ = writeln!(
+        out,
+        "throughput       {:.0} trades/s over {:.2} s",
+        progress.trades_processed as f64 / seconds,
+        seconds
+    );
+    out
+}

@@ -1,0 +1,285 @@
+//! The whole stockapp on the embedded broker: traces, totals, poison records.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use kafka_trace_harness::stockapp::pipeline::{
+    FILTERED_OUT_ATTRIBUTE, PipelineBuilder, RunningPipeline, TradeClock,
+};
+use kafka_trace_harness::stockapp::processor::window_start;
+use kafka_trace_harness::stockapp::{DLQ_TOPIC, StockTrade, TRADES_TOPIC, User};
+use kafka_trace_harness::{Broker, ExpectedSpan, SpanCapture};
+use opentelemetry::trace::SpanKind;
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::record::Record;
+
+/// 2023-11-14T22:10:00Z, on a window boundary: windows are predictable.
+const CLOCK: TradeClock = TradeClock {
+    start_ms: 1_700_000_000_000 - 1_700_000_000_000 % 300_000,
+    spacing_ms: 7_000,
+};
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn api(index: usize) -> ExpectedSpan {
+    ExpectedSpan::consumer("process stockapp.dollarsbyzip").service(format!("api-{index}"))
+}
+
+fn trade_send() -> ExpectedSpan {
+    ExpectedSpan::producer("send stockapp.trades").service("datagen")
+}
+
+fn trade_process() -> ExpectedSpan {
+    ExpectedSpan::consumer("process stockapp.trades").service("stock-processor")
+}
+
+fn json_send() -> ExpectedSpan {
+    ExpectedSpan::producer("send stockapp.trades-json").service("stock-processor")
+}
+
+/// The latest profile of each user: every user is sent before any trade.
+fn users_by_id(users: impl Iterator<Item = User>) -> HashMap<String, User> {
+    users.map(|u| (u.userid.clone(), u)).collect()
+}
+
+/// (zip code, window start) → total in cents, computed straight from the
+/// generated records.
+fn expected_totals(
+    trades: &[StockTrade],
+    users: &HashMap<String, User>,
+) -> BTreeMap<(String, i64), i128> {
+    let mut totals = BTreeMap::new();
+    for (index, trade) in trades.iter().enumerate() {
+        let zip = users.get(&trade.userid).and_then(|u| u.zipcode());
+        if let (true, Some(zip)) = (trade.symbol.ends_with('T'), zip) {
+            let window = window_start(CLOCK.timestamp_ms(index));
+            *totals.entry((zip.to_owned(), window)).or_default() +=
+                i128::from(trade.price) * i128::from(trade.quantity);
+        }
+    }
+    totals
+}
+
+async fn run_to_completion(settings: PipelineBuilder) -> (Broker, SpanCapture, RunningPipeline) {
+    let broker = Broker::builder().start().await.expect("broker");
+    let capture = SpanCapture::new();
+    let mut pipeline = settings.start(&broker, &capture).await.expect("pipeline");
+    pipeline
+        .wait_until_complete(DEADLINE)
+        .await
+        .expect("complete");
+    (broker, capture, pipeline)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_trade_leaves_the_reference_trace_and_the_api_serves_exact_totals() {
+    let settings = PipelineBuilder::new()
+        .seed(7)
+        .trades(60)
+        .users(6)
+        .clock(CLOCK);
+    let datagen = settings.datagen();
+    let trades: Vec<StockTrade> = datagen.trades().collect();
+    let users = users_by_id(datagen.users());
+    let (_broker, capture, pipeline) = run_to_completion(settings).await;
+    let states = pipeline.api_states().to_vec();
+    pipeline.stop().await.expect("stop");
+
+    let forest = capture.forest();
+    forest.assert_no_problems();
+    forest.assert_every_parent(SpanKind::Consumer, SpanKind::Producer);
+
+    let kept = |t: &&StockTrade| t.symbol.ends_with('T');
+    let joined = |t: &&StockTrade| users.get(&t.userid).is_some_and(|u| u.zipcode().is_some());
+    let kept_joined = trades.iter().filter(kept).filter(joined).count();
+    let kept_unjoined = trades.iter().filter(kept).filter(|t| !joined(t)).count();
+    let filtered = trades.iter().filter(|t| !kept(t)).count();
+    assert!(
+        kept_joined > 0 && filtered > 0,
+        "the seed exercises both paths"
+    );
+
+    // The reference tree, exactly, for every kept trade with a known user.
+    let reference = trade_send().child(
+        trade_process()
+            .link_to("send stockapp.users")
+            .child(json_send())
+            .child(
+                ExpectedSpan::producer("send stockapp.dollarsbyzip")
+                    .service("stock-processor")
+                    .children([api(1), api(2)]),
+            ),
+    );
+    forest.assert_traces(kept_joined, &reference);
+    // Kept, but no profile to join: the JSON copy, no window row.
+    forest.assert_traces(
+        kept_unjoined,
+        &trade_send().child(
+            trade_process()
+                .attr(FILTERED_OUT_ATTRIBUTE, "unknown_user")
+                .child(json_send()),
+        ),
+    );
+    // Filtered out: the trace ends at `process`, which says why.
+    forest.assert_traces(
+        filtered,
+        &trade_send().child(trade_process().attr(FILTERED_OUT_ATTRIBUTE, "symbol_not_ending_in_t")),
+    );
+
+    // Every API consumer serves the totals computed independently here.
+    let expected = expected_totals(&trades, &users);
+    for state in states {
+        let served: BTreeMap<(String, i64), i128> = state
+            .rows()
+            .into_iter()
+            .map(|row| ((row.zipcode, row.window_start), row.total_dollars.cents()))
+            .collect();
+        assert_eq!(served, expected);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_rows_link_to_the_earlier_trades_of_the_same_row() {
+    let settings = PipelineBuilder::new()
+        .seed(11)
+        .trades(40)
+        .users(9)
+        .clock(CLOCK);
+    let (_broker, capture, pipeline) = run_to_completion(settings).await;
+    pipeline.stop().await.expect("stop");
+
+    let forest = capture.forest();
+    forest.assert_no_problems();
+    let mut linked = 0;
+    for send in forest.named("send stockapp.dollarsbyzip") {
+        for (_, target) in send.links() {
+            let target = target.expect("every link resolves to a captured span");
+            assert_eq!(target.name(), "send stockapp.trades");
+            assert_ne!(target.trace_id(), send.trace_id(), "links cross traces");
+            linked += 1;
+        }
+    }
+    assert!(linked > 0, "some window rows have earlier contributors");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_get_error_spans_and_dead_letter_copies_and_good_ones_still_arrive() {
+    let broker = Broker::builder().start().await.expect("broker");
+    let capture = SpanCapture::new();
+    let settings = PipelineBuilder::new()
+        .seed(3)
+        .trades(30)
+        .users(9)
+        .clock(CLOCK);
+    let datagen = settings.datagen();
+    let mut pipeline = settings.start(&broker, &capture).await.expect("pipeline");
+
+    let poison: [(&str, Vec<u8>); 4] = [
+        ("wrong_magic_byte", vec![7, 0, 0, 0, 1, 2, 3]),
+        ("unknown_schema_id", vec![0, 0, 0, 0x30, 0x39, 2, 3]),
+        ("too_short", vec![0, 1]),
+        ("invalid_avro", vec![0, 0, 0, 0, 1, 0xff, 0xff, 0xff]),
+    ];
+    let trades = broker
+        .client()
+        .await
+        .unwrap()
+        .partition_client(TRADES_TOPIC, 0, UnknownTopicHandling::Retry)
+        .await
+        .unwrap();
+    for (_, value) in &poison {
+        let record = Record {
+            key: Some(b"poison".to_vec()),
+            value: Some(value.clone()),
+            headers: [("x-origin".to_owned(), b"test".to_vec())].into(),
+            timestamp: chrono::Utc::now(),
+        };
+        trades
+            .produce(vec![record], Compression::NoCompression)
+            .await
+            .unwrap();
+    }
+
+    // Done when the 30 good trades and the 4 bad ones are all through.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let p = pipeline.progress();
+        if p.datagen_done && p.trades_processed == 34 && p.dead_lettered == 4 {
+            pipeline
+                .wait_until_complete(DEADLINE)
+                .await
+                .expect("complete");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "stuck at {p:?}");
+        // A poll interval, not synchronisation: the loop checks a condition.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let states = pipeline.api_states().to_vec();
+    pipeline.stop().await.expect("stop");
+
+    // Error spans with the reason.
+    let forest = capture.forest();
+    for (error_type, _) in &poison {
+        let failed: Vec<_> = forest
+            .named("process stockapp.trades")
+            .filter(|s| {
+                s.attribute("error.type").map(|v| v.to_string()) == Some((*error_type).to_owned())
+            })
+            .collect();
+        assert_eq!(failed.len(), 1, "one {error_type} span");
+        assert!(matches!(
+            failed[0].status(),
+            opentelemetry::trace::Status::Error { .. }
+        ));
+        let dlq: Vec<_> = failed[0].children().collect();
+        assert_eq!(dlq.len(), 1);
+        assert_eq!(dlq[0].name(), format!("send {DLQ_TOPIC}"));
+    }
+
+    // The dead-letter topic holds the four records, bytes and headers intact.
+    let dlq = broker
+        .client()
+        .await
+        .unwrap()
+        .partition_client(DLQ_TOPIC, 0, UnknownTopicHandling::Retry)
+        .await
+        .unwrap();
+    let mut copies = Vec::new();
+    while copies.len() < poison.len() {
+        // The mock cluster returns one batch per fetch: read on from the last.
+        let next = copies
+            .last()
+            .map_or(0, |r: &rskafka::record::RecordAndOffset| r.offset + 1);
+        let (batch, _) = dlq.fetch_records(next, 1..1_000_000, 1_000).await.unwrap();
+        assert!(
+            !batch.is_empty(),
+            "only {} copies in the dead-letter topic",
+            copies.len()
+        );
+        copies.extend(batch);
+    }
+    let mut values: Vec<Vec<u8>> = copies
+        .iter()
+        .map(|r| r.record.value.clone().unwrap())
+        .collect();
+    let mut sent: Vec<Vec<u8>> = poison.iter().map(|(_, v)| v.clone()).collect();
+    values.sort();
+    sent.sort();
+    assert_eq!(values, sent);
+    assert!(
+        copies
+            .iter()
+            .all(|r| r.record.headers.get("x-origin") == Some(&b"test".to_vec()))
+    );
+
+    // Every good record still arrived.
+    let trades: Vec<StockTrade> = datagen.trades().collect();
+    let users = users_by_id(datagen.users());
+    let expected = expected_totals(&trades, &users);
+    let served: BTreeMap<(String, i64), i128> = states[0]
+        .rows()
+        .into_iter()
+        .map(|row| ((row.zipcode, row.window_start), row.total_dollars.cents()))
+        .collect();
+    assert_eq!(served, expected);
+}
