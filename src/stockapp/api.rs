@@ -123,8 +123,8 @@ pub enum DollarsByZipError {
         source: serde_json::Error,
     },
     /// `TOTAL_DOLLARS` has a fraction of a cent, so it is not a sum of
-    /// `DECIMAL(7,2)` amounts.
-    #[error("TOTAL_DOLLARS {total} is not a whole number of cents; value: {value}")]
+    /// `DECIMAL(7,2)` amounts, or it is too large to count in cents.
+    #[error("TOTAL_DOLLARS {total} is not a whole number of cents within 128 bits; value: {value}")]
     NotWholeCents {
         /// `TOTAL_DOLLARS` as read.
         total: f64,
@@ -275,7 +275,7 @@ impl Default for ApiState {
 
 /// [`ApiState::wait_for`] gave up: the condition never held.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("the API rows did not satisfy the condition within {timeout:?}; last rows: {}", rows_json(.rows))]
+#[error("the API rows did not satisfy the condition within {timeout:?}; last rows: {}", rows_report(.rows))]
 pub struct ApiWaitTimeout {
     /// The deadline that passed.
     pub timeout: Duration,
@@ -283,9 +283,23 @@ pub struct ApiWaitTimeout {
     pub rows: Vec<DollarsByZipRow>,
 }
 
+/// At most this many rows are listed in an [`ApiWaitTimeout`] message.
+const REPORTED_ROWS_LIMIT: usize = 20;
+
 fn rows_json(rows: &[DollarsByZipRow]) -> String {
     let rows: Vec<String> = rows.iter().map(DollarsByZipRow::to_json).collect();
     format!("[{}]", rows.join(","))
+}
+
+fn rows_report(rows: &[DollarsByZipRow]) -> String {
+    if rows.len() <= REPORTED_ROWS_LIMIT {
+        return rows_json(rows);
+    }
+    format!(
+        "{} and {} more",
+        rows_json(&rows[..REPORTED_ROWS_LIMIT]),
+        rows.len() - REPORTED_ROWS_LIMIT
+    )
 }
 
 impl ApiState {
@@ -706,6 +720,12 @@ mod tests {
         let huge = vec![b'x'; 10_000];
         let message = state.apply_json(&huge).unwrap_err().to_string();
         assert!(message.len() < 600, "{message}");
+        let too_large = row_json("1", "1e300", 0);
+        let err = state.apply_json(too_large.as_bytes()).unwrap_err();
+        assert!(
+            matches!(err, DollarsByZipError::NotWholeCents { .. }),
+            "{err}"
+        );
         let crate_error: Error = state.apply_json(b"[]").unwrap_err().into();
         assert!(crate_error.to_string().contains("ZIPCODE"), "{crate_error}");
     }
@@ -771,6 +791,18 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.rows.len(), 5);
         assert!(err.to_string().contains("within 20ms"), "{err}");
+
+        for start in 5..30 {
+            state
+                .apply_json(row_json("1", "1", start * 300_000).as_bytes())
+                .unwrap();
+        }
+        let err = state
+            .wait_for(Duration::ZERO, |rows| rows.is_empty())
+            .await
+            .unwrap_err();
+        assert_eq!(err.rows.len(), 30);
+        assert!(err.to_string().ends_with("] and 10 more"), "{err}");
     }
 
     #[tokio::test]
