@@ -237,9 +237,10 @@ impl SpanCapture {
         let mut first_error = None;
         for (service, provider) in providers {
             if let Err(e) = provider.shutdown() {
-                first_error.get_or_insert(Error::Assertion(format!(
-                    "shutting down the tracer provider of {service}: {e}"
-                )));
+                first_error.get_or_insert(Error::Telemetry {
+                    service,
+                    reason: e.to_string(),
+                });
             }
         }
         first_error.map_or(Ok(()), Err)

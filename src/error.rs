@@ -108,6 +108,15 @@ pub enum Error {
     #[error("{0}")]
     Assertion(String),
 
+    /// A tracer provider of a [`crate::SpanCapture`] failed to shut down.
+    #[error("tracer provider of service {service:?}: {reason}")]
+    Telemetry {
+        /// The provider's `service.name`.
+        service: String,
+        /// What the SDK said.
+        reason: String,
+    },
+
     /// A [`crate::Condition`] on the captured spans did not hold in time.
     #[error(
         "waited {waited:?} for {condition}; it never held. Last seen: {seen}\n\

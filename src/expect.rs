@@ -52,7 +52,7 @@ impl AttributeMatcher {
 /// A span matches when its name is equal, its kind and service are equal
 /// when given, every attribute matcher holds, every expected link points
 /// at a distinct captured span with that name (extra links are allowed),
-/// and its children match the expected children one to one, in any order
+/// its status is Error when [`error`](Self::error) asks, and its children match the expected children one to one, in any order
 /// (extra children are not allowed).
 ///
 /// ```
@@ -80,6 +80,7 @@ pub struct ExpectedSpan {
     service: Option<String>,
     attributes: Vec<AttributeMatcher>,
     links: Vec<String>,
+    error: Option<bool>,
     children: Vec<ExpectedSpan>,
 }
 
@@ -92,6 +93,7 @@ impl ExpectedSpan {
             service: None,
             attributes: Vec::new(),
             links: Vec::new(),
+            error: None,
             children: Vec::new(),
         }
     }
@@ -137,6 +139,12 @@ impl ExpectedSpan {
         self
     }
 
+    /// Requires an Error status (`true`) or any other status (`false`).
+    pub fn error(mut self, failed: bool) -> Self {
+        self.error = Some(failed);
+        self
+    }
+
     /// Requires a link to a captured span named `target` (in any trace).
     pub fn link_to(mut self, target: impl Into<String>) -> Self {
         self.links.push(target.into());
@@ -175,6 +183,7 @@ impl ExpectedSpan {
             && self.kind.as_ref().is_none_or(|k| k == span.kind())
             && self.service.as_deref().is_none_or(|s| s == span.service())
             && self.attributes.iter().all(|m| m.holds(span))
+            && self.error.is_none_or(|e| e == is_error(span))
             && self.links_match(span)
     }
 
@@ -211,6 +220,10 @@ impl ExpectedSpan {
     }
 }
 
+fn is_error(span: &SpanView<'_>) -> bool {
+    matches!(span.status(), opentelemetry::trace::Status::Error { .. })
+}
+
 /// Kuhn's augmenting paths: can every expected child get its own actual one?
 fn perfect_matching(fits: &[Vec<bool>]) -> bool {
     fn augment(
@@ -241,6 +254,7 @@ fn perfect_matching(fits: &[Vec<bool>]) -> bool {
 struct Projection {
     kind: bool,
     service: bool,
+    error: bool,
     valued: BTreeSet<String>,
     presence: BTreeSet<String>,
     absence: BTreeSet<String>,
@@ -256,6 +270,7 @@ impl Projection {
     fn collect(&mut self, e: &ExpectedSpan) {
         self.kind |= e.kind.is_some();
         self.service |= e.service.is_some();
+        self.error |= e.error.is_some();
         for m in &e.attributes {
             match m {
                 AttributeMatcher::Equals(k, _) => self.valued.insert(k.clone()),
@@ -268,7 +283,13 @@ impl Projection {
         }
     }
 
-    fn head(&self, name: &str, kind: Option<&SpanKind>, service: Option<&str>) -> String {
+    fn head(
+        &self,
+        name: &str,
+        kind: Option<&SpanKind>,
+        service: Option<&str>,
+        error: Option<bool>,
+    ) -> String {
         let mut head = format!("{name:?}");
         if self.kind {
             head.push(' ');
@@ -277,11 +298,19 @@ impl Projection {
         if self.service {
             let _ = write!(head, " service={}", service.unwrap_or("(any)"));
         }
+        if self.error {
+            head.push_str(match error {
+                Some(true) => " status=error",
+                Some(false) => " status=not-error",
+                None => " status=(any)",
+            });
+        }
         head
     }
 
     fn expected(&self, e: &ExpectedSpan) -> String {
-        let mut lines = vec![self.head(&e.name, e.kind.as_ref(), e.service.as_deref())];
+        let head = self.head(&e.name, e.kind.as_ref(), e.service.as_deref(), e.error);
+        let mut lines = vec![head];
         let mut attrs: Vec<String> = e
             .attributes
             .iter()
@@ -305,7 +334,13 @@ impl Projection {
     }
 
     fn actual(&self, span: &SpanView<'_>) -> String {
-        let mut lines = vec![self.head(span.name(), Some(span.kind()), Some(span.service()))];
+        let head = self.head(
+            span.name(),
+            Some(span.kind()),
+            Some(span.service()),
+            Some(is_error(span)),
+        );
+        let mut lines = vec![head];
         let keys: BTreeSet<&String> = self
             .valued
             .iter()

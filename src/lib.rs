@@ -22,6 +22,6 @@ pub use propagation::{ExistingTraceparent, ExtractProblem, Extracted, Injected, 
 pub use snapshot::Render;
 pub use span_tree::{CapturedSpan, Problem, SpanForest, SpanView, Trace};
 pub use traced::{
-    ConsumedRecord, ConsumerParent, StartFrom, TracedConsumer, TracedConsumerBuilder,
+    ConsumedRecord, ConsumerParent, OffsetStore, StartFrom, TracedConsumer, TracedConsumerBuilder,
     TracedProducer,
 };

@@ -83,7 +83,8 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// What [`inject_with`] does when the headers already hold a `traceparent`.
+/// What [`inject_with`] does when the headers already hold a `traceparent`
+/// (or a look-alike differing only in case or surrounding spaces).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ExistingTraceparent {

@@ -266,6 +266,50 @@ pub enum StartFrom {
     Latest,
 }
 
+/// Positions of named consumers, so that a consumer built again under the
+/// same name (a restart) resumes where the previous one stopped, as a
+/// Kafka consumer group would. Owned by a test, never global.
+///
+/// ```
+/// use kafka_trace_harness::traced::OffsetStore;
+///
+/// let store = OffsetStore::new();
+/// assert_eq!(store.get("api", "trades", 0), None);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct OffsetStore(Arc<std::sync::Mutex<HashMap<GroupPartition, i64>>>);
+
+/// (consumer name, topic, partition).
+type GroupPartition = (String, String, i32);
+
+impl OffsetStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The next offset `group` will read from `topic`/`partition`.
+    pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&(group.to_owned(), topic.to_owned(), partition))
+            .copied()
+    }
+
+    fn commit(&self, group: &str, topic: &str, partition: i32, next: i64) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = map
+            .entry((group.to_owned(), topic.to_owned(), partition))
+            .or_insert(next);
+        *entry = (*entry).max(next);
+    }
+}
+
 /// How a `process` span relates to the context found in its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -288,9 +332,17 @@ pub struct TracedConsumerBuilder {
     start: StartFrom,
     parent: ConsumerParent,
     max_wait: Duration,
+    store: Option<OffsetStore>,
 }
 
 impl TracedConsumerBuilder {
+    /// Resume from, and record into, `store`. Default: none, so every new
+    /// consumer starts per [`start_from`](Self::start_from).
+    pub fn offset_store(mut self, store: OffsetStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Where to start. Default [`StartFrom::Earliest`].
     pub fn start_from(mut self, start: StartFrom) -> Self {
         self.start = start;
@@ -333,11 +385,22 @@ impl TracedConsumerBuilder {
                 .partition_client(self.topic.as_str(), id, UnknownTopicHandling::Retry)
                 .await
                 .map_err(client_error)?;
-            let at = match self.start {
-                StartFrom::Earliest => OffsetAt::Earliest,
-                StartFrom::Latest => OffsetAt::Latest,
+            let stored = self
+                .store
+                .as_ref()
+                .and_then(|s| s.get(&self.group, &self.topic, id));
+            let start = match (stored, self.start) {
+                (Some(next), _) => next,
+                (None, StartFrom::Earliest) => pc
+                    .get_offset(OffsetAt::Earliest)
+                    .await
+                    .map_err(client_error)?,
+                (None, StartFrom::Latest) => pc
+                    .get_offset(OffsetAt::Latest)
+                    .await
+                    .map_err(client_error)?,
             };
-            offsets.insert(id, pc.get_offset(at).await.map_err(client_error)?);
+            offsets.insert(id, start);
             partitions.push((id, Arc::new(pc)));
         }
         Ok(TracedConsumer {
@@ -345,7 +408,8 @@ impl TracedConsumerBuilder {
             bootstrap,
             tracer,
             partitions,
-            offsets,
+            committed: offsets.clone(),
+            fetched: offsets,
             pending: VecDeque::new(),
             settings: self,
         })
@@ -388,14 +452,19 @@ pub struct TracedConsumer {
     server: Vec<KeyValue>,
     tracer: SdkTracer,
     partitions: Vec<(i32, Arc<PartitionClient>)>,
-    offsets: BTreeMap<i32, i64>,
-    /// Fetched, spans started, not yet handed out.
-    pending: VecDeque<ConsumedRecord>,
+    /// Next offset to fetch, per partition.
+    fetched: BTreeMap<i32, i64>,
+    /// Next offset to hand out, per partition.
+    committed: BTreeMap<i32, i64>,
+    /// Fetched but not yet handed out; their spans start on hand-out, so
+    /// a record dropped here leaves no `process` span behind.
+    pending: VecDeque<Fetched>,
 }
 
 impl TracedConsumer {
     /// Settings for consumer `group` of `topic`: from the earliest record,
-    /// process spans parented by the record's context, 50 ms fetch wait.
+    /// process spans parented by the record's context, 50 ms fetch wait,
+    /// no [`OffsetStore`].
     pub fn builder(group: impl Into<String>, topic: impl Into<String>) -> TracedConsumerBuilder {
         TracedConsumerBuilder {
             group: group.into(),
@@ -403,6 +472,7 @@ impl TracedConsumer {
             start: StartFrom::Earliest,
             parent: ConsumerParent::Extracted,
             max_wait: Duration::from_millis(50),
+            store: None,
         }
     }
 
@@ -411,9 +481,25 @@ impl TracedConsumer {
         &self.settings.group
     }
 
-    /// The next offset to read, per partition.
+    /// The next offset to hand out, per partition.
     pub fn offsets(&self) -> &BTreeMap<i32, i64> {
-        &self.offsets
+        &self.committed
+    }
+
+    /// Records `handed` as delivered: here and in the offset store.
+    fn commit(&mut self, handed: &[Fetched]) {
+        for r in handed {
+            let next = self.committed.entry(r.partition).or_default();
+            *next = (*next).max(r.offset + 1);
+            if let Some(store) = &self.settings.store {
+                store.commit(
+                    &self.settings.group,
+                    &self.settings.topic,
+                    r.partition,
+                    *next,
+                );
+            }
+        }
     }
 
     /// One fetch on every partition at once; spans are children of (or,
@@ -426,6 +512,21 @@ impl TracedConsumer {
     /// [`poll`](Self::poll) with `ambient` as the fallback parent (and the
     /// parent in link-only mode).
     pub async fn poll_in(&mut self, ambient: &Context) -> Result<Vec<ConsumedRecord>> {
+        let out = self.next_batch().await?;
+        Ok(self.hand_out(ambient, out))
+    }
+
+    /// Commits `records` and starts their `process` spans.
+    fn hand_out(&mut self, ambient: &Context, records: Vec<Fetched>) -> Vec<ConsumedRecord> {
+        self.commit(&records);
+        records
+            .into_iter()
+            .map(|r| self.start_process(ambient, r.partition, r.offset, r.record))
+            .collect()
+    }
+
+    /// Records kept from an earlier call, else one fetch round.
+    async fn next_batch(&mut self) -> Result<Vec<Fetched>> {
         if !self.pending.is_empty() {
             return Ok(self.pending.drain(..).collect());
         }
@@ -433,7 +534,7 @@ impl TracedConsumer {
         let mut fetches = tokio::task::JoinSet::new();
         for (id, client) in &self.partitions {
             let (id, client) = (*id, Arc::clone(client));
-            let from = self.offsets[&id];
+            let from = self.fetched[&id];
             fetches.spawn(async move {
                 let fetched = client.fetch_records(from, 1..52_428_800, max_wait).await;
                 (id, from, fetched)
@@ -460,10 +561,14 @@ impl TracedConsumer {
             records.sort_by_key(|r| r.offset);
             records.dedup_by_key(|r| r.offset);
             if let Some(last) = records.last() {
-                self.offsets.insert(id, last.offset + 1);
+                self.fetched.insert(id, last.offset + 1);
             }
             for r in records {
-                out.push(self.start_process(ambient, id, r.offset, r.record));
+                out.push(Fetched {
+                    partition: id,
+                    offset: r.offset,
+                    record: r.record,
+                });
             }
         }
         Ok(out)
@@ -477,29 +582,31 @@ impl TracedConsumer {
         deadline: Duration,
     ) -> Result<Vec<ConsumedRecord>> {
         let started = Instant::now();
-        let mut got: Vec<ConsumedRecord> = Vec::new();
+        let mut got: Vec<Fetched> = Vec::new();
         while got.len() < count {
             if started.elapsed() >= deadline {
+                // Not handed out: the next call returns them first.
+                let missing = count - got.len();
+                for record in got.into_iter().rev() {
+                    self.pending.push_front(record);
+                }
                 return Err(Error::Timeout {
                     what: format!(
-                        "consumer {:?} reading {count} records of topic {:?} (got {})",
-                        self.settings.group,
-                        self.settings.topic,
-                        got.len()
+                        "consumer {:?} reading {count} records of topic {:?} ({missing} missing)",
+                        self.settings.group, self.settings.topic,
                     ),
                     bootstrap: self.bootstrap.clone(),
                     timeout: deadline,
                 });
             }
-            let polled = self.poll().await?;
+            let polled = self.next_batch().await?;
             let room = count - got.len();
             let mut polled = polled.into_iter();
             got.extend(polled.by_ref().take(room));
-            // Records past `count` already have their span: keep them for
-            // the next call rather than fetching them twice.
+            // Records past `count` wait for the next call.
             self.pending.extend(polled);
         }
-        Ok(got)
+        Ok(self.hand_out(&Context::new(), got))
     }
 
     fn start_process(
@@ -566,6 +673,14 @@ impl TracedConsumer {
             context,
         }
     }
+}
+
+/// A fetched record, not yet handed out.
+#[derive(Debug)]
+struct Fetched {
+    partition: i32,
+    offset: i64,
+    record: Record,
 }
 
 /// A record handed out by a [`TracedConsumer`], with its open `process`

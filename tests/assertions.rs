@@ -170,3 +170,27 @@ fn problems_fail_the_no_problem_assertion() {
 fn the_panicking_twin_panics_with_the_report() {
     stockapp(&[]).assert_trace(&expected_trade());
 }
+
+#[test]
+fn error_status_is_matched_when_asked() {
+    let capture = SpanCapture::new();
+    let api = capture.tracer("api");
+    let cx = Context::new().with_span(api.start("process bad record"));
+    cx.span()
+        .set_status(opentelemetry::trace::Status::error("undecodable"));
+    drop(cx);
+    api.start("process good record");
+    let forest = capture.forest();
+    forest.assert_trace(&ExpectedSpan::new("process bad record").error(true));
+    forest.assert_trace(&ExpectedSpan::new("process good record").error(false));
+    let text =
+        report(forest.try_assert_trace(&ExpectedSpan::new("process bad record").error(false)));
+    assert!(
+        text.contains("  - \"process bad record\" status=not-error\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("+ \"process bad record\" status=error"),
+        "{text}"
+    );
+}

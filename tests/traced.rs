@@ -301,3 +301,79 @@ async fn the_producer_keeps_a_traceparent_set_by_the_caller() {
     assert_eq!(process.parent().unwrap().name(), "upstream");
     let _ = KeyValue::new("unused", 0);
 }
+
+fn keys(records: &[kafka_trace_harness::ConsumedRecord]) -> Vec<String> {
+    let mut keys: Vec<String> = records
+        .iter()
+        .map(|c| String::from_utf8(c.record.key.clone().unwrap()).unwrap())
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn a_restarted_consumer_resumes_from_its_offset_store() {
+    let f = fixture(2).await;
+    let producer = TracedProducer::connect(&f.broker, f.capture.tracer("datagen"))
+        .await
+        .unwrap();
+    for n in 0..6 {
+        producer
+            .send(
+                &Context::new(),
+                &f.topic,
+                n % 2,
+                record(&n.to_string(), &[]),
+            )
+            .await
+            .unwrap();
+    }
+    let store = kafka_trace_harness::OffsetStore::new();
+    let build = || {
+        TracedConsumer::builder("api", &f.topic)
+            .offset_store(store.clone())
+            .build(&f.broker, f.capture.tracer("api"))
+    };
+    let mut first = build().await.unwrap();
+    let mut seen = keys(&first.consume(4, DEADLINE).await.unwrap());
+    drop(first);
+    let mut second = build().await.unwrap();
+    seen.extend(keys(&second.consume(2, DEADLINE).await.unwrap()));
+    seen.sort();
+    assert_eq!(seen, ["0", "1", "2", "3", "4", "5"], "no skip, no repeat");
+    let processed = f.capture.forest().of_kind(SpanKind::Consumer).count();
+    assert_eq!(
+        processed, 6,
+        "records fetched but never handed out leave no span"
+    );
+    assert_eq!(store.get("api", &f.topic, 0), Some(3));
+    assert_eq!(store.get("api", &f.topic, 1), Some(3));
+}
+
+#[tokio::test]
+async fn a_timed_out_consume_keeps_what_it_got_for_the_next_call() {
+    let f = fixture(1).await;
+    let producer = TracedProducer::connect(&f.broker, f.capture.tracer("datagen"))
+        .await
+        .unwrap();
+    producer
+        .send(&Context::new(), &f.topic, 0, record("only", &[]))
+        .await
+        .unwrap();
+    let mut consumer = TracedConsumer::builder("api", &f.topic)
+        .max_wait(Duration::from_millis(10))
+        .build(&f.broker, f.capture.tracer("api"))
+        .await
+        .unwrap();
+    let err = consumer
+        .consume(2, Duration::from_millis(100))
+        .await
+        .expect_err("only one record exists");
+    assert!(err.to_string().contains("1 missing"), "{err}");
+    assert_eq!(consumer.offsets()[&0], 0, "nothing handed out");
+    assert_eq!(
+        keys(&consumer.consume(1, DEADLINE).await.unwrap()),
+        ["only"]
+    );
+    assert_eq!(consumer.offsets()[&0], 1);
+}
