@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
+use rskafka::client::partition::UnknownTopicHandling;
 use rskafka::record::Record;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -30,6 +31,8 @@ use crate::stockapp::{
 };
 use crate::traced::{ConsumedRecord, StartFrom, TracedConsumer, TracedProducer};
 use crate::{Broker, Error, Result};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 
 /// How long a service's fetch may wait on an empty partition. A poll waits
 /// for every partition of its topic, so a long wait on one drained partition
@@ -189,6 +192,26 @@ impl PipelineBuilder {
     /// Creates the topics and starts the services, each service's spans
     /// going to its own tracer of `capture`.
     pub async fn start(self, broker: &Broker, capture: &SpanCapture) -> Result<RunningPipeline> {
+        self.start_with(broker, &|service| capture.tracer(service))
+            .await
+    }
+
+    /// Like [`start`](Self::start), with tracing off: every tracer samples
+    /// nothing, so no span is recorded (context headers still travel, marked
+    /// not sampled). The baseline for measuring what tracing costs.
+    pub async fn start_untraced(self, broker: &Broker) -> Result<RunningPipeline> {
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(Sampler::AlwaysOff)
+            .build();
+        self.start_with(broker, &|service| provider.tracer(service.to_owned()))
+            .await
+    }
+
+    async fn start_with(
+        self,
+        broker: &Broker,
+        tracer_for: &dyn Fn(&str) -> SdkTracer,
+    ) -> Result<RunningPipeline> {
         let partitions = self.partitions;
         for (topic, count) in [
             (TRADES_TOPIC, partitions),
@@ -207,7 +230,7 @@ impl PipelineBuilder {
         let started = Instant::now();
 
         if self.services.processor {
-            let tracer = capture.tracer(PROCESSOR_SERVICE);
+            let tracer = tracer_for(PROCESSOR_SERVICE);
             let consumer = |topic: &str, max_wait: Duration| {
                 TracedConsumer::builder(PROCESSOR_SERVICE, topic)
                     .start_from(StartFrom::Earliest)
@@ -238,7 +261,7 @@ impl PipelineBuilder {
         if self.services.api {
             for index in 1..=self.api_consumers {
                 let name = api_service_name(index);
-                let tracer = capture.tracer(&name);
+                let tracer = tracer_for(&name);
                 let state = ApiState::new();
                 let service = ApiConsumerService {
                     consumer: TracedConsumer::builder(name.clone(), DOLLARS_BY_ZIP_TOPIC)
@@ -262,7 +285,7 @@ impl PipelineBuilder {
 
         let datagen = self.datagen();
         if self.services.datagen {
-            let producer = TracedProducer::connect(broker, capture.tracer(DATAGEN_SERVICE)).await?;
+            let producer = TracedProducer::connect(broker, tracer_for(DATAGEN_SERVICE)).await?;
             let clock = self.clock;
             let registry = registry.clone();
             let progress = Arc::clone(&progress);
@@ -493,9 +516,13 @@ async fn ensure_topic(broker: &Broker, topic: &str, partitions: u16) -> Result<(
     let Err(create_error) = broker.create_topic(topic, partitions).await else {
         return Ok(());
     };
-    let exists = broker
-        .client()
-        .await?
+    let client = broker.client().await?;
+    // A standalone harness broker (the mock cluster) has no CreateTopics but
+    // creates a topic on the first metadata request that names it.
+    let _ = client
+        .partition_client(topic, 0, UnknownTopicHandling::Retry)
+        .await;
+    let exists = client
         .list_topics()
         .await
         .map(|topics| topics.iter().any(|t| t.name == topic))
