@@ -519,9 +519,8 @@ async fn ensure_topic(broker: &Broker, topic: &str, partitions: u16) -> Result<(
     let client = broker.client().await?;
     // A standalone harness broker (the mock cluster) has no CreateTopics but
     // creates a topic on the first metadata request that names it.
-    let _ = client
-        .partition_client(topic, 0, UnknownTopicHandling::Retry)
-        .await;
+    let auto_create = client.partition_client(topic, 0, UnknownTopicHandling::Retry);
+    let _ = tokio::time::timeout(Duration::from_secs(10), auto_create).await;
     let exists = client
         .list_topics()
         .await
