@@ -137,24 +137,27 @@ pub fn render_trace_tree(trace: &Trace<'_>, colour: bool) -> String {
     roots.sort_by_key(|s| s.data().start_time);
     let origin = roots.first().map(|r| r.data().start_time);
     for root in roots {
-        render_span(&mut out, &root, "", true, origin, &paint);
+        render_span(&mut out, &root, None, origin, &paint);
     }
     out
+}
+
+/// Where a span sits under its parent: the prefix drawn for its ancestors
+/// and whether it is the last child.
+struct Branch<'p> {
+    prefix: &'p str,
+    last: bool,
 }
 
 fn render_span(
     out: &mut String,
     span: &SpanView<'_>,
-    prefix: &str,
-    last: bool,
+    branch: Option<Branch<'_>>,
     origin: Option<SystemTime>,
     paint: &dyn Fn(&str, &str) -> String,
 ) {
     let data = span.data();
-    let duration = data
-        .end_time
-        .duration_since(data.start_time)
-        .unwrap_or_default();
+    let duration = data.end_time.duration_since(data.start_time).unwrap_or_default();
     let offset = origin
         .and_then(|o| data.start_time.duration_since(o).ok())
         .unwrap_or_default();
@@ -170,17 +173,16 @@ fn render_span(
         "stock-processor" => "35",
         _ => "33",
     };
-    let branch = if prefix.is_empty() && last {
-        ""
-    } else if last {
-        "└── "
-    } else {
-        "├── "
+    let (head, children_prefix) = match &branch {
+        None => (String::new(), String::new()),
+        Some(Branch { prefix, last }) => (
+            format!("{prefix}{}", if *last { "└── " } else { "├── " }),
+            format!("{prefix}{}", if *last { "    " } else { "│   " }),
+        ),
     };
+    let label = format!("{head}{}", span.name());
     let mut line = format!(
-        "{prefix}{branch}{:<34} {:<8} {} +{:.3}ms {:.3}ms",
-        span.name(),
-        kind,
+        "{label:<46} {kind:<8} {} +{:>9.3} ms {:>8.3} ms",
         paint(service_colour, &format!("{:<16}", span.service())),
         offset.as_secs_f64() * 1e3,
         duration.as_secs_f64() * 1e3,
@@ -188,21 +190,32 @@ fn render_span(
     if let Status::Error { description } = span.status() {
         line.push_str(&paint("31", &format!("  ERROR {description}")));
     }
+    // Links grouped by target name: a window row may link 100+ trades.
+    let mut links: Vec<(String, usize)> = Vec::new();
     for (_, target) in span.links() {
         let to = target.map_or_else(|| "a span not captured".to_owned(), |t| t.name().to_owned());
-        line.push_str(&paint("2", &format!("  ↪ link to {to}")));
+        match links.iter_mut().find(|(name, _)| *name == to) {
+            Some((_, count)) => *count += 1,
+            None => links.push((to, 1)),
+        }
+    }
+    for (to, count) in links {
+        let text = match count {
+            1 => format!("  ↪ link to {to}"),
+            n => format!("  ↪ {n} links to {to}"),
+        };
+        line.push_str(&paint("2", &text));
     }
     let _ = writeln!(out, "{line}");
     let mut children: Vec<SpanView<'_>> = span.children().collect();
     children.sort_by_key(|c| c.data().start_time);
-    let child_prefix = if prefix.is_empty() && branch.is_empty() {
-        String::new()
-    } else {
-        format!("{prefix}{}", if last { "    " } else { "│   " })
-    };
     let count = children.len();
     for (i, child) in children.iter().enumerate() {
-        render_span(out, child, &child_prefix, i + 1 == count, origin, paint);
+        let branch = Branch {
+            prefix: &children_prefix,
+            last: i + 1 == count,
+        };
+        render_span(out, child, Some(branch), origin, paint);
     }
 }
 
