@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use kafka_trace_harness::broker::AdminChannel;
+use kafka_trace_harness::metrics::{MetricsCapture, PipelineMetrics, stdout_meter_provider};
 use kafka_trace_harness::stockapp::pipeline::{PipelineBuilder, Services};
 use kafka_trace_harness::stockapp::summary::{
-    TraceSummary, render_summary, render_trace_tree, showcase_traces,
+    TraceSummary, render_metrics, render_summary, render_trace_tree, showcase_traces,
 };
 use kafka_trace_harness::stockapp::{ApiServer, RegistryServer, SchemaRegistry};
 use kafka_trace_harness::{Backend, Broker, SpanCapture};
@@ -86,6 +87,10 @@ struct RunArgs {
     /// Serve api-1's rows on this HTTP port (GET / and GET /health).
     #[arg(long)]
     http_port: Option<u16>,
+    /// Also export every metric with OpenTelemetry's stdout exporter at the
+    /// end (verbose); a short metrics summary is always printed.
+    #[arg(long)]
+    otel_metrics_stdout: bool,
     /// Trace trees to print.
     #[arg(long, default_value_t = 3)]
     show_traces: usize,
@@ -198,7 +203,16 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         None => None,
     };
+    let metrics = MetricsCapture::new();
+    let stdout_metrics = args
+        .otel_metrics_stdout
+        .then(|| stdout_meter_provider(Duration::from_secs(3600)));
+    let pipeline_metrics = match &stdout_metrics {
+        Some(provider) => PipelineMetrics::new(provider),
+        None => metrics.metrics().clone(),
+    };
     let mut pipeline = PipelineBuilder::new()
+        .metrics(pipeline_metrics)
         .seed(args.seed)
         .trades(args.trades)
         .users(args.users)
@@ -247,6 +261,10 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let traces = TraceSummary::of(&forest);
     print!("{}", render_summary(&progress, &traces));
+    match &stdout_metrics {
+        Some(provider) => provider.shutdown()?,
+        None => print!("{}", render_metrics(&metrics.collect()?)),
+    }
     if let Some(json) = api_json {
         println!("GET / of api-1:\n{json}");
     }

@@ -283,3 +283,64 @@ async fn poison_records_get_error_spans_and_dead_letter_copies_and_good_ones_sti
         .collect();
     assert_eq!(served, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_every_stage_and_measure_latency_and_lag() {
+    use kafka_trace_harness::metrics::{
+        CONSUMER_GROUP, CONSUMER_LAG, END_TO_END_LATENCY, MetricsCapture, PROCESSING_DURATION,
+        RECORDS_IN, RECORDS_OUT, SERVICE, TOPIC,
+    };
+    let metrics = MetricsCapture::new();
+    let settings = PipelineBuilder::new()
+        .seed(5)
+        .trades(40)
+        .users(9)
+        .clock(CLOCK)
+        .metrics(metrics.metrics().clone());
+    let (_broker, _capture, pipeline) = run_to_completion(settings).await;
+    let progress = pipeline.stop().await.expect("stop");
+
+    let snapshot = metrics.collect().expect("metrics");
+    let sum =
+        |name: &str, filter: &[(&str, &str)]| snapshot.sum(name, filter).unwrap_or(0.0) as usize;
+    assert_eq!(
+        sum(
+            RECORDS_OUT,
+            &[(SERVICE, "datagen"), (TOPIC, "stockapp.trades")]
+        ),
+        40
+    );
+    assert_eq!(
+        sum(
+            RECORDS_IN,
+            &[(SERVICE, "stock-processor"), (TOPIC, "stockapp.trades")]
+        ),
+        40
+    );
+    assert_eq!(
+        sum(
+            RECORDS_OUT,
+            &[
+                (SERVICE, "stock-processor"),
+                (TOPIC, "stockapp.dollarsbyzip")
+            ]
+        ),
+        progress.rows_sent
+    );
+    for api in ["api-1", "api-2"] {
+        assert_eq!(sum(RECORDS_IN, &[(SERVICE, api)]), progress.rows_sent);
+        let e2e = snapshot
+            .histogram(END_TO_END_LATENCY, &[(SERVICE, api)])
+            .expect("e2e");
+        assert_eq!(e2e.count as usize, progress.rows_sent);
+        // Caught up at the end: no lag left.
+        assert_eq!(
+            snapshot.sum(CONSUMER_LAG, &[(CONSUMER_GROUP, api)]),
+            Some(0.0)
+        );
+    }
+    let processing = snapshot
+        .histogram(PROCESSING_DURATION, &[(SERVICE, "stock-processor")])
+        .expect("processing latency");
+    assert_eq!(processing.count, 40);
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use opentelemetry::trace::{SpanKind, Status, TraceId};
 
 use super::pipeline::PipelineProgress;
+use crate::metrics::{self, MetricsSnapshot};
 use crate::span_tree::{Problem, SpanForest, SpanView, Trace};
 
 /// Name of the span that starts every trade's trace.
@@ -157,7 +158,10 @@ fn render_span(
     paint: &dyn Fn(&str, &str) -> String,
 ) {
     let data = span.data();
-    let duration = data.end_time.duration_since(data.start_time).unwrap_or_default();
+    let duration = data
+        .end_time
+        .duration_since(data.start_time)
+        .unwrap_or_default();
     let offset = origin
         .and_then(|o| data.start_time.duration_since(o).ok())
         .unwrap_or_default();
@@ -260,5 +264,41 @@ pub fn render_summary(progress: &PipelineProgress, traces: &TraceSummary) -> Str
         progress.trades_processed as f64 / seconds,
         seconds
     );
+    out
+}
+
+/// The metrics a run recorded, in a few lines: latency per service and the
+/// consumer lag left at the end.
+pub fn render_metrics(snapshot: &MetricsSnapshot) -> String {
+    let mut out = String::new();
+    let mut services: Vec<String> = snapshot
+        .points()
+        .iter()
+        .filter_map(|p| p.attributes.get(metrics::SERVICE).cloned())
+        .collect();
+    services.sort();
+    services.dedup();
+    let _ = writeln!(out, "metrics (OpenTelemetry, in memory)");
+    for service in &services {
+        let filter = [(metrics::SERVICE, service.as_str())];
+        let records_in = snapshot.sum(metrics::RECORDS_IN, &filter).unwrap_or(0.0);
+        let records_out = snapshot.sum(metrics::RECORDS_OUT, &filter).unwrap_or(0.0);
+        let mut line = format!("  {service:<16} in {records_in:>6.0}  out {records_out:>6.0}");
+        for (label, name) in [
+            ("processing", metrics::PROCESSING_DURATION),
+            ("end-to-end", metrics::END_TO_END_LATENCY),
+        ] {
+            if let Some(mean) = snapshot.histogram(name, &filter).and_then(|h| h.mean()) {
+                let _ = write!(line, "  {label} mean {mean:.3} ms");
+            }
+        }
+        if let Some(lag) = snapshot.sum(
+            metrics::CONSUMER_LAG,
+            &[(metrics::CONSUMER_GROUP, service.as_str())],
+        ) {
+            let _ = write!(line, "  lag {lag:.0}");
+        }
+        let _ = writeln!(out, "{line}");
+    }
     out
 }

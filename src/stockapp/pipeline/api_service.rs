@@ -1,15 +1,29 @@
 //! Services `api-1`, `api-2`, …: the Go API service, traced.
 
+use std::time::Instant;
+
+use rskafka::client::partition::{OffsetAt, PartitionClient};
+
 use super::dead_letter;
-use crate::Result;
-use crate::stockapp::ApiState;
+use crate::metrics::PipelineMetrics;
+use crate::stockapp::{ApiState, DOLLARS_BY_ZIP_TOPIC};
 use crate::traced::{TracedConsumer, TracedProducer};
+use crate::{Error, Result};
 
 pub(crate) struct ApiConsumerService {
     pub(crate) consumer: TracedConsumer,
     /// Sends bad rows to the dead-letter topic.
     pub(crate) producer: TracedProducer,
     pub(crate) state: ApiState,
+    pub(crate) metrics: Option<ApiMetrics>,
+}
+
+/// What an API consumer needs to report its metrics.
+pub(crate) struct ApiMetrics {
+    pub(crate) metrics: PipelineMetrics,
+    pub(crate) service: String,
+    /// Reads the high watermark of `stockapp.dollarsbyzip`'s one partition.
+    pub(crate) watermark: PartitionClient,
 }
 
 /// Counts of one API consumer step.
@@ -26,7 +40,10 @@ impl ApiConsumerService {
         let mut step = ApiStep::default();
         for consumed in self.consumer.poll().await? {
             step.rows_in += 1;
+            let started = Instant::now();
             let value = consumed.record.value.as_deref().unwrap_or_default();
+            // The row carries the trade's timestamp: end-to-end starts there.
+            let trade_timestamp_ms = consumed.record.timestamp.timestamp_millis();
             match self.state.apply_json(value) {
                 Ok(_) => consumed.finish(),
                 Err(e) => {
@@ -34,6 +51,35 @@ impl ApiConsumerService {
                     step.dead_lettered += 1;
                 }
             }
+            if let Some(m) = &self.metrics {
+                m.metrics.count_in(&m.service, DOLLARS_BY_ZIP_TOPIC, 1);
+                m.metrics
+                    .record_processing(&m.service, DOLLARS_BY_ZIP_TOPIC, started.elapsed());
+                let now_ms = chrono::Utc::now().timestamp_millis();
+                m.metrics.record_end_to_end(
+                    &m.service,
+                    DOLLARS_BY_ZIP_TOPIC,
+                    trade_timestamp_ms,
+                    now_ms,
+                );
+            }
+        }
+        if step.rows_in > 0
+            && let Some(m) = &self.metrics
+        {
+            let high_watermark = m
+                .watermark
+                .get_offset(OffsetAt::Latest)
+                .await
+                .map_err(|e| Error::Pipeline(format!("reading the high watermark: {e}")))?;
+            let next = self.consumer.offsets().get(&0).copied().unwrap_or(0);
+            m.metrics.record_consumer_lag(
+                &m.service,
+                DOLLARS_BY_ZIP_TOPIC,
+                0,
+                high_watermark,
+                next,
+            );
         }
         Ok(step)
     }

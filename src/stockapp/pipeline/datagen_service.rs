@@ -3,8 +3,9 @@
 use opentelemetry::Context;
 use rskafka::record::Record;
 
-use super::partition_for_key;
+use super::{DATAGEN_SERVICE, partition_for_key};
 use crate::Result;
+use crate::metrics::PipelineMetrics;
 use crate::stockapp::{AvroRecord, Datagen, SchemaRegistry, TRADES_TOPIC, USERS_TOPIC};
 use crate::traced::TracedProducer;
 
@@ -43,6 +44,7 @@ pub(crate) async fn run(
     datagen: &Datagen,
     clock: Option<TradeClock>,
     partitions: i32,
+    metrics: Option<&PipelineMetrics>,
 ) -> Result<DatagenReport> {
     let mut report = DatagenReport::default();
     let now = chrono::Utc::now();
@@ -53,6 +55,9 @@ pub(crate) async fn run(
             .send(&Context::new(), USERS_TOPIC, partition, record)
             .await?;
         report.users += 1;
+        if let Some(metrics) = metrics {
+            metrics.count_out(DATAGEN_SERVICE, USERS_TOPIC, 1);
+        }
     }
     for (index, trade) in datagen.trades().enumerate() {
         // Without a clock, a trade happens when it is sent.
@@ -65,6 +70,9 @@ pub(crate) async fn run(
             .send(&Context::new(), TRADES_TOPIC, partition, record)
             .await?;
         report.trades += 1;
+        if let Some(metrics) = metrics {
+            metrics.count_out(DATAGEN_SERVICE, TRADES_TOPIC, 1);
+        }
     }
     Ok(report)
 }

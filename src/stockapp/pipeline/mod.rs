@@ -22,9 +22,10 @@ use tokio::task::JoinSet;
 pub use datagen_service::{DatagenReport, TradeClock};
 pub use processor_service::{FILTERED_OUT_ATTRIBUTE, JOINED_USER_ATTRIBUTE, ProcessorStep};
 
-use self::api_service::ApiConsumerService;
+use self::api_service::{ApiConsumerService, ApiMetrics};
 use self::processor_service::ProcessorService;
 use crate::capture::SpanCapture;
+use crate::metrics::PipelineMetrics;
 use crate::stockapp::{
     ApiState, DLQ_TOPIC, DOLLARS_BY_ZIP_TOPIC, Datagen, DecodeError, SchemaRegistry,
     StockProcessor, TRADES_JSON_TOPIC, TRADES_TOPIC, USERS_TOPIC,
@@ -103,6 +104,7 @@ pub struct PipelineBuilder {
     clock: Option<TradeClock>,
     services: Services,
     registry: SchemaRegistry,
+    metrics: Option<PipelineMetrics>,
 }
 
 impl Default for PipelineBuilder {
@@ -124,6 +126,7 @@ impl PipelineBuilder {
             clock: None,
             services: Services::ALL,
             registry: SchemaRegistry::new(),
+            metrics: None,
         }
     }
 
@@ -177,6 +180,13 @@ impl PipelineBuilder {
     /// over HTTP. Default: a new, empty one.
     pub fn registry(mut self, registry: SchemaRegistry) -> Self {
         self.registry = registry;
+        self
+    }
+
+    /// Report records in / out, processing and end-to-end latency and
+    /// consumer lag to `metrics`. Default: no metrics.
+    pub fn metrics(mut self, metrics: PipelineMetrics) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -249,6 +259,7 @@ impl PipelineBuilder {
                 user_sends: Default::default(),
                 json_partitions: partitions,
                 json_clients: Default::default(),
+                metrics: self.metrics.clone(),
             };
             tasks.spawn(run_processor(
                 service,
@@ -271,6 +282,26 @@ impl PipelineBuilder {
                         .await?,
                     producer: TracedProducer::connect(broker, tracer).await?,
                     state: state.clone(),
+                    metrics: match &self.metrics {
+                        Some(metrics) => Some(ApiMetrics {
+                            metrics: metrics.clone(),
+                            service: name.clone(),
+                            watermark: broker
+                                .client()
+                                .await?
+                                .partition_client(
+                                    DOLLARS_BY_ZIP_TOPIC,
+                                    0,
+                                    UnknownTopicHandling::Retry,
+                                )
+                                .await
+                                .map_err(|source| Error::Client {
+                                    bootstrap: broker.bootstrap_servers().to_owned(),
+                                    source,
+                                })?,
+                        }),
+                        None => None,
+                    },
                 };
                 progress.api_rows.push_slot();
                 tasks.spawn(run_api(
@@ -290,9 +321,17 @@ impl PipelineBuilder {
             let registry = registry.clone();
             let progress = Arc::clone(&progress);
             let datagen = datagen.clone();
+            let metrics = self.metrics.clone();
             tasks.spawn(async move {
-                let report =
-                    datagen_service::run(&producer, &registry, &datagen, clock, partitions).await?;
+                let report = datagen_service::run(
+                    &producer,
+                    &registry,
+                    &datagen,
+                    clock,
+                    partitions,
+                    metrics.as_ref(),
+                )
+                .await?;
                 progress
                     .datagen_trades
                     .store(report.trades, Ordering::SeqCst);

@@ -9,10 +9,11 @@ use rskafka::client::Client;
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
 
-use super::{dead_letter, decode_error_type, partition_for_key};
+use super::{PROCESSOR_SERVICE, dead_letter, decode_error_type, partition_for_key};
+use crate::metrics::PipelineMetrics;
 use crate::stockapp::{
-    DOLLARS_BY_ZIP_TOPIC, SchemaRegistry, StockProcessor, StockTrade, TRADES_JSON_TOPIC, User,
-    processor::symbol_is_kept, trade_to_json,
+    DLQ_TOPIC, DOLLARS_BY_ZIP_TOPIC, SchemaRegistry, StockProcessor, StockTrade, TRADES_JSON_TOPIC,
+    TRADES_TOPIC, USERS_TOPIC, User, processor::symbol_is_kept, trade_to_json,
 };
 use crate::traced::{ConsumedRecord, TracedConsumer, TracedProducer};
 use crate::{Error, Result};
@@ -61,6 +62,7 @@ pub(crate) struct ProcessorService {
     pub(crate) json_partitions: i32,
     /// Partition clients of `stockapp.trades-json` for the untraced copies.
     pub(crate) json_clients: HashMap<i32, PartitionClient>,
+    pub(crate) metrics: Option<PipelineMetrics>,
 }
 
 impl ProcessorService {
@@ -86,7 +88,24 @@ impl ProcessorService {
             }
         }
         for consumed in trades {
-            step += self.process_trade(consumed).await?;
+            let started = std::time::Instant::now();
+            let done = self.process_trade(consumed).await?;
+            if let Some(metrics) = &self.metrics {
+                metrics.record_processing(PROCESSOR_SERVICE, TRADES_TOPIC, started.elapsed());
+            }
+            step += done;
+        }
+        if let Some(metrics) = &self.metrics {
+            let count = |n: usize| n as u64;
+            metrics.count_in(PROCESSOR_SERVICE, TRADES_TOPIC, count(step.trades_in));
+            metrics.count_in(PROCESSOR_SERVICE, USERS_TOPIC, count(step.users_in));
+            metrics.count_out(PROCESSOR_SERVICE, TRADES_JSON_TOPIC, count(step.json_out));
+            metrics.count_out(
+                PROCESSOR_SERVICE,
+                DOLLARS_BY_ZIP_TOPIC,
+                count(step.rows_out),
+            );
+            metrics.count_out(PROCESSOR_SERVICE, DLQ_TOPIC, count(step.dead_lettered));
         }
         Ok(step)
     }
