@@ -344,3 +344,24 @@ async fn metrics_count_every_stage_and_measure_latency_and_lag() {
         .expect("processing latency");
     assert_eq!(processing.count, 40);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_trade_leaves_the_same_trace_every_run() {
+    let settings = PipelineBuilder::new().seed(7).trades(12).users(9).clock(CLOCK);
+    let datagen = settings.datagen();
+    let users = users_by_id(datagen.users());
+    // The first trade that goes all the way to the API.
+    let index = datagen
+        .trades()
+        .position(|t| t.symbol.ends_with('T') && users.contains_key(&t.userid))
+        .expect("seed 7 has a joined trade");
+    let (_broker, capture, pipeline) = run_to_completion(settings).await;
+    pipeline.stop().await.expect("stop");
+
+    let forest = capture.forest();
+    // Trades are sent one after the other: their roots in start order.
+    let mut roots: Vec<_> = forest.named("send stockapp.trades").collect();
+    roots.sort_by_key(|s| s.data().start_time);
+    let trace = forest.trace(roots[index].trace_id()).expect("trace");
+    insta::assert_snapshot!(kafka_trace_harness::Render::new().trace(&trace));
+}
