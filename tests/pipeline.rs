@@ -347,7 +347,11 @@ async fn metrics_count_every_stage_and_measure_latency_and_lag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeded_trade_leaves_the_same_trace_every_run() {
-    let settings = PipelineBuilder::new().seed(7).trades(12).users(9).clock(CLOCK);
+    let settings = PipelineBuilder::new()
+        .seed(7)
+        .trades(12)
+        .users(9)
+        .clock(CLOCK);
     let datagen = settings.datagen();
     let users = users_by_id(datagen.users());
     // The first trade that goes all the way to the API.
