@@ -59,107 +59,110 @@ fn propagation(c: &mut Criterion) {
     });
 }
 
+/// Both variants on one broker; every round uses fresh topics, because the
+/// mock cluster slows down as a partition's log grows, which would
+/// otherwise penalise whichever variant ran longer.
 struct Pipeline {
-    _broker: Broker,
-    topic: String,
+    broker: Broker,
+    client: rskafka::client::Client,
     capture: SpanCapture,
     producer: TracedProducer,
-    consumer: TracedConsumer,
-    plain: PartitionClient,
-    plain_next: i64,
 }
 
 impl Pipeline {
     async fn new() -> Self {
         let broker = Broker::builder().start().await.expect("broker");
-        let topic = broker.create_unique_topic("bench", 1).await.expect("topic");
-        let plain_topic = broker.create_unique_topic("plain", 1).await.expect("topic");
         let capture = SpanCapture::new();
         let producer = TracedProducer::connect(&broker, capture.tracer("p"))
             .await
             .expect("producer");
-        let consumer = TracedConsumer::builder("c", &topic)
-            .build(&broker, capture.tracer("c"))
-            .await
-            .expect("consumer");
-        let plain = broker
-            .client()
-            .await
-            .expect("client")
-            .partition_client(plain_topic, 0, UnknownTopicHandling::Retry)
-            .await
-            .expect("partition");
+        let client = broker.client().await.expect("client");
         Self {
-            _broker: broker,
-            topic,
+            broker,
+            client,
             capture,
             producer,
-            consumer,
-            plain,
-            plain_next: 0,
         }
     }
 
-    /// RECORDS records, one produce call each, then read back.
-    async fn untraced(&mut self) {
+    async fn topic(&self) -> String {
+        self.broker
+            .create_unique_topic("bench", 1)
+            .await
+            .expect("topic")
+    }
+
+    /// RECORDS records, one produce call each, then read back; returns
+    /// the time taken without the setup.
+    async fn untraced(&self) -> Duration {
+        let topic = self.topic().await;
+        let partition: PartitionClient = self
+            .client
+            .partition_client(topic, 0, UnknownTopicHandling::Retry)
+            .await
+            .expect("partition");
+        let started = Instant::now();
         for _ in 0..RECORDS {
-            self.plain
+            partition
                 .produce(vec![record()], Compression::NoCompression)
                 .await
                 .expect("produce");
         }
-        let mut got = 0;
+        let (mut next, mut got) = (0, 0);
         while got < RECORDS {
-            let (records, _) = self
-                .plain
-                .fetch_records(self.plain_next, 1..52_428_800, 50)
+            let (records, _) = partition
+                .fetch_records(next, 1..52_428_800, 50)
                 .await
                 .expect("fetch");
-            let from = self.plain_next;
+            let from = next;
             for r in records.into_iter().filter(|r| r.offset >= from) {
-                self.plain_next = r.offset + 1;
+                next = r.offset + 1;
                 got += 1;
                 black_box(r);
             }
         }
+        started.elapsed()
     }
 
-    async fn traced(&mut self) {
+    async fn traced(&self) -> Duration {
+        let topic = self.topic().await;
+        let mut consumer = TracedConsumer::builder("c", &topic)
+            .build(&self.broker, self.capture.tracer("c"))
+            .await
+            .expect("consumer");
+        let started = Instant::now();
         for _ in 0..RECORDS {
             self.producer
-                .send(&Context::new(), &self.topic, 0, record())
+                .send(&Context::new(), &topic, 0, record())
                 .await
                 .expect("send");
         }
-        let consumed = self
-            .consumer
+        let consumed = consumer
             .consume(RECORDS, Duration::from_secs(30))
             .await
             .expect("consume");
         for c in consumed {
             c.finish();
         }
+        let elapsed = started.elapsed();
         // Keeps memory flat across iterations.
         self.capture.clear();
+        elapsed
     }
 }
 
 fn throughput(c: &mut Criterion) {
     let rt = runtime();
-    let mut pipeline = rt.block_on(Pipeline::new());
+    let pipeline = rt.block_on(Pipeline::new());
 
-    // One direct comparison in the same run, printed as a ratio.
-    let rounds = 10;
-    let started = Instant::now();
+    // One direct comparison in the same run, alternating the variants,
+    // printed as a ratio.
+    let rounds = 20;
+    let (mut untraced, mut traced) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..rounds {
-        rt.block_on(pipeline.untraced());
+        untraced += rt.block_on(pipeline.untraced());
+        traced += rt.block_on(pipeline.traced());
     }
-    let untraced = started.elapsed();
-    let started = Instant::now();
-    for _ in 0..rounds {
-        rt.block_on(pipeline.traced());
-    }
-    let traced = started.elapsed();
     let per = |d: Duration| d.as_secs_f64() * 1e6 / (rounds * RECORDS) as f64;
     println!(
         "produce→consume per record: untraced {:.1} µs, traced {:.1} µs, traced/untraced = {:.2}",
@@ -172,8 +175,12 @@ fn throughput(c: &mut Criterion) {
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(5));
-    group.bench_function("untraced", |b| b.iter(|| rt.block_on(pipeline.untraced())));
-    group.bench_function("traced", |b| b.iter(|| rt.block_on(pipeline.traced())));
+    group.bench_function("untraced", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| rt.block_on(pipeline.untraced())).sum())
+    });
+    group.bench_function("traced", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| rt.block_on(pipeline.traced())).sum())
+    });
     group.finish();
 }
 

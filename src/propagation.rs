@@ -301,7 +301,10 @@ pub fn extract_with(ambient: &Context, headers: &Headers) -> Extracted {
         let probe = TraceContextPropagator::new().extract(&extractor);
         let valid = probe.span().span_context().is_valid();
         (!valid).then(|| ExtractProblem::Malformed {
-            value: shorten(&String::from_utf8_lossy(&headers[TRACEPARENT])),
+            value: headers
+                .get(TRACEPARENT)
+                .map(|v| shorten(&String::from_utf8_lossy(v)))
+                .unwrap_or_default(),
         })
     });
     let context = match problem {

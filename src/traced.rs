@@ -531,23 +531,15 @@ impl TracedConsumer {
             return Ok(self.pending.drain(..).collect());
         }
         let max_wait = i32::try_from(self.settings.max_wait.as_millis()).unwrap_or(i32::MAX);
-        let mut fetches = tokio::task::JoinSet::new();
-        for (id, client) in &self.partitions {
-            let (id, client) = (*id, Arc::clone(client));
-            let from = self.fetched[&id];
-            fetches.spawn(async move {
-                let fetched = client.fetch_records(from, 1..52_428_800, max_wait).await;
-                (id, from, fetched)
-            });
-        }
+        // All partitions at once, without spawning: a fetch on an empty
+        // partition waits `max_wait` and must not delay the others.
+        let fetches = self.partitions.iter().map(|(id, client)| {
+            let from = self.fetched[id];
+            async move { (*id, from, drain(client, from, max_wait).await) }
+        });
         let mut batches = Vec::new();
-        while let Some(joined) = fetches.join_next().await {
-            let (id, from, fetched) = joined.map_err(|e| Error::Topic {
-                topic: self.settings.topic.clone(),
-                bootstrap: self.bootstrap.clone(),
-                reason: format!("fetch task failed: {e}"),
-            })?;
-            let (records, _high_watermark) = fetched.map_err(|source| Error::Client {
+        for (id, from, fetched) in futures::future::join_all(fetches).await {
+            let records = fetched.map_err(|source| Error::Client {
                 bootstrap: self.bootstrap.clone(),
                 source,
             })?;
@@ -671,6 +663,33 @@ impl TracedConsumer {
             record,
             extracted,
             context,
+        }
+    }
+}
+
+/// Fetches from `from` until the partition's high watermark: the mock
+/// cluster answers one batch per fetch, so a backlog takes several fetches,
+/// and only the first may wait.
+async fn drain(
+    client: &PartitionClient,
+    from: i64,
+    max_wait_ms: i32,
+) -> std::result::Result<Vec<rskafka::record::RecordAndOffset>, rskafka::client::error::Error> {
+    const MAX_PER_POLL: usize = 10_000;
+    let mut out = Vec::new();
+    let mut next = from;
+    loop {
+        let wait = if out.is_empty() { max_wait_ms } else { 0 };
+        let (records, high_watermark) = client.fetch_records(next, 1..52_428_800, wait).await?;
+        let before = out.len();
+        for r in records {
+            if r.offset >= next {
+                next = r.offset + 1;
+                out.push(r);
+            }
+        }
+        if out.len() == before || next >= high_watermark || out.len() >= MAX_PER_POLL {
+            return Ok(out);
         }
     }
 }
