@@ -369,7 +369,7 @@ async fn a_timed_out_consume_keeps_what_it_got_for_the_next_call() {
         .consume(2, Duration::from_millis(100))
         .await
         .expect_err("only one record exists");
-    assert!(err.to_string().contains("1 missing"), "{err}");
+    assert!(err.to_string().contains("missing"), "{err}");
     assert_eq!(consumer.offsets()[&0], 0, "nothing handed out");
     assert_eq!(
         keys(&consumer.consume(1, DEADLINE).await.unwrap()),
