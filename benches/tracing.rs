@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use kafka_trace_harness::propagation::{Headers, extract, inject};
 use kafka_trace_harness::{
-    Broker, CapturedSpan, SpanCapture, SpanForest, TracedConsumer, TracedProducer,
+    Broker, CapturedSpan, SpanCapture, SpanForest, StartFrom, TracedConsumer, TracedProducer,
 };
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::{
@@ -101,6 +101,11 @@ impl Pipeline {
             .partition_client(topic, 0, UnknownTopicHandling::Retry)
             .await
             .expect("partition");
+        // One untimed record, as the traced variant sends one to warm up.
+        partition
+            .produce(vec![record()], Compression::NoCompression)
+            .await
+            .expect("produce");
         let started = Instant::now();
         for _ in 0..RECORDS {
             partition
@@ -108,7 +113,7 @@ impl Pipeline {
                 .await
                 .expect("produce");
         }
-        let (mut next, mut got) = (0, 0);
+        let (mut next, mut got) = (1, 0);
         while got < RECORDS {
             let (records, _) = partition
                 .fetch_records(next, 1..52_428_800, 50)
@@ -126,7 +131,13 @@ impl Pipeline {
 
     async fn traced(&self) -> Duration {
         let topic = self.topic().await;
+        // Untimed: the producer's first send to a topic looks up metadata.
+        self.producer
+            .send(&Context::new(), &topic, 0, record())
+            .await
+            .expect("send");
         let mut consumer = TracedConsumer::builder("c", &topic)
+            .start_from(StartFrom::Latest)
             .build(&self.broker, self.capture.tracer("c"))
             .await
             .expect("consumer");

@@ -196,6 +196,12 @@ pub enum ExtractProblem {
         /// The value, shortened to 80 characters.
         value: String,
     },
+    /// The W3C propagator dropped the `tracestate` value (the span context
+    /// itself stays usable, with an empty trace state).
+    MalformedTracestate {
+        /// The value, shortened to 80 characters.
+        value: String,
+    },
     /// Several headers differ from `traceparent` only in case or spaces and
     /// disagree, so no single parent can be trusted.
     Ambiguous {
@@ -218,6 +224,7 @@ impl ExtractProblem {
             Self::NotUtf8 { .. } => "not_utf8",
             Self::TooLong { .. } => "too_long",
             Self::Malformed { .. } => "malformed",
+            Self::MalformedTracestate { .. } => "malformed_tracestate",
             Self::Ambiguous { .. } => "ambiguous",
             Self::WrongCase { .. } => "wrong_case",
         }
@@ -237,6 +244,9 @@ impl fmt::Display for ExtractProblem {
             }
             Self::Malformed { value } => {
                 write!(f, "the W3C propagator rejected {TRACEPARENT} {value:?}")
+            }
+            Self::MalformedTracestate { value } => {
+                write!(f, "the W3C propagator dropped {TRACESTATE} {value:?}")
             }
             Self::Ambiguous { keys } => {
                 write!(f, "conflicting trace context headers {keys:?}")
@@ -308,7 +318,17 @@ pub fn extract_with(ambient: &Context, headers: &Headers) -> Extracted {
         })
     });
     let context = match problem {
-        None => propagator().extract_with_context(ambient, &extractor),
+        None => {
+            let context = propagator().extract_with_context(ambient, &extractor);
+            let sent = extractor.get(TRACESTATE).map(str::trim).unwrap_or_default();
+            let kept = context.span().span_context().trace_state().header();
+            if !sent.is_empty() && kept.is_empty() {
+                ignored.push(ExtractProblem::MalformedTracestate {
+                    value: shorten(sent),
+                });
+            }
+            context
+        }
         // Baggage is independent of the span context: keep it if readable.
         Some(_) => BaggagePropagator::new().extract_with_context(ambient, &extractor),
     };

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opentelemetry::trace::{Link, Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::trace::{
+    Link, Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _,
+};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use rskafka::client::Client;
@@ -739,6 +741,12 @@ impl ConsumedRecord {
     /// filtered out).
     pub fn set_attribute(&self, attribute: KeyValue) {
         self.context.span().set_attribute(attribute);
+    }
+
+    /// Links the process span to `target`, e.g. the `send` span of a
+    /// record joined with this one.
+    pub fn add_link(&self, target: SpanContext) {
+        self.context.span().add_link(target, Vec::new());
     }
 
     /// Ends the process span.

@@ -148,3 +148,15 @@ fn an_unusable_record_falls_back_to_the_ambient_context() {
         "the record's own context is reported invalid"
     );
 }
+
+#[test]
+fn a_dropped_tracestate_is_reported_but_not_fatal() {
+    let h = headers(&[
+        (TRACEPARENT, VALID.as_bytes()),
+        (TRACESTATE, b"no equals sign"),
+    ]);
+    let got = extract(&h);
+    assert!(got.is_usable());
+    let kinds: Vec<&str> = got.ignored.iter().map(ExtractProblem::kind).collect();
+    assert_eq!(kinds, ["malformed_tracestate"]);
+}

