@@ -369,3 +369,42 @@ async fn a_seeded_trade_leaves_the_same_trace_every_run() {
     let trace = forest.trace(roots[index].trace_id()).expect("trace");
     insta::assert_snapshot!(kafka_trace_harness::Render::new().trace(&trace));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Docker and the local image (scripts/build-image.sh); .ci/run runs it"]
+async fn the_pipeline_runs_on_the_container_broker_too() {
+    use kafka_trace_harness::{Backend, ContainerImage};
+    let broker = Broker::builder()
+        .backend(Backend::Container(ContainerImage::local_harness()))
+        .timeout(Duration::from_secs(60))
+        .start()
+        .await
+        .expect("container broker");
+    let capture = SpanCapture::new();
+    let settings = PipelineBuilder::new()
+        .seed(7)
+        .trades(30)
+        .users(9)
+        .clock(CLOCK);
+    let datagen = settings.datagen();
+    let mut pipeline = settings.start(&broker, &capture).await.expect("pipeline");
+    pipeline
+        .wait_until_complete(DEADLINE)
+        .await
+        .expect("complete");
+    let states = pipeline.api_states().to_vec();
+    pipeline.stop().await.expect("stop");
+
+    let forest = capture.forest();
+    forest.assert_no_problems();
+    forest.assert_every_parent(SpanKind::Consumer, SpanKind::Producer);
+    let trades: Vec<StockTrade> = datagen.trades().collect();
+    let expected = expected_totals(&trades, &users_by_id(datagen.users()));
+    let served: BTreeMap<(String, i64), i128> = states[0]
+        .rows()
+        .into_iter()
+        .map(|row| ((row.zipcode, row.window_start), row.total_dollars.cents()))
+        .collect();
+    assert_eq!(served, expected);
+    broker.shutdown().await.expect("container removed");
+}
