@@ -128,12 +128,7 @@ async fn every_trade_leaves_the_reference_trace_and_the_api_serves_exact_totals(
     // Every API consumer serves the totals computed independently here.
     let expected = expected_totals(&trades, &users);
     for state in states {
-        let served: BTreeMap<(String, i64), i128> = state
-            .rows()
-            .into_iter()
-            .map(|row| ((row.zipcode, row.window_start), row.total_dollars.cents()))
-            .collect();
-        assert_eq!(served, expected);
+        assert_eq!(state.totals_in_cents(), expected);
     }
 }
 
@@ -276,12 +271,7 @@ async fn poison_records_get_error_spans_and_dead_letter_copies_and_good_ones_sti
     let trades: Vec<StockTrade> = datagen.trades().collect();
     let users = users_by_id(datagen.users());
     let expected = expected_totals(&trades, &users);
-    let served: BTreeMap<(String, i64), i128> = states[0]
-        .rows()
-        .into_iter()
-        .map(|row| ((row.zipcode, row.window_start), row.total_dollars.cents()))
-        .collect();
-    assert_eq!(served, expected);
+    assert_eq!(states[0].totals_in_cents(), expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,11 +390,6 @@ async fn the_pipeline_runs_on_the_container_broker_too() {
     forest.assert_every_parent(SpanKind::Consumer, SpanKind::Producer);
     let trades: Vec<StockTrade> = datagen.trades().collect();
     let expected = expected_totals(&trades, &users_by_id(datagen.users()));
-    let served: BTreeMap<(String, i64), i128> = states[0]
-        .rows()
-        .into_iter()
-        .map(|row| ((row.zipcode, row.window_start), row.total_dollars.cents()))
-        .collect();
-    assert_eq!(served, expected);
+    assert_eq!(states[0].totals_in_cents(), expected);
     broker.shutdown().await.expect("container removed");
 }

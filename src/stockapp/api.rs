@@ -343,6 +343,20 @@ impl ApiState {
         self.read().values().cloned().collect()
     }
 
+    /// `TOTAL_DOLLARS` in cents per (zip code, window start): the form a
+    /// test compares with totals it computed itself.
+    pub fn totals_in_cents(&self) -> std::collections::BTreeMap<(String, i64), i128> {
+        self.read()
+            .values()
+            .map(|row| {
+                (
+                    (row.zipcode.clone(), row.window_start),
+                    row.total_dollars.cents(),
+                )
+            })
+            .collect()
+    }
+
     /// The row of `zipcode`'s window starting at `window_start`.
     pub fn row(&self, zipcode: &str, window_start: i64) -> Option<DollarsByZipRow> {
         self.read()

@@ -111,13 +111,7 @@ impl ProcessorService {
     }
 
     async fn apply_user(&mut self, consumed: ConsumedRecord) -> Result<usize> {
-        let decoded = match consumed.record.value.as_deref() {
-            Some(value) => self
-                .registry
-                .decode_value::<User>(value)
-                .map_err(|e| (decode_error_type(&e), e.to_string())),
-            None => Err(("missing_value", "the record has no value".to_owned())),
-        };
+        let decoded = decode::<User>(&self.registry, &consumed);
         match decoded {
             Ok(user) => {
                 if consumed.extracted.is_usable() {
@@ -137,13 +131,7 @@ impl ProcessorService {
 
     async fn process_trade(&mut self, consumed: ConsumedRecord) -> Result<ProcessorStep> {
         let mut step = ProcessorStep::default();
-        let decoded = match consumed.record.value.as_deref() {
-            Some(value) => self
-                .registry
-                .decode_value::<StockTrade>(value)
-                .map_err(|e| (decode_error_type(&e), e.to_string())),
-            None => Err(("missing_value", "the record has no value".to_owned())),
-        };
+        let decoded = decode::<StockTrade>(&self.registry, &consumed);
         let trade = match decoded {
             Ok(trade) => trade,
             Err((error_type, reason)) => {
@@ -232,6 +220,20 @@ impl ProcessorService {
                 source,
             })?;
         Ok(())
+    }
+}
+
+/// The record's value decoded through the registry, or the `error.type`
+/// and reason a dead-letter copy is sent with.
+fn decode<T: serde::de::DeserializeOwned>(
+    registry: &SchemaRegistry,
+    consumed: &ConsumedRecord,
+) -> std::result::Result<T, (&'static str, String)> {
+    match consumed.record.value.as_deref() {
+        Some(value) => registry
+            .decode_value::<T>(value)
+            .map_err(|e| (decode_error_type(&e), e.to_string())),
+        None => Err(("missing_value", "the record has no value".to_owned())),
     }
 }
 
