@@ -72,3 +72,122 @@ async fn standalone_broker_serves_clients_and_stops_on_sigterm() {
     };
     assert!(exit.success(), "{exit:?}");
 }
+
+/// Runs the binary with `args` until it exits, killing it after `deadline`;
+/// returns its exit status and standard output.
+fn run_with_deadline(args: &[&str], deadline: Duration) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kafka-trace-harness"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the run command");
+    let mut stdout = child.stdout.take().unwrap();
+    // Read on a thread so a full pipe cannot stall the child.
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut text).map(|_| text)
+    });
+    let until = std::time::Instant::now() + deadline;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`kafka-trace-harness {}` ran past {deadline:?}",
+                args.join(" ")
+            );
+        }
+        // A poll interval, not synchronisation: the loop checks a condition.
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().unwrap().expect("read stdout"))
+}
+
+fn is_hex_id(value: &serde_json::Value, len: usize) -> bool {
+    value
+        .as_str()
+        .is_some_and(|s| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[test]
+fn run_writes_the_summary_and_otlp_json_of_every_trace() {
+    let spans_out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-run-spans-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&spans_out);
+
+    let (status, stdout) = run_with_deadline(
+        &[
+            "run",
+            "--trades",
+            "50",
+            "--users",
+            "9",
+            "--seed",
+            "3",
+            "--spans-out",
+            spans_out.to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+
+    assert!(status.success(), "{status:?}\n{stdout}");
+    assert!(stdout.contains("records per stage"), "{stdout}");
+    assert!(
+        stdout.contains("50 trade traces: 50 complete, 0 broken"),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&spans_out).expect("the --spans-out file");
+    let _ = std::fs::remove_file(&spans_out);
+    let otlp: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let resource_spans = otlp["resourceSpans"]
+        .as_array()
+        .expect("resourceSpans array");
+    let service_of = |rs: &serde_json::Value| {
+        rs["resource"]["attributes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|kv| kv["key"] == "service.name")
+            .and_then(|kv| kv["value"]["stringValue"].as_str())
+            .map(str::to_owned)
+    };
+    let spans_of = |rs: &serde_json::Value| -> Vec<serde_json::Value> {
+        rs["scopeSpans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|scope| scope["spans"].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
+    let datagen = resource_spans
+        .iter()
+        .find(|rs| service_of(rs).as_deref() == Some("datagen"))
+        .expect("a datagen resource");
+    let sends: Vec<_> = spans_of(datagen)
+        .into_iter()
+        .filter(|span| span["name"] == "send stockapp.trades")
+        .collect();
+    assert_eq!(sends.len(), 50, "one send span per trade");
+
+    let all: Vec<_> = resource_spans.iter().flat_map(spans_of).collect();
+    for span in &all {
+        assert!(is_hex_id(&span["traceId"], 32), "{span}");
+        assert!(is_hex_id(&span["spanId"], 16), "{span}");
+    }
+    let processes: Vec<_> = all
+        .iter()
+        .filter(|span| span["name"] == "process stockapp.trades")
+        .collect();
+    assert_eq!(processes.len(), 50, "every trade was processed");
+    for process in processes {
+        let parent = sends
+            .iter()
+            .find(|send| send["spanId"] == process["parentSpanId"]);
+        let parent = parent.unwrap_or_else(|| panic!("no send span is the parent of {process}"));
+        assert_eq!(parent["traceId"], process["traceId"], "{process}");
+    }
+}
