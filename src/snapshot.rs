@@ -121,24 +121,24 @@ impl Render {
     }
 
     fn render(&self, forest: &SpanForest, traces: Vec<Vec<usize>>, problems: bool) -> String {
-        let mut content = HashMap::new();
+        let mut content: Contents = vec![None; forest.len()];
+        for &root in traces.iter().flatten() {
+            self.content(forest, root, &mut content);
+        }
+        let text = |i: usize| content[i].as_deref().unwrap_or_default();
         let mut ordered: Vec<(String, Vec<usize>)> = traces
             .into_iter()
-            .map(|roots| {
-                let mut roots: Vec<(String, usize)> = roots
-                    .into_iter()
-                    .map(|r| (self.content(forest, r, &mut content), r))
-                    .collect();
-                roots.sort();
-                let key = roots.iter().map(|(c, _)| c.as_str()).collect::<String>();
-                (key, roots.into_iter().map(|(_, r)| r).collect())
+            .map(|mut roots| {
+                roots.sort_by(|&a, &b| text(a).cmp(text(b)).then(a.cmp(&b)));
+                let key = roots.iter().map(|&r| text(r)).collect::<String>();
+                (key, roots)
             })
             .collect();
         ordered.sort();
 
         // Ordinals in rendering order, assigned before rendering so that a
         // link can name a span rendered later.
-        let mut ordinals = Ordinals::default();
+        let mut ordinals = Ordinals::new(forest.len());
         for (_, roots) in &ordered {
             for &root in roots {
                 ordinals.assign(forest, root, &content);
@@ -243,30 +243,37 @@ impl Render {
         out
     }
 
-    /// Content of the subtree rooted at `index`, used only for ordering.
-    fn content(
-        &self,
-        forest: &SpanForest,
-        index: usize,
-        memo: &mut HashMap<usize, String>,
-    ) -> String {
-        if let Some(done) = memo.get(&index) {
-            return done.clone();
-        }
-        let span = forest.get(index).expect("index from the forest");
+    /// Content of the subtree rooted at `index`, used only for ordering:
+    /// its own lines, then its children's contents in order, each line
+    /// indented by depth. Filled children first, without recursion, so a
+    /// deep chain cannot overflow the stack and no text is copied twice.
+    fn content(&self, forest: &SpanForest, index: usize, memo: &mut Contents) {
         let describe = |t: &SpanView<'_>| format!("{:?} ({})", t.name(), t.service());
-        let mut text = self.own_lines(span, &describe).join("\n");
-        let mut children: Vec<String> = span
-            .children()
-            .map(|c| self.content(forest, c.index(), memo))
-            .collect();
-        children.sort();
-        for child in children {
-            text.push('\n');
-            text.push_str(&indent(&child));
+        let mut stack = vec![(index, false)];
+        while let Some((i, children_done)) = stack.pop() {
+            if memo[i].is_some() {
+                continue;
+            }
+            let span = forest.get(i).expect("index from the forest");
+            if !children_done {
+                stack.push((i, true));
+                stack.extend(span.children().map(|c| (c.index(), false)));
+                continue;
+            }
+            let mut text = self.own_lines(span, &describe).join("\n");
+            let mut children: Vec<&str> = span
+                .children()
+                .map(|c| memo[c.index()].as_deref().unwrap_or_default())
+                .collect();
+            children.sort_unstable();
+            for child in children {
+                for line in child.lines() {
+                    text.push_str("\n  ");
+                    text.push_str(line);
+                }
+            }
+            memo[i] = Some(text);
         }
-        memo.insert(index, text.clone());
-        text
     }
 
     fn write_subtree(
@@ -276,7 +283,7 @@ impl Render {
         index: usize,
         depth: usize,
         ordinals: &Ordinals,
-        content: &HashMap<usize, String>,
+        content: &Contents,
     ) {
         let span = forest.get(index).expect("index from the forest");
         let name_link = |t: &SpanView<'_>| {
@@ -335,36 +342,42 @@ impl Render {
     }
 }
 
-fn sorted_children(span: SpanView<'_>, content: &HashMap<usize, String>) -> Vec<usize> {
+fn sorted_children(span: SpanView<'_>, content: &Contents) -> Vec<usize> {
     let mut children: Vec<(&str, usize)> = span
         .children()
-        .map(|c| {
-            (
-                content.get(&c.index()).map_or("", String::as_str),
-                c.index(),
-            )
-        })
+        .map(|c| (content[c.index()].as_deref().unwrap_or_default(), c.index()))
         .collect();
     children.sort();
     children.into_iter().map(|(_, i)| i).collect()
 }
 
-#[derive(Default)]
 struct Ordinals {
-    spans: HashMap<usize, usize>,
+    /// Ordinal of each span by index; 0 until assigned.
+    spans: Vec<usize>,
+    assigned: usize,
     traces: HashMap<opentelemetry::trace::TraceId, usize>,
 }
 
 impl Ordinals {
-    fn assign(&mut self, forest: &SpanForest, index: usize, content: &HashMap<usize, String>) {
+    fn new(spans: usize) -> Self {
+        Self {
+            spans: vec![0; spans],
+            assigned: 0,
+            traces: HashMap::new(),
+        }
+    }
+
+    fn assign(&mut self, forest: &SpanForest, index: usize, content: &Contents) {
         // Iterative, so that a very deep chain cannot overflow the stack.
         let mut stack = vec![index];
         while let Some(i) = stack.pop() {
             let span = forest.get(i).expect("index from the forest");
             let next_trace = self.traces.len() + 1;
             self.traces.entry(span.trace_id()).or_insert(next_trace);
-            let next_span = self.spans.len() + 1;
-            self.spans.entry(i).or_insert(next_span);
+            if self.spans[i] == 0 {
+                self.assigned += 1;
+                self.spans[i] = self.assigned;
+            }
             let mut children = sorted_children(span, content);
             children.reverse();
             stack.extend(children);
@@ -372,7 +385,7 @@ impl Ordinals {
     }
 
     fn span(&self, index: usize) -> usize {
-        self.spans.get(&index).copied().unwrap_or(0)
+        self.spans.get(index).copied().unwrap_or(0)
     }
 
     fn trace(&self, trace: opentelemetry::trace::TraceId) -> usize {
@@ -380,12 +393,8 @@ impl Ordinals {
     }
 }
 
-fn indent(text: &str) -> String {
-    text.lines()
-        .map(|l| format!("  {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+/// Subtree contents by span index, filled by [`Render::content`].
+type Contents = Vec<Option<String>>;
 
 /// `SpanKind` in capitals, as the OpenTelemetry specification writes it.
 pub(crate) fn kind(kind: &SpanKind) -> &'static str {
