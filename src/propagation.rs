@@ -44,11 +44,17 @@ fn limit_for(header: &str) -> usize {
 }
 
 /// The SDK's W3C propagators, trace context and baggage together.
-fn propagator() -> TextMapCompositePropagator {
-    TextMapCompositePropagator::new(vec![
-        Box::new(TraceContextPropagator::new()),
-        Box::new(BaggagePropagator::new()),
-    ])
+/// The W3C propagators, built once: they hold no state, and building a
+/// composite per record was a large part of injecting.
+fn propagator() -> &'static TextMapCompositePropagator {
+    static PROPAGATOR: std::sync::LazyLock<TextMapCompositePropagator> =
+        std::sync::LazyLock::new(|| {
+            TextMapCompositePropagator::new(vec![
+                Box::new(TraceContextPropagator::new()),
+                Box::new(BaggagePropagator::new()),
+            ])
+        });
+    &PROPAGATOR
 }
 
 /// [`Injector`] writing into rskafka record headers (values as UTF-8 bytes).
@@ -305,21 +311,29 @@ pub fn extract_with(ambient: &Context, headers: &Headers) -> Extracted {
         }
     }
     let extractor = HeaderExtractor(headers);
+    let mut record_span = None;
     let problem = traceparent_problem(headers).or_else(|| {
-        // Ask the propagator alone, on an empty context, so that a span in
-        // `ambient` cannot be mistaken for the record's.
+        // Ask the trace-context propagator alone, on an empty context, so
+        // that a span in `ambient` cannot be mistaken for the record's.
         let probe = TraceContextPropagator::new().extract(&extractor);
-        let valid = probe.span().span_context().is_valid();
-        (!valid).then(|| ExtractProblem::Malformed {
+        let span_context = probe.span().span_context().clone();
+        if span_context.is_valid() {
+            record_span = Some(span_context);
+            return None;
+        }
+        Some(ExtractProblem::Malformed {
             value: headers
                 .get(TRACEPARENT)
                 .map(|v| shorten(&String::from_utf8_lossy(v)))
                 .unwrap_or_default(),
         })
     });
-    let context = match problem {
-        None => {
-            let context = propagator().extract_with_context(ambient, &extractor);
+    let context = match (problem.is_none(), record_span) {
+        (true, Some(span_context)) => {
+            // What the composite propagator would do, without parsing
+            // `traceparent` a second time: the span context, then baggage.
+            let with_span = ambient.with_remote_span_context(span_context);
+            let context = BaggagePropagator::new().extract_with_context(&with_span, &extractor);
             let sent = extractor.get(TRACESTATE).map(str::trim).unwrap_or_default();
             let kept = context.span().span_context().trace_state().header();
             if !sent.is_empty() && kept.is_empty() {
@@ -330,7 +344,7 @@ pub fn extract_with(ambient: &Context, headers: &Headers) -> Extracted {
             context
         }
         // Baggage is independent of the span context: keep it if readable.
-        Some(_) => BaggagePropagator::new().extract_with_context(ambient, &extractor),
+        _ => BaggagePropagator::new().extract_with_context(ambient, &extractor),
     };
     Extracted {
         context,
