@@ -393,3 +393,75 @@ async fn the_pipeline_runs_on_the_container_broker_too() {
     assert_eq!(states[0].totals_in_cents(), expected);
     broker.shutdown().await.expect("container removed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_json_row_fails_its_api_spans_and_is_dead_lettered_by_each_consumer() {
+    use kafka_trace_harness::stockapp::DOLLARS_BY_ZIP_TOPIC;
+    let broker = Broker::builder().start().await.expect("broker");
+    let capture = SpanCapture::new();
+    let settings = PipelineBuilder::new()
+        .seed(3)
+        .trades(20)
+        .users(9)
+        .clock(CLOCK);
+    let datagen = settings.datagen();
+    let mut pipeline = settings.start(&broker, &capture).await.expect("pipeline");
+    let rows = broker
+        .client()
+        .await
+        .unwrap()
+        .partition_client(DOLLARS_BY_ZIP_TOPIC, 0, UnknownTopicHandling::Retry)
+        .await
+        .unwrap();
+    let bad = Record {
+        key: Some(b"94301".to_vec()),
+        value: Some(b"{\"ZIPCODE\": 94301".to_vec()),
+        headers: Default::default(),
+        timestamp: chrono::Utc::now(),
+    };
+    rows.produce(vec![bad], Compression::NoCompression)
+        .await
+        .unwrap();
+
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let p = pipeline.progress();
+        // Each of the two API consumers copies the bad row once.
+        if p.datagen_done
+            && p.dead_lettered == 2
+            && p.api_rows.iter().all(|&n| n == p.rows_sent + 1)
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "stuck at {p:?}");
+        // A poll interval, not synchronisation: the loop checks a condition.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let states = pipeline.api_states().to_vec();
+    pipeline.stop().await.expect("stop");
+
+    let forest = capture.forest();
+    let failed: Vec<_> = forest
+        .named("process stockapp.dollarsbyzip")
+        .filter(|s| matches!(s.status(), opentelemetry::trace::Status::Error { .. }))
+        .collect();
+    assert_eq!(failed.len(), 2, "one failed span per API consumer");
+    for span in failed {
+        assert_eq!(
+            span.attribute("error.type")
+                .map(|v| v.to_string())
+                .as_deref(),
+            Some("invalid_json")
+        );
+        assert_eq!(
+            span.children().map(|c| c.name()).collect::<Vec<_>>(),
+            [format!("send {DLQ_TOPIC}")]
+        );
+    }
+    // The good rows are all there.
+    let trades: Vec<StockTrade> = datagen.trades().collect();
+    let expected = expected_totals(&trades, &users_by_id(datagen.users()));
+    for state in states {
+        assert_eq!(state.totals_in_cents(), expected);
+    }
+}
