@@ -405,7 +405,7 @@ async fn a_bad_json_row_fails_its_api_spans_and_is_dead_lettered_by_each_consume
         .users(9)
         .clock(CLOCK);
     let datagen = settings.datagen();
-    let mut pipeline = settings.start(&broker, &capture).await.expect("pipeline");
+    let pipeline = settings.start(&broker, &capture).await.expect("pipeline");
     let rows = broker
         .client()
         .await
