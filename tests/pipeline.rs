@@ -426,8 +426,10 @@ async fn a_bad_json_row_fails_its_api_spans_and_is_dead_lettered_by_each_consume
     let deadline = std::time::Instant::now() + DEADLINE;
     loop {
         let p = pipeline.progress();
-        // Each of the two API consumers copies the bad row once.
+        // Every trade processed, every row read, and each of the two API
+        // consumers copied the bad row once.
         if p.datagen_done
+            && p.trades_processed == p.trades_sent
             && p.dead_lettered == 2
             && p.api_rows.iter().all(|&n| n == p.rows_sent + 1)
         {
