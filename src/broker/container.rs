@@ -52,7 +52,7 @@ impl Default for ContainerImage {
 }
 
 impl ContainerImage {
-    /// The image [`scripts/build-image.sh`] builds from this crate.
+    /// The image `scripts/build-image.sh` builds from this crate.
     pub fn local_harness() -> Self {
         Self::Harness {
             name: LOCAL_HARNESS_IMAGE.to_owned(),
