@@ -121,11 +121,14 @@ impl Render {
     }
 
     fn render(&self, forest: &SpanForest, traces: Vec<Vec<usize>>, problems: bool) -> String {
-        let mut content: Contents = vec![None; forest.len()];
+        let mut content = Contents {
+            subtree: vec![None; forest.len()],
+            base: vec![None; forest.len()],
+        };
         for &root in traces.iter().flatten() {
             self.content(forest, root, &mut content);
         }
-        let text = |i: usize| content[i].as_deref().unwrap_or_default();
+        let text = |i: usize| content.subtree[i].as_deref().unwrap_or_default();
         let mut ordered: Vec<(String, Vec<usize>)> = traces
             .into_iter()
             .map(|mut roots| {
@@ -177,14 +180,10 @@ impl Render {
         text
     }
 
-    /// The node's own lines, without ordinals, links described by content.
-    fn own_lines(
-        &self,
-        span: SpanView<'_>,
-        link_names: &dyn Fn(&SpanView<'_>) -> String,
-    ) -> Vec<String> {
-        let mut lines = Vec::new();
-        let mut head = format!(
+    /// The node's head line and attribute lines, joined by newlines: the
+    /// part of its rendering that needs no ordinals, computed once.
+    fn base_text(&self, span: SpanView<'_>) -> String {
+        let mut text = format!(
             "{:?} {} service={}",
             span.name(),
             kind(span.kind()),
@@ -192,15 +191,25 @@ impl Render {
         );
         match span.status() {
             Status::Unset => {}
-            Status::Ok => head.push_str(" status=ok"),
+            Status::Ok => text.push_str(" status=ok"),
             Status::Error { description } => {
-                let _ = write!(head, " status=error({description:?})");
+                let _ = write!(text, " status=error({description:?})");
             }
         }
-        lines.push(head);
         for kv in self.sorted(span.attributes()) {
-            lines.push(format!("  · {kv}"));
+            text.push_str("\n  · ");
+            text.push_str(&kv);
         }
+        text
+    }
+
+    /// The node's link and event lines; links named by `link_names`.
+    fn tail_lines(
+        &self,
+        span: SpanView<'_>,
+        link_names: &dyn Fn(&SpanView<'_>) -> String,
+    ) -> Vec<String> {
+        let mut lines = Vec::new();
         for (context, target) in span.links() {
             let target = match target {
                 Some(t) => link_names(&t),
@@ -251,7 +260,7 @@ impl Render {
         let describe = |t: &SpanView<'_>| format!("{:?} ({})", t.name(), t.service());
         let mut stack = vec![(index, false)];
         while let Some((i, children_done)) = stack.pop() {
-            if memo[i].is_some() {
+            if memo.subtree[i].is_some() {
                 continue;
             }
             let span = forest.get(i).expect("index from the forest");
@@ -260,10 +269,15 @@ impl Render {
                 stack.extend(span.children().map(|c| (c.index(), false)));
                 continue;
             }
-            let mut text = self.own_lines(span, &describe).join("\n");
+            let base = self.base_text(span);
+            let mut text = base.clone();
+            for line in self.tail_lines(span, &describe) {
+                text.push('\n');
+                text.push_str(&line);
+            }
             let mut children: Vec<&str> = span
                 .children()
-                .map(|c| memo[c.index()].as_deref().unwrap_or_default())
+                .map(|c| memo.subtree[c.index()].as_deref().unwrap_or_default())
                 .collect();
             children.sort_unstable();
             for child in children {
@@ -272,7 +286,8 @@ impl Render {
                     text.push_str(line);
                 }
             }
-            memo[i] = Some(text);
+            memo.subtree[i] = Some(text);
+            memo.base[i] = Some(base);
         }
     }
 
@@ -298,12 +313,17 @@ impl Render {
             }
         };
         let pad = "  ".repeat(depth);
-        for (i, line) in self.own_lines(span, &name_link).into_iter().enumerate() {
-            if i == 0 {
-                let _ = writeln!(out, "{pad}S{} {line}", ordinals.span(index));
-            } else {
-                let _ = writeln!(out, "{pad}{line}");
+        let base = content.base[index].as_deref().unwrap_or_default();
+        let _ = write!(out, "{pad}S{} ", ordinals.span(index));
+        for (i, line) in base.lines().enumerate() {
+            if i > 0 {
+                out.push_str(&pad);
             }
+            out.push_str(line);
+            out.push('\n');
+        }
+        for line in self.tail_lines(span, &name_link) {
+            let _ = writeln!(out, "{pad}{line}");
         }
         for child in sorted_children(span, content) {
             self.write_subtree(out, forest, child, depth + 1, ordinals, content);
@@ -345,7 +365,12 @@ impl Render {
 fn sorted_children(span: SpanView<'_>, content: &Contents) -> Vec<usize> {
     let mut children: Vec<(&str, usize)> = span
         .children()
-        .map(|c| (content[c.index()].as_deref().unwrap_or_default(), c.index()))
+        .map(|c| {
+            (
+                content.subtree[c.index()].as_deref().unwrap_or_default(),
+                c.index(),
+            )
+        })
         .collect();
     children.sort();
     children.into_iter().map(|(_, i)| i).collect()
@@ -393,8 +418,12 @@ impl Ordinals {
     }
 }
 
-/// Subtree contents by span index, filled by [`Render::content`].
-type Contents = Vec<Option<String>>;
+/// Per span index, filled by [`Render::content`]: the subtree's content
+/// (for ordering) and the span's own head and attribute lines.
+struct Contents {
+    subtree: Vec<Option<String>>,
+    base: Vec<Option<String>>,
+}
 
 /// `SpanKind` in capitals, as the OpenTelemetry specification writes it.
 pub(crate) fn kind(kind: &SpanKind) -> &'static str {
