@@ -10,6 +10,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
 use indicatif::{ProgressBar, ProgressStyle};
 use kafka_trace_harness::broker::AdminChannel;
 use kafka_trace_harness::metrics::{MetricsCapture, PipelineMetrics, stdout_meter_provider};
@@ -145,6 +147,7 @@ fn main() -> ExitCode {
 }
 
 async fn run_broker(args: BrokerArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let stop = StopSignal::install()?;
     let mut builder = Broker::builder()
         .embedded_brokers(args.brokers)
         .listen(args.host, args.port);
@@ -166,7 +169,7 @@ async fn run_broker(args: BrokerArgs) -> Result<(), Box<dyn std::error::Error>> 
         }
         stdout.flush()?;
     }
-    wait_for_stop_signal().await?;
+    stop.wait().await;
     drop(admin);
     if let Ok(broker) = Arc::try_unwrap(broker) {
         broker.shutdown().await?;
@@ -174,15 +177,31 @@ async fn run_broker(args: BrokerArgs) -> Result<(), Box<dyn std::error::Error>> 
     Ok(())
 }
 
-async fn wait_for_stop_signal() -> std::io::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = terminate.recv() => Ok(()),
+/// Ctrl-C and SIGTERM, caught from the moment this is created: a signal
+/// that arrives while the services start still stops them cleanly.
+struct StopSignal {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl StopSignal {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
     }
 }
 
 async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let stop = StopSignal::install()?;
     let backend = match &args.bootstrap {
         Some(bootstrap) => Backend::External {
             bootstrap: bootstrap.clone(),
@@ -236,18 +255,21 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     );
     if args.services.datagen {
         // Done when everything generated went through every service here.
-        pipeline
-            .wait_until_complete_observed(Duration::from_secs(600), |progress| {
+        let complete =
+            pipeline.wait_until_complete_observed(Duration::from_secs(600), |progress| {
                 bar.set_position(progress.trades_processed as u64);
-            })
-            .await?;
+            });
+        tokio::select! {
+            done = complete => { done?; }
+            () = stop.wait() => eprintln!("stopped before every generated record went through"),
+        }
     } else {
         // Other programs play the missing parts: run until Ctrl-C.
         eprintln!(
             "processing records from {}; Ctrl-C stops",
             broker.bootstrap_servers()
         );
-        wait_for_stop_signal().await?;
+        stop.wait().await;
     }
     let api_json = pipeline.api_states().first().map(|state| state.to_json());
     let progress = pipeline.stop().await?;

@@ -3,7 +3,9 @@
 use opentelemetry::Context;
 use rskafka::record::Record;
 
-use super::{DATAGEN_SERVICE, partition_for_key};
+use std::sync::atomic::Ordering;
+
+use super::{DATAGEN_SERVICE, Progress, partition_for_key};
 use crate::Result;
 use crate::metrics::PipelineMetrics;
 use crate::stockapp::{AvroRecord, Datagen, SchemaRegistry, TRADES_TOPIC, USERS_TOPIC};
@@ -45,6 +47,7 @@ pub(crate) async fn run(
     clock: Option<TradeClock>,
     partitions: i32,
     metrics: Option<&PipelineMetrics>,
+    progress: &Progress,
 ) -> Result<DatagenReport> {
     let mut report = DatagenReport::default();
     let now = chrono::Utc::now();
@@ -55,6 +58,7 @@ pub(crate) async fn run(
             .send(&Context::new(), USERS_TOPIC, partition, record)
             .await?;
         report.users += 1;
+        progress.datagen_users.fetch_add(1, Ordering::SeqCst);
         if let Some(metrics) = metrics {
             metrics.count_out(DATAGEN_SERVICE, USERS_TOPIC, 1);
         }
@@ -70,6 +74,7 @@ pub(crate) async fn run(
             .send(&Context::new(), TRADES_TOPIC, partition, record)
             .await?;
         report.trades += 1;
+        progress.datagen_trades.fetch_add(1, Ordering::SeqCst);
         if let Some(metrics) = metrics {
             metrics.count_out(DATAGEN_SERVICE, TRADES_TOPIC, 1);
         }

@@ -322,20 +322,22 @@ impl PipelineBuilder {
             let progress = Arc::clone(&progress);
             let datagen = datagen.clone();
             let metrics = self.metrics.clone();
+            let mut stop = stop_rx.clone();
             tasks.spawn(async move {
-                let report = datagen_service::run(
+                let send_all = datagen_service::run(
                     &producer,
                     &registry,
                     &datagen,
                     clock,
                     partitions,
                     metrics.as_ref(),
-                )
-                .await?;
-                progress
-                    .datagen_trades
-                    .store(report.trades, Ordering::SeqCst);
-                progress.datagen_users.store(report.users, Ordering::SeqCst);
+                    &progress,
+                );
+                // Stopping ends the generator between two records.
+                tokio::select! {
+                    report = send_all => report?,
+                    _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
+                };
                 progress.datagen_done.store(true, Ordering::SeqCst);
                 Ok(())
             });
