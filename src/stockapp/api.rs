@@ -38,6 +38,7 @@
 //! # }).unwrap();
 //! ```
 
+use super::http::HttpServer;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -49,8 +50,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
 use super::processor::{DollarAmount, WindowRow};
 use crate::{Error, Result};
@@ -464,9 +464,7 @@ async fn health() -> Response {
 /// [`ApiServer::shutdown`] also waits for that and reports errors.
 #[derive(Debug)]
 pub struct ApiServer {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    server: HttpServer,
 }
 
 impl ApiServer {
@@ -501,39 +499,21 @@ impl ApiServer {
 
     /// The address served.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `http://host:port`, the URL of `GET /`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// Stops serving and waits until the server has stopped.
-    pub async fn shutdown(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let Some(task) = self.task.take() else {
-            return Ok(());
-        };
-        let failed = |source| Error::ApiServer {
-            addr: self.addr.to_string(),
-            source,
-        };
-        match task.await {
-            Ok(served) => served.map_err(failed),
-            Err(join) => Err(failed(std::io::Error::other(join))),
-        }
-    }
-}
-
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        // Best effort and non-blocking: the serving task ends by itself.
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    pub async fn shutdown(self) -> Result<()> {
+        let addr = self.server.addr().to_string();
+        self.server
+            .shutdown()
+            .await
+            .map_err(|source| Error::ApiServer { addr, source })
     }
 }
 
@@ -561,28 +541,13 @@ impl ApiServerBuilder {
 
     /// Binds the address and starts serving on the current Tokio runtime.
     pub async fn start(self) -> Result<ApiServer> {
-        let failed = |source| Error::ApiServer {
-            addr: self.addr.to_string(),
-            source,
-        };
-        let listener = tokio::net::TcpListener::bind(self.addr)
+        let server = HttpServer::serve(self.addr, router(self.state))
             .await
-            .map_err(failed)?;
-        let addr = listener.local_addr().map_err(failed)?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let app = router(self.state);
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        Ok(ApiServer {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        })
+            .map_err(|source| Error::ApiServer {
+                addr: self.addr.to_string(),
+                source,
+            })?;
+        Ok(ApiServer { server })
     }
 }
 

@@ -44,6 +44,7 @@
 pub mod api;
 pub mod avro;
 pub mod datagen;
+mod http;
 pub mod pipeline;
 pub mod processor;
 pub mod registry;

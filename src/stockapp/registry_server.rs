@@ -26,6 +26,7 @@
 //! # }).unwrap();
 //! ```
 
+use super::http::HttpServer;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::Router;
@@ -36,8 +37,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use super::avro::SchemaId;
 use super::registry::{RegistryError, SchemaRegistry};
@@ -150,9 +149,7 @@ pub const DEFAULT_PORT: u16 = 0;
 /// [`RegistryServer::shutdown`] also waits for that and reports errors.
 #[derive(Debug)]
 pub struct RegistryServer {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    server: HttpServer,
 }
 
 impl RegistryServer {
@@ -171,39 +168,21 @@ impl RegistryServer {
 
     /// The address served.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// The base URL for a client's `schema.registry.url`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// Stops serving and waits until the server has stopped.
-    pub async fn shutdown(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let Some(task) = self.task.take() else {
-            return Ok(());
-        };
-        let front = |source| Error::RegistryServer {
-            addr: self.addr.to_string(),
-            source,
-        };
-        match task.await {
-            Ok(served) => served.map_err(front),
-            Err(join) => Err(front(std::io::Error::other(join))),
-        }
-    }
-}
-
-impl Drop for RegistryServer {
-    fn drop(&mut self) {
-        // Best effort and non-blocking: the serving task ends by itself.
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    pub async fn shutdown(self) -> Result<()> {
+        let addr = self.server.addr().to_string();
+        self.server
+            .shutdown()
+            .await
+            .map_err(|source| Error::RegistryServer { addr, source })
     }
 }
 
@@ -232,28 +211,13 @@ impl RegistryServerBuilder {
 
     /// Binds the address and starts serving on the current Tokio runtime.
     pub async fn start(self) -> Result<RegistryServer> {
-        let bind_error = |source| Error::RegistryServer {
-            addr: self.addr.to_string(),
-            source,
-        };
-        let listener = tokio::net::TcpListener::bind(self.addr)
+        let server = HttpServer::serve(self.addr, router(self.registry))
             .await
-            .map_err(bind_error)?;
-        let addr = listener.local_addr().map_err(bind_error)?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let app = router(self.registry);
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        Ok(RegistryServer {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        })
+            .map_err(|source| Error::RegistryServer {
+                addr: self.addr.to_string(),
+                source,
+            })?;
+        Ok(RegistryServer { server })
     }
 }
 
