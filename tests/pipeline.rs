@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use kafka_trace_harness::stockapp::pipeline::{
-    FILTERED_OUT_ATTRIBUTE, PipelineBuilder, RunningPipeline, TradeClock,
+    FILTERED_OUT_ATTRIBUTE, PipelineBuilder, PipelineProgress, RunningPipeline, TradeClock,
 };
 use kafka_trace_harness::stockapp::processor::window_start;
 use kafka_trace_harness::stockapp::{DLQ_TOPIC, StockTrade, TRADES_TOPIC, User};
@@ -195,20 +195,16 @@ async fn poison_records_get_error_spans_and_dead_letter_copies_and_good_ones_sti
     }
 
     // Done when the 30 good trades and the 4 bad ones are all through.
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        let p = pipeline.progress();
-        if p.datagen_done && p.trades_processed == 34 && p.dead_lettered == 4 {
-            pipeline
-                .wait_until_complete(DEADLINE)
-                .await
-                .expect("complete");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "stuck at {p:?}");
-        // A poll interval, not synchronisation: the loop checks a condition.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let good_and_bad =
+        |p: &PipelineProgress| p.datagen_done && p.trades_processed == 34 && p.dead_lettered == 4;
+    pipeline
+        .wait_for(DEADLINE, "30 good and 4 bad trades", good_and_bad)
+        .await
+        .expect("processed");
+    pipeline
+        .wait_until_complete(DEADLINE)
+        .await
+        .expect("complete");
     let states = pipeline.api_states().to_vec();
     pipeline.stop().await.expect("stop");
 
@@ -405,7 +401,7 @@ async fn a_bad_json_row_fails_its_api_spans_and_is_dead_lettered_by_each_consume
         .users(9)
         .clock(CLOCK);
     let datagen = settings.datagen();
-    let pipeline = settings.start(&broker, &capture).await.expect("pipeline");
+    let mut pipeline = settings.start(&broker, &capture).await.expect("pipeline");
     let rows = broker
         .client()
         .await
@@ -423,22 +419,18 @@ async fn a_bad_json_row_fails_its_api_spans_and_is_dead_lettered_by_each_consume
         .await
         .unwrap();
 
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        let p = pipeline.progress();
-        // Every trade processed, every row read, and each of the two API
-        // consumers copied the bad row once.
-        if p.datagen_done
+    // Every trade processed, every row read, and each of the two API
+    // consumers copied the bad row once.
+    let all_read = |p: &PipelineProgress| {
+        p.datagen_done
             && p.trades_processed == p.trades_sent
             && p.dead_lettered == 2
             && p.api_rows.iter().all(|&n| n == p.rows_sent + 1)
-        {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "stuck at {p:?}");
-        // A poll interval, not synchronisation: the loop checks a condition.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    };
+    pipeline
+        .wait_for(DEADLINE, "every row and the bad one read", all_read)
+        .await
+        .expect("all read");
     let states = pipeline.api_states().to_vec();
     pipeline.stop().await.expect("stop");
 

@@ -3,9 +3,9 @@
 //! exactly the totals the sequence implies.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kafka_trace_harness::stockapp::pipeline::{PipelineBuilder, RunningPipeline, Services};
+use kafka_trace_harness::stockapp::pipeline::{PipelineBuilder, PipelineProgress, Services};
 use kafka_trace_harness::stockapp::processor::window_start;
 use kafka_trace_harness::stockapp::{
     AvroRecord, SchemaRegistry, StockTrade, TRADES_TOPIC, USERS_TOPIC, User,
@@ -114,20 +114,6 @@ fn record<T: AvroRecord>(registry: &SchemaRegistry, topic: &str, value: &T, ts: 
     }
 }
 
-/// Waits until the processor has read `trades` trades and `users` users.
-async fn processed(pipeline: &RunningPipeline, trades: usize, users: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let p = pipeline.progress();
-        if p.trades_processed >= trades && p.users_processed >= users {
-            return;
-        }
-        assert!(Instant::now() < deadline, "stuck at {p:?}");
-        // A poll interval, not synchronisation: the loop checks a condition.
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
 async fn check(steps: Vec<Step>) {
     let broker = Broker::builder().start().await.expect("broker");
     let capture = SpanCapture::new();
@@ -177,7 +163,12 @@ async fn check(steps: Vec<Step>) {
             .send(&Context::new(), topic, partition, record)
             .await
             .expect("send");
-        processed(&pipeline, trades, users).await;
+        let processed =
+            |p: &PipelineProgress| p.trades_processed >= trades && p.users_processed >= users;
+        pipeline
+            .wait_for(Duration::from_secs(20), "the record just sent", processed)
+            .await
+            .expect("processed");
     }
     let progress = pipeline
         .wait_until_complete(Duration::from_secs(20))

@@ -411,8 +411,7 @@ pub struct PipelineProgress {
 
 impl PipelineProgress {
     /// Everything generated has gone through every running service.
-    fn is_complete(&self, settings: &PipelineBuilder) -> bool {
-        let services = settings.services;
+    fn is_complete(&self, services: Services) -> bool {
         let generated = !services.datagen || self.datagen_done;
         let processed = !(services.processor && services.datagen)
             || (self.trades_processed >= self.trades_sent
@@ -471,11 +470,33 @@ impl RunningPipeline {
         deadline: Duration,
         mut observe: impl FnMut(&PipelineProgress),
     ) -> Result<PipelineProgress> {
+        let services = self.settings.services;
+        self.wait_for(
+            deadline,
+            "every generated record through every service",
+            |p| {
+                observe(p);
+                p.is_complete(services)
+            },
+        )
+        .await
+    }
+
+    /// Waits until `condition` holds for the counters, or a service failed,
+    /// or `deadline` passed; `what` names the condition in the error.
+    ///
+    /// For tests that feed the services themselves, e.g. "every trade I
+    /// produced was processed": `|p| p.trades_processed == 10`.
+    pub async fn wait_for(
+        &mut self,
+        deadline: Duration,
+        what: &str,
+        mut condition: impl FnMut(&PipelineProgress) -> bool,
+    ) -> Result<PipelineProgress> {
         let until = Instant::now() + deadline;
         loop {
             let progress = self.progress();
-            observe(&progress);
-            if progress.is_complete(&self.settings) {
+            if condition(&progress) {
                 return Ok(progress);
             }
             // A service that ended early ended with an error: report it.
@@ -488,7 +509,7 @@ impl RunningPipeline {
             }
             if Instant::now() >= until {
                 return Err(Error::Pipeline(format!(
-                    "the pipeline did not finish within {deadline:?}; progress: {progress:?}"
+                    "waited {deadline:?} for {what}; progress: {progress:?}"
                 )));
             }
             // A poll interval, not synchronisation: the loop checks counters.
