@@ -6,6 +6,7 @@
 //! siblings are ordered by their content, never by time: the same run
 //! always renders to the same text.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 
@@ -129,27 +130,31 @@ impl Render {
             self.content(forest, root, &mut content);
         }
         let text = |i: usize| content.subtree[i].as_deref().unwrap_or_default();
-        let mut ordered: Vec<(String, Vec<usize>)> = traces
+        let keyed: Vec<(Cow<'_, str>, Vec<usize>)> = traces
             .into_iter()
             .map(|mut roots| {
                 roots.sort_by(|&a, &b| text(a).cmp(text(b)).then(a.cmp(&b)));
-                let key = roots.iter().map(|&r| text(r)).collect::<String>();
+                // One root, the usual case: its content is the key, uncopied.
+                let key = match roots.as_slice() {
+                    [root] => Cow::Borrowed(text(*root)),
+                    _ => Cow::Owned(roots.iter().map(|&r| text(r)).collect::<String>()),
+                };
                 (key, roots)
             })
             .collect();
-        ordered.sort();
+        let ordered = order_by_content(keyed);
 
         // Ordinals in rendering order, assigned before rendering so that a
         // link can name a span rendered later.
         let mut ordinals = Ordinals::new(forest.len());
-        for (_, roots) in &ordered {
+        for roots in &ordered {
             for &root in roots {
                 ordinals.assign(forest, root, &content);
             }
         }
 
         let mut out = String::new();
-        for (_, roots) in &ordered {
+        for roots in &ordered {
             let trace = forest.get(roots[0]).map(|s| s.trace_id());
             let _ = writeln!(out, "trace T{}", trace.map_or(0, |t| ordinals.trace(t)));
             for &root in roots {
@@ -416,6 +421,26 @@ impl Ordinals {
     fn trace(&self, trace: opentelemetry::trace::TraceId) -> usize {
         self.traces.get(&trace).copied().unwrap_or(0)
     }
+}
+
+/// The roots of each trace, ordered as sorting the `(content, roots)`
+/// pairs would order them, but comparing each distinct content once: many
+/// traces of a run render identically, and comparing those long equal texts
+/// over and over is wasted work.
+fn order_by_content(traces: Vec<(Cow<'_, str>, Vec<usize>)>) -> Vec<Vec<usize>> {
+    let mut groups: HashMap<Cow<'_, str>, Vec<Vec<usize>>> = HashMap::new();
+    for (content, roots) in traces {
+        groups.entry(content).or_default().push(roots);
+    }
+    let mut groups: Vec<(Cow<'_, str>, Vec<Vec<usize>>)> = groups.into_iter().collect();
+    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    groups
+        .into_iter()
+        .flat_map(|(_, mut members)| {
+            members.sort_unstable();
+            members
+        })
+        .collect()
 }
 
 /// Per span index, filled by [`Render::content`]: the subtree's content

@@ -129,26 +129,24 @@ pub struct SpanForest {
 impl SpanForest {
     /// Builds the forest; spans keep the order given.
     pub fn new(spans: Vec<CapturedSpan>) -> Self {
-        let mut by_id: HashMap<SpanId, Vec<usize>> = HashMap::with_capacity(spans.len());
+        // Flat maps, no per-span allocation: building 100k spans is
+        // dominated by these lookups.
+        let mut by_trace_and_id: HashMap<(TraceId, SpanId), usize> =
+            HashMap::with_capacity(spans.len());
+        let mut first_with_id: HashMap<SpanId, usize> = HashMap::with_capacity(spans.len());
         let mut traces: BTreeMap<u128, Vec<usize>> = BTreeMap::new();
         for (i, span) in spans.iter().enumerate() {
-            by_id
-                .entry(span.data.span_context.span_id())
-                .or_default()
-                .push(i);
+            let context = &span.data.span_context;
+            by_trace_and_id
+                .entry((context.trace_id(), context.span_id()))
+                .or_insert(i);
+            first_with_id.entry(context.span_id()).or_insert(i);
             traces
-                .entry(ordered(span.data.span_context.trace_id()))
+                .entry(ordered(context.trace_id()))
                 .or_default()
                 .push(i);
         }
-        let find = |trace: TraceId, id: SpanId| {
-            by_id.get(&id).and_then(|candidates| {
-                candidates
-                    .iter()
-                    .copied()
-                    .find(|&c| spans[c].data.span_context.trace_id() == trace)
-            })
-        };
+        let find = |trace: TraceId, id: SpanId| by_trace_and_id.get(&(trace, id)).copied();
         let mut parent = vec![None; spans.len()];
         let mut children = vec![Vec::new(); spans.len()];
         let mut links = Vec::with_capacity(spans.len());
@@ -160,7 +158,7 @@ impl SpanForest {
                 if let Some(p) = find(trace, parent_id) {
                     parent[i] = Some(p);
                     children[p].push(i);
-                } else if let Some(&other) = by_id.get(&parent_id).and_then(|c| c.first()) {
+                } else if let Some(&other) = first_with_id.get(&parent_id) {
                     problems.push(Problem::WrongTrace {
                         span: i,
                         label: label(span),
