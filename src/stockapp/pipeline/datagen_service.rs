@@ -28,18 +28,10 @@ impl TradeClock {
     }
 }
 
-/// What the generator sent.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DatagenReport {
-    /// User profiles acknowledged by the broker.
-    pub users: usize,
-    /// Trades acknowledged by the broker.
-    pub trades: usize,
-}
-
 /// Sends every user, then every trade, each as the root `send` span of its
 /// own trace. Users go first so every trade can join the profile of its user
 /// (the processor reads users up to date before each batch of trades).
+/// Each acknowledged record is counted in `progress` as it goes.
 pub(crate) async fn run(
     producer: &TracedProducer,
     registry: &SchemaRegistry,
@@ -48,8 +40,7 @@ pub(crate) async fn run(
     partitions: i32,
     metrics: Option<&PipelineMetrics>,
     progress: &Progress,
-) -> Result<DatagenReport> {
-    let mut report = DatagenReport::default();
+) -> Result<()> {
     let now = chrono::Utc::now();
     for user in datagen.users() {
         let record = avro_record(registry, USERS_TOPIC, &user, now)?;
@@ -57,7 +48,6 @@ pub(crate) async fn run(
         producer
             .send(&Context::new(), USERS_TOPIC, partition, record)
             .await?;
-        report.users += 1;
         progress.datagen_users.fetch_add(1, Ordering::SeqCst);
         if let Some(metrics) = metrics {
             metrics.count_out(DATAGEN_SERVICE, USERS_TOPIC, 1);
@@ -73,13 +63,12 @@ pub(crate) async fn run(
         producer
             .send(&Context::new(), TRADES_TOPIC, partition, record)
             .await?;
-        report.trades += 1;
         progress.datagen_trades.fetch_add(1, Ordering::SeqCst);
         if let Some(metrics) = metrics {
             metrics.count_out(DATAGEN_SERVICE, TRADES_TOPIC, 1);
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 fn avro_record<T: AvroRecord>(

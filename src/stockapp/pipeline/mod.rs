@@ -19,7 +19,7 @@ use rskafka::record::Record;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use datagen_service::{DatagenReport, TradeClock};
+pub use datagen_service::TradeClock;
 pub use processor_service::{FILTERED_OUT_ATTRIBUTE, JOINED_USER_ATTRIBUTE, ProcessorStep};
 
 use self::api_service::{ApiConsumerService, ApiMetrics};
@@ -234,7 +234,12 @@ impl PipelineBuilder {
         }
         let partitions = i32::from(partitions);
         let registry = self.registry.clone();
-        let progress = Arc::new(Progress::default());
+        let api_consumers = if self.services.api {
+            self.api_consumers
+        } else {
+            0
+        };
+        let progress = Arc::new(Progress::new(api_consumers));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let started = Instant::now();
@@ -303,7 +308,6 @@ impl PipelineBuilder {
                         None => None,
                     },
                 };
-                progress.api_rows.push_slot();
                 tasks.spawn(run_api(
                     service,
                     index - 1,
@@ -355,7 +359,7 @@ impl PipelineBuilder {
 }
 
 /// Counters every service task updates.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Progress {
     datagen_done: AtomicBool,
     datagen_trades: AtomicUsize,
@@ -365,22 +369,23 @@ struct Progress {
     rows_out: AtomicUsize,
     json_out: AtomicUsize,
     dead_lettered: AtomicUsize,
-    api_rows: Slots,
+    /// Rows read by each API consumer, in service order.
+    api_rows: Vec<AtomicUsize>,
 }
 
-/// Per-API-consumer counters, sized before the tasks start.
-#[derive(Debug, Default)]
-struct Slots(std::sync::Mutex<Vec<usize>>);
-
-impl Slots {
-    fn push_slot(&self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(0);
-    }
-    fn add(&self, index: usize, n: usize) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())[index] += n;
-    }
-    fn get(&self) -> Vec<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+impl Progress {
+    fn new(api_consumers: usize) -> Self {
+        Self {
+            datagen_done: AtomicBool::default(),
+            datagen_trades: AtomicUsize::default(),
+            datagen_users: AtomicUsize::default(),
+            trades_in: AtomicUsize::default(),
+            users_in: AtomicUsize::default(),
+            rows_out: AtomicUsize::default(),
+            json_out: AtomicUsize::default(),
+            dead_lettered: AtomicUsize::default(),
+            api_rows: (0..api_consumers).map(|_| AtomicUsize::default()).collect(),
+        }
     }
 }
 
@@ -447,7 +452,11 @@ impl RunningPipeline {
             rows_sent: p.rows_out.load(Ordering::SeqCst),
             json_sent: p.json_out.load(Ordering::SeqCst),
             dead_lettered: p.dead_lettered.load(Ordering::SeqCst),
-            api_rows: p.api_rows.get(),
+            api_rows: p
+                .api_rows
+                .iter()
+                .map(|n| n.load(Ordering::SeqCst))
+                .collect(),
             elapsed: self.started.elapsed(),
         }
     }
@@ -565,7 +574,7 @@ async fn run_api(
 ) -> Result<()> {
     while !*stop.borrow() {
         let step = service.step().await?;
-        progress.api_rows.add(index, step.rows_in);
+        progress.api_rows[index].fetch_add(step.rows_in, Ordering::SeqCst);
         progress
             .dead_lettered
             .fetch_add(step.dead_lettered, Ordering::SeqCst);

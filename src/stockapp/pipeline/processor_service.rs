@@ -74,9 +74,9 @@ impl ProcessorService {
             trades_in: trades.len(),
             ..ProcessorStep::default()
         };
-        // The mock cluster answers a fetch with one batch per partition, so
-        // read users until a fetch comes back empty: only then is every
-        // profile sent before these trades in the table.
+        // Read users until a poll comes back empty (a poll stops at a
+        // per-partition cap): only then is every profile sent before these
+        // trades in the table.
         loop {
             let users = self.users.poll().await?;
             if users.is_empty() {
