@@ -10,7 +10,7 @@ use kafka_trace_harness::stockapp::processor::window_start;
 use kafka_trace_harness::stockapp::{DLQ_TOPIC, StockTrade, TRADES_TOPIC, User};
 use kafka_trace_harness::{Broker, ExpectedSpan, SpanCapture};
 use opentelemetry::trace::SpanKind;
-use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
 
 /// 2023-11-14T22:10:00Z, on a window boundary: windows are predictable.
@@ -59,10 +59,27 @@ fn expected_totals(
     totals
 }
 
-async fn run_to_completion(settings: PipelineBuilder) -> (Broker, SpanCapture, RunningPipeline) {
+/// Partition 0 of `topic`, for writing or reading records by hand.
+async fn partition_zero(broker: &Broker, topic: &str) -> PartitionClient {
+    broker
+        .client()
+        .await
+        .expect("client")
+        .partition_client(topic, 0, UnknownTopicHandling::Retry)
+        .await
+        .expect("partition")
+}
+
+/// A broker and a span capture of the test's own, and the pipeline on them.
+async fn start(settings: PipelineBuilder) -> (Broker, SpanCapture, RunningPipeline) {
     let broker = Broker::builder().start().await.expect("broker");
     let capture = SpanCapture::new();
-    let mut pipeline = settings.start(&broker, &capture).await.expect("pipeline");
+    let pipeline = settings.start(&broker, &capture).await.expect("pipeline");
+    (broker, capture, pipeline)
+}
+
+async fn run_to_completion(settings: PipelineBuilder) -> (Broker, SpanCapture, RunningPipeline) {
+    let (broker, capture, mut pipeline) = start(settings).await;
     pipeline
         .wait_until_complete(DEADLINE)
         .await
@@ -158,15 +175,13 @@ async fn window_rows_link_to_the_earlier_trades_of_the_same_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_get_error_spans_and_dead_letter_copies_and_good_ones_still_arrive() {
-    let broker = Broker::builder().start().await.expect("broker");
-    let capture = SpanCapture::new();
     let settings = PipelineBuilder::new()
         .seed(3)
         .trades(30)
         .users(9)
         .clock(CLOCK);
     let datagen = settings.datagen();
-    let mut pipeline = settings.start(&broker, &capture).await.expect("pipeline");
+    let (broker, capture, mut pipeline) = start(settings).await;
 
     let poison: [(&str, Vec<u8>); 4] = [
         ("wrong_magic_byte", vec![7, 0, 0, 0, 1, 2, 3]),
@@ -174,13 +189,7 @@ async fn poison_records_get_error_spans_and_dead_letter_copies_and_good_ones_sti
         ("too_short", vec![0, 1]),
         ("invalid_avro", vec![0, 0, 0, 0, 1, 0xff, 0xff, 0xff]),
     ];
-    let trades = broker
-        .client()
-        .await
-        .unwrap()
-        .partition_client(TRADES_TOPIC, 0, UnknownTopicHandling::Retry)
-        .await
-        .unwrap();
+    let trades = partition_zero(&broker, TRADES_TOPIC).await;
     for (_, value) in &poison {
         let record = Record {
             key: Some(b"poison".to_vec()),
@@ -228,13 +237,7 @@ async fn poison_records_get_error_spans_and_dead_letter_copies_and_good_ones_sti
     }
 
     // The dead-letter topic holds the four records, bytes and headers intact.
-    let dlq = broker
-        .client()
-        .await
-        .unwrap()
-        .partition_client(DLQ_TOPIC, 0, UnknownTopicHandling::Retry)
-        .await
-        .unwrap();
+    let dlq = partition_zero(&broker, DLQ_TOPIC).await;
     let mut copies = Vec::new();
     while copies.len() < poison.len() {
         // The mock cluster returns one batch per fetch: read on from the last.
@@ -393,22 +396,14 @@ async fn the_pipeline_runs_on_the_container_broker_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_json_row_fails_its_api_spans_and_is_dead_lettered_by_each_consumer() {
     use kafka_trace_harness::stockapp::DOLLARS_BY_ZIP_TOPIC;
-    let broker = Broker::builder().start().await.expect("broker");
-    let capture = SpanCapture::new();
     let settings = PipelineBuilder::new()
         .seed(3)
         .trades(20)
         .users(9)
         .clock(CLOCK);
     let datagen = settings.datagen();
-    let mut pipeline = settings.start(&broker, &capture).await.expect("pipeline");
-    let rows = broker
-        .client()
-        .await
-        .unwrap()
-        .partition_client(DOLLARS_BY_ZIP_TOPIC, 0, UnknownTopicHandling::Retry)
-        .await
-        .unwrap();
+    let (broker, capture, mut pipeline) = start(settings).await;
+    let rows = partition_zero(&broker, DOLLARS_BY_ZIP_TOPIC).await;
     let bad = Record {
         key: Some(b"94301".to_vec()),
         value: Some(b"{\"ZIPCODE\": 94301".to_vec()),
