@@ -11,10 +11,12 @@ use kafka_trace_harness::{
     Broker, CapturedSpan, SpanCapture, SpanForest, StartFrom, TracedConsumer, TracedProducer,
 };
 use opentelemetry::baggage::BaggageExt;
+use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{Context, InstrumentationScope, KeyValue};
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
@@ -57,6 +59,45 @@ fn propagation(c: &mut Criterion) {
             black_box(extract(&headers))
         })
     });
+    // The floor: the SDK's composite propagator alone, on the simplest
+    // carrier, so the harness's share of the figure above is visible.
+    let sdk = TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ]);
+    let mut group = c.benchmark_group("propagation parts");
+    group.bench_function("sdk inject+extract (HashMap carrier)", |b| {
+        b.iter(|| {
+            let mut carrier = std::collections::HashMap::<String, String>::new();
+            sdk.inject_context(black_box(&cx), &mut carrier);
+            black_box(sdk.extract(&carrier))
+        })
+    });
+    group.bench_function("sdk inject (HashMap carrier)", |b| {
+        b.iter(|| {
+            let mut carrier = std::collections::HashMap::<String, String>::new();
+            sdk.inject_context(black_box(&cx), &mut carrier);
+            black_box(carrier)
+        })
+    });
+    let mut carrier = std::collections::HashMap::<String, String>::new();
+    sdk.inject_context(&cx, &mut carrier);
+    group.bench_function("sdk extract (HashMap carrier)", |b| {
+        b.iter(|| black_box(sdk.extract(black_box(&carrier))))
+    });
+    group.bench_function("harness inject", |b| {
+        b.iter(|| {
+            let mut headers = Headers::new();
+            inject(black_box(&cx), &mut headers);
+            black_box(headers)
+        })
+    });
+    let mut headers = Headers::new();
+    inject(&cx, &mut headers);
+    group.bench_function("harness extract", |b| {
+        b.iter(|| black_box(extract(black_box(&headers))))
+    });
+    group.finish();
 }
 
 /// Both variants on one broker; every round uses fresh topics, because the

@@ -6,9 +6,11 @@
 //! siblings are ordered by their content, never by time: the same run
 //! always renders to the same text.
 
-use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
+
+use rustc_hash::FxHashMap;
 
 use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry::{KeyValue, Value};
@@ -122,43 +124,24 @@ impl Render {
     }
 
     fn render(&self, forest: &SpanForest, traces: Vec<Vec<usize>>, problems: bool) -> String {
-        let mut content = Contents {
-            subtree: vec![None; forest.len()],
-            base: vec![None; forest.len()],
-        };
-        for &root in traces.iter().flatten() {
-            self.content(forest, root, &mut content);
-        }
-        let text = |i: usize| content.subtree[i].as_deref().unwrap_or_default();
-        let keyed: Vec<(Cow<'_, str>, Vec<usize>)> = traces
-            .into_iter()
-            .map(|mut roots| {
-                roots.sort_by(|&a, &b| text(a).cmp(text(b)).then(a.cmp(&b)));
-                // One root, the usual case: its content is the key, uncopied.
-                let key = match roots.as_slice() {
-                    [root] => Cow::Borrowed(text(*root)),
-                    _ => Cow::Owned(roots.iter().map(|&r| text(r)).collect::<String>()),
-                };
-                (key, roots)
-            })
-            .collect();
-        let ordered = order_by_content(keyed);
+        let layout = Layout::new(self, forest, &traces);
+        let ordered = layout.order_traces(traces);
 
         // Ordinals in rendering order, assigned before rendering so that a
         // link can name a span rendered later.
         let mut ordinals = Ordinals::new(forest.len());
         for roots in &ordered {
             for &root in roots {
-                ordinals.assign(forest, root, &content);
+                ordinals.assign(forest, root, &layout);
             }
         }
 
-        let mut out = String::new();
+        let mut out = String::with_capacity(layout.estimated_len());
         for roots in &ordered {
             let trace = forest.get(roots[0]).map(|s| s.trace_id());
             let _ = writeln!(out, "trace T{}", trace.map_or(0, |t| ordinals.trace(t)));
             for &root in roots {
-                self.write_subtree(&mut out, forest, root, 1, &ordinals, &content);
+                self.write_subtree(&mut out, forest, root, &ordinals, &layout);
             }
         }
         if problems && !forest.problems().is_empty() {
@@ -185,10 +168,12 @@ impl Render {
         text
     }
 
-    /// The node's head line and attribute lines, joined by newlines: the
-    /// part of its rendering that needs no ordinals, computed once.
-    fn base_text(&self, span: SpanView<'_>) -> String {
-        let mut text = format!(
+    /// Appends the span's own text to `out`: its head line and attribute
+    /// lines, then (for ordering only) its links, named by span name and
+    /// service, and its events. Returns where the head and attributes end.
+    fn span_text(&self, span: SpanView<'_>, out: &mut String, scratch: &mut Scratch) -> usize {
+        let _ = write!(
+            out,
             "{:?} {} service={}",
             span.name(),
             kind(span.kind()),
@@ -196,103 +181,88 @@ impl Render {
         );
         match span.status() {
             Status::Unset => {}
-            Status::Ok => text.push_str(" status=ok"),
+            Status::Ok => out.push_str(" status=ok"),
             Status::Error { description } => {
-                let _ = write!(text, " status=error({description:?})");
+                let _ = write!(out, " status=error({description:?})");
             }
         }
-        for kv in self.sorted(span.attributes()) {
-            text.push_str("\n  · ");
-            text.push_str(&kv);
-        }
-        text
-    }
-
-    /// The node's link and event lines; links named by `link_names`.
-    fn tail_lines(
-        &self,
-        span: SpanView<'_>,
-        link_names: &dyn Fn(&SpanView<'_>) -> String,
-    ) -> Vec<String> {
-        let mut lines = Vec::new();
+        self.write_attributes(span.attributes(), "\n  · ", true, out, scratch);
+        let base_len = out.len();
         for (context, target) in span.links() {
-            let target = match target {
-                Some(t) => link_names(&t),
-                None if context.is_valid() => "<not captured>".to_owned(),
-                None => "<invalid>".to_owned(),
-            };
-            lines.push(format!("  → link {target}"));
+            out.push_str("\n  → link ");
+            match target {
+                Some(t) => {
+                    let _ = write!(out, "{:?} ({})", t.name(), t.service());
+                }
+                None => out.push_str(unresolved(context)),
+            }
         }
         if self.events {
             for event in &span.data().events.events {
-                let attrs: Vec<String> = self.sorted(&event.attributes);
-                lines.push(format!(
-                    "  ! event {:?} {{{}}}",
-                    event.name,
-                    attrs.join(", ")
-                ));
+                out.push('\n');
+                self.write_event(event, out, scratch);
             }
         }
-        lines
+        base_len
     }
 
-    fn sorted(&self, attributes: &[KeyValue]) -> Vec<String> {
-        let mut out: Vec<String> = attributes
-            .iter()
-            .filter(|kv| {
-                self.attributes
-                    .as_ref()
-                    .is_none_or(|keep| keep.contains(kv.key.as_str()))
-            })
-            .map(|kv| {
-                let value = if self.redacted.contains(kv.key.as_str()) {
-                    "<redacted>".to_owned()
-                } else {
-                    value(&kv.value)
-                };
-                format!("{} = {value}", kv.key.as_str())
-            })
-            .collect();
-        out.sort();
-        out
+    /// `  ! event "name" {k = v, …}`, attributes sorted.
+    fn write_event(
+        &self,
+        event: &opentelemetry::trace::Event,
+        out: &mut String,
+        scratch: &mut Scratch,
+    ) {
+        let _ = write!(out, "  ! event {:?} {{", event.name);
+        self.write_attributes(&event.attributes, ", ", false, out, scratch);
+        out.push('}');
     }
 
-    /// Content of the subtree rooted at `index`, used only for ordering:
-    /// its own lines, then its children's contents in order, each line
-    /// indented by depth. Filled children first, without recursion, so a
-    /// deep chain cannot overflow the stack and no text is copied twice.
-    fn content(&self, forest: &SpanForest, index: usize, memo: &mut Contents) {
-        let describe = |t: &SpanView<'_>| format!("{:?} ({})", t.name(), t.service());
-        let mut stack = vec![(index, false)];
-        while let Some((i, children_done)) = stack.pop() {
-            if memo.subtree[i].is_some() {
+    /// Writes the kept attributes as `key = value`, sorted by key then
+    /// value, redacted where asked, separated by `separator` (also before
+    /// the first one when `leading`).
+    fn write_attributes(
+        &self,
+        attributes: &[KeyValue],
+        separator: &str,
+        leading: bool,
+        out: &mut String,
+        scratch: &mut Scratch,
+    ) {
+        scratch.values.clear();
+        scratch.order.clear();
+        for (i, kv) in attributes.iter().enumerate() {
+            let key = kv.key.as_str();
+            if !self
+                .attributes
+                .as_ref()
+                .is_none_or(|keep| keep.contains(key))
+            {
                 continue;
             }
-            let span = forest.get(i).expect("index from the forest");
-            if !children_done {
-                stack.push((i, true));
-                stack.extend(span.children().map(|c| (c.index(), false)));
-                continue;
+            let start = scratch.values.len();
+            if self.redacted.contains(key) {
+                scratch.values.push_str("<redacted>");
+            } else {
+                write_value(&kv.value, &mut scratch.values);
             }
-            let base = self.base_text(span);
-            let mut text = base.clone();
-            for line in self.tail_lines(span, &describe) {
-                text.push('\n');
-                text.push_str(&line);
+            scratch.order.push((i, start, scratch.values.len()));
+        }
+        let values = &scratch.values;
+        scratch.order.sort_unstable_by(|a, b| {
+            attributes[a.0]
+                .key
+                .as_str()
+                .cmp(attributes[b.0].key.as_str())
+                .then_with(|| values[a.1..a.2].cmp(&values[b.1..b.2]))
+        });
+        for (n, &(i, start, end)) in scratch.order.iter().enumerate() {
+            if n > 0 || leading {
+                out.push_str(separator);
             }
-            let mut children: Vec<&str> = span
-                .children()
-                .map(|c| memo.subtree[c.index()].as_deref().unwrap_or_default())
-                .collect();
-            children.sort_unstable();
-            for child in children {
-                for line in child.lines() {
-                    text.push_str("\n  ");
-                    text.push_str(line);
-                }
-            }
-            memo.subtree[i] = Some(text);
-            memo.base[i] = Some(base);
+            out.push_str(attributes[i].key.as_str());
+            out.push_str(" = ");
+            out.push_str(&values[start..end]);
         }
     }
 
@@ -300,38 +270,52 @@ impl Render {
         &self,
         out: &mut String,
         forest: &SpanForest,
-        index: usize,
-        depth: usize,
+        root: usize,
         ordinals: &Ordinals,
-        content: &Contents,
+        layout: &Layout,
     ) {
-        let span = forest.get(index).expect("index from the forest");
-        let name_link = |t: &SpanView<'_>| {
-            let same_trace = t.trace_id() == span.trace_id();
-            let span_ordinal = ordinals.span(t.index());
-            if span_ordinal == 0 {
-                format!("{:?} (outside this rendering)", t.name())
-            } else if same_trace {
-                format!("S{span_ordinal}")
-            } else {
-                format!("S{span_ordinal} (trace T{})", ordinals.trace(t.trace_id()))
+        let mut scratch = Scratch::default();
+        // Iterative, so that a very deep chain cannot overflow the stack.
+        let mut stack = vec![(root, 1usize)];
+        while let Some((index, depth)) = stack.pop() {
+            let span = forest.get(index).expect("index from the forest");
+            let pad = depth * 2;
+            push_spaces(out, pad);
+            let _ = write!(out, "S{} ", ordinals.span(index));
+            for (i, line) in layout.base(index).split('\n').enumerate() {
+                if i > 0 {
+                    push_spaces(out, pad);
+                }
+                out.push_str(line);
+                out.push('\n');
             }
-        };
-        let pad = "  ".repeat(depth);
-        let base = content.base[index].as_deref().unwrap_or_default();
-        let _ = write!(out, "{pad}S{} ", ordinals.span(index));
-        for (i, line) in base.lines().enumerate() {
-            if i > 0 {
-                out.push_str(&pad);
+            for (context, target) in span.links() {
+                push_spaces(out, pad);
+                out.push_str("  → link ");
+                match target {
+                    Some(t) => {
+                        let ordinal = ordinals.span(t.index());
+                        if ordinal == 0 {
+                            let _ = write!(out, "{:?} (outside this rendering)", t.name());
+                        } else if t.trace_id() == span.trace_id() {
+                            let _ = write!(out, "S{ordinal}");
+                        } else {
+                            let _ =
+                                write!(out, "S{ordinal} (trace T{})", ordinals.trace(t.trace_id()));
+                        }
+                    }
+                    None => out.push_str(unresolved(context)),
+                }
+                out.push('\n');
             }
-            out.push_str(line);
-            out.push('\n');
-        }
-        for line in self.tail_lines(span, &name_link) {
-            let _ = writeln!(out, "{pad}{line}");
-        }
-        for child in sorted_children(span, content) {
-            self.write_subtree(out, forest, child, depth + 1, ordinals, content);
+            if self.events {
+                for event in &span.data().events.events {
+                    push_spaces(out, pad);
+                    self.write_event(event, out, &mut scratch);
+                    out.push('\n');
+                }
+            }
+            stack.extend(layout.children(index).iter().rev().map(|&c| (c, depth + 1)));
         }
     }
 
@@ -367,18 +351,209 @@ impl Render {
     }
 }
 
-fn sorted_children(span: SpanView<'_>, content: &Contents) -> Vec<usize> {
-    let mut children: Vec<(&str, usize)> = span
-        .children()
-        .map(|c| {
-            (
-                content.subtree[c.index()].as_deref().unwrap_or_default(),
-                c.index(),
-            )
-        })
-        .collect();
-    children.sort();
-    children.into_iter().map(|(_, i)| i).collect()
+fn unresolved(context: &opentelemetry::trace::SpanContext) -> &'static str {
+    if context.is_valid() {
+        "<not captured>"
+    } else {
+        "<invalid>"
+    }
+}
+
+fn push_spaces(out: &mut String, count: usize) {
+    const SPACES: &str = "                                ";
+    let mut left = count;
+    while left > 0 {
+        let n = left.min(SPACES.len());
+        out.push_str(&SPACES[..n]);
+        left -= n;
+    }
+}
+
+/// Buffers reused from span to span while rendering attributes.
+#[derive(Default)]
+struct Scratch {
+    /// Rendered attribute values, back to back.
+    values: String,
+    /// (attribute index, value start, value end) of each kept attribute.
+    order: Vec<(usize, usize, usize)>,
+}
+
+/// The shape of a rendering, fixed before any ordinal exists.
+///
+/// Siblings are ordered by content. Rather than building each subtree's
+/// text (which costs memory in proportion to depth × size), every distinct
+/// span text is interned once, and every distinct subtree gets a *class*:
+/// its span text plus its children's classes in order. Two subtrees render
+/// alike exactly when their classes are equal, and classes compare by span
+/// text first, then child by child, so ordering costs integer comparisons.
+struct Layout {
+    /// Distinct span texts: head and attribute lines, then link and event
+    /// lines; `base_len` marks the end of the attribute lines.
+    texts: Vec<(String, usize)>,
+    /// Per span index: its text id (`u32::MAX` when not rendered).
+    text_of: Vec<u32>,
+    /// Per span index: its subtree's class.
+    class_of: Vec<u32>,
+    /// Per class: its span text's rank, then its children's classes in order.
+    classes: Vec<Box<[u32]>>,
+    /// Per class: its rank in content order.
+    class_rank: Vec<u32>,
+    /// Per span index: where its ordered children sit in `ordered`.
+    children: Vec<(u32, u32)>,
+    ordered: Vec<usize>,
+}
+
+impl Layout {
+    fn new(render: &Render, forest: &SpanForest, traces: &[Vec<usize>]) -> Self {
+        let n = forest.len();
+        // Children before parents, without recursion.
+        let mut post = Vec::with_capacity(n);
+        let mut stack: Vec<(usize, bool)> = Vec::new();
+        for &root in traces.iter().flatten() {
+            stack.push((root, false));
+            while let Some((i, children_done)) = stack.pop() {
+                if children_done {
+                    post.push(i);
+                } else {
+                    stack.push((i, true));
+                    let span = forest.get(i).expect("index from the forest");
+                    stack.extend(span.children().map(|c| (c.index(), false)));
+                }
+            }
+        }
+
+        // Span texts, each distinct one stored once.
+        let mut text_ids: FxHashMap<String, u32> = FxHashMap::default();
+        let mut texts: Vec<(String, usize)> = Vec::new();
+        let mut text_of = vec![u32::MAX; n];
+        let mut buffer = String::new();
+        let mut scratch = Scratch::default();
+        for &i in &post {
+            buffer.clear();
+            let span = forest.get(i).expect("index from the forest");
+            let base_len = render.span_text(span, &mut buffer, &mut scratch);
+            let id = match text_ids.get(buffer.as_str()) {
+                Some(&id) => id,
+                None => {
+                    let id = u32::try_from(texts.len()).expect("fewer than 2^32 texts");
+                    text_ids.insert(buffer.clone(), id);
+                    texts.push((buffer.clone(), base_len));
+                    id
+                }
+            };
+            text_of[i] = id;
+        }
+        drop(text_ids);
+        let mut by_text: Vec<u32> = (0..texts.len() as u32).collect();
+        by_text.sort_unstable_by(|&a, &b| texts[a as usize].0.cmp(&texts[b as usize].0));
+        let mut text_rank = vec![0u32; texts.len()];
+        for (rank, &id) in by_text.iter().enumerate() {
+            text_rank[id as usize] = rank as u32;
+        }
+
+        // Classes, children first, so a parent's key holds known classes.
+        let mut layout = Self {
+            texts,
+            text_of,
+            class_of: vec![u32::MAX; n],
+            classes: Vec::new(),
+            class_rank: Vec::new(),
+            children: vec![(0, 0); n],
+            ordered: Vec::with_capacity(n),
+        };
+        let mut class_ids: FxHashMap<Box<[u32]>, u32> = FxHashMap::default();
+        let mut key: Vec<u32> = Vec::new();
+        let mut kids: Vec<usize> = Vec::new();
+        for &i in &post {
+            let span = forest.get(i).expect("index from the forest");
+            kids.clear();
+            kids.extend(span.children().map(|c| c.index()));
+            let (class_of, classes) = (&layout.class_of, &layout.classes);
+            kids.sort_unstable_by(|&a, &b| {
+                compare_classes(classes, class_of[a], class_of[b]).then(a.cmp(&b))
+            });
+            key.clear();
+            key.push(text_rank[layout.text_of[i] as usize]);
+            key.extend(kids.iter().map(|&c| class_of[c]));
+            let class = match class_ids.get(key.as_slice()) {
+                Some(&class) => class,
+                None => {
+                    let class =
+                        u32::try_from(layout.classes.len()).expect("fewer than 2^32 classes");
+                    class_ids.insert(key.clone().into_boxed_slice(), class);
+                    layout.classes.push(key.clone().into_boxed_slice());
+                    class
+                }
+            };
+            layout.class_of[i] = class;
+            let start = layout.ordered.len() as u32;
+            layout.ordered.extend_from_slice(&kids);
+            layout.children[i] = (start, kids.len() as u32);
+        }
+        let mut by_class: Vec<u32> = (0..layout.classes.len() as u32).collect();
+        by_class.sort_unstable_by(|&a, &b| compare_classes(&layout.classes, a, b));
+        layout.class_rank = vec![0; layout.classes.len()];
+        for (rank, &class) in by_class.iter().enumerate() {
+            layout.class_rank[class as usize] = rank as u32;
+        }
+        layout
+    }
+
+    /// The span's head and attribute lines.
+    fn base(&self, index: usize) -> &str {
+        let (text, base_len) = &self.texts[self.text_of[index] as usize];
+        &text[..*base_len]
+    }
+
+    /// The span's children in rendering order.
+    fn children(&self, index: usize) -> &[usize] {
+        let (start, len) = self.children[index];
+        &self.ordered[start as usize..(start + len) as usize]
+    }
+
+    /// Each trace's roots in content order, and the traces ordered by
+    /// their roots' content, ties broken by span index.
+    fn order_traces(&self, traces: Vec<Vec<usize>>) -> Vec<Vec<usize>> {
+        let rank = |i: usize| self.class_rank[self.class_of[i] as usize];
+        let mut keyed: Vec<(Vec<u32>, Vec<usize>)> = traces
+            .into_iter()
+            .map(|mut roots| {
+                roots.sort_unstable_by_key(|&r| (rank(r), r));
+                (roots.iter().map(|&r| rank(r)).collect(), roots)
+            })
+            .collect();
+        keyed.sort_unstable();
+        keyed.into_iter().map(|(_, roots)| roots).collect()
+    }
+
+    /// A guess at the output's size, to allocate it once.
+    fn estimated_len(&self) -> usize {
+        self.text_of
+            .iter()
+            .filter(|&&t| t != u32::MAX)
+            .map(|&t| self.texts[t as usize].1 + 16)
+            .sum()
+    }
+}
+
+/// Content order of two classes: span text first, then children in order,
+/// a missing child first. Descends along the first differing child only,
+/// so it needs no recursion.
+fn compare_classes(classes: &[Box<[u32]>], mut a: u32, mut b: u32) -> Ordering {
+    loop {
+        if a == b {
+            return Ordering::Equal;
+        }
+        let (x, y) = (&classes[a as usize], &classes[b as usize]);
+        match x[0].cmp(&y[0]) {
+            Ordering::Equal => {}
+            other => return other,
+        }
+        match x[1..].iter().zip(&y[1..]).find(|(p, q)| p != q) {
+            Some((&p, &q)) => (a, b) = (p, q),
+            None => return x.len().cmp(&y.len()),
+        }
+    }
 }
 
 struct Ordinals {
@@ -397,7 +572,7 @@ impl Ordinals {
         }
     }
 
-    fn assign(&mut self, forest: &SpanForest, index: usize, content: &Contents) {
+    fn assign(&mut self, forest: &SpanForest, index: usize, layout: &Layout) {
         // Iterative, so that a very deep chain cannot overflow the stack.
         let mut stack = vec![index];
         while let Some(i) = stack.pop() {
@@ -408,9 +583,7 @@ impl Ordinals {
                 self.assigned += 1;
                 self.spans[i] = self.assigned;
             }
-            let mut children = sorted_children(span, content);
-            children.reverse();
-            stack.extend(children);
+            stack.extend(layout.children(i).iter().rev());
         }
     }
 
@@ -421,33 +594,6 @@ impl Ordinals {
     fn trace(&self, trace: opentelemetry::trace::TraceId) -> usize {
         self.traces.get(&trace).copied().unwrap_or(0)
     }
-}
-
-/// The roots of each trace, ordered as sorting the `(content, roots)`
-/// pairs would order them, but comparing each distinct content once: many
-/// traces of a run render identically, and comparing those long equal texts
-/// over and over is wasted work.
-fn order_by_content(traces: Vec<(Cow<'_, str>, Vec<usize>)>) -> Vec<Vec<usize>> {
-    let mut groups: HashMap<Cow<'_, str>, Vec<Vec<usize>>> = HashMap::new();
-    for (content, roots) in traces {
-        groups.entry(content).or_default().push(roots);
-    }
-    let mut groups: Vec<(Cow<'_, str>, Vec<Vec<usize>>)> = groups.into_iter().collect();
-    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    groups
-        .into_iter()
-        .flat_map(|(_, mut members)| {
-            members.sort_unstable();
-            members
-        })
-        .collect()
-}
-
-/// Per span index, filled by [`Render::content`]: the subtree's content
-/// (for ordering) and the span's own head and attribute lines.
-struct Contents {
-    subtree: Vec<Option<String>>,
-    base: Vec<Option<String>>,
 }
 
 /// `SpanKind` in capitals, as the OpenTelemetry specification writes it.
@@ -463,10 +609,16 @@ pub(crate) fn kind(kind: &SpanKind) -> &'static str {
 
 /// An attribute value as rendered: strings quoted, the rest as displayed.
 pub(crate) fn value(value: &Value) -> String {
-    match value {
-        Value::String(s) => format!("{:?}", s.as_str()),
-        other => other.to_string(),
-    }
+    let mut out = String::new();
+    write_value(value, &mut out);
+    out
+}
+
+fn write_value(value: &Value, out: &mut String) {
+    let _ = match value {
+        Value::String(s) => write!(out, "{:?}", s.as_str()),
+        other => write!(out, "{other}"),
+    };
 }
 
 /// The default rendering of `forest`, cut after `max_lines` lines.

@@ -99,3 +99,54 @@ fn one_trace_renders_alone() {
         "trace T1\n  S1 \"send users\" INTERNAL service=datagen\n"
     );
 }
+
+/// Two siblings with the same own text, told apart by their children: the
+/// order follows the whole subtree, whatever the capture order.
+fn twins(first_child_first: bool) -> String {
+    let capture = SpanCapture::new();
+    let tracer = capture.tracer("svc");
+    let root = Context::new().with_span(tracer.start("send trades"));
+    let mut children = ["send z", "send a"];
+    if first_child_first {
+        children.reverse();
+    }
+    for child in children {
+        let process = root.with_span(tracer.start_with_context("process", &root));
+        tracer.start_with_context(child, &process);
+    }
+    drop(root);
+    Render::new().forest(&capture.forest())
+}
+
+#[test]
+fn siblings_with_equal_spans_are_ordered_by_their_subtrees() {
+    let text = twins(false);
+    assert_eq!(text, twins(true));
+    let a = text.find("\"send a\"").expect("send a rendered");
+    let z = text.find("\"send z\"").expect("send z rendered");
+    assert!(a < z, "{text}");
+}
+
+#[test]
+fn a_deep_chain_renders_every_level() {
+    const DEPTH: usize = 3_000;
+    let capture = SpanCapture::new();
+    let tracer = capture.tracer("svc");
+    let mut contexts = vec![Context::new()];
+    for _ in 0..DEPTH {
+        let parent = contexts.last().expect("a parent");
+        let span = tracer.start_with_context("hop", parent);
+        contexts.push(parent.with_span(span));
+    }
+    for cx in contexts.iter().rev() {
+        cx.span().end();
+    }
+    let text = Render::new().forest(&capture.forest());
+    assert_eq!(text.lines().count(), DEPTH + 1);
+    let last = text.lines().last().expect("a last line");
+    assert_eq!(
+        last.trim_start(),
+        format!("S{DEPTH} \"hop\" INTERNAL service=svc")
+    );
+    assert_eq!(last.len() - last.trim_start().len(), 2 * DEPTH);
+}
