@@ -2,12 +2,13 @@
 //! children, links (resolved across traces too), lookups, and the
 //! structural problems a broken propagation leaves behind.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::ops::Range;
 
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceId};
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::trace::SpanData;
+use rustc_hash::FxHashMap;
 
 /// One finished span and the service (`service.name`) that recorded it.
 #[derive(Debug, Clone)]
@@ -119,37 +120,48 @@ impl fmt::Display for Problem {
 pub struct SpanForest {
     spans: Vec<CapturedSpan>,
     parent: Vec<Option<usize>>,
-    children: Vec<Vec<usize>>,
+    /// Children of span `i`: `child_list[child_start[i]..child_start[i + 1]]`,
+    /// in capture order. Flat, so that building allocates per forest, not
+    /// per span.
+    child_start: Vec<usize>,
+    child_list: Vec<usize>,
     links: Vec<Vec<Option<usize>>>,
-    /// Keyed by the trace id as a number: `TraceId` is not `Ord`.
-    traces: BTreeMap<u128, Vec<usize>>,
+    /// Ordered by trace id (as a number: `TraceId` is not `Ord`); each
+    /// trace's members sit in `trace_members[range]`, in capture order.
+    traces: Vec<(u128, Range<usize>)>,
+    trace_members: Vec<usize>,
     problems: Vec<Problem>,
 }
 
 impl SpanForest {
     /// Builds the forest; spans keep the order given.
     pub fn new(spans: Vec<CapturedSpan>) -> Self {
-        // Flat maps, no per-span allocation: building 100k spans is
-        // dominated by these lookups.
-        let mut by_trace_and_id: HashMap<(TraceId, SpanId), usize> =
-            HashMap::with_capacity(spans.len());
-        let mut first_with_id: HashMap<SpanId, usize> = HashMap::with_capacity(spans.len());
-        let mut traces: BTreeMap<u128, Vec<usize>> = BTreeMap::new();
+        let n = spans.len();
+        // Ids are random, so a fast non-keyed hash is safe here, and the
+        // lookups are most of the cost of building.
+        let mut by_trace_and_id: FxHashMap<(TraceId, SpanId), usize> =
+            FxHashMap::with_capacity_and_hasher(n, Default::default());
+        let mut trace_slot: FxHashMap<TraceId, usize> = FxHashMap::default();
+        let mut slot_ids: Vec<TraceId> = Vec::new();
+        let mut slot_of = Vec::with_capacity(n);
         for (i, span) in spans.iter().enumerate() {
             let context = &span.data.span_context;
             by_trace_and_id
                 .entry((context.trace_id(), context.span_id()))
                 .or_insert(i);
-            first_with_id.entry(context.span_id()).or_insert(i);
-            traces
-                .entry(ordered(context.trace_id()))
-                .or_default()
-                .push(i);
+            let slot = *trace_slot.entry(context.trace_id()).or_insert_with(|| {
+                slot_ids.push(context.trace_id());
+                slot_ids.len() - 1
+            });
+            slot_of.push(slot);
         }
+        let (traces, trace_members) = group_by_trace(&slot_ids, &slot_of);
+
         let find = |trace: TraceId, id: SpanId| by_trace_and_id.get(&(trace, id)).copied();
-        let mut parent = vec![None; spans.len()];
-        let mut children = vec![Vec::new(); spans.len()];
-        let mut links = Vec::with_capacity(spans.len());
+        // Only needed to tell a wrong-trace parent from a missing one.
+        let mut first_with_id: Option<FxHashMap<SpanId, usize>> = None;
+        let mut parent = vec![None; n];
+        let mut links = Vec::with_capacity(n);
         let mut problems = Vec::new();
         for (i, span) in spans.iter().enumerate() {
             let trace = span.data.span_context.trace_id();
@@ -157,18 +169,25 @@ impl SpanForest {
             if parent_id != SpanId::INVALID {
                 if let Some(p) = find(trace, parent_id) {
                     parent[i] = Some(p);
-                    children[p].push(i);
-                } else if let Some(&other) = first_with_id.get(&parent_id) {
-                    problems.push(Problem::WrongTrace {
-                        span: i,
-                        label: label(span),
-                        parent_label: label(&spans[other]),
-                    });
                 } else {
-                    problems.push(Problem::Orphan {
-                        span: i,
-                        label: label(span),
-                        missing_parent: parent_id,
+                    let first = first_with_id.get_or_insert_with(|| {
+                        let mut map = FxHashMap::default();
+                        for (j, s) in spans.iter().enumerate() {
+                            map.entry(s.data.span_context.span_id()).or_insert(j);
+                        }
+                        map
+                    });
+                    problems.push(match first.get(&parent_id) {
+                        Some(&other) => Problem::WrongTrace {
+                            span: i,
+                            label: label(span),
+                            parent_label: label(&spans[other]),
+                        },
+                        None => Problem::Orphan {
+                            span: i,
+                            label: label(span),
+                            missing_parent: parent_id,
+                        },
                     });
                 }
             }
@@ -192,25 +211,29 @@ impl SpanForest {
                 .collect();
             links.push(resolved);
         }
-        for (trace, members) in &traces {
-            let roots: Vec<String> = members
-                .iter()
-                .filter(|&&m| spans[m].data.parent_span_id == SpanId::INVALID)
-                .map(|&m| label(&spans[m]))
-                .collect();
-            if roots.len() > 1 {
+        let (child_start, child_list) = children_of(&parent);
+        for (trace, range) in &traces {
+            let members = &trace_members[range.clone()];
+            let is_root = |&&m: &&usize| spans[m].data.parent_span_id == SpanId::INVALID;
+            if members.iter().filter(is_root).nth(1).is_some() {
                 problems.push(Problem::SeveralRoots {
                     trace: TraceId::from(*trace),
-                    roots,
+                    roots: members
+                        .iter()
+                        .filter(is_root)
+                        .map(|&m| label(&spans[m]))
+                        .collect(),
                 });
             }
         }
         Self {
             spans,
             parent,
-            children,
+            child_start,
+            child_list,
             links,
             traces,
+            trace_members,
             problems,
         }
     }
@@ -245,21 +268,27 @@ impl SpanForest {
     pub fn traces(&self) -> Vec<Trace<'_>> {
         self.traces
             .iter()
-            .map(|(id, members)| Trace {
+            .map(|(id, range)| Trace {
                 forest: self,
                 id: TraceId::from(*id),
-                members,
+                members: &self.trace_members[range.clone()],
             })
             .collect()
     }
 
     /// The trace with this id, if any span of it was captured.
     pub fn trace(&self, id: TraceId) -> Option<Trace<'_>> {
-        self.traces.get(&ordered(id)).map(|members| Trace {
+        self.members(id).map(|members| Trace {
             forest: self,
             id,
             members,
         })
+    }
+
+    fn members(&self, id: TraceId) -> Option<&[usize]> {
+        let key = ordered(id);
+        let at = self.traces.binary_search_by_key(&key, |(t, _)| *t).ok()?;
+        Some(&self.trace_members[self.traces[at].1.clone()])
     }
 
     /// Spans without a captured parent (true roots and orphans).
@@ -297,8 +326,7 @@ impl SpanForest {
 
     /// The span with this trace and span id.
     pub fn find(&self, trace: TraceId, span: SpanId) -> Option<SpanView<'_>> {
-        let members = self.traces.get(&ordered(trace))?;
-        members
+        self.members(trace)?
             .iter()
             .find(|&&m| self.spans[m].data.span_context.span_id() == span)
             .map(|&index| SpanView {
@@ -321,6 +349,54 @@ impl SpanForest {
 
 fn ordered(id: TraceId) -> u128 {
     u128::from_be_bytes(id.to_bytes())
+}
+
+/// Traces ordered by id, each with its members' range in the returned
+/// list; `slot_of[i]` is span `i`'s trace among `slot_ids`.
+fn group_by_trace(
+    slot_ids: &[TraceId],
+    slot_of: &[usize],
+) -> (Vec<(u128, Range<usize>)>, Vec<usize>) {
+    let mut by_id: Vec<usize> = (0..slot_ids.len()).collect();
+    by_id.sort_unstable_by_key(|&slot| ordered(slot_ids[slot]));
+    let mut count = vec![0usize; slot_ids.len()];
+    for &slot in slot_of {
+        count[slot] += 1;
+    }
+    let mut next = vec![0usize; slot_ids.len()];
+    let mut traces = Vec::with_capacity(slot_ids.len());
+    let mut start = 0;
+    for &slot in &by_id {
+        next[slot] = start;
+        traces.push((ordered(slot_ids[slot]), start..start + count[slot]));
+        start += count[slot];
+    }
+    let mut members = vec![0; slot_of.len()];
+    for (i, &slot) in slot_of.iter().enumerate() {
+        members[next[slot]] = i;
+        next[slot] += 1;
+    }
+    (traces, members)
+}
+
+/// Each span's children, in capture order, as offsets into one list.
+fn children_of(parent: &[Option<usize>]) -> (Vec<usize>, Vec<usize>) {
+    let mut start = vec![0usize; parent.len() + 1];
+    for p in parent.iter().flatten() {
+        start[p + 1] += 1;
+    }
+    for i in 0..parent.len() {
+        start[i + 1] += start[i];
+    }
+    let mut next = start.clone();
+    let mut list = vec![0; start[parent.len()]];
+    for (i, p) in parent.iter().enumerate() {
+        if let Some(p) = p {
+            list[next[*p]] = i;
+            next[*p] += 1;
+        }
+    }
+    (start, list)
 }
 
 fn label(span: &CapturedSpan) -> String {
@@ -447,7 +523,8 @@ impl<'f> SpanView<'f> {
     /// Captured children, in capture order.
     pub fn children(&self) -> impl Iterator<Item = SpanView<'f>> + 'f {
         let forest = self.forest;
-        forest.children[self.index]
+        let range = forest.child_start[self.index]..forest.child_start[self.index + 1];
+        forest.child_list[range]
             .iter()
             .map(move |&index| SpanView { forest, index })
     }
