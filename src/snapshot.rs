@@ -172,13 +172,11 @@ impl Render {
     /// lines, then (for ordering only) its links, named by span name and
     /// service, and its events. Returns where the head and attributes end.
     fn span_text(&self, span: SpanView<'_>, out: &mut String, scratch: &mut Scratch) -> usize {
-        let _ = write!(
-            out,
-            "{:?} {} service={}",
-            span.name(),
-            kind(span.kind()),
-            span.service()
-        );
+        write_quoted(span.name(), out);
+        out.push(' ');
+        out.push_str(kind(span.kind()));
+        out.push_str(" service=");
+        out.push_str(span.service());
         match span.status() {
             Status::Unset => {}
             Status::Ok => out.push_str(" status=ok"),
@@ -278,7 +276,6 @@ impl Render {
         // Iterative, so that a very deep chain cannot overflow the stack.
         let mut stack = vec![(root, 1usize)];
         while let Some((index, depth)) = stack.pop() {
-            let span = forest.get(index).expect("index from the forest");
             let pad = depth * 2;
             push_spaces(out, pad);
             let _ = write!(out, "S{} ", ordinals.span(index));
@@ -289,6 +286,13 @@ impl Render {
                 out.push_str(line);
                 out.push('\n');
             }
+            stack.extend(layout.children(index).iter().rev().map(|&c| (c, depth + 1)));
+            // Most spans have neither links nor events: their data, which
+            // is scattered in memory in rendering order, is not read again.
+            if !layout.has_tail(index) {
+                continue;
+            }
+            let span = forest.get(index).expect("index from the forest");
             for (context, target) in span.links() {
                 push_spaces(out, pad);
                 out.push_str("  → link ");
@@ -315,7 +319,6 @@ impl Render {
                     out.push('\n');
                 }
             }
-            stack.extend(layout.children(index).iter().rev().map(|&c| (c, depth + 1)));
         }
     }
 
@@ -505,6 +508,12 @@ impl Layout {
         &text[..*base_len]
     }
 
+    /// Whether the span has link or event lines after its attributes.
+    fn has_tail(&self, index: usize) -> bool {
+        let (text, base_len) = &self.texts[self.text_of[index] as usize];
+        text.len() > *base_len
+    }
+
     /// The span's children in rendering order.
     fn children(&self, index: usize) -> &[usize] {
         let (start, len) = self.children[index];
@@ -572,13 +581,15 @@ impl Ordinals {
         }
     }
 
-    fn assign(&mut self, forest: &SpanForest, index: usize, layout: &Layout) {
+    fn assign(&mut self, forest: &SpanForest, root: usize, layout: &Layout) {
+        // A child is always in its parent's trace (the forest looks parents
+        // up by trace and span id), so the root names the trace.
+        let trace = forest.get(root).expect("index from the forest").trace_id();
+        let next_trace = self.traces.len() + 1;
+        self.traces.entry(trace).or_insert(next_trace);
         // Iterative, so that a very deep chain cannot overflow the stack.
-        let mut stack = vec![index];
+        let mut stack = vec![root];
         while let Some(i) = stack.pop() {
-            let span = forest.get(i).expect("index from the forest");
-            let next_trace = self.traces.len() + 1;
-            self.traces.entry(span.trace_id()).or_insert(next_trace);
             if self.spans[i] == 0 {
                 self.assigned += 1;
                 self.spans[i] = self.assigned;
@@ -616,9 +627,24 @@ pub(crate) fn value(value: &Value) -> String {
 
 fn write_value(value: &Value, out: &mut String) {
     let _ = match value {
-        Value::String(s) => write!(out, "{:?}", s.as_str()),
+        Value::String(s) => {
+            write_quoted(s.as_str(), out);
+            Ok(())
+        }
         other => write!(out, "{other}"),
     };
+}
+
+/// `{:?}` of a string; printable ASCII without quotes or backslashes (most
+/// names and values) is copied as is, which is what `{:?}` would print.
+fn write_quoted(text: &str, out: &mut String) {
+    if text.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        let _ = write!(out, "{text:?}");
+    }
 }
 
 /// The default rendering of `forest`, cut after `max_lines` lines.
@@ -644,5 +670,29 @@ impl SpanForest {
     /// [`Render::new`]'s rendering of the whole forest.
     pub fn render(&self) -> String {
         Render::new().forest(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_quoted;
+
+    #[test]
+    fn quoting_matches_debug_formatting() {
+        for text in [
+            "",
+            "send trades",
+            "a\"b",
+            "back\\slash",
+            "tab\there",
+            "line\nbreak",
+            "café",
+            "\u{7f}",
+            "~ tilde",
+        ] {
+            let mut out = String::new();
+            write_quoted(text, &mut out);
+            assert_eq!(out, format!("{text:?}"));
+        }
     }
 }
