@@ -41,73 +41,57 @@ fn record() -> Record {
 }
 
 fn propagation(c: &mut Criterion) {
+    let span = |state| {
+        SpanContext::new(
+            TraceId::from(0x1234),
+            SpanId::from(0x5678),
+            TraceFlags::SAMPLED,
+            false,
+            state,
+        )
+    };
+    // What the stockapp's records carry: a traceparent and nothing else.
+    let plain = Context::new().with_remote_span_context(span(TraceState::NONE));
+    // Everything W3C can carry: two tracestate members and baggage.
     let state = TraceState::from_key_value([("vendor", "abc"), ("other", "1")]).unwrap();
-    let sc = SpanContext::new(
-        TraceId::from(0x1234),
-        SpanId::from(0x5678),
-        TraceFlags::SAMPLED,
-        false,
-        state,
-    );
-    let cx = Context::new()
-        .with_remote_span_context(sc)
+    let full = Context::new()
+        .with_remote_span_context(span(state))
         .with_baggage([KeyValue::new("user", "User_3")]);
-    c.bench_function("inject+extract per record", |b| {
-        b.iter(|| {
-            let mut headers = Headers::new();
-            inject(black_box(&cx), &mut headers);
-            black_box(extract(&headers))
-        })
-    });
     // The floor: the SDK's composite propagator alone, on the simplest
-    // carrier, so the harness's share of the figure above is visible.
+    // carrier, so the harness's share of each figure is visible.
     let sdk = TextMapCompositePropagator::new(vec![
         Box::new(TraceContextPropagator::new()),
         Box::new(BaggagePropagator::new()),
     ]);
-    let mut group = c.benchmark_group("propagation parts");
-    group.bench_function("sdk inject+extract (HashMap carrier)", |b| {
-        b.iter(|| {
-            let mut carrier = std::collections::HashMap::<String, String>::new();
-            sdk.inject_context(black_box(&cx), &mut carrier);
-            black_box(sdk.extract(&carrier))
-        })
-    });
-    group.bench_function("sdk inject (HashMap carrier)", |b| {
-        b.iter(|| {
-            let mut carrier = std::collections::HashMap::<String, String>::new();
-            sdk.inject_context(black_box(&cx), &mut carrier);
-            black_box(carrier)
-        })
-    });
-    let mut carrier = std::collections::HashMap::<String, String>::new();
-    sdk.inject_context(&cx, &mut carrier);
-    group.bench_function("sdk extract (HashMap carrier)", |b| {
-        b.iter(|| black_box(sdk.extract(black_box(&carrier))))
-    });
-    group.bench_function("harness inject", |b| {
-        b.iter(|| {
-            let mut headers = Headers::new();
-            inject(black_box(&cx), &mut headers);
-            black_box(headers)
-        })
-    });
-    let mut headers = Headers::new();
-    inject(&cx, &mut headers);
-    group.bench_function("harness extract", |b| {
-        b.iter(|| black_box(extract(black_box(&headers))))
-    });
+    let mut group = c.benchmark_group("inject+extract per record");
+    for (case, cx) in [("traceparent", &plain), ("tracestate+baggage", &full)] {
+        group.bench_function(format!("harness, {case}"), |b| {
+            b.iter(|| {
+                let mut headers = Headers::new();
+                inject(black_box(cx), &mut headers);
+                black_box(extract(&headers))
+            })
+        });
+        group.bench_function(format!("sdk alone (HashMap carrier), {case}"), |b| {
+            b.iter(|| {
+                let mut carrier = std::collections::HashMap::<String, String>::new();
+                sdk.inject_context(black_box(cx), &mut carrier);
+                black_box(sdk.extract(&carrier))
+            })
+        });
+    }
     group.finish();
 }
 
-/// Both variants on one broker; every round uses fresh topics, because the
-/// mock cluster slows down as a partition's log grows, which would
-/// otherwise penalise whichever variant ran longer.
+/// One variant's setting: a fresh embedded broker, so that no measurement
+/// pays for another's history (the mock cluster slows down as its logs and
+/// topic list grow).
 struct Pipeline {
     broker: Broker,
     client: rskafka::client::Client,
     capture: SpanCapture,
     producer: TracedProducer,
+    topic: String,
 }
 
 impl Pipeline {
@@ -118,28 +102,22 @@ impl Pipeline {
             .await
             .expect("producer");
         let client = broker.client().await.expect("client");
+        let topic = broker.create_unique_topic("bench", 1).await.expect("topic");
         Self {
             broker,
             client,
             capture,
             producer,
+            topic,
         }
-    }
-
-    async fn topic(&self) -> String {
-        self.broker
-            .create_unique_topic("bench", 1)
-            .await
-            .expect("topic")
     }
 
     /// RECORDS records, one produce call each, then read back; returns
     /// the time taken without the setup.
     async fn untraced(&self) -> Duration {
-        let topic = self.topic().await;
         let partition: PartitionClient = self
             .client
-            .partition_client(topic, 0, UnknownTopicHandling::Retry)
+            .partition_client(self.topic.as_str(), 0, UnknownTopicHandling::Retry)
             .await
             .expect("partition");
         // One untimed record, as the traced variant sends one to warm up.
@@ -170,14 +148,16 @@ impl Pipeline {
         started.elapsed()
     }
 
+    /// The same with a traced producer and consumer: a `send` span per
+    /// record, context in the headers, a `process` span per record read.
     async fn traced(&self) -> Duration {
-        let topic = self.topic().await;
+        let topic = self.topic.as_str();
         // Untimed: the producer's first send to a topic looks up metadata.
         self.producer
-            .send(&Context::new(), &topic, 0, record())
+            .send(&Context::new(), topic, 0, record())
             .await
             .expect("send");
-        let mut consumer = TracedConsumer::builder("c", &topic)
+        let mut consumer = TracedConsumer::builder("c", topic)
             .start_from(StartFrom::Latest)
             .build(&self.broker, self.capture.tracer("c"))
             .await
@@ -185,7 +165,7 @@ impl Pipeline {
         let started = Instant::now();
         for _ in 0..RECORDS {
             self.producer
-                .send(&Context::new(), &topic, 0, record())
+                .send(&Context::new(), topic, 0, record())
                 .await
                 .expect("send");
         }
@@ -196,31 +176,53 @@ impl Pipeline {
         for c in consumed {
             c.finish();
         }
-        let elapsed = started.elapsed();
-        // Keeps memory flat across iterations.
-        self.capture.clear();
-        elapsed
+        started.elapsed()
     }
+}
+
+async fn untraced_round() -> Duration {
+    Pipeline::new().await.untraced().await
+}
+
+async fn traced_round() -> Duration {
+    Pipeline::new().await.traced().await
 }
 
 fn throughput(c: &mut Criterion) {
     let rt = runtime();
-    let pipeline = rt.block_on(Pipeline::new());
 
-    // One direct comparison in the same run, alternating the variants,
-    // printed as a ratio.
-    let rounds = 20;
-    let (mut untraced, mut traced) = (Duration::ZERO, Duration::ZERO);
-    for _ in 0..rounds {
-        untraced += rt.block_on(pipeline.untraced());
-        traced += rt.block_on(pipeline.traced());
+    // One direct comparison in the same run: rounds alternate which
+    // variant goes first, each on its own broker; printed as a ratio of
+    // throughputs (untraced time / traced time), total and median.
+    // Single rounds vary by ±30 % with the broker's latency, so many are needed
+    // for the ratio to settle.
+    let rounds = 200;
+    let mut pairs = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let (untraced, traced) = if round % 2 == 0 {
+            let u = rt.block_on(untraced_round());
+            (u, rt.block_on(traced_round()))
+        } else {
+            let t = rt.block_on(traced_round());
+            (rt.block_on(untraced_round()), t)
+        };
+        pairs.push((untraced, traced));
     }
+    let untraced: Duration = pairs.iter().map(|p| p.0).sum();
+    let traced: Duration = pairs.iter().map(|p| p.1).sum();
+    let mut ratios: Vec<f64> = pairs
+        .iter()
+        .map(|(u, t)| u.as_secs_f64() / t.as_secs_f64())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
     let per = |d: Duration| d.as_secs_f64() * 1e6 / (rounds * RECORDS) as f64;
     println!(
-        "produce→consume per record: untraced {:.1} µs, traced {:.1} µs, traced/untraced = {:.2}",
+        "produce→consume per record: untraced {:.1} µs, traced {:.1} µs; \
+         traced/untraced throughput = {:.3} (median of {rounds} rounds {:.3})",
         per(untraced),
         per(traced),
-        traced.as_secs_f64() / untraced.as_secs_f64()
+        untraced.as_secs_f64() / traced.as_secs_f64(),
+        ratios[rounds / 2],
     );
 
     let mut group = c.benchmark_group("produce→consume 100 records");
@@ -228,10 +230,10 @@ fn throughput(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(5));
     group.bench_function("untraced", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| rt.block_on(pipeline.untraced())).sum())
+        b.iter_custom(|iters| (0..iters).map(|_| rt.block_on(untraced_round())).sum())
     });
     group.bench_function("traced", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| rt.block_on(pipeline.traced())).sum())
+        b.iter_custom(|iters| (0..iters).map(|_| rt.block_on(traced_round())).sum())
     });
     group.finish();
 }

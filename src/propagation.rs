@@ -62,7 +62,13 @@ fn propagator() -> &'static TextMapCompositePropagator {
 pub struct HeaderInjector<'a>(pub &'a mut Headers);
 
 impl Injector for HeaderInjector<'_> {
+    /// Skips an empty `tracestate`: the SDK writes one for every span
+    /// context, and W3C lets a sender omit it, which saves every record a
+    /// header.
     fn set(&mut self, key: &str, value: String) {
+        if value.is_empty() && key == TRACESTATE {
+            return;
+        }
         self.0.insert(key.to_owned(), value.into_bytes());
     }
 }
@@ -311,40 +317,59 @@ pub fn extract_with(ambient: &Context, headers: &Headers) -> Extracted {
         }
     }
     let extractor = HeaderExtractor(headers);
-    let mut record_span = None;
-    let problem = traceparent_problem(headers).or_else(|| {
-        // Ask the trace-context propagator alone, on an empty context, so
-        // that a span in `ambient` cannot be mistaken for the record's.
-        let probe = TraceContextPropagator::new().extract(&extractor);
-        let span_context = probe.span().span_context().clone();
-        if span_context.is_valid() {
-            record_span = Some(span_context);
-            return None;
+    let has_baggage = headers.contains_key(BAGGAGE);
+    // Baggage is independent of the span context: kept if readable.
+    let with_baggage = |cx: &Context| {
+        if has_baggage {
+            BaggagePropagator::new().extract_with_context(cx, &extractor)
+        } else {
+            cx.clone()
         }
-        Some(ExtractProblem::Malformed {
-            value: headers
-                .get(TRACEPARENT)
-                .map(|v| shorten(&String::from_utf8_lossy(v)))
-                .unwrap_or_default(),
-        })
-    });
-    let context = match (problem.is_none(), record_span) {
-        (true, Some(span_context)) => {
-            // What the composite propagator would do, without parsing
-            // `traceparent` a second time: the span context, then baggage.
-            let with_span = ambient.with_remote_span_context(span_context);
-            let context = BaggagePropagator::new().extract_with_context(&with_span, &extractor);
-            let sent = extractor.get(TRACESTATE).map(str::trim).unwrap_or_default();
-            let kept = context.span().span_context().trace_state().header();
-            if !sent.is_empty() && kept.is_empty() {
-                ignored.push(ExtractProblem::MalformedTracestate {
-                    value: shorten(sent),
-                });
+    };
+    let mut problem = traceparent_problem(headers);
+    let context = if problem.is_some() {
+        with_baggage(ambient)
+    } else {
+        // What the composite propagator does: the span context, then
+        // baggage; `traceparent` is parsed once.
+        let with_span = if ambient.has_active_span() {
+            // Ask on an empty context, so that the ambient span cannot be
+            // mistaken for the record's when the record's is rejected.
+            let probe = TraceContextPropagator::new().extract(&extractor);
+            let span_context = probe.span().span_context().clone();
+            span_context
+                .is_valid()
+                .then(|| ambient.with_remote_span_context(span_context))
+        } else {
+            let cx = TraceContextPropagator::new().extract_with_context(ambient, &extractor);
+            cx.has_active_span().then_some(cx)
+        };
+        match with_span {
+            Some(with_span) => {
+                let sent = extractor.get(TRACESTATE).map(str::trim).unwrap_or_default();
+                let kept = with_span
+                    .span()
+                    .span_context()
+                    .trace_state()
+                    .into_iter()
+                    .len();
+                if !sent.is_empty() && kept == 0 {
+                    ignored.push(ExtractProblem::MalformedTracestate {
+                        value: shorten(sent),
+                    });
+                }
+                with_baggage(&with_span)
             }
-            context
+            None => {
+                problem = Some(ExtractProblem::Malformed {
+                    value: headers
+                        .get(TRACEPARENT)
+                        .map(|v| shorten(&String::from_utf8_lossy(v)))
+                        .unwrap_or_default(),
+                });
+                with_baggage(ambient)
+            }
         }
-        // Baggage is independent of the span context: keep it if readable.
-        _ => BaggagePropagator::new().extract_with_context(ambient, &extractor),
     };
     Extracted {
         context,
@@ -374,18 +399,22 @@ fn unreadable(headers: &Headers, header: &str) -> Option<ExtractProblem> {
 /// Checks done before handing `traceparent` to the propagator; the
 /// propagator itself judges the syntax.
 fn traceparent_problem(headers: &Headers) -> Option<ExtractProblem> {
-    let lookalikes = lookalike_keys(headers, TRACEPARENT);
     let Some(value) = headers.get(TRACEPARENT) else {
-        return Some(match lookalikes.into_iter().next() {
-            Some(key) => ExtractProblem::WrongCase { key },
-            None => ExtractProblem::Missing,
-        });
+        return Some(
+            match lookalike_keys(headers, TRACEPARENT).into_iter().next() {
+                Some(key) => ExtractProblem::WrongCase { key },
+                None => ExtractProblem::Missing,
+            },
+        );
     };
-    let disagree = lookalikes
-        .iter()
-        .any(|k| headers[k].trim_ascii() != value.trim_ascii());
+    // Checked without collecting: a record almost never has look-alikes.
+    let disagree = headers.iter().any(|(k, v)| {
+        k.trim().eq_ignore_ascii_case(TRACEPARENT) && v.trim_ascii() != value.trim_ascii()
+    });
     if disagree {
-        return Some(ExtractProblem::Ambiguous { keys: lookalikes });
+        return Some(ExtractProblem::Ambiguous {
+            keys: lookalike_keys(headers, TRACEPARENT),
+        });
     }
     unreadable(headers, TRACEPARENT)
 }

@@ -638,7 +638,10 @@ fn write_value(value: &Value, out: &mut String) {
 /// `{:?}` of a string; printable ASCII without quotes or backslashes (most
 /// names and values) is copied as is, which is what `{:?}` would print.
 fn write_quoted(text: &str, out: &mut String) {
-    if text.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+    if text
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
         out.push('"');
         out.push_str(text);
         out.push('"');

@@ -128,9 +128,13 @@ fn common(
 pub struct TracedProducer {
     client: Client,
     bootstrap: String,
+    /// `server.*` attributes, parsed once from `bootstrap`.
+    server: Vec<KeyValue>,
     tracer: SdkTracer,
     existing: ExistingTraceparent,
-    partitions: Mutex<HashMap<(String, i32), Arc<PartitionClient>>>,
+    /// Topic → partition → client; keyed by topic first so that a lookup
+    /// needs no owned key.
+    partitions: Mutex<HashMap<String, HashMap<i32, Arc<PartitionClient>>>>,
 }
 
 impl TracedProducer {
@@ -149,6 +153,7 @@ impl TracedProducer {
         Self {
             client,
             bootstrap: bootstrap.to_owned(),
+            server: server(bootstrap),
             tracer,
             existing: ExistingTraceparent::Keep,
             partitions: Mutex::default(),
@@ -165,7 +170,7 @@ impl TracedProducer {
 
     async fn partition(&self, topic: &str, partition: i32) -> Result<Arc<PartitionClient>> {
         let mut cache = self.partitions.lock().await;
-        if let Some(client) = cache.get(&(topic.to_owned(), partition)) {
+        if let Some(client) = cache.get(topic).and_then(|p| p.get(&partition)) {
             return Ok(Arc::clone(client));
         }
         let client = self
@@ -177,7 +182,10 @@ impl TracedProducer {
                 source,
             })?;
         let client = Arc::new(client);
-        cache.insert((topic.to_owned(), partition), Arc::clone(&client));
+        cache
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(partition, Arc::clone(&client));
         Ok(client)
     }
 
@@ -205,7 +213,7 @@ impl TracedProducer {
         links: Vec<Link>,
     ) -> Result<i64> {
         let mut attributes = common("send", topic, partition, record.key.as_deref());
-        attributes.extend(server(&self.bootstrap));
+        attributes.extend(self.server.iter().cloned());
         let span = self
             .tracer
             .span_builder(format!("send {topic}"))
