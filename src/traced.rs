@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use opentelemetry::trace::{
     Link, Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _,
 };
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use rskafka::client::Client;
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
@@ -59,14 +59,19 @@ fn server(bootstrap: &str) -> Vec<KeyValue> {
     let first = bootstrap.split(',').next().unwrap_or_default().trim();
     match first.rsplit_once(':') {
         Some((host, port)) => {
-            let mut out = vec![KeyValue::new(attr::SERVER_ADDRESS, host.to_owned())];
+            let mut out = vec![KeyValue::new(attr::SERVER_ADDRESS, shared(host))];
             if let Ok(port) = port.parse::<i64>() {
                 out.push(KeyValue::new(attr::SERVER_PORT, port));
             }
             out
         }
-        None => vec![KeyValue::new(attr::SERVER_ADDRESS, first.to_owned())],
+        None => vec![KeyValue::new(attr::SERVER_ADDRESS, shared(first))],
     }
+}
+
+/// A string attribute value whose clones share one allocation.
+fn shared(text: &str) -> StringValue {
+    StringValue::from(Arc::<str>::from(text))
 }
 
 fn error_type(error: &rskafka::client::error::Error) -> String {
@@ -81,26 +86,43 @@ fn error_type(error: &rskafka::client::error::Error) -> String {
     }
 }
 
-fn common(
-    operation: &'static str,
-    topic: &str,
-    partition: i32,
-    key: Option<&[u8]>,
-) -> Vec<KeyValue> {
-    let mut attributes = vec![
-        KeyValue::new(attr::MESSAGING_SYSTEM, "kafka"),
-        KeyValue::new(attr::OPERATION_NAME, operation),
-        KeyValue::new(attr::OPERATION_TYPE, operation),
-        KeyValue::new(attr::DESTINATION_NAME, topic.to_owned()),
-        KeyValue::new(attr::PARTITION_ID, partition.to_string()),
-    ];
-    if let Some(key) = key {
-        attributes.push(KeyValue::new(
-            attr::MESSAGE_KEY,
-            String::from_utf8_lossy(key).into_owned(),
-        ));
+/// What every span of one topic and operation repeats, built once: its
+/// name and the attributes that do not change from record to record, with
+/// shared strings, so that a span copies reference counts, not text.
+#[derive(Debug)]
+struct SpanTemplate {
+    name: String,
+    attributes: Vec<KeyValue>,
+}
+
+impl SpanTemplate {
+    fn new(operation: &'static str, topic: &str, fixed: &[KeyValue]) -> Self {
+        let mut attributes = vec![
+            KeyValue::new(attr::MESSAGING_SYSTEM, "kafka"),
+            KeyValue::new(attr::OPERATION_NAME, operation),
+            KeyValue::new(attr::OPERATION_TYPE, operation),
+            KeyValue::new(attr::DESTINATION_NAME, shared(topic)),
+        ];
+        attributes.extend(fixed.iter().cloned());
+        Self {
+            name: format!("{operation} {topic}"),
+            attributes,
+        }
     }
-    attributes
+
+    /// One record's attributes, with room for `extra` more.
+    fn attributes(&self, partition: i32, key: Option<&[u8]>, extra: usize) -> Vec<KeyValue> {
+        let mut out = Vec::with_capacity(self.attributes.len() + 2 + extra);
+        out.extend(self.attributes.iter().cloned());
+        out.push(KeyValue::new(attr::PARTITION_ID, partition.to_string()));
+        if let Some(key) = key {
+            out.push(KeyValue::new(
+                attr::MESSAGE_KEY,
+                String::from_utf8_lossy(key).into_owned(),
+            ));
+        }
+        out
+    }
 }
 
 /// Produces records, one `send <topic>` PRODUCER span per record, with the
@@ -130,6 +152,8 @@ pub struct TracedProducer {
     bootstrap: String,
     /// `server.*` attributes, parsed once from `bootstrap`.
     server: Vec<KeyValue>,
+    /// Send-span templates by topic.
+    templates: std::sync::Mutex<HashMap<String, Arc<SpanTemplate>>>,
     tracer: SdkTracer,
     existing: ExistingTraceparent,
     /// Topic → partition → client; keyed by topic first so that a lookup
@@ -154,6 +178,7 @@ impl TracedProducer {
             client,
             bootstrap: bootstrap.to_owned(),
             server: server(bootstrap),
+            templates: std::sync::Mutex::default(),
             tracer,
             existing: ExistingTraceparent::Keep,
             partitions: Mutex::default(),
@@ -166,6 +191,19 @@ impl TracedProducer {
     pub fn existing_traceparent(mut self, existing: ExistingTraceparent) -> Self {
         self.existing = existing;
         self
+    }
+
+    fn template(&self, topic: &str) -> Arc<SpanTemplate> {
+        let mut templates = self
+            .templates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(template) = templates.get(topic) {
+            return Arc::clone(template);
+        }
+        let template = Arc::new(SpanTemplate::new("send", topic, &self.server));
+        templates.insert(topic.to_owned(), Arc::clone(&template));
+        template
     }
 
     async fn partition(&self, topic: &str, partition: i32) -> Result<Arc<PartitionClient>> {
@@ -212,11 +250,11 @@ impl TracedProducer {
         mut record: Record,
         links: Vec<Link>,
     ) -> Result<i64> {
-        let mut attributes = common("send", topic, partition, record.key.as_deref());
-        attributes.extend(self.server.iter().cloned());
+        let template = self.template(topic);
+        let attributes = template.attributes(partition, record.key.as_deref(), 0);
         let span = self
             .tracer
-            .span_builder(format!("send {topic}"))
+            .span_builder(template.name.clone())
             .with_kind(SpanKind::Producer)
             .with_attributes(attributes)
             .with_links(links)
@@ -413,8 +451,10 @@ impl TracedConsumerBuilder {
             offsets.insert(id, start);
             partitions.push((id, Arc::new(pc)));
         }
+        let mut fixed = server(&bootstrap);
+        fixed.push(KeyValue::new(attr::CONSUMER_GROUP, shared(&self.group)));
         Ok(TracedConsumer {
-            server: server(&bootstrap),
+            template: SpanTemplate::new("process", &self.topic, &fixed),
             bootstrap,
             tracer,
             partitions,
@@ -459,7 +499,8 @@ impl TracedConsumerBuilder {
 pub struct TracedConsumer {
     settings: TracedConsumerBuilder,
     bootstrap: String,
-    server: Vec<KeyValue>,
+    /// Name and fixed attributes of every `process` span.
+    template: SpanTemplate,
     tracer: SdkTracer,
     partitions: Vec<(i32, Arc<PartitionClient>)>,
     /// Next offset to fetch, per partition.
@@ -620,19 +661,16 @@ impl TracedConsumer {
     ) -> ConsumedRecord {
         let topic = &self.settings.topic;
         let extracted = extract_with(ambient, &record.headers);
-        let mut attributes = common("process", topic, partition, record.key.as_deref());
-        attributes.push(KeyValue::new(
-            attr::CONSUMER_GROUP,
-            self.settings.group.clone(),
-        ));
+        let mut attributes = self
+            .template
+            .attributes(partition, record.key.as_deref(), 2);
         attributes.push(KeyValue::new(attr::OFFSET, offset));
-        attributes.extend(self.server.iter().cloned());
         if let Some(problem) = &extracted.problem {
             attributes.push(KeyValue::new(attr::CONTEXT_PROBLEM, problem.kind()));
         }
         let mut builder = self
             .tracer
-            .span_builder(format!("process {topic}"))
+            .span_builder(self.template.name.clone())
             .with_kind(SpanKind::Consumer)
             .with_attributes(attributes);
         let parent = match self.settings.parent {
