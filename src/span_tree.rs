@@ -125,7 +125,10 @@ pub struct SpanForest {
     /// per span.
     child_start: Vec<usize>,
     child_list: Vec<usize>,
-    links: Vec<Vec<Option<usize>>>,
+    /// Resolved link targets of span `i`:
+    /// `link_targets[link_start[i]..link_start[i + 1]]`, in link order.
+    link_start: Vec<usize>,
+    link_targets: Vec<Option<usize>>,
     /// Ordered by trace id (as a number: `TraceId` is not `Ord`); each
     /// trace's members sit in `trace_members[range]`, in capture order.
     traces: Vec<(u128, Range<usize>)>,
@@ -161,7 +164,9 @@ impl SpanForest {
         // Only needed to tell a wrong-trace parent from a missing one.
         let mut first_with_id: Option<FxHashMap<SpanId, usize>> = None;
         let mut parent = vec![None; n];
-        let mut links = Vec::with_capacity(n);
+        let mut link_start = Vec::with_capacity(n + 1);
+        link_start.push(0);
+        let mut link_targets = Vec::new();
         let mut problems = Vec::new();
         for (i, span) in spans.iter().enumerate() {
             let trace = span.data.span_context.trace_id();
@@ -191,25 +196,19 @@ impl SpanForest {
                     });
                 }
             }
-            let resolved: Vec<Option<usize>> = span
-                .data
-                .links
-                .links
-                .iter()
-                .map(|link| {
-                    let target = &link.span_context;
-                    let found = find(target.trace_id(), target.span_id());
-                    if found.is_none() {
-                        problems.push(Problem::DanglingLink {
-                            span: i,
-                            label: label(span),
-                            target: (target.trace_id(), target.span_id()),
-                        });
-                    }
-                    found
-                })
-                .collect();
-            links.push(resolved);
+            for link in &span.data.links.links {
+                let target = &link.span_context;
+                let found = find(target.trace_id(), target.span_id());
+                if found.is_none() {
+                    problems.push(Problem::DanglingLink {
+                        span: i,
+                        label: label(span),
+                        target: (target.trace_id(), target.span_id()),
+                    });
+                }
+                link_targets.push(found);
+            }
+            link_start.push(link_targets.len());
         }
         let (child_start, child_list) = children_of(&parent);
         for (trace, range) in &traces {
@@ -231,7 +230,8 @@ impl SpanForest {
             parent,
             child_start,
             child_list,
-            links,
+            link_start,
+            link_targets,
             traces,
             trace_members,
             problems,
@@ -536,7 +536,10 @@ impl<'f> SpanView<'f> {
         data.links
             .links
             .iter()
-            .zip(&forest.links[self.index])
+            .zip(
+                &forest.link_targets
+                    [forest.link_start[self.index]..forest.link_start[self.index + 1]],
+            )
             .map(move |(link, target)| {
                 (
                     &link.span_context,
