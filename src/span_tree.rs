@@ -2,6 +2,7 @@
 //! children, links (resolved across traces too), lookups, and the
 //! structural problems a broken propagation leaves behind.
 
+use std::cell::OnceCell;
 use std::fmt;
 use std::ops::Range;
 
@@ -140,27 +141,30 @@ impl SpanForest {
     /// Builds the forest; spans keep the order given.
     pub fn new(spans: Vec<CapturedSpan>) -> Self {
         let n = spans.len();
-        // Ids are random, so a fast non-keyed hash is safe here, and the
-        // lookups are most of the cost of building.
-        let mut by_trace_and_id: FxHashMap<(TraceId, SpanId), usize> =
-            FxHashMap::with_capacity_and_hasher(n, Default::default());
+        // Ids are random, so a fast non-keyed hash is safe here.
         let mut trace_slot: FxHashMap<TraceId, usize> = FxHashMap::default();
         let mut slot_ids: Vec<TraceId> = Vec::new();
         let mut slot_of = Vec::with_capacity(n);
-        for (i, span) in spans.iter().enumerate() {
+        let mut ids = Vec::with_capacity(n);
+        for span in &spans {
             let context = &span.data.span_context;
-            by_trace_and_id
-                .entry((context.trace_id(), context.span_id()))
-                .or_insert(i);
             let slot = *trace_slot.entry(context.trace_id()).or_insert_with(|| {
                 slot_ids.push(context.trace_id());
                 slot_ids.len() - 1
             });
             slot_of.push(slot);
+            ids.push(context.span_id());
         }
-        let (traces, trace_members) = group_by_trace(&slot_ids, &slot_of);
-
-        let find = |trace: TraceId, id: SpanId| by_trace_and_id.get(&(trace, id)).copied();
+        let (traces, trace_members, slot_range) = group_by_trace(&slot_ids, &slot_of);
+        let index = SpanIndex {
+            spans: &spans,
+            ids,
+            trace_slot,
+            slot_range,
+            members: &trace_members,
+            large: OnceCell::new(),
+        };
+        let find = |trace: TraceId, id: SpanId| index.find(trace, id);
         // Only needed to tell a wrong-trace parent from a missing one.
         let mut first_with_id: Option<FxHashMap<SpanId, usize>> = None;
         let mut parent = vec![None; n];
@@ -172,7 +176,7 @@ impl SpanForest {
             let trace = span.data.span_context.trace_id();
             let parent_id = span.data.parent_span_id;
             if parent_id != SpanId::INVALID {
-                if let Some(p) = find(trace, parent_id) {
+                if let Some(p) = index.find_in(slot_of[i], trace, parent_id) {
                     parent[i] = Some(p);
                 } else {
                     let first = first_with_id.get_or_insert_with(|| {
@@ -353,10 +357,11 @@ fn ordered(id: TraceId) -> u128 {
 
 /// Traces ordered by id, each with its members' range in the returned
 /// list; `slot_of[i]` is span `i`'s trace among `slot_ids`.
+/// Also returns each slot's range in that list.
 fn group_by_trace(
     slot_ids: &[TraceId],
     slot_of: &[usize],
-) -> (Vec<(u128, Range<usize>)>, Vec<usize>) {
+) -> (Vec<(u128, Range<usize>)>, Vec<usize>, Vec<Range<usize>>) {
     let mut by_id: Vec<usize> = (0..slot_ids.len()).collect();
     by_id.sort_unstable_by_key(|&slot| ordered(slot_ids[slot]));
     let mut count = vec![0usize; slot_ids.len()];
@@ -364,10 +369,12 @@ fn group_by_trace(
         count[slot] += 1;
     }
     let mut next = vec![0usize; slot_ids.len()];
+    let mut slot_range = vec![0..0; slot_ids.len()];
     let mut traces = Vec::with_capacity(slot_ids.len());
     let mut start = 0;
     for &slot in &by_id {
         next[slot] = start;
+        slot_range[slot] = start..start + count[slot];
         traces.push((ordered(slot_ids[slot]), start..start + count[slot]));
         start += count[slot];
     }
@@ -376,7 +383,52 @@ fn group_by_trace(
         members[next[slot]] = i;
         next[slot] += 1;
     }
-    (traces, members)
+    (traces, members, slot_range)
+}
+
+/// Finds a span by trace and span id while the forest is built.
+///
+/// Most traces are small and their spans were captured close together, so
+/// scanning a trace's members beats a forest-wide map, whose random
+/// accesses miss the cache once a forest has many thousand spans. The map
+/// is built only if a large trace is searched.
+struct SpanIndex<'a> {
+    spans: &'a [CapturedSpan],
+    /// Span id of each span, by index: compact, for the scans.
+    ids: Vec<SpanId>,
+    trace_slot: FxHashMap<TraceId, usize>,
+    slot_range: Vec<Range<usize>>,
+    members: &'a [usize],
+    large: OnceCell<FxHashMap<(TraceId, SpanId), usize>>,
+}
+
+impl SpanIndex<'_> {
+    /// Traces up to this size are scanned.
+    const SCAN_LIMIT: usize = 32;
+
+    /// The first span captured with this trace and span id.
+    fn find(&self, trace: TraceId, id: SpanId) -> Option<usize> {
+        let slot = *self.trace_slot.get(&trace)?;
+        self.find_in(slot, trace, id)
+    }
+
+    /// [`find`](Self::find) when the trace's slot is known.
+    fn find_in(&self, slot: usize, trace: TraceId, id: SpanId) -> Option<usize> {
+        let members = &self.members[self.slot_range[slot].clone()];
+        if members.len() <= Self::SCAN_LIMIT {
+            return members.iter().copied().find(|&m| self.ids[m] == id);
+        }
+        let map = self.large.get_or_init(|| {
+            let mut map = FxHashMap::default();
+            for (i, span) in self.spans.iter().enumerate() {
+                let context = &span.data.span_context;
+                map.entry((context.trace_id(), context.span_id()))
+                    .or_insert(i);
+            }
+            map
+        });
+        map.get(&(trace, id)).copied()
+    }
 }
 
 /// Each span's children, in capture order, as offsets into one list.

@@ -135,3 +135,56 @@ fn every_problem_is_detected() {
     }
     insta::assert_snapshot!(forest.render());
 }
+
+/// Traces both small and large (the forest resolves them differently),
+/// with duplicated span ids across traces, links both ways, an orphan and a
+/// parent named in another trace.
+#[test]
+fn large_and_small_traces_resolve_alike() {
+    const LARGE: u64 = 100;
+    let mut spans = vec![span("svc", "root", 1, 1, 0)];
+    // Trace 1: a chain of LARGE spans, captured children first.
+    for id in (2..=LARGE).rev() {
+        spans.push(span("svc", "hop", 1, id, id - 1));
+    }
+    // Trace 2: small, reusing span ids of trace 1.
+    spans.push(span("svc", "root", 2, 1, 0));
+    spans.push(with_link(span("svc", "child", 2, 2, 1), 1, LARGE));
+    spans.push(span("svc", "only in trace 2", 2, 777, 1));
+    // Into the large trace: a link, an orphan and a parent from trace 2.
+    spans.push(with_link(span("svc", "linked", 1, 500, LARGE), 2, 2));
+    spans.push(span("svc", "orphan", 1, 501, 999));
+    spans.push(span("svc", "misplaced", 1, 502, 777));
+    let forest = SpanForest::new(spans);
+
+    let large = forest.trace(TraceId::from(1)).expect("trace 1");
+    assert_eq!(large.len(), LARGE as usize + 3);
+    let last = forest
+        .find(TraceId::from(1), SpanId::from(LARGE))
+        .expect("last hop");
+    assert_eq!(
+        last.parent().map(|p| p.span_id()),
+        Some(SpanId::from(LARGE - 1))
+    );
+    let linked = forest.named("linked").next().expect("linked");
+    assert_eq!(linked.parent().map(|p| p.span_id()), Some(last.span_id()));
+    let (_, target) = linked.links().next().expect("a link");
+    assert_eq!(target.map(|t| t.name()), Some("child"));
+    let child = forest.named("child").next().expect("child");
+    assert_eq!(child.parent().map(|p| p.trace_id()), Some(TraceId::from(2)));
+    let (_, target) = child.links().next().expect("a link");
+    assert_eq!(target.map(|t| t.span_id()), Some(last.span_id()));
+
+    let kinds: Vec<&str> = forest
+        .problems()
+        .iter()
+        .map(|p| match p {
+            Problem::Orphan { .. } => "orphan",
+            Problem::WrongTrace { .. } => "wrong trace",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["orphan", "wrong trace"]);
+    let misplaced = forest.named("misplaced").next().expect("misplaced");
+    assert!(misplaced.parent().is_none());
+}
