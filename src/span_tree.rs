@@ -155,7 +155,11 @@ impl SpanForest {
             slot_of.push(slot);
             ids.push(context.span_id());
         }
-        let (traces, trace_members, slot_range) = group_by_trace(&slot_ids, &slot_of);
+        let Grouped {
+            traces,
+            members: trace_members,
+            slot_range,
+        } = group_by_trace(&slot_ids, &slot_of);
         let index = SpanIndex {
             spans: &spans,
             ids,
@@ -355,13 +359,17 @@ fn ordered(id: TraceId) -> u128 {
     u128::from_be_bytes(id.to_bytes())
 }
 
-/// Traces ordered by id, each with its members' range in the returned
-/// list; `slot_of[i]` is span `i`'s trace among `slot_ids`.
-/// Also returns each slot's range in that list.
-fn group_by_trace(
-    slot_ids: &[TraceId],
-    slot_of: &[usize],
-) -> (Vec<(u128, Range<usize>)>, Vec<usize>, Vec<Range<usize>>) {
+/// Members of each trace, grouped: traces ordered by id with their
+/// range in `members`, and the same ranges by slot.
+struct Grouped {
+    traces: Vec<(u128, Range<usize>)>,
+    members: Vec<usize>,
+    slot_range: Vec<Range<usize>>,
+}
+
+/// Groups spans by trace; `slot_of[i]` is span `i`'s trace among
+/// `slot_ids`. Members keep capture order.
+fn group_by_trace(slot_ids: &[TraceId], slot_of: &[usize]) -> Grouped {
     let mut by_id: Vec<usize> = (0..slot_ids.len()).collect();
     by_id.sort_unstable_by_key(|&slot| ordered(slot_ids[slot]));
     let mut count = vec![0usize; slot_ids.len()];
@@ -383,7 +391,11 @@ fn group_by_trace(
         members[next[slot]] = i;
         next[slot] += 1;
     }
-    (traces, members, slot_range)
+    Grouped {
+        traces,
+        members,
+        slot_range,
+    }
 }
 
 /// Finds a span by trace and span id while the forest is built.
