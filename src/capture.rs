@@ -1,18 +1,16 @@
 //! Per-test span capture: one tracer provider per service, all exporting
-//! synchronously into one in-memory exporter, and nothing global.
+//! synchronously into one in-memory sink, and nothing global.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use opentelemetry::InstrumentationScope;
-use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{
-    InMemorySpanExporter, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
-};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanData, SpanExporter};
 
 use crate::error::{Error, Result};
 use crate::span_tree::{CapturedSpan, SpanForest};
@@ -20,7 +18,14 @@ use crate::span_tree::{CapturedSpan, SpanForest};
 /// Instrumentation scope name of the tracers [`SpanCapture::tracer`] returns.
 pub const SCOPE_NAME: &str = "kafka-trace-harness";
 
-type ServiceIndex = Arc<Mutex<HashMap<(TraceId, SpanId), Arc<str>>>>;
+/// Ended spans with the service that recorded them, in the order they
+/// ended.
+///
+/// Not the SDK's `InMemorySpanExporter`: it deep-copies every span it
+/// exports and does not know the span's service (`SpanData` carries no
+/// resource), which cost a copy and a lookup table per span; measured,
+/// both were a large part of a traced record's overhead.
+type Sink = Arc<Mutex<Vec<(Arc<str>, SpanData)>>>;
 
 /// Settings for a [`SpanCapture`]; every default is set in
 /// [`SpanCaptureBuilder::new`].
@@ -63,8 +68,7 @@ impl SpanCaptureBuilder {
     /// Builds the capture.
     pub fn build(self) -> SpanCapture {
         SpanCapture {
-            exporter: InMemorySpanExporter::default(),
-            services: Arc::default(),
+            sink: Sink::default(),
             providers: Mutex::default(),
             settings: self,
         }
@@ -75,8 +79,8 @@ impl SpanCaptureBuilder {
 ///
 /// Each service gets its own [`SdkTracerProvider`] with resource
 /// `service.name`; all of them export through a simple (synchronous)
-/// processor into one [`InMemorySpanExporter`], so a span is visible as soon
-/// as it ends. No global provider or propagator is set, so captures of
+/// processor into one in-memory sink, so a span is visible as soon as it
+/// ends. No global provider or propagator is set, so captures of
 /// tests running in parallel never mix.
 ///
 /// ```
@@ -91,8 +95,7 @@ impl SpanCaptureBuilder {
 /// assert_eq!(spans[0].service, "datagen");
 /// ```
 pub struct SpanCapture {
-    exporter: InMemorySpanExporter,
-    services: ServiceIndex,
+    sink: Sink,
     providers: Mutex<BTreeMap<String, SdkTracerProvider>>,
     settings: SpanCaptureBuilder,
 }
@@ -137,8 +140,7 @@ impl SpanCapture {
         }
         let exporter = ServiceExporter {
             service: Arc::from(service),
-            sink: self.exporter.clone(),
-            services: Arc::clone(&self.services),
+            sink: Arc::clone(&self.sink),
         };
         let mut builder = SdkTracerProvider::builder()
             .with_resource(
@@ -163,17 +165,11 @@ impl SpanCapture {
 
     /// Every span ended so far, in the order they ended.
     pub fn spans(&self) -> Vec<CapturedSpan> {
-        // Only this crate's exporter writes here, and it never fails.
-        let spans = self.exporter.get_finished_spans().unwrap_or_default();
-        let services = lock(&self.services);
-        spans
-            .into_iter()
-            .map(|data| {
-                let key = (data.span_context.trace_id(), data.span_context.span_id());
-                let service = services
-                    .get(&key)
-                    .map_or_else(String::new, |s| s.to_string());
-                CapturedSpan { service, data }
+        lock(&self.sink)
+            .iter()
+            .map(|(service, data)| CapturedSpan {
+                service: service.to_string(),
+                data: data.clone(),
             })
             .collect()
     }
@@ -185,10 +181,7 @@ impl SpanCapture {
 
     /// Forgets every span captured so far.
     pub fn clear(&self) {
-        // Spans are removed before their index entries, so a span is never
-        // visible without its service.
-        self.exporter.reset();
-        lock(&self.services).clear();
+        lock(&self.sink).clear();
     }
 
     /// Polls the captured spans until `condition` holds or `deadline`
@@ -231,7 +224,7 @@ impl SpanCapture {
     }
 
     /// Shuts every provider down and reports the first error. The captured
-    /// spans stay readable: the in-memory exporter is never shut down.
+    /// spans stay readable: the sink is never cleared by a shutdown.
     pub fn shutdown(&self) -> Result<()> {
         let providers = std::mem::take(&mut *lock(&self.providers));
         let mut first_error = None;
@@ -291,29 +284,27 @@ impl Condition {
     }
 }
 
-/// Forwards one service's spans into the shared exporter and remembers
-/// which service each came from (`SpanData` has no resource).
+/// Moves one service's spans into the capture's sink, tagged with the
+/// service.
 #[derive(Debug)]
 struct ServiceExporter {
     service: Arc<str>,
-    sink: InMemorySpanExporter,
-    services: ServiceIndex,
+    sink: Sink,
 }
 
 impl SpanExporter for ServiceExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        {
-            let mut services = lock(&self.services);
-            for span in &batch {
-                let key = (span.span_context.trace_id(), span.span_context.span_id());
-                services.insert(key, Arc::clone(&self.service));
-            }
-        }
-        self.sink.export(batch).await
+        let mut sink = lock(&self.sink);
+        sink.extend(
+            batch
+                .into_iter()
+                .map(|data| (Arc::clone(&self.service), data)),
+        );
+        Ok(())
     }
 
-    // Deliberately not forwarded: the in-memory exporter clears its spans
-    // on shutdown, and a provider shuts down when its last clone drops.
+    // A provider shuts down when its last clone drops; the spans must
+    // outlive it, so shutting down leaves the sink alone.
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
         Ok(())
     }
