@@ -12,12 +12,15 @@ use kafka_trace_harness::{
 };
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use opentelemetry_sdk::trace::{
+    Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanEvents, SpanLinks,
+};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
 
@@ -90,15 +93,19 @@ struct Pipeline {
     broker: Broker,
     client: rskafka::client::Client,
     capture: SpanCapture,
+    recording: bool,
     producer: TracedProducer,
     topic: String,
 }
 
 impl Pipeline {
-    async fn new() -> Self {
+    /// `recording` false gives the traced variant tracers whose sampler
+    /// drops every span: contexts still travel, nothing is recorded, which
+    /// splits the tracing cost into propagation and recording.
+    async fn new(recording: bool) -> Self {
         let broker = Broker::builder().start().await.expect("broker");
         let capture = SpanCapture::new();
-        let producer = TracedProducer::connect(&broker, capture.tracer("p"))
+        let producer = TracedProducer::connect(&broker, tracer(&capture, recording, "p"))
             .await
             .expect("producer");
         let client = broker.client().await.expect("client");
@@ -107,6 +114,7 @@ impl Pipeline {
             broker,
             client,
             capture,
+            recording,
             producer,
             topic,
         }
@@ -159,7 +167,7 @@ impl Pipeline {
             .expect("send");
         let mut consumer = TracedConsumer::builder("c", topic)
             .start_from(StartFrom::Latest)
-            .build(&self.broker, self.capture.tracer("c"))
+            .build(&self.broker, tracer(&self.capture, self.recording, "c"))
             .await
             .expect("consumer");
         let started = Instant::now();
@@ -180,49 +188,76 @@ impl Pipeline {
     }
 }
 
+fn tracer(capture: &SpanCapture, recording: bool, service: &str) -> SdkTracer {
+    if recording {
+        capture.tracer(service)
+    } else {
+        SdkTracerProvider::builder()
+            .with_sampler(Sampler::AlwaysOff)
+            .build()
+            .tracer(service.to_owned())
+    }
+}
+
 async fn untraced_round() -> Duration {
-    Pipeline::new().await.untraced().await
+    Pipeline::new(true).await.untraced().await
 }
 
 async fn traced_round() -> Duration {
-    Pipeline::new().await.traced().await
+    Pipeline::new(true).await.traced().await
+}
+
+async fn unrecorded_round() -> Duration {
+    Pipeline::new(false).await.traced().await
 }
 
 fn throughput(c: &mut Criterion) {
     let rt = runtime();
 
-    // One direct comparison in the same run: rounds alternate which
-    // variant goes first, each on its own broker; printed as a ratio of
-    // throughputs (untraced time / traced time), total and median.
-    // Single rounds vary by ±30 % with the broker's latency, so many are needed
-    // for the ratio to settle.
-    let rounds = 200;
-    let mut pairs = Vec::with_capacity(rounds);
+    // One direct comparison in the same run: each round runs untraced,
+    // traced, and traced without recording, each on its own broker, in an
+    // order that rotates from round to round; printed as ratios of
+    // throughputs (untraced time / traced time), total and median. Single
+    // rounds vary by ±30 % with the broker's latency, so many are needed
+    // for the ratios to settle.
+    let rounds = 201;
+    let mut times = Vec::with_capacity(rounds);
     for round in 0..rounds {
-        let (untraced, traced) = if round % 2 == 0 {
-            let u = rt.block_on(untraced_round());
-            (u, rt.block_on(traced_round()))
-        } else {
-            let t = rt.block_on(traced_round());
-            (rt.block_on(untraced_round()), t)
-        };
-        pairs.push((untraced, traced));
+        let mut t = [Duration::ZERO; 3];
+        for step in 0..3 {
+            let variant = (round + step) % 3;
+            t[variant] = rt.block_on(match variant {
+                0 => Box::pin(untraced_round())
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = Duration>>>,
+                1 => Box::pin(traced_round()),
+                _ => Box::pin(unrecorded_round()),
+            });
+        }
+        times.push(t);
     }
-    let untraced: Duration = pairs.iter().map(|p| p.0).sum();
-    let traced: Duration = pairs.iter().map(|p| p.1).sum();
-    let mut ratios: Vec<f64> = pairs
-        .iter()
-        .map(|(u, t)| u.as_secs_f64() / t.as_secs_f64())
-        .collect();
-    ratios.sort_by(f64::total_cmp);
+    let total = |v: usize| times.iter().map(|t| t[v]).sum::<Duration>();
+    let ratio = |v: usize| {
+        let mut ratios: Vec<f64> = times
+            .iter()
+            .map(|t| t[0].as_secs_f64() / t[v].as_secs_f64())
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        (
+            total(0).as_secs_f64() / total(v).as_secs_f64(),
+            ratios[rounds / 2],
+        )
+    };
     let per = |d: Duration| d.as_secs_f64() * 1e6 / (rounds * RECORDS) as f64;
+    let (traced, traced_median) = ratio(1);
+    let (unrecorded, unrecorded_median) = ratio(2);
     println!(
-        "produce→consume per record: untraced {:.1} µs, traced {:.1} µs; \
-         traced/untraced throughput = {:.3} (median of {rounds} rounds {:.3})",
-        per(untraced),
-        per(traced),
-        untraced.as_secs_f64() / traced.as_secs_f64(),
-        ratios[rounds / 2],
+        "produce→consume per record over {rounds} rounds: untraced {:.1} µs, traced {:.1} µs, \
+         traced without recording {:.1} µs\n\
+         traced/untraced throughput = {traced:.3} (median round {traced_median:.3}); \
+         without recording {unrecorded:.3} (median round {unrecorded_median:.3})",
+        per(total(0)),
+        per(total(1)),
+        per(total(2)),
     );
 
     let mut group = c.benchmark_group("produce→consume 100 records");
