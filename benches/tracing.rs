@@ -88,61 +88,51 @@ fn propagation(c: &mut Criterion) {
 
 /// One variant's setting: a fresh embedded broker, so that no measurement
 /// pays for another's history (the mock cluster slows down as its logs and
-/// topic list grow).
+/// topic list grow). Every variant talks to it over two connections, one
+/// producing and one consuming, as a real pipeline does; the broker's cost
+/// grows with its open connections, so the variants must match there.
 struct Pipeline {
     broker: Broker,
-    client: rskafka::client::Client,
-    capture: SpanCapture,
-    recording: bool,
-    producer: TracedProducer,
     topic: String,
 }
 
 impl Pipeline {
-    /// `recording` false gives the traced variant tracers whose sampler
-    /// drops every span: contexts still travel, nothing is recorded, which
-    /// splits the tracing cost into propagation and recording.
-    async fn new(recording: bool) -> Self {
+    async fn new() -> Self {
         let broker = Broker::builder().start().await.expect("broker");
-        let capture = SpanCapture::new();
-        let producer = TracedProducer::connect(&broker, tracer(&capture, recording, "p"))
-            .await
-            .expect("producer");
-        let client = broker.client().await.expect("client");
         let topic = broker.create_unique_topic("bench", 1).await.expect("topic");
-        Self {
-            broker,
-            client,
-            capture,
-            recording,
-            producer,
-            topic,
-        }
+        Self { broker, topic }
+    }
+
+    async fn partition(&self) -> PartitionClient {
+        self.broker
+            .client()
+            .await
+            .expect("client")
+            .partition_client(self.topic.as_str(), 0, UnknownTopicHandling::Retry)
+            .await
+            .expect("partition")
     }
 
     /// RECORDS records, one produce call each, then read back; returns
     /// the time taken without the setup.
     async fn untraced(&self) -> Duration {
-        let partition: PartitionClient = self
-            .client
-            .partition_client(self.topic.as_str(), 0, UnknownTopicHandling::Retry)
-            .await
-            .expect("partition");
+        let producer = self.partition().await;
+        let consumer = self.partition().await;
         // One untimed record, as the traced variant sends one to warm up.
-        partition
+        producer
             .produce(vec![record()], Compression::NoCompression)
             .await
             .expect("produce");
         let started = Instant::now();
         for _ in 0..RECORDS {
-            partition
+            producer
                 .produce(vec![record()], Compression::NoCompression)
                 .await
                 .expect("produce");
         }
         let (mut next, mut got) = (1, 0);
         while got < RECORDS {
-            let (records, _) = partition
+            let (records, _) = consumer
                 .fetch_records(next, 1..52_428_800, 50)
                 .await
                 .expect("fetch");
@@ -158,21 +148,28 @@ impl Pipeline {
 
     /// The same with a traced producer and consumer: a `send` span per
     /// record, context in the headers, a `process` span per record read.
-    async fn traced(&self) -> Duration {
+    /// `recording` false gives them tracers whose sampler drops every span:
+    /// contexts still travel, nothing is recorded, which splits the cost
+    /// into propagation and recording.
+    async fn traced(&self, recording: bool) -> Duration {
+        let capture = SpanCapture::new();
         let topic = self.topic.as_str();
+        let producer = TracedProducer::connect(&self.broker, tracer(&capture, recording, "p"))
+            .await
+            .expect("producer");
         // Untimed: the producer's first send to a topic looks up metadata.
-        self.producer
+        producer
             .send(&Context::new(), topic, 0, record())
             .await
             .expect("send");
         let mut consumer = TracedConsumer::builder("c", topic)
             .start_from(StartFrom::Latest)
-            .build(&self.broker, tracer(&self.capture, self.recording, "c"))
+            .build(&self.broker, tracer(&capture, recording, "c"))
             .await
             .expect("consumer");
         let started = Instant::now();
         for _ in 0..RECORDS {
-            self.producer
+            producer
                 .send(&Context::new(), topic, 0, record())
                 .await
                 .expect("send");
@@ -200,15 +197,15 @@ fn tracer(capture: &SpanCapture, recording: bool, service: &str) -> SdkTracer {
 }
 
 async fn untraced_round() -> Duration {
-    Pipeline::new(true).await.untraced().await
+    Pipeline::new().await.untraced().await
 }
 
 async fn traced_round() -> Duration {
-    Pipeline::new(true).await.traced().await
+    Pipeline::new().await.traced(true).await
 }
 
 async fn unrecorded_round() -> Duration {
-    Pipeline::new(false).await.traced().await
+    Pipeline::new().await.traced(false).await
 }
 
 fn throughput(c: &mut Criterion) {
