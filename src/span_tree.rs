@@ -121,15 +121,10 @@ impl fmt::Display for Problem {
 pub struct SpanForest {
     spans: Vec<CapturedSpan>,
     parent: Vec<Option<usize>>,
-    /// Children of span `i`: `child_list[child_start[i]..child_start[i + 1]]`,
-    /// in capture order. Flat, so that building allocates per forest, not
-    /// per span.
-    child_start: Vec<usize>,
-    child_list: Vec<usize>,
-    /// Resolved link targets of span `i`:
-    /// `link_targets[link_start[i]..link_start[i + 1]]`, in link order.
-    link_start: Vec<usize>,
-    link_targets: Vec<Option<usize>>,
+    /// Children of each span, in capture order.
+    children: Lists<usize>,
+    /// Resolved link targets of each span, in link order.
+    links: Lists<Option<usize>>,
     /// Ordered by trace id (as a number: `TraceId` is not `Ord`); each
     /// trace's members sit in `trace_members[range]`, in capture order.
     traces: Vec<(u128, Range<usize>)>,
@@ -172,9 +167,7 @@ impl SpanForest {
         // Only needed to tell a wrong-trace parent from a missing one.
         let mut first_with_id: Option<FxHashMap<SpanId, usize>> = None;
         let mut parent = vec![None; n];
-        let mut link_start = Vec::with_capacity(n + 1);
-        link_start.push(0);
-        let mut link_targets = Vec::new();
+        let mut links = Lists::with_capacity(n);
         let mut problems = Vec::new();
         for (i, span) in spans.iter().enumerate() {
             let trace = span.data.span_context.trace_id();
@@ -183,13 +176,8 @@ impl SpanForest {
                 if let Some(p) = index.find_in(slot_of[i], trace, parent_id) {
                     parent[i] = Some(p);
                 } else {
-                    let first = first_with_id.get_or_insert_with(|| {
-                        let mut map = FxHashMap::default();
-                        for (j, s) in spans.iter().enumerate() {
-                            map.entry(s.data.span_context.span_id()).or_insert(j);
-                        }
-                        map
-                    });
+                    let first = first_with_id
+                        .get_or_insert_with(|| first_index_by(&spans, SpanContext::span_id));
                     problems.push(match first.get(&parent_id) {
                         Some(&other) => Problem::WrongTrace {
                             span: i,
@@ -214,11 +202,11 @@ impl SpanForest {
                         target: (target.trace_id(), target.span_id()),
                     });
                 }
-                link_targets.push(found);
+                links.push_item(found);
             }
-            link_start.push(link_targets.len());
+            links.end_list();
         }
-        let (child_start, child_list) = children_of(&parent);
+        let children = children_of(&parent);
         for (trace, range) in &traces {
             let members = &trace_members[range.clone()];
             let is_root = |&&m: &&usize| spans[m].data.parent_span_id == SpanId::INVALID;
@@ -236,10 +224,8 @@ impl SpanForest {
         Self {
             spans,
             parent,
-            child_start,
-            child_list,
-            link_start,
-            link_targets,
+            children,
+            links,
             traces,
             trace_members,
             problems,
@@ -430,21 +416,67 @@ impl SpanIndex<'_> {
         if members.len() <= Self::SCAN_LIMIT {
             return members.iter().copied().find(|&m| self.ids[m] == id);
         }
-        let map = self.large.get_or_init(|| {
-            let mut map = FxHashMap::default();
-            for (i, span) in self.spans.iter().enumerate() {
-                let context = &span.data.span_context;
-                map.entry((context.trace_id(), context.span_id()))
-                    .or_insert(i);
-            }
-            map
-        });
+        let map = self
+            .large
+            .get_or_init(|| first_index_by(self.spans, |c| (c.trace_id(), c.span_id())));
         map.get(&(trace, id)).copied()
     }
 }
 
-/// Each span's children, in capture order, as offsets into one list.
-fn children_of(parent: &[Option<usize>]) -> (Vec<usize>, Vec<usize>) {
+/// The index of the first span with each `key` of its span context.
+fn first_index_by<K: std::hash::Hash + Eq>(
+    spans: &[CapturedSpan],
+    key: impl Fn(&SpanContext) -> K,
+) -> FxHashMap<K, usize> {
+    let mut map = FxHashMap::default();
+    for (i, span) in spans.iter().enumerate() {
+        map.entry(key(&span.data.span_context)).or_insert(i);
+    }
+    map
+}
+
+/// One short list per span, stored back to back, so that building a
+/// forest allocates per forest rather than per span.
+#[derive(Debug, Clone)]
+struct Lists<T> {
+    /// List `i` is `items[start[i]..start[i + 1]]`.
+    start: Vec<usize>,
+    items: Vec<T>,
+}
+
+impl<T> Default for Lists<T> {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl<T> Lists<T> {
+    fn with_capacity(lists: usize) -> Self {
+        let mut start = Vec::with_capacity(lists + 1);
+        start.push(0);
+        Self {
+            start,
+            items: Vec::new(),
+        }
+    }
+
+    /// Adds an item to the list being built.
+    fn push_item(&mut self, item: T) {
+        self.items.push(item);
+    }
+
+    /// Closes the list being built; the next item starts the next list.
+    fn end_list(&mut self) {
+        self.start.push(self.items.len());
+    }
+
+    fn get(&self, list: usize) -> &[T] {
+        &self.items[self.start[list]..self.start[list + 1]]
+    }
+}
+
+/// Each span's children, in capture order.
+fn children_of(parent: &[Option<usize>]) -> Lists<usize> {
     let mut start = vec![0usize; parent.len() + 1];
     for p in parent.iter().flatten() {
         start[p + 1] += 1;
@@ -453,14 +485,14 @@ fn children_of(parent: &[Option<usize>]) -> (Vec<usize>, Vec<usize>) {
         start[i + 1] += start[i];
     }
     let mut next = start.clone();
-    let mut list = vec![0; start[parent.len()]];
+    let mut items = vec![0; start[parent.len()]];
     for (i, p) in parent.iter().enumerate() {
         if let Some(p) = p {
-            list[next[*p]] = i;
+            items[next[*p]] = i;
             next[*p] += 1;
         }
     }
-    (start, list)
+    Lists { start, items }
 }
 
 fn label(span: &CapturedSpan) -> String {
@@ -587,8 +619,9 @@ impl<'f> SpanView<'f> {
     /// Captured children, in capture order.
     pub fn children(&self) -> impl Iterator<Item = SpanView<'f>> + 'f {
         let forest = self.forest;
-        let range = forest.child_start[self.index]..forest.child_start[self.index + 1];
-        forest.child_list[range]
+        forest
+            .children
+            .get(self.index)
             .iter()
             .map(move |&index| SpanView { forest, index })
     }
@@ -600,10 +633,7 @@ impl<'f> SpanView<'f> {
         data.links
             .links
             .iter()
-            .zip(
-                &forest.link_targets
-                    [forest.link_start[self.index]..forest.link_start[self.index + 1]],
-            )
+            .zip(forest.links.get(self.index))
             .map(move |(link, target)| {
                 (
                     &link.span_context,
