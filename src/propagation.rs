@@ -178,9 +178,13 @@ pub fn inject_with(cx: &Context, headers: &mut Headers, existing: ExistingTracep
 fn lookalike_keys(headers: &Headers, name: &str) -> Vec<String> {
     headers
         .keys()
-        .filter(|k| k.trim().eq_ignore_ascii_case(name))
+        .filter(|k| is_lookalike(k, name))
         .cloned()
         .collect()
+}
+
+fn is_lookalike(key: &str, name: &str) -> bool {
+    key.trim().eq_ignore_ascii_case(name)
 }
 
 /// Why a record's trace context could not be used as a parent.
@@ -408,9 +412,9 @@ fn traceparent_problem(headers: &Headers) -> Option<ExtractProblem> {
         );
     };
     // Checked without collecting: a record almost never has look-alikes.
-    let disagree = headers.iter().any(|(k, v)| {
-        k.trim().eq_ignore_ascii_case(TRACEPARENT) && v.trim_ascii() != value.trim_ascii()
-    });
+    let disagree = headers
+        .iter()
+        .any(|(k, v)| is_lookalike(k, TRACEPARENT) && v.trim_ascii() != value.trim_ascii());
     if disagree {
         return Some(ExtractProblem::Ambiguous {
             keys: lookalike_keys(headers, TRACEPARENT),
