@@ -363,13 +363,7 @@ fn unresolved(context: &opentelemetry::trace::SpanContext) -> &'static str {
 }
 
 fn push_spaces(out: &mut String, count: usize) {
-    const SPACES: &str = "                                ";
-    let mut left = count;
-    while left > 0 {
-        let n = left.min(SPACES.len());
-        out.push_str(&SPACES[..n]);
-        left -= n;
-    }
+    out.extend(std::iter::repeat_n(' ', count));
 }
 
 /// Buffers reused from span to span while rendering attributes.
