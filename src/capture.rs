@@ -6,11 +6,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use opentelemetry::InstrumentationScope;
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{Context, InstrumentationScope};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span, SpanData, SpanProcessor};
 
 use crate::error::{Error, Result};
 use crate::span_tree::{CapturedSpan, SpanForest};
@@ -21,10 +21,11 @@ pub const SCOPE_NAME: &str = "kafka-trace-harness";
 /// Ended spans with the service that recorded them, in the order they
 /// ended.
 ///
-/// Not the SDK's `InMemorySpanExporter`: it deep-copies every span it
-/// exports and does not know the span's service (`SpanData` carries no
-/// resource), which cost a copy and a lookup table per span; measured,
-/// both were a large part of a traced record's overhead.
+/// Not the SDK's `InMemorySpanExporter` behind a simple processor: it
+/// deep-copies every span it exports and does not know the span's service
+/// (`SpanData` carries no resource), and the simple processor adds a lock,
+/// an executor and a one-span batch per span; measured, these were a
+/// large part of a traced record's overhead.
 type Sink = Arc<Mutex<Vec<(Arc<str>, SpanData)>>>;
 
 /// Settings for a [`SpanCapture`]; every default is set in
@@ -78,9 +79,8 @@ impl SpanCaptureBuilder {
 /// The spans of one test.
 ///
 /// Each service gets its own [`SdkTracerProvider`] with resource
-/// `service.name`; all of them export through a simple (synchronous)
-/// processor into one in-memory sink, so a span is visible as soon as it
-/// ends. No global provider or propagator is set, so captures of
+/// `service.name`; all of them hand each span, synchronously as it ends,
+/// to one in-memory sink, so a span is visible as soon as it ends. No global provider or propagator is set, so captures of
 /// tests running in parallel never mix.
 ///
 /// ```
@@ -138,7 +138,7 @@ impl SpanCapture {
         if let Some(provider) = providers.get(service) {
             return provider.clone();
         }
-        let exporter = ServiceExporter {
+        let processor = ServiceProcessor {
             service: Arc::from(service),
             sink: Arc::clone(&self.sink),
         };
@@ -148,7 +148,7 @@ impl SpanCapture {
                     .with_service_name(service.to_owned())
                     .build(),
             )
-            .with_simple_exporter(exporter);
+            .with_span_processor(processor);
         if self.settings.stdout {
             builder = builder.with_simple_exporter(opentelemetry_stdout::SpanExporter::default());
         }
@@ -284,22 +284,27 @@ impl Condition {
     }
 }
 
-/// Moves one service's spans into the capture's sink, tagged with the
-/// service.
+/// Moves each ended span of one service into the capture's sink, tagged
+/// with the service: a processor rather than an exporter, so a span goes
+/// straight to the sink as it ends, with no batch around it.
 #[derive(Debug)]
-struct ServiceExporter {
+struct ServiceProcessor {
     service: Arc<str>,
     sink: Sink,
 }
 
-impl SpanExporter for ServiceExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let mut sink = lock(&self.sink);
-        sink.extend(
-            batch
-                .into_iter()
-                .map(|data| (Arc::clone(&self.service), data)),
-        );
+impl SpanProcessor for ServiceProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        // What the SDK's simple processor does too: a span recorded but not
+        // sampled (a `RecordOnly` sampler) is not exported.
+        if span.span_context.is_sampled() {
+            lock(&self.sink).push((Arc::clone(&self.service), span));
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
         Ok(())
     }
 

@@ -17,7 +17,7 @@ use opentelemetry_sdk::trace::SdkTracer;
 use rskafka::client::Client;
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
-use tokio::sync::Mutex;
+use rustc_hash::FxHashMap;
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -110,11 +110,17 @@ impl SpanTemplate {
         }
     }
 
-    /// One record's attributes, with room for `extra` more.
-    fn attributes(&self, partition: i32, key: Option<&[u8]>, extra: usize) -> Vec<KeyValue> {
+    /// One record's attributes, with room for `extra` more (set later,
+    /// such as the offset: growing the vector then would copy it).
+    fn attributes(
+        &self,
+        partition_id: StringValue,
+        key: Option<&[u8]>,
+        extra: usize,
+    ) -> Vec<KeyValue> {
         let mut out = Vec::with_capacity(self.attributes.len() + 2 + extra);
         out.extend(self.attributes.iter().cloned());
-        out.push(KeyValue::new(attr::PARTITION_ID, partition.to_string()));
+        out.push(KeyValue::new(attr::PARTITION_ID, partition_id));
         if let Some(key) = key {
             out.push(KeyValue::new(
                 attr::MESSAGE_KEY,
@@ -152,13 +158,35 @@ pub struct TracedProducer {
     bootstrap: String,
     /// `server.*` attributes, parsed once from `bootstrap`.
     server: Vec<KeyValue>,
-    /// Send-span templates by topic.
-    templates: std::sync::Mutex<HashMap<String, Arc<SpanTemplate>>>,
+    /// What each topic sent to needs again for every record. A std mutex
+    /// held only for lookups: connecting happens outside it.
+    routes: std::sync::Mutex<FxHashMap<String, Route>>,
     tracer: SdkTracer,
     existing: ExistingTraceparent,
-    /// Topic → partition → client; keyed by topic first so that a lookup
-    /// needs no owned key.
-    partitions: Mutex<HashMap<String, HashMap<i32, Arc<PartitionClient>>>>,
+}
+
+/// One topic's send-span template and its partitions.
+#[derive(Debug)]
+struct Route {
+    template: SpanTemplate,
+    partitions: FxHashMap<i32, RoutePartition>,
+}
+
+/// A partition's id attribute, formatted once, and its client once
+/// connected.
+#[derive(Debug)]
+struct RoutePartition {
+    id: StringValue,
+    client: Option<Arc<PartitionClient>>,
+}
+
+/// A send span's name and attributes, and the partition's client if one
+/// is connected: everything [`TracedProducer::send_linked`] needs from its
+/// routes, read under one lock.
+struct SendPlan {
+    name: String,
+    attributes: Vec<KeyValue>,
+    client: Option<Arc<PartitionClient>>,
 }
 
 impl TracedProducer {
@@ -178,10 +206,9 @@ impl TracedProducer {
             client,
             bootstrap: bootstrap.to_owned(),
             server: server(bootstrap),
-            templates: std::sync::Mutex::default(),
+            routes: std::sync::Mutex::default(),
             tracer,
             existing: ExistingTraceparent::Keep,
-            partitions: Mutex::default(),
         }
     }
 
@@ -193,24 +220,42 @@ impl TracedProducer {
         self
     }
 
-    fn template(&self, topic: &str) -> Arc<SpanTemplate> {
-        let mut templates = self
-            .templates
+    fn routes(&self) -> std::sync::MutexGuard<'_, FxHashMap<String, Route>> {
+        self.routes
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(template) = templates.get(topic) {
-            return Arc::clone(template);
-        }
-        let template = Arc::new(SpanTemplate::new("send", topic, &self.server));
-        templates.insert(topic.to_owned(), Arc::clone(&template));
-        template
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn partition(&self, topic: &str, partition: i32) -> Result<Arc<PartitionClient>> {
-        let mut cache = self.partitions.lock().await;
-        if let Some(client) = cache.get(topic).and_then(|p| p.get(&partition)) {
-            return Ok(Arc::clone(client));
+    fn plan(&self, topic: &str, partition: i32, key: Option<&[u8]>) -> SendPlan {
+        let mut routes = self.routes();
+        if !routes.contains_key(topic) {
+            let route = Route {
+                template: SpanTemplate::new("send", topic, &self.server),
+                partitions: FxHashMap::default(),
+            };
+            routes.insert(topic.to_owned(), route);
         }
+        let Some(route) = routes.get_mut(topic) else {
+            unreachable!("inserted above")
+        };
+        let target = route
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| RoutePartition {
+                id: shared(&partition.to_string()),
+                client: None,
+            });
+        SendPlan {
+            name: route.template.name.clone(),
+            // One more for the offset, set once the broker acknowledges.
+            attributes: route.template.attributes(target.id.clone(), key, 1),
+            client: target.client.clone(),
+        }
+    }
+
+    /// Connects to `topic`/`partition` and keeps the client for later
+    /// sends. Two first sends racing both connect; the first kept wins.
+    async fn connect_partition(&self, topic: &str, partition: i32) -> Result<Arc<PartitionClient>> {
         let client = self
             .client
             .partition_client(topic, partition, UnknownTopicHandling::Retry)
@@ -220,24 +265,26 @@ impl TracedProducer {
                 source,
             })?;
         let client = Arc::new(client);
-        cache
-            .entry(topic.to_owned())
-            .or_default()
-            .insert(partition, Arc::clone(&client));
-        Ok(client)
+        let mut routes = self.routes();
+        let kept = routes
+            .get_mut(topic)
+            .and_then(|route| route.partitions.get_mut(&partition))
+            .map(|target| Arc::clone(target.client.get_or_insert(client.clone())));
+        Ok(kept.unwrap_or(client))
     }
 
     /// Sends `record` to `topic`/`partition` in a `send <topic>` span that
     /// is a child of `parent`'s span; returns the record's offset.
-    pub async fn send(
+    // Not an `async fn`: returning `send_linked`'s future saves moving it
+    // into a wrapper's state once per record.
+    pub fn send(
         &self,
         parent: &Context,
         topic: &str,
         partition: i32,
         record: Record,
-    ) -> Result<i64> {
+    ) -> impl Future<Output = Result<i64>> {
         self.send_linked(parent, topic, partition, record, Vec::new())
-            .await
     }
 
     /// Like [`send`](Self::send), with `links` on the send span (for
@@ -250,13 +297,12 @@ impl TracedProducer {
         mut record: Record,
         links: Vec<Link>,
     ) -> Result<i64> {
-        let template = self.template(topic);
-        let attributes = template.attributes(partition, record.key.as_deref(), 0);
+        let plan = self.plan(topic, partition, record.key.as_deref());
         let span = self
             .tracer
-            .span_builder(template.name.clone())
+            .span_builder(plan.name)
             .with_kind(SpanKind::Producer)
-            .with_attributes(attributes)
+            .with_attributes(plan.attributes)
             .with_links(links)
             .start_with_context(&self.tracer, parent);
         let cx = parent.with_span(span);
@@ -264,7 +310,11 @@ impl TracedProducer {
             cx.span()
                 .add_event("kept the record's existing traceparent", Vec::new());
         }
-        let result = match self.partition(topic, partition).await {
+        let client = match plan.client {
+            Some(client) => Ok(client),
+            None => self.connect_partition(topic, partition).await,
+        };
+        let result = match client {
             Ok(client) => client
                 .produce(vec![record], Compression::NoCompression)
                 .await
@@ -661,9 +711,9 @@ impl TracedConsumer {
     ) -> ConsumedRecord {
         let topic = &self.settings.topic;
         let extracted = extract_with(ambient, &record.headers);
-        let mut attributes = self
-            .template
-            .attributes(partition, record.key.as_deref(), 2);
+        let mut attributes =
+            self.template
+                .attributes(partition.to_string().into(), record.key.as_deref(), 2);
         attributes.push(KeyValue::new(attr::OFFSET, offset));
         if let Some(problem) = &extracted.problem {
             attributes.push(KeyValue::new(attr::CONTEXT_PROBLEM, problem.kind()));
