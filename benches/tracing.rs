@@ -6,13 +6,13 @@ use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
-use kafka_trace_harness::propagation::{Headers, extract, inject};
+use kafka_trace_harness::propagation::{HeaderExtractor, HeaderInjector, Headers, extract, inject};
 use kafka_trace_harness::{
     Broker, CapturedSpan, SpanCapture, SpanForest, StartFrom, TracedConsumer, TracedProducer,
 };
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
 };
@@ -62,10 +62,7 @@ fn propagation(c: &mut Criterion) {
         .with_baggage([KeyValue::new("user", "User_3")]);
     // The floor: the SDK's composite propagator alone, on the simplest
     // carrier, so the harness's share of each figure is visible.
-    let sdk = TextMapCompositePropagator::new(vec![
-        Box::new(TraceContextPropagator::new()),
-        Box::new(BaggagePropagator::new()),
-    ]);
+    let sdk = sdk_propagator();
     let mut group = c.benchmark_group("inject+extract per record");
     for (case, cx) in [("traceparent", &plain), ("tracestate+baggage", &full)] {
         group.bench_function(format!("harness, {case}"), |b| {
@@ -183,6 +180,107 @@ impl Pipeline {
         }
         started.elapsed()
     }
+    /// The floor any OpenTelemetry instrumentation pays: the untraced
+    /// loop plus, per record, a span around the produce, the SDK's
+    /// propagators on the headers, and a span per record read, recorded
+    /// into the same kind of capture. `semconv` false gives bare spans;
+    /// true gives them the attributes the harness records (written the
+    /// plain way, one `KeyValue::new` each), so the harness's own share is
+    /// what `traced` costs above this.
+    async fn sdk_floor(&self, semconv: bool) -> Duration {
+        let capture = SpanCapture::new();
+        let (send_tracer, process_tracer) = (capture.tracer("p"), capture.tracer("c"));
+        let sdk = sdk_propagator();
+        let producer = self.partition().await;
+        let consumer = self.partition().await;
+        producer
+            .produce(vec![record()], Compression::NoCompression)
+            .await
+            .expect("produce");
+        let started = Instant::now();
+        for _ in 0..RECORDS {
+            let mut record = record();
+            let attributes = if semconv {
+                semconv_attributes(&self.topic, "send", record.key.as_deref())
+            } else {
+                Vec::new()
+            };
+            let span = send_tracer
+                .span_builder("send")
+                .with_kind(SpanKind::Producer)
+                .with_attributes(attributes)
+                .start(&send_tracer);
+            let cx = Context::new().with_span(span);
+            sdk.inject_context(&cx, &mut HeaderInjector(&mut record.headers));
+            let offsets = producer
+                .produce(vec![record], Compression::NoCompression)
+                .await
+                .expect("produce");
+            if semconv {
+                cx.span()
+                    .set_attribute(KeyValue::new("messaging.kafka.offset", offsets[0]));
+            }
+            cx.span().end();
+        }
+        let (mut next, mut spans) = (1, Vec::with_capacity(RECORDS));
+        while spans.len() < RECORDS {
+            let (records, _) = consumer
+                .fetch_records(next, 1..52_428_800, 50)
+                .await
+                .expect("fetch");
+            let from = next;
+            for r in records.into_iter().filter(|r| r.offset >= from) {
+                next = r.offset + 1;
+                let parent = sdk.extract(&HeaderExtractor(&r.record.headers));
+                let attributes = if semconv {
+                    let mut a = semconv_attributes(&self.topic, "process", r.record.key.as_deref());
+                    a.push(KeyValue::new("messaging.consumer.group.name", "c"));
+                    a.push(KeyValue::new("messaging.kafka.offset", r.offset));
+                    a
+                } else {
+                    Vec::new()
+                };
+                spans.push(
+                    process_tracer
+                        .span_builder("process")
+                        .with_kind(SpanKind::Consumer)
+                        .with_attributes(attributes)
+                        .start_with_context(&process_tracer, &parent),
+                );
+            }
+        }
+        for mut span in spans {
+            span.end();
+        }
+        started.elapsed()
+    }
+}
+
+/// The messaging attributes every traced record's span carries.
+fn semconv_attributes(topic: &str, operation: &'static str, key: Option<&[u8]>) -> Vec<KeyValue> {
+    let mut attributes = vec![
+        KeyValue::new("messaging.system", "kafka"),
+        KeyValue::new("messaging.operation.name", operation),
+        KeyValue::new("messaging.operation.type", operation),
+        KeyValue::new("messaging.destination.name", topic.to_owned()),
+        KeyValue::new("messaging.destination.partition.id", "0"),
+        KeyValue::new("server.address", "127.0.0.1"),
+        KeyValue::new("server.port", 9092),
+    ];
+    if let Some(key) = key {
+        attributes.push(KeyValue::new(
+            "messaging.kafka.message.key",
+            String::from_utf8_lossy(key).into_owned(),
+        ));
+    }
+    attributes
+}
+
+fn sdk_propagator() -> TextMapCompositePropagator {
+    TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ])
 }
 
 fn tracer(capture: &SpanCapture, recording: bool, service: &str) -> SdkTracer {
@@ -208,30 +306,38 @@ async fn unrecorded_round() -> Duration {
     Pipeline::new().await.traced(false).await
 }
 
+async fn sdk_floor_round(semconv: bool) -> Duration {
+    Pipeline::new().await.sdk_floor(semconv).await
+}
+
 fn throughput(c: &mut Criterion) {
     let rt = runtime();
 
     // One direct comparison in the same run: each round runs untraced,
-    // traced, and traced without recording, each on its own broker, in an
-    // order that rotates from round to round; printed as ratios of
-    // throughputs (untraced time / traced time), total and median. Single
-    // rounds vary by ±30 % with the broker's latency, so many are needed
-    // for the ratios to settle; THROUGHPUT_ROUNDS asks for more.
+    // traced, traced without recording, and the SDK floor with bare spans
+    // and with the same attributes, each on its own broker, in an order
+    // that rotates from round to round; printed as ratios of throughputs
+    // (untraced time / variant time), total and median. Single rounds vary by ±30 % with the broker's latency, so
+    // many are needed for the ratios to settle; THROUGHPUT_ROUNDS asks
+    // for more.
+    const VARIANTS: usize = 5;
     let rounds = std::env::var("THROUGHPUT_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(201usize)
-        .max(3);
+        .max(VARIANTS);
     let mut times = Vec::with_capacity(rounds);
     for round in 0..rounds {
-        let mut t = [Duration::ZERO; 3];
-        for step in 0..3 {
-            let variant = (round + step) % 3;
+        let mut t = [Duration::ZERO; VARIANTS];
+        for step in 0..VARIANTS {
+            let variant = (round + step) % VARIANTS;
             t[variant] = rt.block_on(match variant {
                 0 => Box::pin(untraced_round())
                     as std::pin::Pin<Box<dyn std::future::Future<Output = Duration>>>,
                 1 => Box::pin(traced_round()),
-                _ => Box::pin(unrecorded_round()),
+                2 => Box::pin(unrecorded_round()),
+                3 => Box::pin(sdk_floor_round(false)),
+                _ => Box::pin(sdk_floor_round(true)),
             });
         }
         times.push(t);
@@ -251,14 +357,20 @@ fn throughput(c: &mut Criterion) {
     let per = |d: Duration| d.as_secs_f64() * 1e6 / (rounds * RECORDS) as f64;
     let (traced, traced_median) = ratio(1);
     let (unrecorded, unrecorded_median) = ratio(2);
+    let (floor, floor_median) = ratio(3);
+    let (semconv, semconv_median) = ratio(4);
     println!(
         "produce→consume per record over {rounds} rounds: untraced {:.1} µs, traced {:.1} µs, \
-         traced without recording {:.1} µs\n\
+         traced without recording {:.1} µs, SDK floor {:.1} µs, with attributes {:.1} µs\n\
          traced/untraced throughput = {traced:.3} (median round {traced_median:.3}); \
-         without recording {unrecorded:.3} (median round {unrecorded_median:.3})",
+         without recording {unrecorded:.3} (median round {unrecorded_median:.3}); \
+         SDK floor {floor:.3} (median round {floor_median:.3}), \
+         with attributes {semconv:.3} (median round {semconv_median:.3})",
         per(total(0)),
         per(total(1)),
         per(total(2)),
+        per(total(3)),
+        per(total(4)),
     );
 
     let mut group = c.benchmark_group("produce→consume 100 records");

@@ -503,11 +503,16 @@ impl TracedConsumerBuilder {
         }
         let mut fixed = server(&bootstrap);
         fixed.push(KeyValue::new(attr::CONSUMER_GROUP, shared(&self.group)));
+        let partition_ids = partitions
+            .iter()
+            .map(|(id, _)| (*id, shared(&id.to_string())))
+            .collect();
         Ok(TracedConsumer {
             template: SpanTemplate::new("process", &self.topic, &fixed),
             bootstrap,
             tracer,
             partitions,
+            partition_ids,
             committed: offsets.clone(),
             fetched: offsets,
             pending: VecDeque::new(),
@@ -553,6 +558,8 @@ pub struct TracedConsumer {
     template: SpanTemplate,
     tracer: SdkTracer,
     partitions: Vec<(i32, Arc<PartitionClient>)>,
+    /// Each partition's id attribute value, formatted once.
+    partition_ids: FxHashMap<i32, StringValue>,
     /// Next offset to fetch, per partition.
     fetched: BTreeMap<i32, i64>,
     /// Next offset to hand out, per partition.
@@ -711,9 +718,13 @@ impl TracedConsumer {
     ) -> ConsumedRecord {
         let topic = &self.settings.topic;
         let extracted = extract_with(ambient, &record.headers);
-        let mut attributes =
-            self.template
-                .attributes(partition.to_string().into(), record.key.as_deref(), 2);
+        let partition_id = match self.partition_ids.get(&partition) {
+            Some(id) => id.clone(),
+            None => partition.to_string().into(),
+        };
+        let mut attributes = self
+            .template
+            .attributes(partition_id, record.key.as_deref(), 2);
         attributes.push(KeyValue::new(attr::OFFSET, offset));
         if let Some(problem) = &extracted.problem {
             attributes.push(KeyValue::new(attr::CONTEXT_PROBLEM, problem.kind()));
