@@ -22,7 +22,7 @@ use opentelemetry_sdk::trace::{
     Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanEvents, SpanLinks,
 };
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
-use rskafka::record::Record;
+use rskafka::record::{Record, RecordAndOffset};
 
 const RECORDS: usize = 100;
 
@@ -110,16 +110,23 @@ impl Pipeline {
             .expect("partition")
     }
 
-    /// RECORDS records, one produce call each, then read back; returns
-    /// the time taken without the setup.
-    async fn untraced(&self) -> Duration {
+    /// A producing and a consuming connection for the raw variants, the
+    /// producer warmed up with one untimed record, as the traced variant
+    /// sends one.
+    async fn raw_pair(&self) -> (PartitionClient, PartitionClient) {
         let producer = self.partition().await;
         let consumer = self.partition().await;
-        // One untimed record, as the traced variant sends one to warm up.
         producer
             .produce(vec![record()], Compression::NoCompression)
             .await
             .expect("produce");
+        (producer, consumer)
+    }
+
+    /// RECORDS records, one produce call each, then read back; returns
+    /// the time taken without the setup.
+    async fn untraced(&self) -> Duration {
+        let (producer, consumer) = self.raw_pair().await;
         let started = Instant::now();
         for _ in 0..RECORDS {
             producer
@@ -127,19 +134,10 @@ impl Pipeline {
                 .await
                 .expect("produce");
         }
-        let (mut next, mut got) = (1, 0);
-        while got < RECORDS {
-            let (records, _) = consumer
-                .fetch_records(next, 1..52_428_800, 50)
-                .await
-                .expect("fetch");
-            let from = next;
-            for r in records.into_iter().filter(|r| r.offset >= from) {
-                next = r.offset + 1;
-                got += 1;
-                black_box(r);
-            }
-        }
+        read_back(&consumer, |r| {
+            black_box(r);
+        })
+        .await;
         started.elapsed()
     }
 
@@ -191,12 +189,7 @@ impl Pipeline {
         let capture = SpanCapture::new();
         let (send_tracer, process_tracer) = (capture.tracer("p"), capture.tracer("c"));
         let sdk = sdk_propagator();
-        let producer = self.partition().await;
-        let consumer = self.partition().await;
-        producer
-            .produce(vec![record()], Compression::NoCompression)
-            .await
-            .expect("produce");
+        let (producer, consumer) = self.raw_pair().await;
         let started = Instant::now();
         for _ in 0..RECORDS {
             let mut record = record();
@@ -222,37 +215,48 @@ impl Pipeline {
             }
             cx.span().end();
         }
-        let (mut next, mut spans) = (1, Vec::with_capacity(RECORDS));
-        while spans.len() < RECORDS {
-            let (records, _) = consumer
-                .fetch_records(next, 1..52_428_800, 50)
-                .await
-                .expect("fetch");
-            let from = next;
-            for r in records.into_iter().filter(|r| r.offset >= from) {
-                next = r.offset + 1;
-                let parent = sdk.extract(&HeaderExtractor(&r.record.headers));
-                let attributes = if semconv {
-                    let mut a = semconv_attributes(&self.topic, "process", r.record.key.as_deref());
-                    a.push(KeyValue::new("messaging.consumer.group.name", "c"));
-                    a.push(KeyValue::new("messaging.kafka.offset", r.offset));
-                    a
-                } else {
-                    Vec::new()
-                };
-                spans.push(
-                    process_tracer
-                        .span_builder("process")
-                        .with_kind(SpanKind::Consumer)
-                        .with_attributes(attributes)
-                        .start_with_context(&process_tracer, &parent),
-                );
-            }
-        }
+        let mut spans = Vec::with_capacity(RECORDS);
+        read_back(&consumer, |r| {
+            let parent = sdk.extract(&HeaderExtractor(&r.record.headers));
+            let attributes = if semconv {
+                let mut a = semconv_attributes(&self.topic, "process", r.record.key.as_deref());
+                a.push(KeyValue::new("messaging.consumer.group.name", "c"));
+                a.push(KeyValue::new("messaging.kafka.offset", r.offset));
+                a
+            } else {
+                Vec::new()
+            };
+            spans.push(
+                process_tracer
+                    .span_builder("process")
+                    .with_kind(SpanKind::Consumer)
+                    .with_attributes(attributes)
+                    .start_with_context(&process_tracer, &parent),
+            );
+        })
+        .await;
         for mut span in spans {
             span.end();
         }
         started.elapsed()
+    }
+}
+
+/// Reads RECORDS records back from offset 1 (after the warm-up record),
+/// one fetch at a time, handing each to `each`.
+async fn read_back(consumer: &PartitionClient, mut each: impl FnMut(RecordAndOffset)) {
+    let (mut next, mut got) = (1, 0);
+    while got < RECORDS {
+        let (records, _) = consumer
+            .fetch_records(next, 1..52_428_800, 50)
+            .await
+            .expect("fetch");
+        let from = next;
+        for r in records.into_iter().filter(|r| r.offset >= from) {
+            next = r.offset + 1;
+            got += 1;
+            each(r);
+        }
     }
 }
 
