@@ -80,8 +80,9 @@ impl SpanCaptureBuilder {
 ///
 /// Each service gets its own [`SdkTracerProvider`] with resource
 /// `service.name`; all of them hand each span, synchronously as it ends,
-/// to one in-memory sink, so a span is visible as soon as it ends. No global provider or propagator is set, so captures of
-/// tests running in parallel never mix.
+/// to one in-memory sink, so a span is visible as soon as it ends. No
+/// global provider or propagator is set, so captures of tests running in
+/// parallel never mix.
 ///
 /// ```
 /// use kafka_trace_harness::SpanCapture;

@@ -74,6 +74,11 @@ fn shared(text: &str) -> StringValue {
     StringValue::from(Arc::<str>::from(text))
 }
 
+/// The `messaging.destination.partition.id` value of `partition`.
+fn partition_id(partition: i32) -> StringValue {
+    shared(&partition.to_string())
+}
+
 fn error_type(error: &rskafka::client::error::Error) -> String {
     use rskafka::client::error::Error as E;
     match error {
@@ -242,7 +247,7 @@ impl TracedProducer {
             .partitions
             .entry(partition)
             .or_insert_with(|| RoutePartition {
-                id: shared(&partition.to_string()),
+                id: partition_id(partition),
                 client: None,
             });
         SendPlan {
@@ -505,7 +510,7 @@ impl TracedConsumerBuilder {
         fixed.push(KeyValue::new(attr::CONSUMER_GROUP, shared(&self.group)));
         let partition_ids = partitions
             .iter()
-            .map(|(id, _)| (*id, shared(&id.to_string())))
+            .map(|(id, _)| (*id, partition_id(*id)))
             .collect();
         Ok(TracedConsumer {
             template: SpanTemplate::new("process", &self.topic, &fixed),
@@ -718,13 +723,11 @@ impl TracedConsumer {
     ) -> ConsumedRecord {
         let topic = &self.settings.topic;
         let extracted = extract_with(ambient, &record.headers);
-        let partition_id = match self.partition_ids.get(&partition) {
+        let id = match self.partition_ids.get(&partition) {
             Some(id) => id.clone(),
-            None => partition.to_string().into(),
+            None => partition_id(partition),
         };
-        let mut attributes = self
-            .template
-            .attributes(partition_id, record.key.as_deref(), 2);
+        let mut attributes = self.template.attributes(id, record.key.as_deref(), 2);
         attributes.push(KeyValue::new(attr::OFFSET, offset));
         if let Some(problem) = &extracted.problem {
             attributes.push(KeyValue::new(attr::CONTEXT_PROBLEM, problem.kind()));
