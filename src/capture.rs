@@ -13,7 +13,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span, SpanData, SpanProcessor};
 
 use crate::error::{Error, Result};
-use crate::span_tree::{CapturedSpan, SpanForest};
+use crate::forest::tree::{CapturedSpan, SpanForest};
 
 /// Instrumentation scope name of the tracers [`SpanCapture::tracer`] returns.
 pub const SCOPE_NAME: &str = "kafka-trace-harness";
@@ -33,6 +33,7 @@ type Sink = Arc<Mutex<Vec<(Arc<str>, SpanData)>>>;
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct SpanCaptureBuilder {
+    #[cfg(feature = "stdout")]
     stdout: bool,
     poll_interval: Duration,
 }
@@ -47,13 +48,16 @@ impl SpanCaptureBuilder {
     /// No stdout export, 2 ms polling interval for [`SpanCapture::wait_for`].
     pub fn new() -> Self {
         Self {
+            #[cfg(feature = "stdout")]
             stdout: false,
             poll_interval: Duration::from_millis(2),
         }
     }
 
     /// Also print every span with `opentelemetry-stdout` as it ends, for
-    /// debugging a test. Default `false` (it is noisy and slow).
+    /// debugging a test. Default `false` (it is noisy and slow). Feature
+    /// `stdout`.
+    #[cfg(feature = "stdout")]
     pub fn stdout(mut self, enabled: bool) -> Self {
         self.stdout = enabled;
         self
@@ -143,6 +147,7 @@ impl SpanCapture {
             service: Arc::from(service),
             sink: Arc::clone(&self.sink),
         };
+        #[cfg_attr(not(feature = "stdout"), allow(unused_mut))]
         let mut builder = SdkTracerProvider::builder()
             .with_resource(
                 Resource::builder_empty()
@@ -150,6 +155,7 @@ impl SpanCapture {
                     .build(),
             )
             .with_span_processor(processor);
+        #[cfg(feature = "stdout")]
         if self.settings.stdout {
             builder = builder.with_simple_exporter(opentelemetry_stdout::SpanExporter::default());
         }
@@ -217,7 +223,7 @@ impl SpanCapture {
                 return Err(Error::Wait {
                     condition: condition.description,
                     waited: started.elapsed(),
-                    seen: crate::snapshot::summary(&forest, 40),
+                    seen: crate::forest::render::summary(&forest, 40),
                 });
             }
             ticks.tick().await;

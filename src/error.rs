@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Everything that can go wrong while starting or using a broker fixture,
-/// capturing spans, checking them, or running the stockapp pipeline.
+/// capturing spans or checking them.
 ///
 /// Each variant carries what a user needs to act: which broker, which topic,
 /// which timeout.
@@ -86,23 +86,6 @@ pub enum Error {
         reason: String,
     },
 
-    /// A stockapp value could not be decoded from the Confluent wire format.
-    #[error(transparent)]
-    Decode(#[from] crate::stockapp::DecodeError),
-
-    /// The schema registry's HTTP front could not bind or serve.
-    #[error("schema registry HTTP server on {addr}: {source}")]
-    RegistryServer {
-        /// The address it tried to use.
-        addr: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-
-    /// The in-process schema registry refused a schema or a value.
-    #[error(transparent)]
-    Registry(#[from] crate::stockapp::RegistryError),
-
     /// A trace assertion did not hold; the message is the full report
     /// (expected vs actual, the captured spans, what to do).
     #[error("{0}")]
@@ -133,28 +116,13 @@ pub enum Error {
         seen: String,
     },
 
-    /// The API service's HTTP server could not bind or serve.
-    #[error("stockapp API HTTP server on {addr}: {source}")]
-    ApiServer {
-        /// The address it tried to use.
-        addr: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-
-    /// A `stockapp.dollarsbyzip` value was refused by the API service.
-    #[error(transparent)]
-    DollarsByZip(#[from] crate::stockapp::DollarsByZipError),
-
-    /// The OpenTelemetry metrics SDK failed to export.
-    #[error("metrics export: {0}")]
-    Metrics(String),
-
     /// Spans could not be encoded as OTLP JSON.
+    #[cfg(feature = "otlp")]
     #[error("OTLP JSON encoding: {0}")]
     OtlpEncode(String),
 
     /// Spans could not be written as OTLP JSON.
+    #[cfg(feature = "otlp")]
     #[error("OTLP JSON file {path}: {source}")]
     OtlpWrite {
         /// The file it tried to write.
@@ -162,9 +130,6 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A stockapp pipeline service failed or did not finish in time.
-    #[error("stockapp pipeline: {0}")]
-    Pipeline(String),
 }
 
 /// `Result` with this crate's [`Error`].

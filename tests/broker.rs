@@ -256,6 +256,7 @@ fn container_image_references_parse() {
 }
 
 #[tokio::test]
+#[cfg(feature = "container")]
 #[ignore = "needs Docker and the local image (scripts/build-image.sh); .ci/run runs it"]
 async fn container_records_round_trip_byte_for_byte() {
     let broker = Broker::builder()

@@ -275,7 +275,7 @@ async fn poison_records_get_error_spans_and_dead_letter_copies_and_good_ones_sti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_every_stage_and_measure_latency_and_lag() {
-    use kafka_trace_harness::metrics::{
+    use kafka_trace_harness::stockapp::metrics::{
         CONSUMER_GROUP, CONSUMER_LAG, END_TO_END_LATENCY, MetricsCapture, PROCESSING_DURATION,
         RECORDS_IN, RECORDS_OUT, SERVICE, TOPIC,
     };
@@ -360,6 +360,7 @@ async fn a_seeded_trade_leaves_the_same_trace_every_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg(feature = "container")]
 #[ignore = "needs Docker and the local image (scripts/build-image.sh); .ci/run runs it"]
 async fn the_pipeline_runs_on_the_container_broker_too() {
     use kafka_trace_harness::{Backend, ContainerImage};

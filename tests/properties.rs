@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use kafka_trace_harness::propagation::{Headers, extract, inject};
-use kafka_trace_harness::strategies::{arbitrary_headers, garbage_headers, propagated_context};
 use kafka_trace_harness::traced::attr;
+use kafka_trace_harness::traced::strategies::{
+    arbitrary_headers, garbage_headers, propagated_context,
+};
 use kafka_trace_harness::{Broker, SpanCapture, TracedConsumer, TracedProducer};
 use opentelemetry::Context;
 use opentelemetry::baggage::BaggageExt;

@@ -87,6 +87,7 @@ async fn answer(broker: Arc<Broker>, stream: TcpStream) {
 }
 
 /// Asks the admin channel at `admin` to create `topic`.
+#[cfg(feature = "container")]
 pub(crate) async fn create_topic(
     admin: &str,
     topic: &str,

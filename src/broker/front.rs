@@ -8,11 +8,16 @@
 //! the client and the broker and sets `TCP_QUICKACK` on its client-facing
 //! socket after every read (Linux clears the flag again on its own), so the
 //! ACK leaves at once and the body follows.
+//!
+//! `TCP_QUICKACK` exists on Linux (and Android, Fuchsia) only. Elsewhere
+//! the front still relays, with `TCP_NODELAY` on both sides, and the
+//! stall is whatever the platform's delayed ACK makes it: macOS acks every
+//! other segment and its delayed-ACK timer is shorter, Windows delays an
+//! ACK by up to 200 ms (and answers the second segment at once).
 
 use std::io;
 use std::net::SocketAddr;
 
-use socket2::SockRef;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -95,8 +100,7 @@ async fn relay(client: TcpStream, upstream: SocketAddr) -> io::Result<()> {
                 server_write.shutdown().await?;
                 return Ok::<_, io::Error>(());
             }
-            // Best effort: a platform without the option keeps its stall.
-            let _ = SockRef::from(client_read.as_ref()).set_tcp_quickack(true);
+            quick_ack(client_read.as_ref());
             server_write.write_all(&buf[..n]).await?;
         }
     };
@@ -117,3 +121,14 @@ async fn relay(client: TcpStream, upstream: SocketAddr) -> io::Result<()> {
         r = responses => r,
     }
 }
+
+/// Asks the kernel to acknowledge the next segment at once. Best effort:
+/// a failure only keeps the stall.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+fn quick_ack(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
+}
+
+/// No `TCP_QUICKACK` on this platform: see the module docs.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "fuchsia")))]
+fn quick_ack(_stream: &TcpStream) {}

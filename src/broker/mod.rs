@@ -5,9 +5,11 @@
 //! clients, creates topics, and cleans up when dropped.
 
 mod admin;
+#[cfg(feature = "container")]
 mod container;
 mod embedded;
 mod front;
+mod image;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,10 +20,10 @@ use rdkafka::mocking::MockCluster;
 use rskafka::client::{Client, ClientBuilder};
 
 pub use admin::AdminChannel;
-pub use container::{
+use embedded::{EmbeddedCluster, EmbeddedOptions};
+pub use image::{
     ContainerImage, DEFAULT_KAFKA_IMAGE, DEFAULT_KAFKA_TAG, LOCAL_HARNESS_IMAGE, LOCAL_HARNESS_TAG,
 };
-use embedded::{EmbeddedCluster, EmbeddedOptions};
 
 use crate::error::{Error, Result};
 
@@ -39,7 +41,8 @@ pub const IMAGE_ENV: &str = "KAFKA_TRACE_HARNESS_IMAGE";
 pub enum Backend {
     /// librdkafka's mock cluster inside this process (the default).
     Embedded,
-    /// A broker container started through testcontainers.
+    /// A broker container started through testcontainers (feature
+    /// `container`; without it, starting one is an [`Error::Config`]).
     Container(ContainerImage),
     /// An existing cluster reached through a bootstrap list.
     External {
@@ -175,9 +178,20 @@ impl BrokerBuilder {
                 let bootstrap = cluster.bootstrap().to_owned();
                 (Running::Embedded(cluster), bootstrap)
             }
+            #[cfg(feature = "container")]
             Backend::Container(image) => {
                 let (container, bootstrap) = container::start(image, self.timeout).await?;
                 (Running::Container(Box::new(container)), bootstrap)
+            }
+            #[cfg(not(feature = "container"))]
+            Backend::Container(image) => {
+                return Err(Error::Config {
+                    variable: BROKER_ENV,
+                    value: format!("container ({})", image.reference()),
+                    reason: "this build of kafka-trace-harness has no `container` feature; \
+                             enable it in Cargo.toml to run brokers through testcontainers"
+                        .into(),
+                });
             }
             Backend::External { bootstrap } => (Running::External, bootstrap.clone()),
         };
@@ -206,6 +220,7 @@ impl BrokerBuilder {
 enum Running {
     Embedded(EmbeddedCluster),
     // Boxed: a container handle is far larger than the other variants.
+    #[cfg(feature = "container")]
     Container(Box<container::RunningContainer>),
     External,
 }
@@ -256,6 +271,7 @@ impl Broker {
     pub fn kind(&self) -> BackendKind {
         match self.running {
             Running::Embedded(_) => BackendKind::Embedded,
+            #[cfg(feature = "container")]
             Running::Container(_) => BackendKind::Container,
             Running::External => BackendKind::External,
         }
@@ -290,7 +306,7 @@ impl Broker {
         match &self.running {
             // The mock cluster has no CreateTopics handler: use its own API.
             Running::Embedded(cluster) => cluster.create_topic(topic, partitions),
-            Running::Container(_) | Running::External => {
+            _ => {
                 let work = self.create_topic_through_kafka(topic, partitions);
                 tokio::time::timeout(self.timeout, work)
                     .await
@@ -309,6 +325,7 @@ impl Broker {
             bootstrap: self.bootstrap.clone(),
             reason,
         };
+        #[cfg(feature = "container")]
         if let Running::Container(container) = &self.running
             && let Some(admin) = container.admin_address()
         {
@@ -351,6 +368,7 @@ impl Broker {
                 cluster.shutdown().await;
                 Ok(())
             }
+            #[cfg(feature = "container")]
             Running::Container(container) => container.remove().await,
             Running::External => Ok(()),
         }

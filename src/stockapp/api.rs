@@ -34,7 +34,7 @@
 //! );
 //! assert!(server.url().starts_with("http://127.0.0.1:"));
 //! server.shutdown().await?;
-//! # Ok::<(), kafka_trace_harness::Error>(())
+//! # Ok::<(), kafka_trace_harness::stockapp::Error>(())
 //! # }).unwrap();
 //! ```
 
@@ -53,7 +53,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::processor::{DollarAmount, WindowRow};
-use crate::{Error, Result};
+use crate::stockapp::error::{Error, Result};
 
 /// Default port of [`ApiServerBuilder`]: 0, any free port (the original
 /// service listens on 3100).
@@ -487,7 +487,7 @@ impl ApiServer {
     ///     .await?;
     ///
     /// assert_ne!(server.local_addr().port(), 0);
-    /// # Ok::<(), kafka_trace_harness::Error>(())
+    /// # Ok::<(), kafka_trace_harness::stockapp::Error>(())
     /// # }).unwrap();
     /// ```
     pub fn builder(state: ApiState) -> ApiServerBuilder {

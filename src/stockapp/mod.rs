@@ -1,4 +1,7 @@
-//! The pure core of the stockapp pipeline: no broker, no tracing.
+//! The demo: the stockapp pipeline of the original system, rebuilt on the
+//! harness (feature `stockapp`).
+//!
+//! Its pure core has no broker and no tracing.
 //!
 //! Everything the original demo does to a record between Kafka topics lives
 //! here as plain functions and structs, so the traced pipeline can call them
@@ -38,13 +41,15 @@
 //!
 //! // Assert: some trades end in `T` and belong to a user with a zip code.
 //! assert!(rows > 0);
-//! # Ok::<(), kafka_trace_harness::Error>(())
+//! # Ok::<(), kafka_trace_harness::stockapp::Error>(())
 //! ```
 
 pub mod api;
 pub mod avro;
 pub mod datagen;
+mod error;
 mod http;
+pub mod metrics;
 pub mod pipeline;
 pub mod processor;
 pub mod registry;
@@ -58,6 +63,7 @@ pub use avro::{DecodeError, MAGIC_BYTE, SchemaId, WireHeader};
 pub use datagen::{
     AvroRecord, Datagen, DatagenBuilder, StockTrade, TradeGenerator, User, UserGenerator,
 };
+pub use error::{Error, Result};
 pub use processor::{
     DollarAmount, EnrichedTrade, FilteredOut, StockProcessor, StockProcessorBuilder,
     TransformedTrade, UsersTable, WindowRow, WindowUpdate, mask_account, trade_to_json,

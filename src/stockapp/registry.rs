@@ -220,7 +220,7 @@ impl SchemaRegistry {
     ///
     /// assert_eq!(bytes[0], 0);
     /// assert_eq!(back, user);
-    /// # Ok::<(), kafka_trace_harness::Error>(())
+    /// # Ok::<(), kafka_trace_harness::stockapp::Error>(())
     /// ```
     pub fn encode_value<T: AvroRecord>(
         &self,

@@ -22,7 +22,7 @@
 //!
 //! assert!(server.url().starts_with("http://127.0.0.1:"));
 //! server.shutdown().await?;
-//! # Ok::<(), kafka_trace_harness::Error>(())
+//! # Ok::<(), kafka_trace_harness::stockapp::Error>(())
 //! # }).unwrap();
 //! ```
 
@@ -40,7 +40,7 @@ use serde_json::json;
 
 use super::avro::SchemaId;
 use super::registry::{RegistryError, SchemaRegistry};
-use crate::{Error, Result};
+use crate::stockapp::error::{Error, Result};
 
 /// Content type of Schema Registry answers.
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use opentelemetry::trace::{SpanKind, Status, TraceId};
 
 use super::pipeline::PipelineProgress;
-use crate::metrics::{self, MetricsSnapshot};
-use crate::span_tree::{Problem, SpanForest, SpanView, Trace};
+use crate::forest::tree::{Problem, SpanForest, SpanView, Trace};
+use crate::stockapp::metrics::{self, MetricsSnapshot};
 
 /// Name of the span that starts every trade's trace.
 const TRADE_ROOT: &str = "send stockapp.trades";

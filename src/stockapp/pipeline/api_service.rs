@@ -5,10 +5,10 @@ use std::time::Instant;
 use rskafka::client::partition::{OffsetAt, PartitionClient};
 
 use super::dead_letter;
-use crate::metrics::PipelineMetrics;
+use crate::stockapp::error::{Error, Result};
+use crate::stockapp::metrics::PipelineMetrics;
 use crate::stockapp::{ApiState, DOLLARS_BY_ZIP_TOPIC};
 use crate::traced::{TracedConsumer, TracedProducer};
-use crate::{Error, Result};
 
 pub(crate) struct ApiConsumerService {
     pub(crate) consumer: TracedConsumer,

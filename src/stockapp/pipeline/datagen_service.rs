@@ -6,8 +6,8 @@ use rskafka::record::Record;
 use std::sync::atomic::Ordering;
 
 use super::{DATAGEN_SERVICE, Progress, partition_for_key};
-use crate::Result;
-use crate::metrics::PipelineMetrics;
+use crate::stockapp::error::Result;
+use crate::stockapp::metrics::PipelineMetrics;
 use crate::stockapp::{AvroRecord, Datagen, SchemaRegistry, TRADES_TOPIC, USERS_TOPIC};
 use crate::traced::TracedProducer;
 

@@ -24,14 +24,15 @@ pub use processor_service::{FILTERED_OUT_ATTRIBUTE, JOINED_USER_ATTRIBUTE, Proce
 
 use self::api_service::{ApiConsumerService, ApiMetrics};
 use self::processor_service::ProcessorService;
+use crate::Broker;
 use crate::capture::SpanCapture;
-use crate::metrics::PipelineMetrics;
+use crate::stockapp::error::{Error, Result};
+use crate::stockapp::metrics::PipelineMetrics;
 use crate::stockapp::{
     ApiState, DLQ_TOPIC, DOLLARS_BY_ZIP_TOPIC, Datagen, DecodeError, SchemaRegistry,
     StockProcessor, TRADES_JSON_TOPIC, TRADES_TOPIC, USERS_TOPIC,
 };
 use crate::traced::{ConsumedRecord, StartFrom, TracedConsumer, TracedProducer};
-use crate::{Broker, Error, Result};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 
@@ -300,7 +301,7 @@ impl PipelineBuilder {
                                     UnknownTopicHandling::Retry,
                                 )
                                 .await
-                                .map_err(|source| Error::Client {
+                                .map_err(|source| crate::Error::Client {
                                     bootstrap: broker.bootstrap_servers().to_owned(),
                                     source,
                                 })?,
@@ -597,7 +598,11 @@ async fn ensure_topic(broker: &Broker, topic: &str, partitions: u16) -> Result<(
         .await
         .map(|topics| topics.iter().any(|t| t.name == topic))
         .unwrap_or(false);
-    if exists { Ok(()) } else { Err(create_error) }
+    if exists {
+        Ok(())
+    } else {
+        Err(create_error.into())
+    }
 }
 
 /// Kafka's rule of thumb for keyed records: the same key, the same

@@ -10,13 +10,13 @@ use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandl
 use rskafka::record::Record;
 
 use super::{PROCESSOR_SERVICE, dead_letter, decode_error_type, partition_for_key};
-use crate::metrics::PipelineMetrics;
+use crate::stockapp::error::Result;
+use crate::stockapp::metrics::PipelineMetrics;
 use crate::stockapp::{
     DLQ_TOPIC, DOLLARS_BY_ZIP_TOPIC, SchemaRegistry, StockProcessor, StockTrade, TRADES_JSON_TOPIC,
     TRADES_TOPIC, USERS_TOPIC, User, processor::symbol_is_kept, trade_to_json,
 };
 use crate::traced::{ConsumedRecord, TracedConsumer, TracedProducer};
-use crate::{Error, Result};
 
 /// Attribute on a trade's `process` span saying why it produced no row.
 pub const FILTERED_OUT_ATTRIBUTE: &str = "stockapp.filtered_out";
@@ -206,7 +206,7 @@ impl ProcessorService {
                 .raw_client
                 .partition_client(TRADES_JSON_TOPIC, partition, UnknownTopicHandling::Retry)
                 .await
-                .map_err(|source| Error::Client {
+                .map_err(|source| crate::Error::Client {
                     bootstrap: self.bootstrap.clone(),
                     source,
                 })?;
@@ -215,7 +215,7 @@ impl ProcessorService {
         self.json_clients[&partition]
             .produce(vec![record], Compression::NoCompression)
             .await
-            .map_err(|source| Error::Client {
+            .map_err(|source| crate::Error::Client {
                 bootstrap: self.bootstrap.clone(),
                 source,
             })?;

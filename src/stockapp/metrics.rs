@@ -17,7 +17,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use kafka_trace_harness::metrics::{MetricsCapture, PROCESSING_DURATION, RECORDS_IN, SERVICE, TOPIC};
+//! use kafka_trace_harness::stockapp::metrics::{MetricsCapture, PROCESSING_DURATION, RECORDS_IN, SERVICE, TOPIC};
 //!
 //! // Arrange: a meter provider of this test only, exporting in memory.
 //! let capture = MetricsCapture::new();
@@ -33,7 +33,7 @@
 //! assert_eq!(snapshot.sum(RECORDS_IN, &filter), Some(3.0));
 //! let latency = snapshot.histogram(PROCESSING_DURATION, &filter).unwrap();
 //! assert_eq!((latency.count, latency.sum), (1, 1.5));
-//! # Ok::<(), kafka_trace_harness::Error>(())
+//! # Ok::<(), kafka_trace_harness::stockapp::Error>(())
 //! ```
 
 use std::collections::BTreeMap;
@@ -46,7 +46,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, SdkMeterProvider};
 
-use crate::{Error, Result};
+use crate::stockapp::error::{Error, Result};
 
 /// Instrumentation scope of the meter [`PipelineMetrics`] uses.
 pub const SCOPE_NAME: &str = "kafka-trace-harness";
@@ -87,7 +87,7 @@ pub const LATENCY_BOUNDS_MS: [f64; 16] = [
 /// down.
 ///
 /// ```
-/// use kafka_trace_harness::metrics::PipelineMetrics;
+/// use kafka_trace_harness::stockapp::metrics::PipelineMetrics;
 /// use opentelemetry_sdk::metrics::{InMemoryMetricExporter, SdkMeterProvider};
 ///
 /// let exporter = InMemoryMetricExporter::default();
@@ -190,7 +190,7 @@ impl PipelineMetrics {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use kafka_trace_harness::metrics::MetricsCapture;
+    /// use kafka_trace_harness::stockapp::metrics::MetricsCapture;
     ///
     /// let capture = MetricsCapture::new();
     ///
@@ -220,7 +220,7 @@ impl PipelineMetrics {
     /// lag recorded, 0 if the group is at or past the watermark.
     ///
     /// ```
-    /// use kafka_trace_harness::metrics::{CONSUMER_LAG, CONSUMER_GROUP, MetricsCapture};
+    /// use kafka_trace_harness::stockapp::metrics::{CONSUMER_LAG, CONSUMER_GROUP, MetricsCapture};
     ///
     /// let capture = MetricsCapture::new();
     ///
@@ -229,7 +229,7 @@ impl PipelineMetrics {
     /// assert_eq!(lag, 3);
     /// let snapshot = capture.collect()?;
     /// assert_eq!(snapshot.sum(CONSUMER_LAG, &[(CONSUMER_GROUP, "api-1")]), Some(3.0));
-    /// # Ok::<(), kafka_trace_harness::Error>(())
+    /// # Ok::<(), kafka_trace_harness::stockapp::Error>(())
     /// ```
     pub fn record_consumer_lag(
         &self,
@@ -262,7 +262,7 @@ impl PipelineMetrics {
 ///
 /// ```
 /// use std::time::Duration;
-/// use kafka_trace_harness::metrics::{PipelineMetrics, stdout_meter_provider};
+/// use kafka_trace_harness::stockapp::metrics::{PipelineMetrics, stdout_meter_provider};
 ///
 /// let provider = stdout_meter_provider(Duration::from_secs(60));
 /// PipelineMetrics::new(&provider).count_in("api-1", "stockapp.dollarsbyzip", 1);

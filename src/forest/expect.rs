@@ -12,8 +12,8 @@ use opentelemetry::Value;
 use opentelemetry::trace::SpanKind;
 
 use crate::error::{Error, Result};
-use crate::snapshot::{kind as kind_name, summary, value as value_text};
-use crate::span_tree::{SpanForest, SpanView, Trace};
+use crate::forest::render::{kind as kind_name, summary, value as value_text};
+use crate::forest::tree::{SpanForest, SpanView, Trace};
 
 /// Spans and lines of evidence shown in a failure report.
 const EVIDENCE_LINES: usize = 60;

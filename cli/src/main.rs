@@ -10,11 +10,11 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::signal::unix::{Signal, SignalKind, signal};
-
 use indicatif::{ProgressBar, ProgressStyle};
 use kafka_trace_harness::broker::AdminChannel;
-use kafka_trace_harness::metrics::{MetricsCapture, PipelineMetrics, stdout_meter_provider};
+use kafka_trace_harness::stockapp::metrics::{
+    MetricsCapture, PipelineMetrics, stdout_meter_provider,
+};
 use kafka_trace_harness::stockapp::pipeline::{PipelineBuilder, Services};
 use kafka_trace_harness::stockapp::summary::{
     TraceSummary, render_metrics, render_summary, render_trace_tree, showcase_traces,
@@ -179,13 +179,16 @@ async fn run_broker(args: BrokerArgs) -> Result<(), Box<dyn std::error::Error>> 
 
 /// Ctrl-C and SIGTERM, caught from the moment this is created: a signal
 /// that arrives while the services start still stops them cleanly.
+#[cfg(unix)]
 struct StopSignal {
-    interrupt: Signal,
-    terminate: Signal,
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
 }
 
+#[cfg(unix)]
 impl StopSignal {
     fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
         Ok(Self {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
@@ -197,6 +200,32 @@ impl StopSignal {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
         }
+    }
+}
+
+/// Ctrl-C (and Ctrl-Break, or the console closing, on Windows) through
+/// tokio's portable API where there is no SIGTERM.
+#[cfg(not(unix))]
+struct StopSignal {
+    ctrl_c: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>,
+}
+
+#[cfg(not(unix))]
+impl StopSignal {
+    fn install() -> std::io::Result<Self> {
+        // The future registers its handler when first polled: poll it once
+        // now so a Ctrl-C during start-up is not missed.
+        let mut ctrl_c: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
+            Box::pin(tokio::signal::ctrl_c());
+        let waker = std::task::Waker::noop();
+        let _ = ctrl_c
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker));
+        Ok(Self { ctrl_c })
+    }
+
+    async fn wait(self) {
+        let _ = self.ctrl_c.await;
     }
 }
 

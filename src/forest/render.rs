@@ -15,7 +15,7 @@ use rustc_hash::FxHashMap;
 use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry::{KeyValue, Value};
 
-use crate::span_tree::{Problem, SpanForest, SpanView, Trace};
+use crate::forest::tree::{Problem, SpanForest, SpanView, Trace};
 
 /// Attributes redacted by default: they change from run to run.
 pub const DEFAULT_REDACTED: &[&str] = &[

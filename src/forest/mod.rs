@@ -1,0 +1,11 @@
+//! The span forest: captured spans grouped into traces ([`tree`]), checked
+//! against expected shapes ([`expect`]) and rendered for snapshots and
+//! failure reports ([`render`]).
+
+pub mod expect;
+pub mod render;
+pub mod tree;
+
+pub use expect::{AttributeMatcher, ExpectedSpan};
+pub use render::Render;
+pub use tree::{CapturedSpan, Problem, SpanForest, SpanView, Trace};

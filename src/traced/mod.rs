@@ -1,0 +1,18 @@
+//! A traced producer and consumer over rskafka, following the
+//! OpenTelemetry messaging semantic conventions (1.44) for Kafka.
+//!
+//! rskafka has no consumer groups, so [`TracedConsumer`] keeps its own
+//! offsets in an [`OffsetStore`]: each named consumer reads every partition
+//! of its topic from where it started.
+
+mod attributes;
+mod consumer;
+mod offsets;
+mod producer;
+#[cfg(feature = "proptest")]
+pub mod strategies;
+
+pub use attributes::{CONTEXT_UNUSABLE_EVENT, attr};
+pub use consumer::{ConsumedRecord, ConsumerParent, TracedConsumer, TracedConsumerBuilder};
+pub use offsets::{OffsetStore, StartFrom};
+pub use producer::TracedProducer;
