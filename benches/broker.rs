@@ -1,5 +1,6 @@
 //! Embedded broker: time to ready, produce latency direct vs through the
-//! stall-free front, and fetch throughput.
+//! stall-free front, fetch throughput, and a new consumer group's first
+//! record with the mock's initial rebalance delay and the harness's.
 //!
 //! `cargo bench --bench broker` ends with a summary of the two figures the
 //! broker issue asks for (ready time, p50 produce of 100 records).
@@ -87,6 +88,86 @@ fn produce_latency(c: &mut Criterion) {
     group.finish();
 }
 
+/// A new consumer group (librdkafka's `BaseConsumer`, polled): subscribe
+/// to the first record, on a broker whose groups first wait `delay`.
+/// The consumer is created before the clock starts and closed after it.
+fn group_first_record(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("new consumer group: subscribe to first record");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(1));
+    for (label, delay) in GROUP_DELAYS {
+        let broker = rt
+            .block_on(
+                Broker::builder()
+                    .group_initial_rebalance_delay(delay)
+                    .start(),
+            )
+            .unwrap();
+        let topic = rt.block_on(topic_with_one_record(&broker));
+        let mut groups = 0u32;
+        group.bench_function(BenchmarkId::from_parameter(label), |b| {
+            b.iter_custom(|iterations| {
+                (0..iterations)
+                    .map(|_| {
+                        groups += 1;
+                        first_record(broker.bootstrap_servers(), &topic, &format!("g{groups}"))
+                    })
+                    .sum()
+            })
+        });
+        rt.block_on(broker.shutdown()).unwrap();
+    }
+    group.finish();
+}
+
+/// The delays [`group_first_record`] compares: the mock's own default
+/// (what a test waited before) and the harness's default.
+const GROUP_DELAYS: [(&str, Duration); 2] = [
+    ("initial delay 3 s (mock default)", Duration::from_secs(3)),
+    ("initial delay 0 (harness default)", Duration::ZERO),
+];
+
+async fn topic_with_one_record(broker: &Broker) -> String {
+    let topic = broker.create_unique_topic("group", 1).await.expect("topic");
+    broker
+        .client()
+        .await
+        .expect("client")
+        .partition_client(topic.clone(), 0, UnknownTopicHandling::Retry)
+        .await
+        .expect("partition")
+        .produce(records(1), Compression::NoCompression)
+        .await
+        .expect("produce");
+    topic
+}
+
+/// Subscribes a new consumer of `group` to `topic` and polls until its
+/// first record; returns the time from subscribe to that record.
+fn first_record(bootstrap: &str, topic: &str, group: &str) -> Duration {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    let started = Instant::now();
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = started + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(10)) {
+            Some(Ok(_)) => return started.elapsed(),
+            Some(Err(e)) => panic!("consumer group {group:?} on {bootstrap}: {e}"),
+            None => {}
+        }
+    }
+    panic!("no record for consumer group {group:?} from {bootstrap} within 30 s");
+}
+
 fn fetch_throughput(c: &mut Criterion) {
     let rt = runtime();
     let broker = rt.block_on(Broker::builder().start()).unwrap();
@@ -168,6 +249,7 @@ criterion_group!(
     time_to_ready,
     produce_latency,
     fetch_throughput,
+    group_first_record,
     summary
 );
 criterion_main!(benches);

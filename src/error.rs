@@ -53,6 +53,80 @@ pub enum Error {
         source: rskafka::client::error::Error,
     },
 
+    /// A consumer's fetch failed (after the client's own retries).
+    #[error(
+        "consumer {group:?} fetching topic {topic:?} partition {partition} from offset \
+         {offset} on {bootstrap}: {source}"
+    )]
+    Fetch {
+        /// The consumer's name.
+        group: String,
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The offset it fetched from.
+        offset: i64,
+        /// The bootstrap address used.
+        bootstrap: String,
+        /// rskafka's error (boxed: it is large, and rare).
+        source: Box<rskafka::client::error::Error>,
+    },
+
+    /// Records were deleted by the broker before a consumer read them.
+    #[error(
+        "topic {topic:?} partition {partition} on {bootstrap}: the consumer's next offset \
+         {next} is below the log start {log_start}, so {} records were deleted before it \
+         read them. {DELETION_HINT}",
+        log_start - next
+    )]
+    RecordsDeleted {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The offset the consumer was to read next.
+        next: i64,
+        /// The partition's first offset still kept.
+        log_start: i64,
+        /// The bootstrap address used.
+        bootstrap: String,
+    },
+
+    /// The embedded broker deleted records (seen by its watch).
+    #[error(
+        "the embedded broker at {bootstrap} deleted records: {}. {DELETION_HINT}",
+        crate::broker::DeletedRecords::list(deleted)
+    )]
+    BrokerDeletedRecords {
+        /// The broker's bootstrap address.
+        bootstrap: String,
+        /// Per partition, how many records were deleted.
+        deleted: Vec<crate::broker::DeletedRecords>,
+    },
+
+    /// The backend cannot inject this fault.
+    #[error("fault {fault} is not available on the {backend} backend: {reason}")]
+    FaultUnsupported {
+        /// The fault asked for.
+        fault: String,
+        /// The backend's name.
+        backend: &'static str,
+        /// Why, and what would work.
+        reason: String,
+    },
+
+    /// A fault could not be injected.
+    #[error("injecting fault {fault} into the broker at {bootstrap}: {reason}")]
+    Fault {
+        /// The fault asked for.
+        fault: String,
+        /// The broker's bootstrap address.
+        bootstrap: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// An operation did not finish within its deadline.
     #[error("{what} against {bootstrap} did not finish within {timeout:?}")]
     Timeout {
@@ -131,6 +205,11 @@ pub enum Error {
         source: std::io::Error,
     },
 }
+
+/// What to do about records the embedded broker deleted.
+const DELETION_HINT: &str = "librdkafka's mock cluster (the embedded broker) keeps at most \
+     5 MiB or 100,000 record batches per partition and deletes the oldest beyond that; \
+     spread records over more partitions, batch them, or use the container or external backend";
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -13,7 +13,10 @@ pub mod propagation;
 pub mod stockapp;
 pub mod traced;
 
-pub use broker::{Backend, BackendKind, Broker, BrokerBuilder, ContainerImage, unique_topic_name};
+pub use broker::{
+    Backend, BackendKind, Broker, BrokerBuilder, ContainerImage, DEFAULT_CLIENT_DEADLINE,
+    unique_topic_name,
+};
 pub use capture::{Condition, SpanCapture, SpanCaptureBuilder};
 pub use error::{Error, Result};
 pub use forest::{

@@ -207,7 +207,7 @@ async fn poison_records_get_error_spans_and_dead_letter_copies_and_good_ones_sti
     let good_and_bad =
         |p: &PipelineProgress| p.datagen_done && p.trades_processed == 34 && p.dead_lettered == 4;
     pipeline
-        .wait_for(DEADLINE, "30 good and 4 bad trades", good_and_bad)
+        .wait_for("30 good and 4 bad trades", good_and_bad, DEADLINE)
         .await
         .expect("processed");
     pipeline
@@ -424,7 +424,7 @@ async fn a_bad_json_row_fails_its_api_spans_and_is_dead_lettered_by_each_consume
             && p.api_rows.iter().all(|&n| n == p.rows_sent + 1)
     };
     pipeline
-        .wait_for(DEADLINE, "every row and the bad one read", all_read)
+        .wait_for("every row and the bad one read", all_read, DEADLINE)
         .await
         .expect("all read");
     let states = pipeline.api_states().to_vec();
@@ -454,4 +454,133 @@ async fn a_bad_json_row_fails_its_api_spans_and_is_dead_lettered_by_each_consume
     for state in states {
         assert_eq!(state.totals_in_cents(), expected);
     }
+}
+
+/// A fault injected into a running pipeline, and how long it lasts.
+#[derive(Debug, Clone, Copy)]
+enum PipelineFault {
+    ProduceErrors,
+    FetchErrors,
+    BrokerDownAndUp,
+    RoundTripTime,
+    /// Container: the broker's processes paused, then resumed.
+    #[cfg(feature = "container")]
+    Pause,
+}
+
+impl PipelineFault {
+    /// The fault's duration, when it has one: how long it stays on.
+    const HOLD: Duration = Duration::from_millis(400);
+
+    async fn inject(self, broker: &Broker) {
+        use kafka_trace_harness::broker::{ApiKey, ErrorCode};
+        match self {
+            Self::ProduceErrors => broker
+                .request_errors(ApiKey::Produce, ErrorCode::NotLeaderForPartition, 5)
+                .unwrap(),
+            Self::FetchErrors => broker
+                .request_errors(ApiKey::Fetch, ErrorCode::NotLeaderForPartition, 5)
+                .unwrap(),
+            Self::BrokerDownAndUp => {
+                broker.broker_down(1).unwrap();
+                tokio::time::sleep(Self::HOLD).await;
+                broker.broker_up(1).unwrap();
+            }
+            Self::RoundTripTime => {
+                broker
+                    .round_trip_time(1, Duration::from_millis(50))
+                    .unwrap();
+                tokio::time::sleep(Self::HOLD).await;
+                broker.round_trip_time(1, Duration::ZERO).unwrap();
+            }
+            #[cfg(feature = "container")]
+            Self::Pause => {
+                broker.pause().await.unwrap();
+                tokio::time::sleep(Self::HOLD).await;
+                broker.unpause().await.unwrap();
+            }
+        }
+    }
+}
+
+/// Runs the pipeline with `fault` injected once a quarter of the trades
+/// are out, and checks that nothing acknowledged was lost: every trade
+/// processed, totals exact, every trace whole.
+async fn the_pipeline_survives(fault: PipelineFault) {
+    let broker = Broker::builder().start().await.expect("broker");
+    the_pipeline_survives_on(broker, fault).await;
+}
+
+async fn the_pipeline_survives_on(broker: Broker, fault: PipelineFault) {
+    let settings = PipelineBuilder::new()
+        .seed(5)
+        .trades(120)
+        .users(9)
+        .clock(CLOCK);
+    let datagen = settings.datagen();
+    let capture = SpanCapture::new();
+    let mut pipeline = settings.start(&broker, &capture).await.expect("pipeline");
+    pipeline
+        .wait_for("30 trades sent", |p| p.trades_sent >= 30, DEADLINE)
+        .await
+        .expect("progress before the fault");
+    fault.inject(&broker).await;
+    pipeline
+        .wait_until_complete(DEADLINE)
+        .await
+        .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+    let progress = pipeline.progress();
+    let states = pipeline.api_states().to_vec();
+    pipeline.stop().await.expect("stop");
+
+    let forest = capture.forest();
+    forest.assert_no_problems();
+    forest.assert_every_parent(SpanKind::Consumer, SpanKind::Producer);
+    // Each trade's send span processed once (duplicates are marked, not
+    // processed again).
+    let processed: std::collections::HashSet<_> = forest
+        .named("process stockapp.trades")
+        .filter(|s| s.attribute("stockapp.duplicate").is_none())
+        .map(|s| s.parent().expect("parent send").span_id())
+        .collect();
+    assert_eq!(processed.len(), 120, "{fault:?}: {progress:?}");
+    let trades: Vec<StockTrade> = datagen.trades().collect();
+    let expected = expected_totals(&trades, &users_by_id(datagen.users()));
+    for state in states {
+        assert_eq!(state.totals_in_cents(), expected, "{fault:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_survives_produce_errors() {
+    the_pipeline_survives(PipelineFault::ProduceErrors).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_survives_fetch_errors() {
+    the_pipeline_survives(PipelineFault::FetchErrors).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_survives_a_broker_down_and_up() {
+    the_pipeline_survives(PipelineFault::BrokerDownAndUp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_survives_added_round_trip_time() {
+    the_pipeline_survives(PipelineFault::RoundTripTime).await;
+}
+
+#[cfg(feature = "container")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Docker and the local image (scripts/build-image.sh); .ci/run runs it"]
+async fn the_pipeline_survives_a_paused_container() {
+    let broker = Broker::builder()
+        .backend(kafka_trace_harness::Backend::Container(
+            kafka_trace_harness::ContainerImage::local_harness(),
+        ))
+        .start()
+        .await
+        .expect("container broker");
+    the_pipeline_survives_on(broker, PipelineFault::Pause).await;
 }

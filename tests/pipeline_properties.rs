@@ -166,7 +166,7 @@ async fn check(steps: Vec<Step>) {
         let processed =
             |p: &PipelineProgress| p.trades_processed >= trades && p.users_processed >= users;
         pipeline
-            .wait_for(Duration::from_secs(20), "the record just sent", processed)
+            .wait_for("the record just sent", processed, Duration::from_secs(20))
             .await
             .expect("processed");
     }

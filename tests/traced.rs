@@ -333,11 +333,17 @@ async fn a_restarted_consumer_resumes_from_its_offset_store() {
             .offset_store(store.clone())
             .build(&f.broker, f.capture.tracer("api"))
     };
+    // Records are committed as they finish (at-least-once).
+    let finish_all = |records: Vec<kafka_trace_harness::ConsumedRecord>| {
+        let keys = keys(&records);
+        records.into_iter().for_each(|r| r.finish());
+        keys
+    };
     let mut first = build().await.unwrap();
-    let mut seen = keys(&first.consume(4, DEADLINE).await.unwrap());
+    let mut seen = finish_all(first.consume(4, DEADLINE).await.unwrap());
     drop(first);
     let mut second = build().await.unwrap();
-    seen.extend(keys(&second.consume(2, DEADLINE).await.unwrap()));
+    seen.extend(finish_all(second.consume(2, DEADLINE).await.unwrap()));
     seen.sort();
     assert_eq!(seen, ["0", "1", "2", "3", "4", "5"], "no skip, no repeat");
     let processed = f.capture.forest().of_kind(SpanKind::Consumer).count();

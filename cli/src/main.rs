@@ -58,6 +58,11 @@ struct BrokerArgs {
     /// Number of mock brokers in the cluster.
     #[arg(long, default_value_t = 1)]
     brokers: u16,
+    /// How long a new consumer group waits for more members before its
+    /// first assignment (Kafka's group.initial.rebalance.delay.ms; the
+    /// mock's own default is 3000).
+    #[arg(long, default_value_t = 0)]
+    group_initial_rebalance_delay_ms: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -150,7 +155,10 @@ async fn run_broker(args: BrokerArgs) -> Result<(), Box<dyn std::error::Error>> 
     let stop = StopSignal::install()?;
     let mut builder = Broker::builder()
         .embedded_brokers(args.brokers)
-        .listen(args.host, args.port);
+        .listen(args.host, args.port)
+        .group_initial_rebalance_delay(Duration::from_millis(
+            args.group_initial_rebalance_delay_ms,
+        ));
     if let Some(host) = args.advertised_host {
         builder = builder.advertised_host(host);
     }
@@ -169,12 +177,44 @@ async fn run_broker(args: BrokerArgs) -> Result<(), Box<dyn std::error::Error>> 
         }
         stdout.flush()?;
     }
+    let warnings = broker
+        .watch_deleted()
+        .map(|seen| tokio::spawn(warn_of_deletions(seen)));
     stop.wait().await;
     drop(admin);
+    if let Some(warnings) = warnings {
+        warnings.abort();
+    }
     if let Ok(broker) = Arc::try_unwrap(broker) {
         broker.shutdown().await?;
     }
     Ok(())
+}
+
+/// Prints a warning line to standard error whenever the embedded broker
+/// deletes records, naming topic, partition and count: a client that had
+/// not read them yet will never see them.
+async fn warn_of_deletions(
+    mut seen: tokio::sync::watch::Receiver<Vec<kafka_trace_harness::broker::DeletedRecords>>,
+) {
+    let mut reported = std::collections::HashMap::new();
+    while seen.changed().await.is_ok() {
+        let now = seen.borrow_and_update().clone();
+        for deleted in now {
+            let key = (deleted.topic.clone(), deleted.partition);
+            let before = reported.insert(key, deleted.count).unwrap_or(0);
+            if deleted.count > before {
+                eprintln!(
+                    "warning: the embedded broker deleted {} records of topic {:?} partition {} \
+                     ({} in all; it keeps at most 5 MiB or 100,000 record batches per partition)",
+                    deleted.count - before,
+                    deleted.topic,
+                    deleted.partition,
+                    deleted.count
+                );
+            }
+        }
+    }
 }
 
 /// Ctrl-C and SIGTERM, caught from the moment this is created: a signal

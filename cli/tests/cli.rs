@@ -191,3 +191,118 @@ fn run_writes_the_summary_and_otlp_json_of_every_trace() {
         assert_eq!(parent["traceId"], process["traceId"], "{process}");
     }
 }
+
+/// Kills `child` when dropped, so a failed assertion leaves no broker
+/// process behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends `signal` (`STOP`, `CONT`, …) to process `pid`.
+#[cfg(unix)]
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}: {status:?}");
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_rides_out_a_broker_that_stops_answering_for_a_few_seconds() {
+    const TRADES: usize = 3_000;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kafka-trace-harness"))
+        .args(["broker", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the broker");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let bootstrap = lines.next().expect("bootstrap line").unwrap();
+    let broker_process = KillOnDrop(child);
+    let broker_pid = broker_process.0.id();
+
+    let run_args = [
+        "run".to_owned(),
+        "--bootstrap".to_owned(),
+        bootstrap.clone(),
+        "--trades".to_owned(),
+        TRADES.to_string(),
+        "--users".to_owned(),
+        "9".to_owned(),
+        "--seed".to_owned(),
+        "5".to_owned(),
+    ];
+    let run = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = run_args.iter().map(String::as_str).collect();
+        run_with_deadline(&args, Duration::from_secs(240))
+    });
+
+    // In the middle of the run: once some trades are in the broker.
+    let watcher = Broker::builder()
+        .backend(Backend::External {
+            bootstrap: bootstrap.clone(),
+        })
+        .start()
+        .await
+        .expect("reach the standalone broker");
+    let client = watcher.client().await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the run never sent 200 trades"
+        );
+        let mut sent = 0;
+        if let Ok(topics) = client.list_topics().await
+            && let Some(trades) = topics.iter().find(|t| t.name == "stockapp.trades")
+        {
+            for &partition in &trades.partitions {
+                if let Ok(pc) = client
+                    .partition_client("stockapp.trades", partition, UnknownTopicHandling::Error)
+                    .await
+                    && let Ok(high) = pc
+                        .get_offset(rskafka::client::partition::OffsetAt::Latest)
+                        .await
+                {
+                    sent += high;
+                }
+            }
+        }
+        if sent >= 200 {
+            break;
+        }
+        // A poll interval, not synchronisation: the loop checks a condition.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(client);
+
+    // The broker process stops answering for three seconds, then resumes.
+    signal(broker_pid, "STOP");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal(broker_pid, "CONT");
+
+    let (status, stdout) = run.await.unwrap();
+    assert!(status.success(), "{status:?}\n{stdout}");
+    assert!(
+        stdout.contains(&format!("sent 9 users, {TRADES} trades")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("read 9 users, {TRADES} trades")),
+        "every trade processed: {stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{TRADES} trade traces: {TRADES} complete, 0 broken"
+        )),
+        "{stdout}"
+    );
+    drop(broker_process);
+}

@@ -4,8 +4,11 @@
 //! the process (the container backend running this crate's own image) creates
 //! topics through this line protocol instead:
 //! `create <topic> <partitions>\n` → `ok\n` or `error <reason>\n`.
+//! [`AdminCommand::parse`] reads one such line without any I/O.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::num::ParseIntError;
 use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -66,16 +69,16 @@ async fn answer(broker: Arc<Broker>, stream: TcpStream) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        let reply = match line.split_whitespace().collect::<Vec<_>>().as_slice() {
-            ["create", topic, partitions] => match partitions.parse::<u16>() {
-                Ok(partitions) => match broker.create_topic(topic, partitions).await {
+        let reply = match AdminCommand::parse(&line) {
+            Ok(AdminCommand::Create { topic, partitions }) => {
+                match broker.create_topic(&topic, partitions).await {
                     Ok(()) => "ok".to_owned(),
                     Err(e) => format!("error {e}"),
-                },
-                Err(e) => format!("error partitions {partitions:?}: {e}"),
-            },
-            _ => format!("error unknown command {line:?}; expected: create <topic> <partitions>"),
+                }
+            }
+            Err(e) => format!("error {e}"),
         };
+        // `{:?}` quoting in every message keeps a reply on one line.
         if write
             .write_all(format!("{reply}\n").as_bytes())
             .await
@@ -83,6 +86,168 @@ async fn answer(broker: Arc<Broker>, stream: TcpStream) {
         {
             return;
         }
+    }
+}
+
+/// The usage line every parse error ends with.
+const USAGE: &str = "expected: create <topic> <partitions>";
+
+/// Longest part of a request quoted back in an error: a reply stays short
+/// whatever a client sends.
+const QUOTED_CHARS: usize = 64;
+
+/// Kafka's limit on a topic name's length.
+pub const MAX_TOPIC_LEN: usize = 249;
+
+/// One request of the admin channel's line protocol.
+///
+/// ```
+/// use kafka_trace_harness::broker::{AdminCommand, AdminParseError};
+///
+/// let command = AdminCommand::parse("create trades 3\n")?;
+/// assert_eq!(
+///     command,
+///     AdminCommand::Create { topic: "trades".to_owned(), partitions: 3 }
+/// );
+/// assert_eq!(command.to_string(), "create trades 3");
+///
+/// assert_eq!(
+///     AdminCommand::parse("create trades 0"),
+///     Err(AdminParseError::ZeroPartitions)
+/// );
+/// assert!(matches!(
+///     AdminCommand::parse("delete trades"),
+///     Err(AdminParseError::UnknownCommand { .. })
+/// ));
+/// # Ok::<(), AdminParseError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AdminCommand {
+    /// `create <topic> <partitions>`: create a topic.
+    Create {
+        /// A legal Kafka topic name (at most [`MAX_TOPIC_LEN`] ASCII
+        /// letters, digits, `.`, `_` and `-`; not `.` or `..`).
+        topic: String,
+        /// Number of partitions, at least 1.
+        partitions: u16,
+    },
+}
+
+impl AdminCommand {
+    /// Parses one request line. Words are separated by any whitespace, and
+    /// surrounding whitespace (including the line's `\n` or `\r\n`) is
+    /// ignored.
+    pub fn parse(line: &str) -> std::result::Result<Self, AdminParseError> {
+        let mut words = line.split_whitespace();
+        let command = words.next().ok_or(AdminParseError::Empty)?;
+        if command != "create" {
+            return Err(AdminParseError::UnknownCommand {
+                command: shorten(command),
+            });
+        }
+        // Counted without collecting: a hostile line may hold many words.
+        let (topic, partitions) = match (words.next(), words.next(), words.next()) {
+            (Some(topic), Some(partitions), None) => (topic, partitions),
+            (topic, partitions, extra) => {
+                let given = [topic, partitions, extra].iter().flatten().count() + words.count();
+                return Err(AdminParseError::Arguments { given });
+            }
+        };
+        check_topic(topic)?;
+        let partitions = match partitions.parse::<u16>() {
+            Ok(0) => return Err(AdminParseError::ZeroPartitions),
+            Ok(n) => n,
+            Err(source) => {
+                return Err(AdminParseError::Partitions {
+                    value: shorten(partitions),
+                    source,
+                });
+            }
+        };
+        Ok(Self::Create {
+            topic: topic.to_owned(),
+            partitions,
+        })
+    }
+}
+
+/// The request line, without its `\n`; parses back to the same command.
+impl fmt::Display for AdminCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Create { topic, partitions } => write!(f, "create {topic} {partitions}"),
+        }
+    }
+}
+
+/// Why an admin request line was refused; the channel replies
+/// `error <this message>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminParseError {
+    /// The line holds no word.
+    #[error("empty request; {USAGE}")]
+    Empty,
+    /// The first word is not a known command.
+    #[error("unknown command {command:?}; {USAGE}")]
+    UnknownCommand {
+        /// The first word (at most 64 characters of it).
+        command: String,
+    },
+    /// `create` did not get exactly two arguments.
+    #[error("create takes 2 arguments, got {given}; {USAGE}")]
+    Arguments {
+        /// How many words followed the command.
+        given: usize,
+    },
+    /// The topic name is not one Kafka accepts.
+    #[error("topic {topic:?} {reason}; {USAGE}")]
+    InvalidTopic {
+        /// The name (at most 64 characters of it).
+        topic: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The partition count is not a number from 1 to 65535.
+    #[error("partitions {value:?}: {source}; {USAGE}")]
+    Partitions {
+        /// The word given (at most 64 characters of it).
+        value: String,
+        /// What the integer parser said.
+        source: ParseIntError,
+    },
+    /// The partition count is 0.
+    #[error("partitions must be at least 1; {USAGE}")]
+    ZeroPartitions,
+}
+
+/// Kafka's own rule for topic names, so that the mock cluster is asked for
+/// no topic a real broker would refuse.
+fn check_topic(topic: &str) -> std::result::Result<(), AdminParseError> {
+    let reason = if topic.len() > MAX_TOPIC_LEN {
+        "is longer than 249 characters"
+    } else if topic == "." || topic == ".." {
+        "is reserved"
+    } else if !topic
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        "has a character other than ASCII letters, digits, '.', '_' and '-'"
+    } else {
+        return Ok(());
+    };
+    Err(AdminParseError::InvalidTopic {
+        topic: shorten(topic),
+        reason,
+    })
+}
+
+/// The first [`QUOTED_CHARS`] characters of `text`, marked when cut.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(QUOTED_CHARS) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}…", &text[..cut]),
     }
 }
 
@@ -111,5 +276,85 @@ pub(crate) async fn create_topic(
         None if reply == "ok" => Ok(()),
         None => Err(format!("admin channel {admin} answered {reply:?}")),
         Some(reason) => Err(reason.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(topic: &str, partitions: u16) -> AdminCommand {
+        AdminCommand::Create {
+            topic: topic.to_owned(),
+            partitions,
+        }
+    }
+
+    #[test]
+    fn parses_create_with_any_whitespace() {
+        assert_eq!(AdminCommand::parse("create t 3"), Ok(create("t", 3)));
+        assert_eq!(
+            AdminCommand::parse("  create\tstockapp.trades-1_x   65535\r\n"),
+            Ok(create("stockapp.trades-1_x", 65535))
+        );
+    }
+
+    #[test]
+    fn display_parses_back() {
+        let command = create("orders", 12);
+        assert_eq!(AdminCommand::parse(&command.to_string()), Ok(command));
+    }
+
+    #[test]
+    fn refuses_each_malformed_line_with_its_own_error() {
+        assert_eq!(AdminCommand::parse(""), Err(AdminParseError::Empty));
+        assert_eq!(AdminCommand::parse(" \t\r\n"), Err(AdminParseError::Empty));
+        assert_eq!(
+            AdminCommand::parse("CREATE t 1"),
+            Err(AdminParseError::UnknownCommand {
+                command: "CREATE".to_owned()
+            })
+        );
+        for (line, given) in [("create", 0), ("create t", 1), ("create t 1 2", 3)] {
+            assert_eq!(
+                AdminCommand::parse(line),
+                Err(AdminParseError::Arguments { given }),
+                "{line:?}"
+            );
+        }
+        assert_eq!(
+            AdminCommand::parse("create t 0"),
+            Err(AdminParseError::ZeroPartitions)
+        );
+        for value in ["-1", "65536", "3.0", "x", "+"] {
+            assert!(
+                matches!(
+                    AdminCommand::parse(&format!("create t {value}")),
+                    Err(AdminParseError::Partitions { value: v, .. }) if v == value
+                ),
+                "{value}"
+            );
+        }
+        for topic in [".", "..", "a/b", "café", "a\0b", &"x".repeat(250)] {
+            assert!(
+                matches!(
+                    AdminCommand::parse(&format!("create {topic} 1")),
+                    Err(AdminParseError::InvalidTopic { .. })
+                ),
+                "{topic:?}"
+            );
+        }
+        assert!(AdminCommand::parse(&format!("create {} 1", "x".repeat(249))).is_ok());
+    }
+
+    #[test]
+    fn errors_quote_at_most_a_short_prefix_on_one_line() {
+        let long = format!("{}\u{7}", "é".repeat(1000));
+        let err = AdminCommand::parse(&long).unwrap_err();
+        let text = err.to_string();
+        assert!(text.chars().count() < 200, "{text}");
+        assert!(text.contains('…'), "{text}");
+        assert!(!text.contains('\n'));
+        assert!(text.ends_with(USAGE), "{text}");
     }
 }

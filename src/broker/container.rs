@@ -144,6 +144,50 @@ impl RunningContainer {
         }
     }
 
+    /// Pauses (`true`) or unpauses every process of the container: the
+    /// broker keeps its connections and records but answers nothing.
+    pub(crate) async fn set_paused(&self, paused: bool) -> std::result::Result<(), String> {
+        let result = match (self, paused) {
+            (Self::Kafka(c), true) => c.pause().await,
+            (Self::Kafka(c), false) => c.unpause().await,
+            (Self::Harness { container, .. }, true) => container.pause().await,
+            (Self::Harness { container, .. }, false) => container.unpause().await,
+        };
+        result.map_err(|e| e.to_string())
+    }
+
+    /// Stops (`false`) or starts (`true`) an Apache Kafka container, which
+    /// keeps its log on the container's disk across the restart.
+    pub(crate) async fn set_running(&self, running: bool) -> std::result::Result<(), String> {
+        let Self::Kafka(c) = self else {
+            return Err(
+                "the harness image keeps its records in memory, so a restart would \
+                        lose them all and bind a new port; pause it instead"
+                    .into(),
+            );
+        };
+        let before = c
+            .get_host_port_ipv4(apache::KAFKA_PORT)
+            .await
+            .map_err(|e| e.to_string())?;
+        if running {
+            c.start().await.map_err(|e| e.to_string())?;
+            let after = c
+                .get_host_port_ipv4(apache::KAFKA_PORT)
+                .await
+                .map_err(|e| e.to_string())?;
+            if after != before {
+                return Err(format!(
+                    "Docker mapped the broker to port {after} after the restart (was {before}); \
+                     clients of the old address cannot reach it"
+                ));
+            }
+            Ok(())
+        } else {
+            c.stop().await.map_err(|e| e.to_string())
+        }
+    }
+
     /// Removes the container and reports what Docker said.
     pub(crate) async fn remove(self) -> Result<()> {
         let (id, result) = match self {

@@ -2,6 +2,7 @@
 
 use std::ffi::CString;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use rdkafka::bindings as rdsys;
 use rdkafka::client::{Client, DefaultClientContext};
@@ -20,6 +21,11 @@ pub(crate) struct EmbeddedOptions {
     pub(crate) listen_host: IpAddr,
     pub(crate) first_port: u16,
     pub(crate) advertised_host: Option<String>,
+    /// How long a new consumer group waits for more members before its
+    /// first assignment. The mock's own default is 3 s (Kafka's
+    /// `group.initial.rebalance.delay.ms`); the harness uses 0, so a test's
+    /// consumer gets its first record at once.
+    pub(crate) group_initial_rebalance_delay: Duration,
 }
 
 impl Default for EmbeddedOptions {
@@ -30,6 +36,7 @@ impl Default for EmbeddedOptions {
             listen_host: IpAddr::from([127, 0, 0, 1]),
             first_port: 0,
             advertised_host: None,
+            group_initial_rebalance_delay: Duration::ZERO,
         }
     }
 }
@@ -83,6 +90,14 @@ impl EmbeddedCluster {
             fronts: Vec::new(),
             bootstrap: direct.clone(),
         };
+        // Whole milliseconds, saturating: the mock takes an i32.
+        let delay_ms =
+            i32::try_from(options.group_initial_rebalance_delay.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: the cluster belongs to `cluster.client`, alive here; the
+        // call sets a default under the cluster's lock.
+        unsafe {
+            rdsys::rd_kafka_mock_group_initial_rebalance_delay_ms(cluster.raw_cluster(), delay_ms);
+        }
         if options.stall_free_front {
             cluster.put_fronts(&direct, options).await?;
         }
@@ -102,7 +117,7 @@ impl EmbeddedCluster {
                 });
         let host_c = CString::new(advertised_host.clone())
             .map_err(|e| embedded_error("advertised host", e))?;
-        let raw_cluster = unsafe { rdsys::rd_kafka_handle_mock_cluster(self.client.native_ptr()) };
+        let raw_cluster = self.raw_cluster();
 
         let mut advertised = Vec::new();
         // librdkafka lists the mock brokers in id order, 1..=N.
@@ -136,6 +151,42 @@ impl EmbeddedCluster {
         Ok(())
     }
 
+    /// The mock cluster's C handle; valid while `self.client` lives.
+    fn raw_cluster(&self) -> *mut rdsys::rd_kafka_mock_cluster_t {
+        // SAFETY: the client was created with test.mock.num.brokers, so it
+        // owns a mock cluster; the call only reads the handle's field.
+        unsafe { rdsys::rd_kafka_handle_mock_cluster(self.client.native_ptr()) }
+    }
+
+    /// Whether clients reach the mock brokers through [`TcpFront`]s, which
+    /// the connection faults below need (without them those are no-ops).
+    pub(crate) fn has_fronts(&self) -> bool {
+        !self.fronts.is_empty()
+    }
+
+    /// Closes every connection relayed now (client and mock side) on every
+    /// front; new connections are accepted as before.
+    pub(crate) fn cut_connections(&self) {
+        for front in &self.fronts {
+            front.cut_connections();
+        }
+    }
+
+    /// Forwards no byte in either direction, on every connection (existing
+    /// and new), for `duration`; then every held byte follows in order.
+    pub(crate) fn stall(&self, duration: Duration) {
+        for front in &self.fronts {
+            front.stall(duration);
+        }
+    }
+
+    /// Delays every response by `latency` (zero: no delay), in order.
+    pub(crate) fn set_latency(&self, latency: Duration) {
+        for front in &self.fronts {
+            front.set_latency(latency);
+        }
+    }
+
     pub(crate) fn bootstrap(&self) -> &str {
         &self.bootstrap
     }
@@ -144,6 +195,25 @@ impl EmbeddedCluster {
         self.client
             .mock_cluster()
             .expect("the client was created with test.mock.num.brokers")
+    }
+
+    /// The next `codes.len()` requests of kind `api_key` fail with these
+    /// Kafka error codes, in order.
+    pub(crate) fn push_request_errors(&self, api_key: i16, codes: &[i32]) {
+        // Through the C API with plain integers: rdkafka's wrapper takes
+        // its raw error enum, which a caller's code number cannot become
+        // soundly when librdkafka has no name for it.
+        // SAFETY: the mock cluster belongs to `self.client`, alive here;
+        // librdkafka copies the codes, which are C ints, before returning.
+        unsafe {
+            let raw = rdsys::rd_kafka_handle_mock_cluster(self.client.native_ptr());
+            rdsys::rd_kafka_mock_push_request_errors_array(
+                raw,
+                api_key,
+                codes.len(),
+                codes.as_ptr().cast(),
+            );
+        }
     }
 
     pub(crate) fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {

@@ -1,4 +1,5 @@
-//! A TCP front that removes the 40 ms delayed-ACK stall.
+//! A TCP front that removes the 40 ms delayed-ACK stall, answers new
+//! clients' ApiVersions requests, and injects network faults.
 //!
 //! rskafka buffers each request in an 8 KiB write buffer, on a socket
 //! without `TCP_NODELAY`. A larger request (a produce of some 60 records of
@@ -14,17 +15,74 @@
 //! stall is whatever the platform's delayed ACK makes it: macOS acks every
 //! other segment and its delayed-ACK timer is shorter, Windows delays an
 //! ACK by up to 200 ms (and answers the second segment at once).
+//!
+//! # ApiVersions
+//!
+//! Current clients open with an ApiVersions request newer than librdkafka's
+//! mock supports (kafka-python 3: v4, Java: v3), and the mock answers it
+//! with a body that mixes flexible and classic encodings, which such a
+//! client cannot decode. KIP-511 says the answer is UNSUPPORTED_VERSION in
+//! the v0 layout, listing the supported versions, so that the client
+//! retries lower. The front reads only request and response headers: it
+//! relays such a request upstream as an ApiVersions v0 request with the
+//! same correlation id, and sets UNSUPPORTED_VERSION in the mock's v0
+//! answer on its way back. The answer so lists the mock's real ranges and
+//! keeps its place among the connection's responses. The mock's highest
+//! ApiVersions version is asked once per front, on the first ApiVersions
+//! request, and cached.
+//!
+//! Every ApiVersions answer also has the group APIs' ranges capped where
+//! the mock's handlers mis-parse the newest versions it advertises (see
+//! [`MOCK_VERSION_CAPS`]): without that, kafka-python 3 and Java consumers
+//! could not join a group.
+//!
+//! # Faults
+//!
+//! [`TcpFront::cut_connections`], [`TcpFront::stall`] and
+//! [`TcpFront::set_latency`] act on every relayed connection. With no
+//! stall or latency in force, a relay pays one atomic load per read.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OnceCell, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 
 /// Size of the relay buffers: large enough for a fetch response of a few
 /// thousand small records in one read.
 const BUFFER_BYTES: usize = 64 * 1024;
+
+/// Kafka's API key of ApiVersions.
+const API_VERSIONS: i16 = 18;
+/// Kafka's error code UNSUPPORTED_VERSION.
+const UNSUPPORTED_VERSION: i16 = 35;
+/// Frame length, api_key, api_version and correlation_id of a request.
+const REQUEST_HEADER_BYTES: usize = 12;
+/// Frame length, correlation_id and error_code of an ApiVersions response.
+const API_VERSIONS_RESPONSE_HEAD: usize = 10;
+/// Largest ApiVersions answer the front holds back to adjust whole (the
+/// mock's is under 400 bytes).
+const VERSIONS_ANSWER_HOLD: usize = 4 * 1024;
+/// Highest versions the front lets clients use, below what the mock
+/// advertises: its handlers parse these APIs' newer (flexible) requests
+/// wrongly, and librdkafka's own client never sends them. JoinGroup v6 and
+/// SyncGroup v4 read a compact array count as an int32 (the mock then drops
+/// the connection); LeaveGroup v3+ reads its members array as one member id.
+const MOCK_VERSION_CAPS: [(i16, i16); 3] = [(11, 5), (13, 2), (14, 3)];
+/// Deadline for learning the mock's ApiVersions range; the mock is in
+/// process and answers in well under a millisecond.
+const VERSIONS_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest ApiVersions v0 answer accepted while learning the range (the
+/// mock's is under 400 bytes).
+const VERSIONS_ANSWER_LIMIT: usize = 64 * 1024;
 
 /// One listening socket relaying every accepted connection to `upstream`.
 ///
@@ -32,7 +90,18 @@ const BUFFER_BYTES: usize = 64 * 1024;
 #[derive(Debug)]
 pub(crate) struct TcpFront {
     local_addr: SocketAddr,
+    shared: Arc<Shared>,
     accept_task: JoinHandle<()>,
+}
+
+/// What every relay of one front reads: the upstream, the cached version
+/// range and the fault switches.
+#[derive(Debug)]
+struct Shared {
+    upstream: SocketAddr,
+    /// The highest ApiVersions version the upstream answers, once learnt.
+    api_versions_max: OnceCell<i16>,
+    faults: Faults,
 }
 
 impl TcpFront {
@@ -40,9 +109,15 @@ impl TcpFront {
     pub(crate) async fn start(listen: SocketAddr, upstream: SocketAddr) -> io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         let local_addr = listener.local_addr()?;
-        let accept_task = tokio::spawn(accept_loop(listener, upstream));
+        let shared = Arc::new(Shared {
+            upstream,
+            api_versions_max: OnceCell::new(),
+            faults: Faults::new(),
+        });
+        let accept_task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         Ok(Self {
             local_addr,
+            shared,
             accept_task,
         })
     }
@@ -50,6 +125,25 @@ impl TcpFront {
     /// The address clients connect to.
     pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Closes every connection relayed now, both the client's and the
+    /// upstream one; new connections are accepted as before.
+    pub(crate) fn cut_connections(&self) {
+        self.shared.faults.cut();
+    }
+
+    /// Forwards no byte, in either direction, on any connection (existing
+    /// or new) for `duration` from now; then every held byte follows in
+    /// order. A later call replaces the end of the stall.
+    pub(crate) fn stall(&self, duration: Duration) {
+        self.shared.faults.stall(duration);
+    }
+
+    /// Delays every response (upstream to client) by `latency` from the
+    /// moment the front reads it, in order; zero turns the delay off.
+    pub(crate) fn set_latency(&self, latency: Duration) {
+        self.shared.faults.set_latency(latency);
     }
 
     /// Stops accepting and closes every relayed connection, then waits for it.
@@ -67,13 +161,115 @@ impl Drop for TcpFront {
     }
 }
 
-async fn accept_loop(listener: TcpListener, upstream: SocketAddr) {
+/// The fault switches of one front.
+#[derive(Debug)]
+struct Faults {
+    /// Set while a stall or a latency may be in force. Relays load only this
+    /// flag per read and look at `state` when it is set; it is cleared
+    /// under `state`'s lock, so a concurrent change is never lost.
+    active: AtomicBool,
+    state: watch::Sender<FaultState>,
+    /// Bumped by every cut; each relay watches it.
+    cut: watch::Sender<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct FaultState {
+    stalled_until: Option<Instant>,
+    latency: Duration,
+}
+
+impl Faults {
+    fn new() -> Self {
+        Self {
+            active: AtomicBool::new(false),
+            state: watch::Sender::new(FaultState::default()),
+            cut: watch::Sender::new(0),
+        }
+    }
+
+    fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    fn cut(&self) {
+        self.cut
+            .send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+
+    fn stall(&self, duration: Duration) {
+        let now = Instant::now();
+        // Duration::MAX would overflow an Instant: a century is "forever".
+        let until = now
+            .checked_add(duration)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+        self.state.send_modify(|state| {
+            state.stalled_until = Some(until);
+            self.active.store(true, Ordering::Release);
+        });
+    }
+
+    fn set_latency(&self, latency: Duration) {
+        self.state.send_modify(|state| {
+            state.latency = latency;
+            if !latency.is_zero() {
+                self.active.store(true, Ordering::Release);
+            }
+        });
+    }
+
+    /// Waits out a stall in force, then returns the response latency in
+    /// force. Clears `active` once neither is.
+    async fn gate(&self, state: &mut watch::Receiver<FaultState>) -> Duration {
+        loop {
+            let current = *state.borrow_and_update();
+            match current.stalled_until {
+                Some(until) if Instant::now() < until => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => {}
+                        // A new stall or latency: look again.
+                        changed = state.changed() => {
+                            if changed.is_err() {
+                                // No sender left: nothing can change the end.
+                                tokio::time::sleep_until(until).await;
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    if current.latency.is_zero() {
+                        self.settle();
+                    }
+                    return current.latency;
+                }
+            }
+        }
+    }
+
+    /// Clears `active` if no fault is in force, under the state's lock.
+    fn settle(&self) {
+        let now = Instant::now();
+        self.state.send_if_modified(|state| {
+            let stalled = state.stalled_until.is_some_and(|until| now < until);
+            if !stalled && state.latency.is_zero() {
+                self.active.store(false, Ordering::Release);
+            }
+            // Nothing a relay waits on changed: wake no one.
+            false
+        });
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut relays = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((client, _)) => {
-                    relays.spawn(relay(client, upstream));
+                    // Subscribed here, so that only cuts after this accept
+                    // close the connection.
+                    let cut = shared.faults.cut.subscribe();
+                    relays.spawn(relay(client, Arc::clone(&shared), cut));
                 }
                 // Out of file descriptors or a reset before accept: the
                 // listener itself is still fine, so keep serving.
@@ -85,41 +281,376 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr) {
     }
 }
 
-async fn relay(client: TcpStream, upstream: SocketAddr) -> io::Result<()> {
-    let server = TcpStream::connect(upstream).await?;
+async fn relay(
+    client: TcpStream,
+    shared: Arc<Shared>,
+    mut cut: watch::Receiver<u64>,
+) -> io::Result<()> {
+    tokio::select! {
+        // Checked first, so no byte is relayed after a cut.
+        biased;
+        // Returning drops both connections, which closes them. An error
+        // means the front is gone, which ends the relay all the same.
+        _ = cut.changed() => Ok(()),
+        result = relay_both_ways(client, &shared) => result,
+    }
+}
+
+async fn relay_both_ways(client: TcpStream, shared: &Shared) -> io::Result<()> {
+    let server = TcpStream::connect(shared.upstream).await?;
     client.set_nodelay(true)?;
     server.set_nodelay(true)?;
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-
-    let requests = async {
-        let mut buf = vec![0u8; BUFFER_BYTES];
-        loop {
-            let n = client_read.read(&mut buf).await?;
-            if n == 0 {
-                server_write.shutdown().await?;
-                return Ok::<_, io::Error>(());
-            }
-            quick_ack(client_read.as_ref());
-            server_write.write_all(&buf[..n]).await?;
-        }
-    };
-    let responses = async {
-        let mut buf = vec![0u8; BUFFER_BYTES];
-        loop {
-            let n = server_read.read(&mut buf).await?;
-            if n == 0 {
-                client_write.shutdown().await?;
-                return Ok::<_, io::Error>(());
-            }
-            client_write.write_all(&buf[..n]).await?;
-        }
-    };
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    // ApiVersions requests relayed and not yet answered, oldest first. Both
+    // directions run in this one task, so the lock is never contended (a
+    // RefCell would make the task's future !Send).
+    let versions = Mutex::new(VecDeque::new());
     // Either side closing ends the relay: Kafka has no half-closed sessions.
     tokio::select! {
-        r = requests => r,
-        r = responses => r,
+        r = forward_requests(client_read, server_write, shared, &versions) => r,
+        r = forward_responses(server_read, client_write, shared, &versions) => r,
     }
+}
+
+/// An ApiVersions request on its way, whose answer the front adjusts.
+#[derive(Debug, Clone, Copy)]
+struct PendingVersions {
+    correlation_id: i32,
+    /// Relayed as v0 because the client asked above the upstream's range:
+    /// the answer becomes UNSUPPORTED_VERSION.
+    unsupported: bool,
+    /// The answer has the classic layout (v0 to v2), whose ranges the
+    /// front can clamp in place.
+    classic: bool,
+}
+
+/// Client to upstream: relays bytes as read, except ApiVersions requests
+/// above the upstream's range, which leave as ApiVersions v0.
+async fn forward_requests(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    shared: &Shared,
+    versions: &Mutex<VecDeque<PendingVersions>>,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; BUFFER_BYTES];
+    // buf[..held] is the start of a request header kept from the last read.
+    let mut held = 0;
+    // Bytes of the current request still to come, and whether to drop them.
+    let mut remaining: u64 = 0;
+    let mut dropping = false;
+    let mut faults = shared.faults.state.subscribe();
+    loop {
+        let n = from.read(&mut buf[held..]).await?;
+        if n == 0 {
+            to.write_all(&buf[..held]).await?;
+            to.shutdown().await?;
+            return Ok(());
+        }
+        quick_ack(from.as_ref());
+        if shared.faults.is_active() {
+            shared.faults.gate(&mut faults).await;
+        }
+        let end = held + n;
+        // buf[sent..pos] is scanned and waits to be written.
+        let mut pos = 0;
+        let mut sent = 0;
+        while pos < end {
+            if remaining > 0 {
+                let take = remaining.min((end - pos) as u64);
+                remaining -= take;
+                if dropping {
+                    to.write_all(&buf[sent..pos]).await?;
+                    sent = pos + take as usize;
+                }
+                pos += take as usize;
+                continue;
+            }
+            let Some(header) = RequestHeader::parse(&buf[pos..end]) else {
+                break; // an incomplete header: wait for the rest
+            };
+            remaining = header.frame_bytes;
+            dropping = false;
+            if header.api_key != API_VERSIONS {
+                continue;
+            }
+            let unsupported = shared
+                .api_versions_max()
+                .await
+                .is_some_and(|max| header.api_version > max);
+            // Recorded before the request leaves, so its answer is known.
+            versions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push_back(PendingVersions {
+                    correlation_id: header.correlation_id,
+                    unsupported,
+                    classic: unsupported || (0..=2).contains(&header.api_version),
+                });
+            if unsupported {
+                to.write_all(&buf[sent..pos]).await?;
+                sent = pos;
+                to.write_all(&api_versions_v0_request(header.correlation_id))
+                    .await?;
+                dropping = true;
+            }
+        }
+        to.write_all(&buf[sent..pos]).await?;
+        buf.copy_within(pos..end, 0);
+        held = end - pos;
+    }
+}
+
+/// Upstream to client: relays bytes as read, adjusts ApiVersions answers
+/// (see [`adjust_versions_answer`]), and applies the latency in force.
+async fn forward_responses(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    shared: &Shared,
+    versions: &Mutex<VecDeque<PendingVersions>>,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; BUFFER_BYTES];
+    // buf[..held] is the start of a response header kept from the last read.
+    let mut held = 0;
+    let mut remaining: u64 = 0;
+    // Responses held back by a latency, with the time each is due, in order.
+    let mut delayed: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
+    let mut faults = shared.faults.state.subscribe();
+    loop {
+        let read = match delayed.front() {
+            None => from.read(&mut buf[held..]).await,
+            Some(&(due, _)) => tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(due) => {
+                    if shared.faults.is_active() {
+                        shared.faults.gate(&mut faults).await;
+                    }
+                    if let Some((_, chunk)) = delayed.pop_front() {
+                        to.write_all(&chunk).await?;
+                    }
+                    continue;
+                }
+                read = from.read(&mut buf[held..]) => read,
+            },
+        };
+        let n = read?;
+        if n == 0 {
+            // Upstream closed: what it sent still arrives, when due.
+            while let Some((due, chunk)) = delayed.pop_front() {
+                tokio::time::sleep_until(due).await;
+                to.write_all(&chunk).await?;
+            }
+            to.write_all(&buf[..held]).await?;
+            to.shutdown().await?;
+            return Ok(());
+        }
+        let latency = if shared.faults.is_active() {
+            shared.faults.gate(&mut faults).await
+        } else {
+            Duration::ZERO
+        };
+        let end = held + n;
+        let ready = scan_responses(&mut buf[..end], &mut remaining, versions);
+        if ready > 0 {
+            if latency.is_zero() && delayed.is_empty() {
+                to.write_all(&buf[..ready]).await?;
+            } else {
+                delayed.push_back((Instant::now() + latency, buf[..ready].to_vec()));
+            }
+        }
+        buf.copy_within(ready..end, 0);
+        held = end - ready;
+    }
+}
+
+/// Walks the response frames in `buf`, continuing a frame with `remaining`
+/// bytes left from earlier reads, and adjusts the answer to the oldest
+/// pending ApiVersions request. Returns how many leading bytes may be
+/// forwarded; the rest is the start of a frame the front must see whole
+/// (or an incomplete length), kept for the next read.
+fn scan_responses(
+    buf: &mut [u8],
+    remaining: &mut u64,
+    versions: &Mutex<VecDeque<PendingVersions>>,
+) -> usize {
+    let end = buf.len();
+    let mut pos = 0;
+    // Once per read; never held across an await.
+    let mut versions = versions.lock().unwrap_or_else(PoisonError::into_inner);
+    while pos < end {
+        if *remaining > 0 {
+            let take = (*remaining).min((end - pos) as u64);
+            *remaining -= take;
+            pos += take as usize;
+            continue;
+        }
+        let Some(length) = read_u32(buf, pos) else {
+            break;
+        };
+        let frame_bytes = 4 + u64::from(length);
+        if let Some(&pending) = versions.front() {
+            // A frame too large to be an ApiVersions answer is not one; the
+            // front never holds more than this much back.
+            let whole = frame_bytes <= VERSIONS_ANSWER_HOLD as u64;
+            if whole && ((end - pos) as u64) < frame_bytes {
+                break;
+            }
+            if whole && read_i32(buf, pos + 4) == Some(pending.correlation_id) {
+                adjust_versions_answer(&mut buf[pos..pos + frame_bytes as usize], pending);
+                versions.pop_front();
+            }
+        }
+        *remaining = frame_bytes;
+    }
+    pos
+}
+
+/// Adjusts one ApiVersions answer `frame` (length prefix included), in
+/// place: UNSUPPORTED_VERSION if its request was relayed as v0, and in the
+/// classic layout every range capped per [`MOCK_VERSION_CAPS`].
+fn adjust_versions_answer(frame: &mut [u8], pending: PendingVersions) {
+    // Length, correlation id, error code, range count: then the ranges.
+    if frame.len() < API_VERSIONS_RESPONSE_HEAD {
+        return;
+    }
+    if pending.unsupported {
+        frame[8..10].copy_from_slice(&UNSUPPORTED_VERSION.to_be_bytes());
+    }
+    let count = match read_i32(frame, 10) {
+        Some(count) if pending.classic => usize::try_from(count).unwrap_or(0),
+        _ => return,
+    };
+    for range in frame[14..].chunks_exact_mut(6).take(count) {
+        let (Some(key), Some(min), Some(max)) =
+            (read_i16(range, 0), read_i16(range, 2), read_i16(range, 4))
+        else {
+            return;
+        };
+        if let Some(&(_, cap)) = MOCK_VERSION_CAPS.iter().find(|(k, _)| *k == key)
+            && max > cap
+        {
+            range[4..6].copy_from_slice(&cap.max(min).to_be_bytes());
+        }
+    }
+}
+
+/// The start of a request frame.
+#[derive(Debug, Clone, Copy)]
+struct RequestHeader {
+    /// The whole frame, length prefix included.
+    frame_bytes: u64,
+    api_key: i16,
+    api_version: i16,
+    correlation_id: i32,
+}
+
+impl RequestHeader {
+    /// `None` while `bytes` holds too little to tell. A frame too short for
+    /// a header (malformed) reads as API key -1, so it is relayed as it is.
+    fn parse(bytes: &[u8]) -> Option<Self> {
+        let length = read_u32(bytes, 0)?;
+        let frame_bytes = 4 + u64::from(length);
+        if frame_bytes < REQUEST_HEADER_BYTES as u64 {
+            return Some(Self {
+                frame_bytes,
+                api_key: -1,
+                api_version: -1,
+                correlation_id: -1,
+            });
+        }
+        Some(Self {
+            frame_bytes,
+            api_key: read_i16(bytes, 4)?,
+            api_version: read_i16(bytes, 6)?,
+            correlation_id: read_i32(bytes, 8)?,
+        })
+    }
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn read_i32(bytes: &[u8], at: usize) -> Option<i32> {
+    Some(i32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn read_i16(bytes: &[u8], at: usize) -> Option<i16> {
+    Some(i16::from_be_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
+}
+
+/// An ApiVersions v0 request frame: header v1 with an empty client id, no body.
+fn api_versions_v0_request(correlation_id: i32) -> [u8; 14] {
+    let mut frame = [0u8; 14];
+    frame[..4].copy_from_slice(&10u32.to_be_bytes());
+    frame[4..6].copy_from_slice(&API_VERSIONS.to_be_bytes());
+    // api_version 0 and a zero-length client id: bytes 6..8 and 12..14 stay 0.
+    frame[8..12].copy_from_slice(&correlation_id.to_be_bytes());
+    frame
+}
+
+impl Shared {
+    /// The highest ApiVersions version the upstream answers, asked once;
+    /// `None` if it could not be learnt, and the request is relayed as is.
+    async fn api_versions_max(&self) -> Option<i16> {
+        self.api_versions_max
+            .get_or_try_init(|| query_api_versions_max(self.upstream))
+            .await
+            .ok()
+            .copied()
+    }
+}
+
+/// Asks `upstream` for its ApiVersions range with a v0 request.
+async fn query_api_versions_max(upstream: SocketAddr) -> io::Result<i16> {
+    let ask = async {
+        let mut stream = TcpStream::connect(upstream).await?;
+        stream.write_all(&api_versions_v0_request(0)).await?;
+        let mut length = [0u8; 4];
+        stream.read_exact(&mut length).await?;
+        let length = u32::from_be_bytes(length) as usize;
+        if length > VERSIONS_ANSWER_LIMIT {
+            return Err(invalid(format!(
+                "ApiVersions v0 answer of {length} bytes from {upstream}"
+            )));
+        }
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).await?;
+        api_versions_max_in(&body).ok_or_else(|| {
+            invalid(format!(
+                "no ApiVersions range in the ApiVersions v0 answer from {upstream}"
+            ))
+        })
+    };
+    tokio::time::timeout(VERSIONS_QUERY_TIMEOUT, ask)
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no ApiVersions v0 answer from {upstream} within {VERSIONS_QUERY_TIMEOUT:?}"
+                ),
+            ))
+        })
+}
+
+/// The ApiVersions max in an ApiVersions v0 response body (correlation id,
+/// error code, then an array of (api_key, min, max)), if it is a success.
+fn api_versions_max_in(body: &[u8]) -> Option<i16> {
+    if read_i16(body, 4)? != 0 {
+        return None;
+    }
+    let count = usize::try_from(read_i32(body, 6)?).ok()?;
+    // A count larger than the body holds is malformed: read what is there.
+    let count = count.min(body.len().saturating_sub(10) / 6);
+    (0..count).find_map(|i| {
+        let at = 10 + i * 6;
+        (read_i16(body, at)? == API_VERSIONS).then(|| read_i16(body, at + 4))?
+    })
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
 /// Asks the kernel to acknowledge the next segment at once. Best effort:

@@ -8,8 +8,11 @@ mod admin;
 #[cfg(feature = "container")]
 mod container;
 mod embedded;
+mod faults;
 mod front;
+mod front_faults;
 mod image;
+mod watch;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,13 +20,17 @@ use std::time::Duration;
 
 use rdkafka::client::DefaultClientContext;
 use rdkafka::mocking::MockCluster;
+use rskafka::BackoffConfig;
 use rskafka::client::{Client, ClientBuilder};
 
-pub use admin::AdminChannel;
+pub use admin::{AdminChannel, AdminCommand, AdminParseError, MAX_TOPIC_LEN};
 use embedded::{EmbeddedCluster, EmbeddedOptions};
+pub use faults::{ApiKey, ErrorCode};
 pub use image::{
     ContainerImage, DEFAULT_KAFKA_IMAGE, DEFAULT_KAFKA_TAG, LOCAL_HARNESS_IMAGE, LOCAL_HARNESS_TAG,
 };
+pub use watch::DeletedRecords;
+use watch::DeletionWatch;
 
 use crate::error::{Error, Result};
 
@@ -103,6 +110,8 @@ pub struct BrokerBuilder {
     backend: Backend,
     embedded: EmbeddedOptions,
     timeout: Duration,
+    client_deadline: Duration,
+    watch_deleted_records: bool,
 }
 
 impl Default for BrokerBuilder {
@@ -113,12 +122,15 @@ impl Default for BrokerBuilder {
 
 impl BrokerBuilder {
     /// Embedded backend, one mock broker on a free loopback port behind the
-    /// stall-free front, 10 s deadline for connecting and readiness.
+    /// stall-free front, 10 s deadline for connecting and readiness, 10 s
+    /// deadline for every client operation.
     pub fn new() -> Self {
         Self {
             backend: Backend::Embedded,
             embedded: EmbeddedOptions::default(),
             timeout: Duration::from_secs(10),
+            client_deadline: DEFAULT_CLIENT_DEADLINE,
+            watch_deleted_records: true,
         }
     }
 
@@ -163,10 +175,47 @@ impl BrokerBuilder {
         self
     }
 
+    /// How long a new consumer group of the embedded broker waits for more
+    /// members before its first assignment (Kafka's
+    /// `group.initial.rebalance.delay.ms`). Default 0, so a group's first
+    /// record arrives at once; librdkafka's mock on its own waits 3 s.
+    pub fn group_initial_rebalance_delay(mut self, delay: Duration) -> Self {
+        self.embedded.group_initial_rebalance_delay = delay;
+        self
+    }
+
     /// Deadline for connecting, for readiness and for topic creation.
     /// Default 10 s; a container's first start may need more.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// How long any one operation of a client the harness creates (a
+    /// produce with its retries, a fetch, a metadata lookup) may take
+    /// before it fails with an error naming what it waited for. Default
+    /// 10 s: long enough to ride out a broker that stalls for a few
+    /// seconds, short enough that a test against a dead broker fails
+    /// instead of hanging. rskafka's own default retries forever.
+    pub fn client_deadline(mut self, deadline: Duration) -> Self {
+        self.client_deadline = deadline;
+        self
+    }
+
+    /// Watch the embedded broker for records it deletes. Default `true`.
+    ///
+    /// librdkafka's mock cluster keeps at most **5 MiB or 100,000 record
+    /// batches per partition** and silently deletes the oldest beyond
+    /// that. The watch makes it loud: [`Broker::deleted_records`] lists
+    /// them, [`Broker::shutdown`] fails naming them, and a
+    /// [`TracedConsumer`](crate::TracedConsumer) that falls behind the log
+    /// start fails with [`Error::RecordsDeleted`]. The ways out: more
+    /// partitions, producers that batch records (one batch per produce
+    /// request), or the container or external backend. Turning the watch
+    /// off only saves its periodic offset requests (see the `broker`
+    /// bench).
+    pub fn watch_deleted_records(mut self, enabled: bool) -> Self {
+        self.watch_deleted_records = enabled;
         self
     }
 
@@ -195,11 +244,17 @@ impl BrokerBuilder {
             }
             Backend::External { bootstrap } => (Running::External, bootstrap.clone()),
         };
-        let broker = Broker {
+        let mut broker = Broker {
             running,
             bootstrap,
             timeout: self.timeout,
+            client_deadline: self.client_deadline,
+            watch: None,
         };
+        if broker.kind() == BackendKind::Embedded && self.watch_deleted_records {
+            let client = broker.client().await?;
+            broker.watch = Some(DeletionWatch::start(client, self.client_deadline));
+        }
         if broker.kind() != BackendKind::Embedded {
             // The mock cluster is ready once created; others prove it.
             broker
@@ -249,6 +304,8 @@ pub struct Broker {
     running: Running,
     bootstrap: String,
     timeout: Duration,
+    client_deadline: Duration,
+    watch: Option<DeletionWatch>,
 }
 
 impl Broker {
@@ -281,10 +338,34 @@ impl Broker {
         self.bootstrap.split(',').map(str::to_owned).collect()
     }
 
+    /// The deadline of every client operation (see
+    /// [`BrokerBuilder::client_deadline`]).
+    pub fn client_deadline(&self) -> Duration {
+        self.client_deadline
+    }
+
     /// A new rskafka client connected to this broker, within the deadline.
+    ///
+    /// Its requests retry transient errors (a dropped connection, a leader
+    /// moving) with a short backoff, and give up once the retries add up
+    /// to [`client_deadline`](Self::client_deadline). A request to a broker
+    /// that accepts it but never answers still waits: bound such calls
+    /// with `tokio::time::timeout`, as the traced clients do.
     pub async fn client(&self) -> Result<Client> {
+        self.client_with(retrying_backoff(self.client_deadline))
+            .await
+    }
+
+    /// A client whose requests never retry on their own: the traced
+    /// producer retries itself, so that each attempt shows on its span.
+    pub(crate) async fn single_attempt_client(&self) -> Result<Client> {
+        self.client_with(single_attempt_backoff()).await
+    }
+
+    async fn client_with(&self, backoff: BackoffConfig) -> Result<Client> {
         let build = ClientBuilder::new(self.bootstrap_list())
             .client_id("kafka-trace-harness")
+            .backoff_config(backoff)
             .build();
         match tokio::time::timeout(self.timeout, build).await {
             Ok(Ok(client)) => Ok(client),
@@ -361,17 +442,88 @@ impl Broker {
         }
     }
 
+    /// Records the embedded broker deleted so far, per partition, as its
+    /// watch last saw them (see [`BrokerBuilder::watch_deleted_records`]).
+    /// Empty for other backends.
+    pub fn deleted_records(&self) -> Vec<DeletedRecords> {
+        self.watch
+            .as_ref()
+            .map(DeletionWatch::seen)
+            .unwrap_or_default()
+    }
+
+    /// A receiver that changes whenever the watch finds more deleted
+    /// records (the standalone `broker` command prints them); `None` when
+    /// nothing is watched.
+    pub fn watch_deleted(&self) -> Option<tokio::sync::watch::Receiver<Vec<DeletedRecords>>> {
+        self.watch.as_ref().map(DeletionWatch::subscribe)
+    }
+
+    /// Looks for deleted records now (not waiting for the watch's next
+    /// look) and returns every partition that lost some.
+    pub async fn check_deleted_records(&self) -> Result<Vec<DeletedRecords>> {
+        let Some(watch) = &self.watch else {
+            return Ok(Vec::new());
+        };
+        let client = self.client().await?;
+        watch
+            .check_now(&client, self.client_deadline)
+            .await
+            .map_err(|reason| Error::Timeout {
+                what: format!("checking the log start offsets for deleted records ({reason})"),
+                bootstrap: self.bootstrap.clone(),
+                timeout: self.client_deadline,
+            })
+    }
+
     /// Stops the broker (embedded) or removes its container, and waits.
+    ///
+    /// Fails with [`Error::BrokerDeletedRecords`] if the embedded broker
+    /// deleted records during its life (it is stopped all the same).
     pub async fn shutdown(self) -> Result<()> {
+        let deleted = match self.check_deleted_records().await {
+            Ok(deleted) => deleted,
+            // The broker may be down on purpose (a fault test): report what
+            // the watch saw before.
+            Err(_) => self.deleted_records(),
+        };
+        let bootstrap = self.bootstrap.clone();
+        drop(self.watch);
         match self.running {
             Running::Embedded(cluster) => {
                 cluster.shutdown().await;
-                Ok(())
+                if deleted.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Error::BrokerDeletedRecords { bootstrap, deleted })
+                }
             }
             #[cfg(feature = "container")]
             Running::Container(container) => container.remove().await,
             Running::External => Ok(()),
         }
+    }
+}
+
+/// Default of [`BrokerBuilder::client_deadline`].
+pub const DEFAULT_CLIENT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Retries from 10 ms, doubling up to 1 s, until they add up to `deadline`.
+pub(crate) fn retrying_backoff(deadline: Duration) -> BackoffConfig {
+    BackoffConfig {
+        init_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_secs(1),
+        base: 2.0,
+        deadline: Some(deadline),
+    }
+}
+
+/// No retry: the first error is returned (rskafka still drops a broken
+/// connection, so the next request reconnects).
+fn single_attempt_backoff() -> BackoffConfig {
+    BackoffConfig {
+        deadline: Some(Duration::ZERO),
+        ..retrying_backoff(Duration::ZERO)
     }
 }
 

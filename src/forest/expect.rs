@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 
 use opentelemetry::Value;
 use opentelemetry::trace::SpanKind;
+use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
 use crate::forest::render::{kind as kind_name, summary, value as value_text};
@@ -215,8 +216,16 @@ impl ExpectedSpan {
     /// Whether `trace` has exactly this shape: one root matching this
     /// description and no other span.
     pub fn matches_trace(&self, trace: &Trace<'_>) -> bool {
-        let roots = trace.roots();
-        roots.len() == 1 && trace.len() == self.len() && self.matches(&roots[0])
+        // A root that only exists because a parent cycle was cut is no
+        // root: such a trace matches nothing.
+        match trace.roots().as_slice() {
+            [root] => {
+                trace.len() == self.len()
+                    && root.forest().cycle_parent(root.index()).is_none()
+                    && self.matches(root)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -333,7 +342,30 @@ impl Projection {
         join(lines, children)
     }
 
+    /// The projection of `span`'s subtree: its own lines, then each
+    /// child's subtree indented, children sorted. Children first, on a
+    /// stack of its own, so that a deep chain cannot overflow the thread's.
     fn actual(&self, span: &SpanView<'_>) -> String {
+        let mut done: FxHashMap<usize, String> = FxHashMap::default();
+        let mut stack = vec![(*span, false)];
+        while let Some((at, children_done)) = stack.pop() {
+            if !children_done {
+                stack.push((at, true));
+                stack.extend(at.children().map(|c| (c, false)));
+                continue;
+            }
+            let mut children: Vec<String> = at
+                .children()
+                .filter_map(|c| done.remove(&c.index()))
+                .collect();
+            children.sort();
+            done.insert(at.index(), join(self.own_lines(&at), children));
+        }
+        done.remove(&span.index()).unwrap_or_default()
+    }
+
+    /// The head, attribute and link lines of one actual span.
+    fn own_lines(&self, span: &SpanView<'_>) -> Vec<String> {
         let head = self.head(
             span.name(),
             Some(span.kind()),
@@ -370,9 +402,7 @@ impl Projection {
             .collect();
         links.sort();
         lines.extend(links);
-        let mut children: Vec<String> = span.children().map(|c| self.actual(&c)).collect();
-        children.sort();
-        join(lines, children)
+        lines
     }
 
     fn actual_trace(&self, trace: &Trace<'_>) -> String {
@@ -491,6 +521,9 @@ impl SpanForest {
                 let what = match actual {
                     Some(p) => format!("has parent {:?} {}", p.name(), kind_name(p.kind())),
                     None if span.is_root() => "is a root".to_owned(),
+                    None if self.cycle_parent(span.index()).is_some() => {
+                        "is in a parent cycle".to_owned()
+                    }
                     None => "names a parent that was never captured".to_owned(),
                 };
                 Some(format!(
@@ -546,7 +579,9 @@ impl SpanForest {
             "expected no structural problem, found {}\n\ncaptured spans:\n{}\nwhat to do: \
              an orphan or a wrong-trace parent means a context was lost or mixed between \
              records; a dangling link points at a span this test did not capture (end \
-             that span, or capture its service).",
+             that span, or capture its service); a duplicate span id, a parent cycle or a \
+             trace without root means span ids were reused or set by hand (a fixed id in a \
+             test, or one context copied into several spans).",
             self.problems().len(),
             indent(&summary(self, EVIDENCE_LINES))
         )))

@@ -2,10 +2,12 @@
 //! against expected shapes ([`expect`]) and rendered for snapshots and
 //! failure reports ([`render`]).
 
+pub mod conventions;
 pub mod expect;
 pub mod render;
 pub mod tree;
 
+pub use conventions::{ConformanceReport, MessagingConventions};
 pub use expect::{AttributeMatcher, ExpectedSpan};
 pub use render::Render;
 pub use tree::{CapturedSpan, Problem, SpanForest, SpanView, Trace};

@@ -10,9 +10,9 @@ use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
-use opentelemetry::trace::{SpanKind, Status};
+use opentelemetry::trace::{SpanKind, Status, TraceId};
 use opentelemetry::{KeyValue, Value};
 
 use crate::forest::tree::{Problem, SpanForest, SpanView, Trace};
@@ -105,6 +105,19 @@ impl Render {
 
     /// Renders every trace of `forest`, then its problems.
     pub fn forest(&self, forest: &SpanForest) -> String {
+        let (mut text, problems) = self.forest_parts(forest);
+        if !problems.is_empty() {
+            text.push_str("problems\n");
+            for line in problems {
+                let _ = writeln!(text, "  {line}");
+            }
+        }
+        text
+    }
+
+    /// [`forest`](Self::forest)'s traces, and its problem lines apart, so
+    /// that a report can shorten the first and keep the second.
+    pub(crate) fn forest_parts(&self, forest: &SpanForest) -> (String, Vec<String>) {
         let roots: Vec<Vec<usize>> = forest
             .traces()
             .iter()
@@ -120,12 +133,25 @@ impl Render {
             None => return String::new(),
         };
         let roots = trace.roots().iter().map(SpanView::index).collect();
-        self.render(forest, vec![roots], false)
+        self.render(forest, vec![roots], false).0
     }
 
-    fn render(&self, forest: &SpanForest, traces: Vec<Vec<usize>>, problems: bool) -> String {
+    fn render(
+        &self,
+        forest: &SpanForest,
+        traces: Vec<Vec<usize>>,
+        problems: bool,
+    ) -> (String, Vec<String>) {
         let layout = Layout::new(self, forest, &traces);
         let ordered = layout.order_traces(traces);
+        let rootless: FxHashSet<TraceId> = forest
+            .problems()
+            .iter()
+            .filter_map(|p| match p {
+                Problem::NoRoot { trace } => Some(*trace),
+                _ => None,
+            })
+            .collect();
 
         // Ordinals in rendering order, assigned before rendering so that a
         // link can name a span rendered later.
@@ -138,25 +164,31 @@ impl Render {
 
         let mut out = String::with_capacity(layout.estimated_len());
         for roots in &ordered {
-            let trace = forest.get(roots[0]).map(|s| s.trace_id());
-            let _ = writeln!(out, "trace T{}", trace.map_or(0, |t| ordinals.trace(t)));
+            // Every trace has a root once the forest has cut its cycles;
+            // an empty list would only mean an empty trace.
+            let Some(trace) = roots.first().and_then(|&r| forest.get(r)) else {
+                continue;
+            };
+            let trace = trace.trace_id();
+            let _ = write!(out, "trace T{}", ordinals.trace(trace));
+            if rootless.contains(&trace) {
+                out.push_str(" (no root)");
+            }
+            out.push('\n');
             for &root in roots {
                 self.write_subtree(&mut out, forest, root, &ordinals, &layout);
             }
         }
-        if problems && !forest.problems().is_empty() {
-            out.push_str("problems\n");
-            let mut lines: Vec<String> = forest
+        let mut lines = Vec::new();
+        if problems {
+            lines = forest
                 .problems()
                 .iter()
-                .map(|p| self.problem(forest, p, &ordinals))
+                .map(|p| self.apply_replacements(self.problem(forest, p, &ordinals)))
                 .collect();
             lines.sort();
-            for line in lines {
-                let _ = writeln!(out, "  {line}");
-            }
         }
-        self.apply_replacements(out)
+        (self.apply_replacements(out), lines)
     }
 
     fn apply_replacements(&self, mut text: String) -> String {
@@ -186,6 +218,12 @@ impl Render {
         }
         self.write_attributes(span.attributes(), "\n  · ", true, out, scratch);
         let base_len = out.len();
+        if let Some(parent) = span.forest().cycle_parent(span.index()) {
+            out.push_str("\n  ↺ parent ");
+            if let Some(parent) = span.forest().get(parent) {
+                let _ = write!(out, "{:?} ({})", parent.name(), parent.service());
+            }
+        }
         for (context, target) in span.links() {
             out.push_str("\n  → link ");
             match target {
@@ -292,7 +330,17 @@ impl Render {
             if !layout.has_tail(index) {
                 continue;
             }
-            let span = forest.get(index).expect("index from the forest");
+            let Some(span) = forest.get(index) else {
+                continue;
+            };
+            if let Some(parent) = forest.cycle_parent(index) {
+                push_spaces(out, pad);
+                let _ = writeln!(
+                    out,
+                    "  ↺ parent S{} (a parent cycle, cut here)",
+                    ordinals.span(parent)
+                );
+            }
             for (context, target) in span.links() {
                 push_spaces(out, pad);
                 out.push_str("  → link ");
@@ -323,9 +371,9 @@ impl Render {
     }
 
     fn problem(&self, forest: &SpanForest, problem: &Problem, ordinals: &Ordinals) -> String {
-        let name = |i: usize| {
-            let span = forest.get(i).expect("index from the forest");
-            format!("S{} {:?}", ordinals.span(i), span.name())
+        let name = |i: usize| match forest.get(i) {
+            Some(span) => format!("S{} {:?}", ordinals.span(i), span.name()),
+            None => format!("span #{i}"),
         };
         match problem {
             Problem::Orphan { span, .. } => {
@@ -350,6 +398,30 @@ impl Render {
                     name(*span)
                 )
             }
+            Problem::DuplicateSpanId { trace, spans, .. } => {
+                let names: Vec<String> = spans.iter().map(|&s| name(s)).collect();
+                format!(
+                    "duplicate span id: {} share one id in trace T{}; children and links \
+                     resolve to S{}",
+                    names.join(", "),
+                    ordinals.trace(*trace),
+                    spans.first().map_or(0, |&s| ordinals.span(s))
+                )
+            }
+            Problem::ParentCycle { spans, .. } => {
+                let mut line = "parent cycle: ".to_owned();
+                for &s in spans {
+                    line.push_str(&name(s));
+                    line.push_str(" → ");
+                }
+                let _ = write!(
+                    line,
+                    "S{} (each names the next as parent)",
+                    spans.first().map_or(0, |&s| ordinals.span(s))
+                );
+                line
+            }
+            Problem::NoRoot { trace } => format!("trace T{} has no root", ordinals.trace(*trace)),
         }
     }
 }
@@ -644,23 +716,46 @@ fn write_quoted(text: &str, out: &mut String) {
     }
 }
 
-/// The default rendering of `forest`, cut after `max_lines` lines.
+/// The default rendering of `forest` for a report: its traces cut after
+/// `max_lines` lines, then every problem (up to `max_lines` of them), so
+/// that many spans cannot hide a problem.
 pub(crate) fn summary(forest: &SpanForest, max_lines: usize) -> String {
     if forest.is_empty() {
         return "no span captured".to_owned();
     }
-    let text = Render::new().forest(forest);
-    let total = text.lines().count();
-    if total <= max_lines {
-        return format!("{} spans\n{text}", forest.len());
+    let (text, problems) = Render::new().forest_parts(forest);
+    let mut out = format!("{} spans\n", forest.len());
+    push_cut(
+        &mut out,
+        text.lines(),
+        text.lines().count(),
+        max_lines,
+        "lines",
+    );
+    if !problems.is_empty() {
+        out.push_str("problems\n");
+        let lines = problems.iter().map(|p| format!("  {p}"));
+        push_cut(&mut out, lines, problems.len(), max_lines, "problems");
     }
-    let mut cut: String = text
-        .lines()
-        .take(max_lines)
-        .flat_map(|l| [l, "\n"])
-        .collect();
-    let _ = writeln!(cut, "… {} more lines", total - max_lines);
-    format!("{} spans\n{cut}", forest.len())
+    out
+}
+
+/// Appends the first `max` of the `total` `lines`, then how many were
+/// left out.
+fn push_cut<S: AsRef<str>>(
+    out: &mut String,
+    lines: impl Iterator<Item = S>,
+    total: usize,
+    max: usize,
+    what: &str,
+) {
+    for line in lines.take(max) {
+        out.push_str(line.as_ref());
+        out.push('\n');
+    }
+    if total > max {
+        let _ = writeln!(out, "… {} more {what}", total - max);
+    }
 }
 
 impl SpanForest {

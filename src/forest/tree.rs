@@ -60,6 +60,42 @@ pub enum Problem {
         /// `name (service)` of the span its parent id names.
         parent_label: String,
     },
+    /// Several spans of one trace have the same span id, so a child or a
+    /// link naming that id is ambiguous: the forest resolves it to the
+    /// first one captured. Ids are random, so a repeat means one was
+    /// copied or set by hand (e.g. two services given the same fixed id).
+    DuplicateSpanId {
+        /// The trace.
+        trace: TraceId,
+        /// The shared span id.
+        span_id: SpanId,
+        /// Index of every span with that id, in capture order (at least 2).
+        spans: Vec<usize>,
+        /// `name (service)` of each, in the same order.
+        labels: Vec<String>,
+    },
+    /// Following parents from these spans comes back to where it started
+    /// (a span may even name itself): ids were reused or forged.
+    ///
+    /// So that every span can still be walked and rendered, the forest
+    /// cuts the cycle at its first span (the least by name, then service,
+    /// then capture order): that span has no [`parent`](SpanView::parent)
+    /// and counts among the roots.
+    ParentCycle {
+        /// The trace.
+        trace: TraceId,
+        /// Index of each span of the cycle, starting where it is cut; each
+        /// span names the next one as parent, and the last names the first.
+        spans: Vec<usize>,
+        /// `name (service)` of each, in the same order.
+        labels: Vec<String>,
+    },
+    /// Every span of the trace names a captured parent, so the trace has
+    /// no root: its parents form at least one [`ParentCycle`](Self::ParentCycle).
+    NoRoot {
+        /// The trace.
+        trace: TraceId,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -93,6 +129,30 @@ impl fmt::Display for Problem {
             } => write!(
                 f,
                 "wrong trace: {label} names {parent_label} as parent, but that span is in another trace"
+            ),
+            Self::DuplicateSpanId {
+                trace,
+                span_id,
+                labels,
+                ..
+            } => write!(
+                f,
+                "duplicate span id: {} spans of trace {trace} have id {span_id} ({}); \
+                 children and links resolve to the first",
+                labels.len(),
+                labels.join(", ")
+            ),
+            Self::ParentCycle { trace, labels, .. } => {
+                write!(f, "parent cycle in trace {trace}: ")?;
+                for label in labels {
+                    write!(f, "{label} → ")?;
+                }
+                let first = labels.first().map_or("", String::as_str);
+                write!(f, "{first} (each names the next as parent)")
+            }
+            Self::NoRoot { trace } => write!(
+                f,
+                "trace {trace} has no root: every span names a captured parent"
             ),
         }
     }
@@ -130,6 +190,9 @@ pub struct SpanForest {
     traces: Vec<(u128, Range<usize>)>,
     trace_members: Vec<usize>,
     problems: Vec<Problem>,
+    /// Spans where a parent cycle was cut, with the parent each names;
+    /// sorted by span.
+    cycle_cuts: Vec<(usize, usize)>,
 }
 
 impl SpanForest {
@@ -206,7 +269,7 @@ impl SpanForest {
             }
             links.end_list();
         }
-        let children = children_of(&parent);
+        let mut scratch = Vec::new();
         for (trace, range) in &traces {
             let members = &trace_members[range.clone()];
             let is_root = |&&m: &&usize| spans[m].data.parent_span_id == SpanId::INVALID;
@@ -220,7 +283,17 @@ impl SpanForest {
                         .collect(),
                 });
             }
+            for group in duplicate_ids(members, &index.ids, &mut scratch) {
+                problems.push(Problem::DuplicateSpanId {
+                    trace: TraceId::from(*trace),
+                    span_id: index.ids[group[0]],
+                    labels: group.iter().map(|&m| label(&spans[m])).collect(),
+                    spans: group,
+                });
+            }
         }
+        let cycle_cuts = cut_cycles(&index, &mut parent, &slot_of, &slot_ids, &mut problems);
+        let children = children_of(&parent);
         Self {
             spans,
             parent,
@@ -229,6 +302,7 @@ impl SpanForest {
             traces,
             trace_members,
             problems,
+            cycle_cuts,
         }
     }
 
@@ -285,7 +359,8 @@ impl SpanForest {
         Some(&self.trace_members[self.traces[at].1.clone()])
     }
 
-    /// Spans without a captured parent (true roots and orphans).
+    /// Spans without a captured parent: true roots, orphans, and the span
+    /// where a [`Problem::ParentCycle`] was cut.
     pub fn roots(&self) -> impl Iterator<Item = SpanView<'_>> + '_ {
         self.spans().filter(|s| s.parent().is_none())
     }
@@ -330,9 +405,19 @@ impl SpanForest {
     }
 
     /// Structural problems: orphans, dangling links, several roots in a
-    /// trace, parents in another trace.
+    /// trace, parents in another trace, duplicate span ids, parent cycles
+    /// and traces without a root.
     pub fn problems(&self) -> &[Problem] {
         &self.problems
+    }
+
+    /// For the span where a parent cycle was cut, the parent it names.
+    pub(crate) fn cycle_parent(&self, index: usize) -> Option<usize> {
+        let at = self
+            .cycle_cuts
+            .binary_search_by_key(&index, |&(span, _)| span)
+            .ok()?;
+        Some(self.cycle_cuts[at].1)
     }
 
     /// The captured spans, in capture order.
@@ -433,6 +518,126 @@ fn first_index_by<K: std::hash::Hash + Eq>(
         map.entry(key(&span.data.span_context)).or_insert(i);
     }
     map
+}
+
+/// Groups of members (capture order) sharing a span id, each group in
+/// capture order, groups ordered by their first member.
+fn duplicate_ids(
+    members: &[usize],
+    ids: &[SpanId],
+    scratch: &mut Vec<(u64, usize)>,
+) -> Vec<Vec<usize>> {
+    // Most traces are small and have no repeat: pairwise comparison finds
+    // that without sorting or hashing.
+    if members.len() <= SpanIndex::SCAN_LIMIT {
+        let repeat = members
+            .iter()
+            .enumerate()
+            .any(|(n, &m)| members[..n].iter().any(|&o| ids[o] == ids[m]));
+        if !repeat {
+            return Vec::new();
+        }
+    }
+    scratch.clear();
+    scratch.extend(
+        members
+            .iter()
+            .map(|&m| (u64::from_be_bytes(ids[m].to_bytes()), m)),
+    );
+    scratch.sort_unstable();
+    let mut groups: Vec<Vec<usize>> = scratch
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|run| run.len() > 1)
+        .map(|run| run.iter().map(|&(_, m)| m).collect())
+        .collect();
+    groups.sort_unstable_by_key(|group| group[0]);
+    groups
+}
+
+/// Finds every cycle of `parent` links, reports it (and each trace left
+/// without a root), and cuts it so that the forest is a forest: the cut
+/// span loses its parent. Returns the cuts with the parent each named,
+/// sorted by span. Linear: each span is walked once.
+fn cut_cycles(
+    index: &SpanIndex<'_>,
+    parent: &mut [Option<usize>],
+    slot_of: &[usize],
+    slot_ids: &[TraceId],
+    problems: &mut Vec<Problem>,
+) -> Vec<(usize, usize)> {
+    const NEW: u8 = 0;
+    const ON_PATH: u8 = 1;
+    const DONE: u8 = 2;
+    let mut state = vec![NEW; parent.len()];
+    let mut path = Vec::new();
+    let mut cycles: Vec<Vec<usize>> = Vec::new();
+    for start in 0..parent.len() {
+        let mut at = start;
+        // Walks up until a root, or a span already seen: on this walk (a
+        // cycle) or on an earlier one.
+        let closes = loop {
+            if state[at] != NEW {
+                break state[at] == ON_PATH;
+            }
+            state[at] = ON_PATH;
+            path.push(at);
+            match parent[at] {
+                Some(p) => at = p,
+                None => break false,
+            }
+        };
+        if closes && let Some(from) = path.iter().rposition(|&p| p == at) {
+            cycles.push(path[from..].to_vec());
+        }
+        for &p in &path {
+            state[p] = DONE;
+        }
+        path.clear();
+    }
+    if cycles.is_empty() {
+        return Vec::new();
+    }
+
+    // Traces without a span lacking a parent, looked at before any cut.
+    let mut rootless: Vec<usize> = cycles.iter().map(|cycle| slot_of[cycle[0]]).collect();
+    rootless.sort_unstable();
+    rootless.dedup();
+    rootless.retain(|&slot| {
+        index.members[index.slot_range[slot].clone()]
+            .iter()
+            .all(|&m| parent[m].is_some())
+    });
+
+    let spans = index.spans;
+    let by_content = |&a: &usize, &b: &usize| {
+        let (x, y) = (&spans[a], &spans[b]);
+        (&x.data.name, &x.service, a).cmp(&(&y.data.name, &y.service, b))
+    };
+    let mut cuts = Vec::with_capacity(cycles.len());
+    for mut cycle in cycles {
+        let first = cycle
+            .iter()
+            .enumerate()
+            .min_by(|a, b| by_content(a.1, b.1))
+            .map_or(0, |(n, _)| n);
+        cycle.rotate_left(first);
+        let cut = cycle[0];
+        if let Some(named) = parent[cut].take() {
+            cuts.push((cut, named));
+        }
+        problems.push(Problem::ParentCycle {
+            trace: slot_ids[slot_of[cut]],
+            labels: cycle.iter().map(|&m| label(&spans[m])).collect(),
+            spans: cycle,
+        });
+    }
+    for slot in rootless {
+        problems.push(Problem::NoRoot {
+            trace: slot_ids[slot],
+        });
+    }
+    cuts.sort_unstable();
+    cuts
 }
 
 /// One short list per span, stored back to back, so that building a
@@ -608,7 +813,9 @@ impl<'f> SpanView<'f> {
             .map(|kv| &kv.value)
     }
 
-    /// The captured parent, if any.
+    /// The captured parent, if any: `None` for a root, an orphan, a span
+    /// whose parent is in another trace, and the span where a
+    /// [`Problem::ParentCycle`] was cut (so walking up always ends).
     pub fn parent(&self) -> Option<SpanView<'f>> {
         self.forest.parent[self.index].map(|index| SpanView {
             forest: self.forest,

@@ -107,14 +107,16 @@ struct DollarsByZipValue {
 }
 
 /// Why a `stockapp.dollarsbyzip` value was refused. Each variant quotes the
-/// value (at most 200 bytes of it, lossily decoded).
+/// value (at most 200 bytes of it, lossily decoded), and its message stays
+/// short whatever the value.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DollarsByZipError {
     /// Not JSON, or not an object with the four fields and their types.
     #[error(
         "stockapp.dollarsbyzip value is not {{\"ZIPCODE\": string, \"TOTAL_DOLLARS\": number, \
-         \"WINDOW_START\": integer, \"WINDOW_END\": integer}}: {source}; value: {value}"
+         \"WINDOW_START\": integer, \"WINDOW_END\": integer}}: {}; value: {value}",
+        json_reason(.source)
     )]
     Json {
         /// The start of the value.
@@ -141,6 +143,41 @@ pub enum DollarsByZipError {
         /// The start of the value.
         value: String,
     },
+}
+
+/// serde_json's message, shortened: it quotes a mistyped string whole
+/// (`invalid type: string "…"`), so a huge value would flood a report.
+/// Found by the `dollarsbyzip_json` fuzz target.
+fn json_reason(error: &serde_json::Error) -> String {
+    let reason = error.to_string();
+    match reason.char_indices().nth(QUOTED_VALUE_LIMIT) {
+        None => reason,
+        Some((cut, _)) => format!(
+            "{}… at line {} column {}",
+            &reason[..cut],
+            error.line(),
+            error.column()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod json_reason_tests {
+    use super::DollarsByZipRow;
+
+    #[test]
+    fn a_huge_mistyped_field_gives_a_short_report() {
+        let value = format!(
+            r#"{{"ZIPCODE":"1","TOTAL_DOLLARS":1,"WINDOW_START":"{}","WINDOW_END":2}}"#,
+            "a".repeat(3_000)
+        );
+        let report = DollarsByZipRow::from_json(value.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(report.len() < 800, "{} bytes: {report}", report.len());
+        assert!(report.contains("invalid type: string"), "{report}");
+        assert!(report.contains("at line 1 column 3050"), "{report}");
+    }
 }
 
 /// The start of `value` as text, for error messages.
@@ -396,7 +433,7 @@ impl ApiState {
     ///     consumer.apply_json(br#"{"ZIPCODE":"94070","TOTAL_DOLLARS":1,"WINDOW_START":0,"WINDOW_END":300000}"#)
     /// });
     ///
-    /// let rows = state.wait_for(Duration::from_secs(5), |rows| !rows.is_empty()).await?;
+    /// let rows = state.wait_for(|rows| !rows.is_empty(), Duration::from_secs(5)).await?;
     ///
     /// assert_eq!(rows[0].zipcode, "94070");
     /// # Ok::<(), kafka_trace_harness::stockapp::ApiWaitTimeout>(())
@@ -404,8 +441,8 @@ impl ApiState {
     /// ```
     pub async fn wait_for<F>(
         &self,
-        timeout: Duration,
         mut condition: F,
+        timeout: Duration,
     ) -> Result<Vec<DollarsByZipRow>, ApiWaitTimeout>
     where
         F: FnMut(&[DollarsByZipRow]) -> bool,
@@ -758,14 +795,14 @@ mod tests {
         });
 
         let rows = state
-            .wait_for(Duration::from_secs(10), |rows| rows.len() == 5)
+            .wait_for(|rows| rows.len() == 5, Duration::from_secs(10))
             .await
             .unwrap();
         assert_eq!(rows.len(), 5);
         feeding.await.unwrap().unwrap();
 
         let err = state
-            .wait_for(Duration::from_millis(20), |rows| rows.len() == 6)
+            .wait_for(|rows| rows.len() == 6, Duration::from_millis(20))
             .await
             .unwrap_err();
         assert_eq!(err.rows.len(), 5);
@@ -777,7 +814,7 @@ mod tests {
                 .unwrap();
         }
         let err = state
-            .wait_for(Duration::ZERO, |rows| rows.is_empty())
+            .wait_for(|rows| rows.is_empty(), Duration::ZERO)
             .await
             .unwrap_err();
         assert_eq!(err.rows.len(), 30);

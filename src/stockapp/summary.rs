@@ -88,7 +88,10 @@ fn broken_traces(forest: &SpanForest) -> HashSet<TraceId> {
             Problem::Orphan { span, .. }
             | Problem::DanglingLink { span, .. }
             | Problem::WrongTrace { span, .. } => forest.get(*span).map(|s| s.trace_id()),
-            Problem::SeveralRoots { trace, .. } => Some(*trace),
+            Problem::SeveralRoots { trace, .. }
+            | Problem::DuplicateSpanId { trace, .. }
+            | Problem::ParentCycle { trace, .. }
+            | Problem::NoRoot { trace } => Some(*trace),
         })
         .collect()
 }
@@ -247,6 +250,11 @@ pub fn render_summary(progress: &PipelineProgress, traces: &TraceSummary) -> Str
         let _ = writeln!(out, "  api-{:<13}read {rows} rows", i + 1);
     }
     let _ = writeln!(out, "  dead letters     {}", progress.dead_lettered);
+    let _ = writeln!(
+        out,
+        "  at-least-once    {} duplicate trades skipped, {} records redelivered",
+        progress.duplicates, progress.redeliveries
+    );
     let _ = writeln!(
         out,
         "traces           {} trade traces: {} complete, {} broken; {} reached the API",

@@ -29,6 +29,11 @@ pub mod attr {
     pub const SERVER_PORT: &str = "server.port";
     /// Low-cardinality error class on failed spans.
     pub const ERROR_TYPE: &str = "error.type";
+    /// On a send span: how many attempts it took, when more than one.
+    pub const SEND_ATTEMPTS: &str = "messaging.kafka.send.attempts";
+    /// On a process span: `true` when this consumer name had already been
+    /// handed this record before a restart (at-least-once redelivery).
+    pub const REDELIVERED: &str = "messaging.kafka.message.redelivered";
     /// On a consumer span: why the record's trace context was not used.
     pub const CONTEXT_PROBLEM: &str = "messaging.kafka.trace_context.problem";
 }
@@ -63,6 +68,9 @@ pub(super) fn partition_id(partition: i32) -> StringValue {
 
 pub(super) fn error_type(error: &rskafka::client::error::Error) -> String {
     use rskafka::client::error::Error as E;
+    if let Some(inner) = retried_error(error) {
+        return error_type(inner);
+    }
     match error {
         E::ServerError { protocol_error, .. } => format!("{protocol_error:?}"),
         E::Connection(_) => "connection".into(),
@@ -71,6 +79,64 @@ pub(super) fn error_type(error: &rskafka::client::error::Error) -> String {
         E::Timeout => "timeout".into(),
         _ => "_OTHER".into(),
     }
+}
+
+/// The last error behind rskafka's "all retries failed", if that is what
+/// `error` is.
+pub(super) fn retried_error(
+    error: &rskafka::client::error::Error,
+) -> Option<&rskafka::client::error::Error> {
+    match error {
+        rskafka::client::error::Error::RetryFailed(rskafka::BackoffError::DeadlineExceded {
+            source,
+            ..
+        }) => source.downcast_ref(),
+        _ => None,
+    }
+}
+
+/// Whether trying the same request again may succeed: the connection
+/// broke, or the broker said so (Kafka's retriable error codes).
+pub(crate) fn is_transient(error: &rskafka::client::error::Error) -> bool {
+    use rskafka::client::error::{Error as E, ProtocolError as P, RequestError};
+    if let Some(inner) = retried_error(error) {
+        return is_transient(inner);
+    }
+    match error {
+        E::Connection(_) | E::Timeout => true,
+        E::Request(request) => matches!(request, RequestError::Poisoned(_) | RequestError::IO(_)),
+        E::ServerError { protocol_error, .. } => matches!(
+            protocol_error,
+            P::CorruptMessage
+                | P::LeaderNotAvailable
+                | P::NotLeaderOrFollower
+                | P::RequestTimedOut
+                | P::BrokerNotAvailable
+                | P::NetworkException
+                | P::NotEnoughReplicas
+                | P::NotEnoughReplicasAfterAppend
+                | P::KafkaStorageError
+                | P::PreferredLeaderNotAvailable
+                | P::ThrottlingQuotaExceeded
+                | P::UnknownServerError
+        ),
+        _ => false,
+    }
+}
+
+/// Whether the broker said the topic or partition does not exist.
+pub(crate) fn is_unknown_topic(error: &rskafka::client::error::Error) -> bool {
+    use rskafka::client::error::{Error as E, ProtocolError as P};
+    if let Some(inner) = retried_error(error) {
+        return is_unknown_topic(inner);
+    }
+    matches!(
+        error,
+        E::ServerError {
+            protocol_error: P::UnknownTopicOrPartition,
+            ..
+        }
+    )
 }
 
 /// What every span of one topic and operation repeats, built once: its

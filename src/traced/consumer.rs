@@ -1,7 +1,7 @@
 //! The traced consumer.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use opentelemetry::trace::{
@@ -42,9 +42,19 @@ pub struct TracedConsumerBuilder {
     parent: ConsumerParent,
     max_wait: Duration,
     store: Option<OffsetStore>,
+    deadline: Option<Duration>,
 }
 
 impl TracedConsumerBuilder {
+    /// How long building, one [`poll`](TracedConsumer::poll) or one fetch
+    /// inside [`consume`](TracedConsumer::consume) may take before it fails
+    /// with [`Error::Timeout`] naming the consumer and topic. Default: the
+    /// broker's [`client_deadline`](Broker::client_deadline).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
     /// Resume from, and record into, `store`. Default: none, so every new
     /// consumer starts per [`start_from`](Self::start_from).
     pub fn offset_store(mut self, store: OffsetStore) -> Self {
@@ -71,8 +81,30 @@ impl TracedConsumerBuilder {
         self
     }
 
-    /// Connects to every partition of the topic and finds the start offsets.
+    /// Connects to every partition of the topic and finds the start
+    /// offsets, within the deadline.
     pub async fn build(self, broker: &Broker, tracer: SdkTracer) -> Result<TracedConsumer> {
+        let deadline = self.deadline.unwrap_or(broker.client_deadline());
+        let what = format!(
+            "building consumer {:?} of topic {:?}",
+            self.group, self.topic
+        );
+        match tokio::time::timeout(deadline, self.connect(broker, tracer, deadline)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                what,
+                bootstrap: broker.bootstrap_servers().to_owned(),
+                timeout: deadline,
+            }),
+        }
+    }
+
+    async fn connect(
+        self,
+        broker: &Broker,
+        tracer: SdkTracer,
+        deadline: Duration,
+    ) -> Result<TracedConsumer> {
         let client = broker.client().await?;
         let bootstrap = broker.bootstrap_servers().to_owned();
         let client_error = |source| Error::Client {
@@ -89,9 +121,10 @@ impl TracedConsumerBuilder {
         };
         let mut partitions = Vec::new();
         let mut offsets = BTreeMap::new();
+        let mut redeliver_below = FxHashMap::default();
         for &id in &topic.partitions {
             let pc = client
-                .partition_client(self.topic.as_str(), id, UnknownTopicHandling::Retry)
+                .partition_client(self.topic.as_str(), id, UnknownTopicHandling::Error)
                 .await
                 .map_err(client_error)?;
             let stored = self
@@ -110,6 +143,13 @@ impl TracedConsumerBuilder {
                     .map_err(client_error)?,
             };
             offsets.insert(id, start);
+            if let Some(delivered) = self
+                .store
+                .as_ref()
+                .and_then(|s| s.delivered(&self.group, &self.topic, id))
+            {
+                redeliver_below.insert(id, delivered);
+            }
             partitions.push((id, Arc::new(pc)));
         }
         let mut fixed = server(&bootstrap);
@@ -118,15 +158,29 @@ impl TracedConsumerBuilder {
             .iter()
             .map(|(id, _)| (*id, partition_id(*id)))
             .collect();
+        let acks = Arc::new(Acks {
+            group: self.group.clone(),
+            topic: self.topic.clone(),
+            store: self.store.clone(),
+            partitions: Mutex::new(
+                offsets
+                    .iter()
+                    .map(|(&id, &start)| (id, PartitionAcks::starting_at(start)))
+                    .collect(),
+            ),
+        });
         Ok(TracedConsumer {
             template: SpanTemplate::new("process", &self.topic, &fixed),
             bootstrap,
             tracer,
             partitions,
             partition_ids,
-            committed: offsets.clone(),
+            handed: offsets.clone(),
             fetched: offsets,
             pending: VecDeque::new(),
+            acks,
+            redeliver_below,
+            deadline,
             settings: self,
         })
     }
@@ -134,6 +188,18 @@ impl TracedConsumerBuilder {
 
 /// Reads every partition of one topic under a consumer name, one
 /// `process <topic>` CONSUMER span per record.
+///
+/// Delivery is **at-least-once**. A record is committed when it is
+/// finished ([`ConsumedRecord::finish`]) or by
+/// [`commit_handed_out`](Self::commit_handed_out), never when it is handed
+/// out. With an [`OffsetStore`], a consumer built again under the same
+/// name starts at the committed position, and a record handed out before
+/// but not committed comes again with `redelivered` set (and the
+/// `messaging.kafka.message.redelivered` attribute on its new span). A
+/// failed fetch keeps what was fetched before it, and
+/// [`consume`](Self::consume) is cancel-safe. A next offset below the
+/// partition's log start is an [`Error::RecordsDeleted`], never a silent
+/// skip.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -174,10 +240,16 @@ pub struct TracedConsumer {
     /// Next offset to fetch, per partition.
     fetched: BTreeMap<i32, i64>,
     /// Next offset to hand out, per partition.
-    committed: BTreeMap<i32, i64>,
-    /// Fetched but not yet handed out; their spans start on hand-out, so
-    /// a record dropped here leaves no `process` span behind.
+    handed: BTreeMap<i32, i64>,
+    /// Fetched but not yet handed out; their spans start on hand-out.
+    /// Kept across failed fetches and cancelled calls.
     pending: VecDeque<Fetched>,
+    /// Handed out and finished, shared with the records for `finish`.
+    acks: Arc<Acks>,
+    /// Offsets below these were handed out before a restart.
+    redeliver_below: FxHashMap<i32, i64>,
+    /// See [`TracedConsumerBuilder::deadline`].
+    deadline: Duration,
 }
 
 impl TracedConsumer {
@@ -192,6 +264,7 @@ impl TracedConsumer {
             parent: ConsumerParent::Extracted,
             max_wait: Duration::from_millis(50),
             store: None,
+            deadline: None,
         }
     }
 
@@ -202,23 +275,20 @@ impl TracedConsumer {
 
     /// The next offset to hand out, per partition.
     pub fn offsets(&self) -> &BTreeMap<i32, i64> {
-        &self.committed
+        &self.handed
     }
 
-    /// Records `handed` as delivered: here and in the offset store.
-    fn commit(&mut self, handed: &[Fetched]) {
-        for r in handed {
-            let next = self.committed.entry(r.partition).or_default();
-            *next = (*next).max(r.offset + 1);
-            if let Some(store) = &self.settings.store {
-                store.commit(
-                    &self.settings.group,
-                    &self.settings.topic,
-                    r.partition,
-                    *next,
-                );
-            }
-        }
+    /// The committed position per partition: the next offset a consumer
+    /// built again under this name (with the same [`OffsetStore`]) reads.
+    /// Records at and after it were handed out but not all finished.
+    pub fn committed(&self) -> BTreeMap<i32, i64> {
+        self.acks.committed()
+    }
+
+    /// Commits every record handed out so far, finished or not (an
+    /// explicit commit, as `commitSync` after a poll would).
+    pub fn commit_handed_out(&self) {
+        self.acks.commit_all();
     }
 
     /// One fetch on every partition at once; spans are children of (or,
@@ -235,20 +305,53 @@ impl TracedConsumer {
         Ok(self.hand_out(ambient, out))
     }
 
-    /// Commits `records` and starts their `process` spans.
+    /// Starts the `process` spans of `records`; they count as handed out
+    /// (and are committed as they finish).
     fn hand_out(&mut self, ambient: &Context, records: Vec<Fetched>) -> Vec<ConsumedRecord> {
-        self.commit(&records);
+        for r in &records {
+            let next = self.handed.entry(r.partition).or_default();
+            *next = (*next).max(r.offset + 1);
+        }
+        self.acks
+            .handed_out(records.iter().map(|r| (r.partition, r.offset)));
         records
             .into_iter()
             .map(|r| self.start_process(ambient, r.partition, r.offset, r.record))
             .collect()
     }
 
-    /// Records kept from an earlier call, else one fetch round.
+    /// Records kept from an earlier call, else one fetch round, within
+    /// the deadline.
     async fn next_batch(&mut self) -> Result<Vec<Fetched>> {
-        if !self.pending.is_empty() {
-            return Ok(self.pending.drain(..).collect());
+        if self.pending.is_empty() {
+            let deadline = self.deadline;
+            match tokio::time::timeout(deadline, self.fetch_round()).await {
+                Ok(result) => result?,
+                Err(_) => return Err(self.timeout("fetching", deadline)),
+            }
         }
+        Ok(self.pending.drain(..).collect())
+    }
+
+    fn timeout(&self, what: &str, deadline: Duration) -> Error {
+        Error::Timeout {
+            what: format!(
+                "consumer {:?} {what} topic {:?} (partitions {:?}, next offsets {:?})",
+                self.settings.group,
+                self.settings.topic,
+                self.fetched.keys().collect::<Vec<_>>(),
+                self.fetched.values().collect::<Vec<_>>(),
+            ),
+            bootstrap: self.bootstrap.clone(),
+            timeout: deadline,
+        }
+    }
+
+    /// One fetch on every partition at once; what arrives goes to
+    /// `pending`. Cancel-safe: nothing changes before every fetch has
+    /// answered. A partition whose fetch failed keeps what it fetched
+    /// before failing, and the first error is returned after that.
+    async fn fetch_round(&mut self) -> Result<()> {
         let max_wait = i32::try_from(self.settings.max_wait.as_millis()).unwrap_or(i32::MAX);
         // All partitions at once, without spawning: a fetch on an empty
         // partition waits `max_wait` and must not delay the others.
@@ -256,67 +359,93 @@ impl TracedConsumer {
             let from = self.fetched[id];
             async move { (*id, from, drain(client, from, max_wait).await) }
         });
-        let mut batches = Vec::new();
-        for (id, from, fetched) in futures::future::join_all(fetches).await {
-            let records = fetched.map_err(|source| Error::Client {
-                bootstrap: self.bootstrap.clone(),
-                source,
-            })?;
-            batches.push((id, from, records));
-        }
+        let mut batches = futures::future::join_all(fetches).await;
         // Partition order, then offset order: deterministic for tests.
         batches.sort_by_key(|(id, _, _)| *id);
-        let mut out = Vec::new();
-        for (id, from, mut records) in batches {
+        let mut first_error = None;
+        for (id, from, drained) in batches {
+            let mut records = drained.records;
             records.retain(|r| r.offset >= from);
             records.sort_by_key(|r| r.offset);
             records.dedup_by_key(|r| r.offset);
             if let Some(last) = records.last() {
                 self.fetched.insert(id, last.offset + 1);
             }
-            for r in records {
-                out.push(Fetched {
-                    partition: id,
-                    offset: r.offset,
-                    record: r.record,
-                });
+            self.pending.extend(records.into_iter().map(|r| Fetched {
+                partition: id,
+                offset: r.offset,
+                record: r.record,
+            }));
+            if let Some(error) = drained.error
+                && first_error.is_none()
+            {
+                first_error = Some((id, error));
             }
         }
-        Ok(out)
+        match first_error {
+            None => Ok(()),
+            Some((partition, error)) => Err(self.fetch_error(partition, error).await),
+        }
+    }
+
+    /// `error` from a fetch of `partition`, told in the consumer's terms:
+    /// an offset out of range below the log start means records were
+    /// deleted before this consumer read them.
+    async fn fetch_error(&self, partition: i32, error: rskafka::client::error::Error) -> Error {
+        use rskafka::client::error::{Error as E, ProtocolError as P};
+        let next = self.fetched.get(&partition).copied().unwrap_or_default();
+        if let E::ServerError {
+            protocol_error: P::OffsetOutOfRange,
+            ..
+        } = &error
+            && let Some((_, client)) = self.partitions.iter().find(|(id, _)| *id == partition)
+            && let Ok(Ok(log_start)) =
+                tokio::time::timeout(self.deadline, client.get_offset(OffsetAt::Earliest)).await
+            && log_start > next
+        {
+            return Error::RecordsDeleted {
+                topic: self.settings.topic.clone(),
+                partition,
+                next,
+                log_start,
+                bootstrap: self.bootstrap.clone(),
+            };
+        }
+        Error::Fetch {
+            group: self.settings.group.clone(),
+            topic: self.settings.topic.clone(),
+            partition,
+            offset: next,
+            bootstrap: self.bootstrap.clone(),
+            source: Box::new(error),
+        }
     }
 
     /// Polls until `count` records arrived or `deadline` passed; returns
     /// exactly `count` records and keeps any extra for the next call.
+    ///
+    /// The deadline holds during a fetch too. Cancel-safe: records fetched
+    /// but not returned (on a timeout, an error, or when the future is
+    /// dropped) stay buffered, and the next call returns them first.
     pub async fn consume(
         &mut self,
         count: usize,
         deadline: Duration,
     ) -> Result<Vec<ConsumedRecord>> {
         let started = Instant::now();
-        let mut got: Vec<Fetched> = Vec::new();
-        while got.len() < count {
-            if started.elapsed() >= deadline {
-                // Not handed out: the next call returns them first.
-                let missing = count - got.len();
-                for record in got.into_iter().rev() {
-                    self.pending.push_front(record);
-                }
-                return Err(Error::Timeout {
-                    what: format!(
-                        "consumer {:?} reading {count} records of topic {:?} ({missing} missing)",
-                        self.settings.group, self.settings.topic,
-                    ),
-                    bootstrap: self.bootstrap.clone(),
-                    timeout: deadline,
-                });
+        while self.pending.len() < count {
+            let remaining = deadline.saturating_sub(started.elapsed());
+            let missing = count - self.pending.len();
+            let what = format!("reading {count} records ({missing} missing) of");
+            if remaining.is_zero() {
+                return Err(self.timeout(&what, deadline));
             }
-            let polled = self.next_batch().await?;
-            let room = count - got.len();
-            let mut polled = polled.into_iter();
-            got.extend(polled.by_ref().take(room));
-            // Records past `count` wait for the next call.
-            self.pending.extend(polled);
+            match tokio::time::timeout(remaining, self.fetch_round()).await {
+                Ok(result) => result?,
+                Err(_) => return Err(self.timeout(&what, deadline)),
+            }
         }
+        let got: Vec<Fetched> = self.pending.drain(..count).collect();
         Ok(self.hand_out(&Context::new(), got))
     }
 
@@ -333,8 +462,15 @@ impl TracedConsumer {
             Some(id) => id.clone(),
             None => partition_id(partition),
         };
-        let mut attributes = self.template.attributes(id, record.key.as_deref(), 2);
+        let redelivered = self
+            .redeliver_below
+            .get(&partition)
+            .is_some_and(|&below| offset < below);
+        let mut attributes = self.template.attributes(id, record.key.as_deref(), 3);
         attributes.push(KeyValue::new(attr::OFFSET, offset));
+        if redelivered {
+            attributes.push(KeyValue::new(attr::REDELIVERED, true));
+        }
         if let Some(problem) = &extracted.problem {
             attributes.push(KeyValue::new(attr::CONTEXT_PROBLEM, problem.kind()));
         }
@@ -380,35 +516,154 @@ impl TracedConsumer {
             offset,
             record,
             extracted,
+            redelivered,
             context,
+            acks: Arc::clone(&self.acks),
         }
     }
+}
+
+/// What one partition's fetches brought: the records, and the error that
+/// stopped them early, if one did (records fetched before it are kept).
+struct Drained {
+    records: Vec<rskafka::record::RecordAndOffset>,
+    error: Option<rskafka::client::error::Error>,
 }
 
 /// Fetches from `from` until the partition's high watermark: the mock
 /// cluster answers one batch per fetch, so a backlog takes several fetches,
 /// and only the first may wait.
-async fn drain(
-    client: &PartitionClient,
-    from: i64,
-    max_wait_ms: i32,
-) -> std::result::Result<Vec<rskafka::record::RecordAndOffset>, rskafka::client::error::Error> {
+async fn drain(client: &PartitionClient, from: i64, max_wait_ms: i32) -> Drained {
     const MAX_PER_POLL: usize = 10_000;
-    let mut out = Vec::new();
+    let mut records = Vec::new();
     let mut next = from;
     loop {
-        let wait = if out.is_empty() { max_wait_ms } else { 0 };
-        let (records, high_watermark) = client.fetch_records(next, 1..52_428_800, wait).await?;
-        let before = out.len();
-        for r in records {
+        let wait = if records.is_empty() { max_wait_ms } else { 0 };
+        let (batch, high_watermark) = match client.fetch_records(next, 1..52_428_800, wait).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                return Drained {
+                    records,
+                    error: Some(error),
+                };
+            }
+        };
+        let before = records.len();
+        for r in batch {
             if r.offset >= next {
                 next = r.offset + 1;
-                out.push(r);
+                records.push(r);
             }
         }
-        if out.len() == before || next >= high_watermark || out.len() >= MAX_PER_POLL {
-            return Ok(out);
+        if records.len() == before || next >= high_watermark || records.len() >= MAX_PER_POLL {
+            return Drained {
+                records,
+                error: None,
+            };
         }
+    }
+}
+
+/// What a consumer handed out and which of it is finished, shared with
+/// its records so that [`ConsumedRecord::finish`] can commit.
+#[derive(Debug)]
+struct Acks {
+    group: String,
+    topic: String,
+    store: Option<OffsetStore>,
+    partitions: Mutex<FxHashMap<i32, PartitionAcks>>,
+}
+
+/// One partition's commit bookkeeping.
+#[derive(Debug)]
+struct PartitionAcks {
+    /// Next offset a restart reads: the first unfinished record, else
+    /// `handed`.
+    committed: i64,
+    /// One past the last offset handed out.
+    handed: i64,
+    /// Handed out, not yet finished.
+    unfinished: BTreeSet<i64>,
+}
+
+impl PartitionAcks {
+    fn starting_at(offset: i64) -> Self {
+        Self {
+            committed: offset,
+            handed: offset,
+            unfinished: BTreeSet::new(),
+        }
+    }
+
+    fn advance(&mut self) {
+        self.committed = self.unfinished.first().copied().unwrap_or(self.handed);
+    }
+}
+
+impl Acks {
+    fn lock(&self) -> MutexGuard<'_, FxHashMap<i32, PartitionAcks>> {
+        self.partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn handed_out(&self, records: impl Iterator<Item = (i32, i64)>) {
+        let mut partitions = self.lock();
+        let mut touched = Vec::new();
+        for (partition, offset) in records {
+            let p = partitions
+                .entry(partition)
+                .or_insert_with(|| PartitionAcks::starting_at(offset));
+            p.unfinished.insert(offset);
+            p.handed = p.handed.max(offset + 1);
+            if !touched.contains(&partition) {
+                touched.push(partition);
+            }
+        }
+        if let Some(store) = &self.store {
+            for partition in touched {
+                store.mark_delivered(
+                    &self.group,
+                    &self.topic,
+                    partition,
+                    partitions[&partition].handed,
+                );
+            }
+        }
+    }
+
+    fn finished(&self, partition: i32, offset: i64) {
+        let mut partitions = self.lock();
+        let Some(p) = partitions.get_mut(&partition) else {
+            return;
+        };
+        if p.unfinished.remove(&offset) {
+            let before = p.committed;
+            p.advance();
+            if p.committed != before
+                && let Some(store) = &self.store
+            {
+                store.commit(&self.group, &self.topic, partition, p.committed);
+            }
+        }
+    }
+
+    fn commit_all(&self) {
+        let mut partitions = self.lock();
+        for (&partition, p) in partitions.iter_mut() {
+            p.unfinished.clear();
+            p.advance();
+            if let Some(store) = &self.store {
+                store.commit(&self.group, &self.topic, partition, p.committed);
+            }
+        }
+    }
+
+    fn committed(&self) -> BTreeMap<i32, i64> {
+        self.lock()
+            .iter()
+            .map(|(&id, p)| (id, p.committed))
+            .collect()
     }
 }
 
@@ -435,7 +690,12 @@ pub struct ConsumedRecord {
     pub record: Record,
     /// What extraction found in the headers.
     pub extracted: Extracted,
+    /// Whether this consumer name was handed this record before (a
+    /// redelivery after a restart from committed offsets). The process
+    /// span then carries `messaging.kafka.message.redelivered = true`.
+    pub redelivered: bool,
     context: Context,
+    acks: Arc<Acks>,
 }
 
 impl ConsumedRecord {
@@ -465,8 +725,13 @@ impl ConsumedRecord {
         self.context.span().add_link(target, Vec::new());
     }
 
-    /// Ends the process span.
+    /// Ends the process span and commits the record: once every earlier
+    /// record of its partition is finished too, a restarted consumer
+    /// starts after it. A record dropped without `finish` ends its span
+    /// but stays uncommitted, so a restart delivers it again
+    /// (at-least-once).
     pub fn finish(self) {
         self.context.span().end();
+        self.acks.finished(self.partition, self.offset);
     }
 }

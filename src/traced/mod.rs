@@ -15,4 +15,4 @@ pub mod strategies;
 pub use attributes::{CONTEXT_UNUSABLE_EVENT, attr};
 pub use consumer::{ConsumedRecord, ConsumerParent, TracedConsumer, TracedConsumerBuilder};
 pub use offsets::{OffsetStore, StartFrom};
-pub use producer::TracedProducer;
+pub use producer::{SEND_ATTEMPT_FAILED_EVENT, TracedProducer};

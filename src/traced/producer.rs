@@ -1,6 +1,7 @@
 //! The traced producer.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use opentelemetry::trace::{Link, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue, StringValue};
@@ -10,8 +11,10 @@ use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandl
 use rskafka::record::Record;
 use rustc_hash::FxHashMap;
 
-use super::attributes::{SpanTemplate, attr, error_type, partition_id, server};
-use crate::broker::Broker;
+use super::attributes::{
+    SpanTemplate, attr, error_type, is_transient, is_unknown_topic, partition_id, server,
+};
+use crate::broker::{Broker, DEFAULT_CLIENT_DEADLINE};
 use crate::error::{Error, Result};
 use crate::propagation::{ExistingTraceparent, Injected, inject_with};
 
@@ -47,6 +50,8 @@ pub struct TracedProducer {
     routes: std::sync::Mutex<FxHashMap<String, Route>>,
     tracer: SdkTracer,
     existing: ExistingTraceparent,
+    /// How long one send may take, retries included.
+    deadline: Duration,
 }
 
 /// One topic's send-span template and its partitions.
@@ -74,17 +79,21 @@ struct SendPlan {
 }
 
 impl TracedProducer {
-    /// A producer on a new client of `broker`, recording with `tracer`.
+    /// A producer on a new client of `broker`, recording with `tracer`;
+    /// each send may take the broker's
+    /// [`client_deadline`](Broker::client_deadline), retries included.
     pub async fn connect(broker: &Broker, tracer: SdkTracer) -> Result<Self> {
         Ok(Self::new(
-            broker.client().await?,
+            broker.single_attempt_client().await?,
             broker.bootstrap_servers(),
             tracer,
-        ))
+        )
+        .deadline(broker.client_deadline()))
     }
 
     /// A producer on an existing client; `bootstrap` only feeds the
-    /// `server.*` attributes and error messages.
+    /// `server.*` attributes and error messages. The client's own retries
+    /// happen inside each of the producer's attempts.
     pub fn new(client: Client, bootstrap: &str, tracer: SdkTracer) -> Self {
         Self {
             client,
@@ -93,7 +102,19 @@ impl TracedProducer {
             routes: std::sync::Mutex::default(),
             tracer,
             existing: ExistingTraceparent::Keep,
+            deadline: DEFAULT_CLIENT_DEADLINE,
         }
+    }
+
+    /// How long one send may take, its retries included, before it fails
+    /// with [`Error::Timeout`] (or the last attempt's error). Default: the
+    /// broker's [`client_deadline`](Broker::client_deadline) for
+    /// [`connect`](Self::connect), [`DEFAULT_CLIENT_DEADLINE`] for
+    /// [`new`](Self::new).
+    #[must_use]
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// What to do with a `traceparent` already in a record's headers.
@@ -140,14 +161,35 @@ impl TracedProducer {
     /// Connects to `topic`/`partition` and keeps the client for later
     /// sends. Two first sends racing both connect; the first kept wins.
     async fn connect_partition(&self, topic: &str, partition: i32) -> Result<Arc<PartitionClient>> {
+        // Looked up in the full topic list first: a metadata request naming
+        // the topic would make brokers that auto-create topics (the mock
+        // cluster does) create a mistyped one silently.
+        let topics = self
+            .client
+            .list_topics()
+            .await
+            .map_err(|source| self.client_error(topic, source))?;
+        match topics.iter().find(|t| t.name == topic) {
+            Some(t) if t.partitions.contains(&partition) => {}
+            found => {
+                return Err(Error::Topic {
+                    topic: topic.to_owned(),
+                    bootstrap: self.bootstrap.clone(),
+                    reason: match found {
+                        Some(t) => format!(
+                            "no partition {partition} (it has {}); create it first",
+                            t.partitions.len()
+                        ),
+                        None => "no such topic (mistyped? create it first)".into(),
+                    },
+                });
+            }
+        }
         let client = self
             .client
-            .partition_client(topic, partition, UnknownTopicHandling::Retry)
+            .partition_client(topic, partition, UnknownTopicHandling::Error)
             .await
-            .map_err(|source| Error::Client {
-                bootstrap: self.bootstrap.clone(),
-                source,
-            })?;
+            .map_err(|source| self.client_error(topic, source))?;
         let client = Arc::new(client);
         let mut routes = self.routes();
         let kept = routes
@@ -194,44 +236,126 @@ impl TracedProducer {
             cx.span()
                 .add_event("kept the record's existing traceparent", Vec::new());
         }
-        let client = match plan.client {
-            Some(client) => Ok(client),
-            None => self.connect_partition(topic, partition).await,
-        };
-        let result = match client {
-            Ok(client) => client
-                .produce(vec![record], Compression::NoCompression)
-                .await
-                .map_err(|source| Error::Client {
-                    bootstrap: self.bootstrap.clone(),
-                    source,
-                }),
-            Err(e) => Err(e),
+        let started = Instant::now();
+        let mut client = plan.client;
+        let mut attempt = 1u32;
+        let result = loop {
+            let remaining = self.deadline.saturating_sub(started.elapsed());
+            let try_once = self.attempt(topic, partition, client.take(), record.clone());
+            let error = match tokio::time::timeout(remaining, try_once).await {
+                Ok(Ok(offset)) => break Ok(offset),
+                Ok(Err(error)) => error,
+                Err(_) => {
+                    break Err(Error::Timeout {
+                        what: format!(
+                            "sending a record to topic {topic:?} partition {partition} \
+                             ({attempt} attempt(s))"
+                        ),
+                        bootstrap: self.bootstrap.clone(),
+                        timeout: self.deadline,
+                    });
+                }
+            };
+            let backoff = retry_backoff(attempt);
+            let transient = matches!(&error, Error::Client { source, .. } if is_transient(source));
+            if !transient || started.elapsed() + backoff >= self.deadline {
+                break Err(error);
+            }
+            // The attempt failed but another fits in the deadline: say so on
+            // the span, with the same headers (one traceparent) next time.
+            cx.span().add_event(
+                SEND_ATTEMPT_FAILED_EVENT,
+                vec![
+                    KeyValue::new("attempt", i64::from(attempt)),
+                    KeyValue::new(attr::ERROR_TYPE, send_error_type(&error)),
+                    KeyValue::new("description", error.to_string()),
+                ],
+            );
+            tokio::time::sleep(backoff).await;
+            attempt += 1;
         };
         let span = cx.span();
-        let result = match result {
-            Ok(offsets) => match offsets.first() {
-                Some(&offset) => {
-                    span.set_attribute(KeyValue::new(attr::OFFSET, offset));
-                    Ok(offset)
-                }
-                None => Err(Error::Topic {
-                    topic: topic.to_owned(),
-                    bootstrap: self.bootstrap.clone(),
-                    reason: "the broker acknowledged the record without an offset".into(),
-                }),
-            },
-            Err(e) => Err(e),
-        };
-        if let Err(e) = &result {
-            let kind = match e {
-                Error::Client { source, .. } => error_type(source),
-                _ => "_OTHER".into(),
-            };
-            span.set_attribute(KeyValue::new(attr::ERROR_TYPE, kind));
-            span.set_status(Status::error(e.to_string()));
+        if attempt > 1 {
+            span.set_attribute(KeyValue::new(attr::SEND_ATTEMPTS, i64::from(attempt)));
+        }
+        match &result {
+            Ok(offset) => span.set_attribute(KeyValue::new(attr::OFFSET, *offset)),
+            Err(e) => {
+                span.set_attribute(KeyValue::new(attr::ERROR_TYPE, send_error_type(e)));
+                span.set_status(Status::error(e.to_string()));
+            }
         }
         span.end();
         result
+    }
+}
+
+impl TracedProducer {
+    /// One produce request: connects the partition first if needed.
+    async fn attempt(
+        &self,
+        topic: &str,
+        partition: i32,
+        client: Option<Arc<PartitionClient>>,
+        record: Record,
+    ) -> Result<i64> {
+        let client = match client {
+            Some(client) => client,
+            None => match self.connected(topic, partition) {
+                Some(client) => client,
+                None => self.connect_partition(topic, partition).await?,
+            },
+        };
+        let offsets = client
+            .produce(vec![record], Compression::NoCompression)
+            .await
+            .map_err(|source| self.client_error(topic, source))?;
+        offsets.first().copied().ok_or_else(|| Error::Topic {
+            topic: topic.to_owned(),
+            bootstrap: self.bootstrap.clone(),
+            reason: "the broker acknowledged the record without an offset".into(),
+        })
+    }
+
+    /// The partition's client, if one is connected.
+    fn connected(&self, topic: &str, partition: i32) -> Option<Arc<PartitionClient>> {
+        self.routes()
+            .get(topic)
+            .and_then(|route| route.partitions.get(&partition))
+            .and_then(|target| target.client.clone())
+    }
+
+    /// rskafka's `error`, or a topic error when the topic does not exist.
+    fn client_error(&self, topic: &str, source: rskafka::client::error::Error) -> Error {
+        if is_unknown_topic(&source) {
+            return Error::Topic {
+                topic: topic.to_owned(),
+                bootstrap: self.bootstrap.clone(),
+                reason: "no such topic or partition (mistyped? create it first)".into(),
+            };
+        }
+        Error::Client {
+            bootstrap: self.bootstrap.clone(),
+            source,
+        }
+    }
+}
+
+/// Name of the event a send span gets for each failed attempt that is
+/// followed by another.
+pub const SEND_ATTEMPT_FAILED_EVENT: &str = "send attempt failed";
+
+/// Pause before attempt `attempt + 1`: 10 ms doubling, at most 500 ms.
+fn retry_backoff(attempt: u32) -> Duration {
+    Duration::from_millis(10u64 << attempt.min(6)).min(Duration::from_millis(500))
+}
+
+/// The `error.type` of a failed send.
+fn send_error_type(error: &Error) -> String {
+    match error {
+        Error::Client { source, .. } => error_type(source),
+        Error::Timeout { .. } => "timeout".into(),
+        Error::Topic { .. } => "topic".into(),
+        _ => "_OTHER".into(),
     }
 }

@@ -266,6 +266,7 @@ impl PipelineBuilder {
                 json_partitions: partitions,
                 json_clients: Default::default(),
                 metrics: self.metrics.clone(),
+                seen_trades: Default::default(),
             };
             tasks.spawn(run_processor(
                 service,
@@ -370,6 +371,8 @@ struct Progress {
     rows_out: AtomicUsize,
     json_out: AtomicUsize,
     dead_lettered: AtomicUsize,
+    duplicates: AtomicUsize,
+    redeliveries: AtomicUsize,
     /// Rows read by each API consumer, in service order.
     api_rows: Vec<AtomicUsize>,
 }
@@ -385,6 +388,8 @@ impl Progress {
             rows_out: AtomicUsize::default(),
             json_out: AtomicUsize::default(),
             dead_lettered: AtomicUsize::default(),
+            duplicates: AtomicUsize::default(),
+            redeliveries: AtomicUsize::default(),
             api_rows: (0..api_consumers).map(|_| AtomicUsize::default()).collect(),
         }
     }
@@ -409,6 +414,11 @@ pub struct PipelineProgress {
     pub json_sent: usize,
     /// Records copied to `stockapp.dlq`, by any service.
     pub dead_lettered: usize,
+    /// Trades the processor read twice from one send span (a send retried
+    /// after the broker had stored it) and skipped.
+    pub duplicates: usize,
+    /// Records the processor's consumers delivered again after a restart.
+    pub redeliveries: usize,
     /// Rows each API consumer read, in service order.
     pub api_rows: Vec<usize>,
     /// Time since the start.
@@ -453,6 +463,8 @@ impl RunningPipeline {
             rows_sent: p.rows_out.load(Ordering::SeqCst),
             json_sent: p.json_out.load(Ordering::SeqCst),
             dead_lettered: p.dead_lettered.load(Ordering::SeqCst),
+            duplicates: p.duplicates.load(Ordering::SeqCst),
+            redeliveries: p.redeliveries.load(Ordering::SeqCst),
             api_rows: p
                 .api_rows
                 .iter()
@@ -482,26 +494,27 @@ impl RunningPipeline {
     ) -> Result<PipelineProgress> {
         let services = self.settings.services;
         self.wait_for(
-            deadline,
             "every generated record through every service",
             |p| {
                 observe(p);
                 p.is_complete(services)
             },
+            deadline,
         )
         .await
     }
 
-    /// Waits until `condition` holds for the counters, or a service failed,
-    /// or `deadline` passed; `what` names the condition in the error.
+    /// Waits until `condition` (described by `what`) holds for the
+    /// counters, or a service failed, or `deadline` passed; the error then
+    /// names what it waited for and the counters it saw last.
     ///
     /// For tests that feed the services themselves, e.g. "every trade I
     /// produced was processed": `|p| p.trades_processed == 10`.
     pub async fn wait_for(
         &mut self,
-        deadline: Duration,
         what: &str,
         mut condition: impl FnMut(&PipelineProgress) -> bool,
+        deadline: Duration,
     ) -> Result<PipelineProgress> {
         let until = Instant::now() + deadline;
         loop {
@@ -560,6 +573,12 @@ async fn run_processor(
         progress.users_in.fetch_add(step.users_in, Ordering::SeqCst);
         progress.rows_out.fetch_add(step.rows_out, Ordering::SeqCst);
         progress.json_out.fetch_add(step.json_out, Ordering::SeqCst);
+        progress
+            .duplicates
+            .fetch_add(step.duplicates, Ordering::SeqCst);
+        progress
+            .redeliveries
+            .fetch_add(step.redeliveries, Ordering::SeqCst);
         progress
             .dead_lettered
             .fetch_add(step.dead_lettered, Ordering::SeqCst);

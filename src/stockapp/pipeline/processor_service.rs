@@ -1,10 +1,10 @@
 //! Service `stock-processor`: ksqlDB's statements and the Kafka Streams
 //! Avro-to-JSON app, traced.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use opentelemetry::KeyValue;
-use opentelemetry::trace::{Link, SpanContext, TraceContextExt};
+use opentelemetry::trace::{Link, SpanContext, SpanId, TraceContextExt, TraceId};
 use rskafka::client::Client;
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
@@ -20,6 +20,9 @@ use crate::traced::{ConsumedRecord, TracedConsumer, TracedProducer};
 
 /// Attribute on a trade's `process` span saying why it produced no row.
 pub const FILTERED_OUT_ATTRIBUTE: &str = "stockapp.filtered_out";
+/// Attribute on a trade's `process` span when the same send span's record
+/// was processed before: an at-least-once duplicate, skipped.
+pub const DUPLICATE_ATTRIBUTE: &str = "stockapp.duplicate";
 /// Attribute on a trade's `process` span: the joined user, when found.
 pub const JOINED_USER_ATTRIBUTE: &str = "stockapp.joined_userid";
 
@@ -36,6 +39,12 @@ pub struct ProcessorStep {
     pub json_out: usize,
     /// Records copied to the dead-letter topic.
     pub dead_lettered: usize,
+    /// Trades read again whose send span was already processed (a send
+    /// retried after the broker had stored the first attempt): skipped.
+    pub duplicates: usize,
+    /// Records (trades and users) the consumers delivered again after a
+    /// restart from committed offsets.
+    pub redeliveries: usize,
 }
 
 impl std::ops::AddAssign for ProcessorStep {
@@ -45,6 +54,8 @@ impl std::ops::AddAssign for ProcessorStep {
         self.rows_out += other.rows_out;
         self.json_out += other.json_out;
         self.dead_lettered += other.dead_lettered;
+        self.duplicates += other.duplicates;
+        self.redeliveries += other.redeliveries;
     }
 }
 
@@ -63,6 +74,9 @@ pub(crate) struct ProcessorService {
     /// Partition clients of `stockapp.trades-json` for the untraced copies.
     pub(crate) json_clients: HashMap<i32, PartitionClient>,
     pub(crate) metrics: Option<PipelineMetrics>,
+    /// The send span of every trade processed: a retried send that the
+    /// broker had stored already carries the same one.
+    pub(crate) seen_trades: HashSet<(TraceId, SpanId)>,
 }
 
 impl ProcessorService {
@@ -72,6 +86,7 @@ impl ProcessorService {
         let trades = self.trades.poll().await?;
         let mut step = ProcessorStep {
             trades_in: trades.len(),
+            redeliveries: trades.iter().filter(|t| t.redelivered).count(),
             ..ProcessorStep::default()
         };
         // Read users until a poll comes back empty (a poll stops at a
@@ -83,6 +98,7 @@ impl ProcessorService {
                 break;
             }
             step.users_in += users.len();
+            step.redeliveries += users.iter().filter(|u| u.redelivered).count();
             for consumed in users {
                 step.dead_lettered += self.apply_user(consumed).await?;
             }
@@ -140,6 +156,15 @@ impl ProcessorService {
                 return Ok(step);
             }
         };
+        if consumed.extracted.is_usable() {
+            let sent = consumed.extracted.span_context();
+            if !self.seen_trades.insert((sent.trace_id(), sent.span_id())) {
+                consumed.set_attribute(KeyValue::new(DUPLICATE_ATTRIBUTE, true));
+                consumed.finish();
+                step.duplicates = 1;
+                return Ok(step);
+            }
+        }
         let span = consumed.context().span();
         if let Some(user_send) = self.user_sends.get(&trade.userid) {
             span.add_link(

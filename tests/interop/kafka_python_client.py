@@ -1,0 +1,123 @@
+"""kafka-python 3 and aiokafka against `kafka-trace-harness broker`.
+
+Both open with an ApiVersions request newer than librdkafka's mock knows
+(kafka-python 3: v4); the harness's front answers UNSUPPORTED_VERSION in
+the v0 layout and they retry lower. Each client produces records with
+binary headers and consumes them back through a consumer group of its own;
+keys, values and headers must come back intact.
+Usage: python3 tests/interop/kafka_python_client.py PATH_TO_BINARY
+"""
+import asyncio
+import subprocess
+import sys
+import time
+
+HEADERS = [
+    ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    ("binary", bytes(range(256))),
+]
+RECORDS = 5
+DEADLINE_S = 20  # for each client's whole round trip
+
+
+def expected(prefix):
+    return [(f"{prefix}-k{i}".encode(), f"{prefix}-v{i}".encode()) for i in range(RECORDS)]
+
+
+def check(name, got, prefix):
+    assert [(m.key, m.value) for m in got] == expected(prefix), f"{name}: {got}"
+    for m in got:
+        assert list(m.headers) == HEADERS, f"{name}: headers changed: {m.headers}"
+
+
+def kafka_python(bootstrap, topic):
+    from kafka import KafkaConsumer, KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    for key, value in expected("kp"):
+        producer.send(topic, key=key, value=value, headers=HEADERS, partition=0)
+    producer.flush(timeout=10)
+    producer.close(timeout=10)
+
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id="kafka-python",
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=1_000,
+    )
+    got = []
+    deadline = time.monotonic() + DEADLINE_S
+    while len(got) < RECORDS and time.monotonic() < deadline:
+        batches = consumer.poll(timeout_ms=200)
+        for records in batches.values():
+            got.extend(records)
+    consumer.close()
+    assert len(got) == RECORDS, f"kafka-python: {len(got)} of {RECORDS} records within {DEADLINE_S} s"
+    check("kafka-python", got, "kp")
+
+
+async def aiokafka_round_trip(bootstrap, topic):
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await producer.start()
+    try:
+        for key, value in expected("aio"):
+            await producer.send_and_wait(topic, key=key, value=value, headers=HEADERS, partition=0)
+    finally:
+        await producer.stop()
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id="aiokafka",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    got = []
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while len(got) < RECORDS and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                got.extend(records)
+    finally:
+        await consumer.stop()
+    assert len(got) == RECORDS, f"aiokafka: {len(got)} of {RECORDS} records within {DEADLINE_S} s"
+    check("aiokafka", got, "aio")
+
+
+def main(binary):
+    # The flag's default is 0 already; passing it checks that it parses.
+    broker = subprocess.Popen(
+        [binary, "broker", "--port", "0", "--group-initial-rebalance-delay-ms", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    passed = failed = 0
+    try:
+        bootstrap = broker.stdout.readline().strip()
+        assert bootstrap, "the broker printed no bootstrap address"
+        for name, run in [
+            ("kafka-python", lambda: kafka_python(bootstrap, "interop-kafka-python")),
+            ("aiokafka", lambda: asyncio.run(
+                asyncio.wait_for(aiokafka_round_trip(bootstrap, "interop-aiokafka"), 2 * DEADLINE_S))),
+        ]:
+            started = time.monotonic()
+            try:
+                run()
+                passed += 1
+                print(f"{name}: ok in {time.monotonic() - started:.2f} s")
+            except Exception as error:  # report every client, then fail
+                failed += 1
+                print(f"{name}: FAILED: {error!r}")
+    finally:
+        broker.terminate()
+        assert broker.wait(10) == 0, "the broker did not exit cleanly on SIGTERM"
+    print(f"kafka-python interop: {passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
