@@ -700,7 +700,7 @@ pub struct ConsumedRecord {
 
 impl ConsumedRecord {
     /// The context with the `process` span active and the record's
-    /// baggage: pass it to [`TracedProducer::send`] so downstream sends
+    /// baggage: pass it to [`TracedProducer::send`](crate::TracedProducer::send) so downstream sends
     /// become children of the process span.
     pub fn context(&self) -> &Context {
         &self.context
