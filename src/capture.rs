@@ -15,6 +15,8 @@ use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span, SpanData, Spa
 use crate::error::{Error, Result};
 use crate::forest::tree::{CapturedSpan, SpanForest};
 
+pub mod global;
+
 /// Instrumentation scope name of the tracers [`SpanCapture::tracer`] returns.
 pub const SCOPE_NAME: &str = "kafka-trace-harness";
 
@@ -26,7 +28,7 @@ pub const SCOPE_NAME: &str = "kafka-trace-harness";
 /// (`SpanData` carries no resource), and the simple processor adds a lock,
 /// an executor and a one-span batch per span; measured, these were a
 /// large part of a traced record's overhead.
-type Sink = Arc<Mutex<Vec<(Arc<str>, SpanData)>>>;
+pub(crate) type Sink = Arc<Mutex<Vec<(Arc<str>, SpanData)>>>;
 
 /// Settings for a [`SpanCapture`]; every default is set in
 /// [`SpanCaptureBuilder::new`].
@@ -121,7 +123,7 @@ impl Default for SpanCapture {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panicking test thread must not hide the spans from the report.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -143,10 +145,7 @@ impl SpanCapture {
         if let Some(provider) = providers.get(service) {
             return provider.clone();
         }
-        let processor = ServiceProcessor {
-            service: Arc::from(service),
-            sink: Arc::clone(&self.sink),
-        };
+        let processor = self.span_processor(service);
         #[cfg_attr(not(feature = "stdout"), allow(unused_mut))]
         let mut builder = SdkTracerProvider::builder()
             .with_resource(
@@ -162,6 +161,49 @@ impl SpanCapture {
         let provider = builder.build();
         providers.insert(service.to_owned(), provider.clone());
         provider
+    }
+
+    /// A span processor that moves each span it sees, as it ends, into
+    /// this capture as a span of `service`. Give it to a tracer provider
+    /// of your own, which keeps its sampler, resource, limits and other
+    /// processors:
+    ///
+    /// ```
+    /// use kafka_trace_harness::SpanCapture;
+    /// use opentelemetry::trace::{Tracer, TracerProvider};
+    /// use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+    ///
+    /// let capture = SpanCapture::new();
+    /// let provider = SdkTracerProvider::builder()
+    ///     .with_sampler(Sampler::AlwaysOn)
+    ///     .with_span_processor(capture.span_processor("billing"))
+    ///     .build();
+    /// provider.tracer("billing").in_span("charge", |_| {});
+    ///
+    /// assert_eq!(capture.forest().of_service("billing").count(), 1);
+    /// ```
+    pub fn span_processor(&self, service: &str) -> CaptureProcessor {
+        CaptureProcessor {
+            service: Arc::from(service),
+            service_from_resource: false,
+            sink: Arc::clone(&self.sink),
+        }
+    }
+
+    /// Like [`span_processor`](Self::span_processor), taking the service
+    /// name from the provider's resource (`service.name`) when the
+    /// provider is built; `unknown_service` if it has none.
+    pub fn span_processor_from_resource(&self) -> CaptureProcessor {
+        CaptureProcessor {
+            service: Arc::from("unknown_service"),
+            service_from_resource: true,
+            sink: Arc::clone(&self.sink),
+        }
+    }
+
+    /// The sink, for the global router.
+    pub(crate) fn sink(&self) -> &Sink {
+        &self.sink
     }
 
     /// A tracer of `service` (scope [`SCOPE_NAME`]).
@@ -291,16 +333,18 @@ impl Condition {
     }
 }
 
-/// Moves each ended span of one service into the capture's sink, tagged
-/// with the service: a processor rather than an exporter, so a span goes
-/// straight to the sink as it ends, with no batch around it.
+/// Moves each ended span into a [`SpanCapture`], tagged with its service:
+/// a processor rather than an exporter, so a span goes straight to the
+/// capture as it ends, with no batch around it. Made by
+/// [`SpanCapture::span_processor`].
 #[derive(Debug)]
-struct ServiceProcessor {
+pub struct CaptureProcessor {
     service: Arc<str>,
+    service_from_resource: bool,
     sink: Sink,
 }
 
-impl SpanProcessor for ServiceProcessor {
+impl SpanProcessor for CaptureProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
@@ -319,5 +363,13 @@ impl SpanProcessor for ServiceProcessor {
     // outlive it, so shutting down leaves the sink alone.
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
         Ok(())
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        if self.service_from_resource
+            && let Some(name) = resource.get(&opentelemetry::Key::new("service.name"))
+        {
+            self.service = Arc::from(name.as_str().as_ref());
+        }
     }
 }
