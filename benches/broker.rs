@@ -192,6 +192,56 @@ fn fetch_throughput(c: &mut Criterion) {
     rt.block_on(broker.shutdown()).unwrap();
 }
 
+/// What the dropped-record watch costs a produce: p50 latency of one
+/// record with the watch on and off, in rounds that alternate the two so
+/// that both see the same machine. The watch asks for every partition's
+/// log start every 250 ms, so a test with more topics pays more: the
+/// broker here has 20 topics of 3 partitions.
+fn watch_cost(_: &mut Criterion) {
+    let rt = runtime();
+    let median = |mut samples: Vec<Duration>| {
+        samples.sort();
+        samples[samples.len() / 2]
+    };
+    let mut p50 = [Vec::new(), Vec::new()];
+    for round in 0..10 {
+        for (slot, watch) in [(0, true), (1, false)] {
+            // Alternate which goes first, so neither always runs warm.
+            let watch = if round % 2 == 0 { watch } else { !watch };
+            let slot = if round % 2 == 0 { slot } else { 1 - slot };
+            let broker = rt
+                .block_on(Broker::builder().watch_deleted_records(watch).start())
+                .unwrap();
+            for _ in 0..20 {
+                rt.block_on(broker.create_unique_topic("other", 3)).unwrap();
+            }
+            let client = rt.block_on(partition(&broker));
+            let batch = records(1);
+            let samples = (0..300)
+                .map(|_| {
+                    rt.block_on(async {
+                        let started = Instant::now();
+                        client
+                            .produce(batch.clone(), Compression::NoCompression)
+                            .await
+                            .unwrap();
+                        started.elapsed()
+                    })
+                })
+                .collect();
+            p50[slot].push(median(samples));
+            drop(client);
+            let _ = rt.block_on(broker.shutdown());
+        }
+    }
+    let (on, off) = (median(p50[0].clone()), median(p50[1].clone()));
+    println!(
+        "\nsummary: produce of 1 record p50 with the dropped-record watch {on:?}, without \
+         {off:?} (on / off = {:.3}, median of 10 alternating rounds of 300)",
+        on.as_secs_f64() / off.as_secs_f64()
+    );
+}
+
 /// The issue's two acceptance figures, as medians of plain repeated runs.
 fn summary(_: &mut Criterion) {
     let rt = runtime();
@@ -250,6 +300,7 @@ criterion_group!(
     produce_latency,
     fetch_throughput,
     group_first_record,
+    watch_cost,
     summary
 );
 criterion_main!(benches);

@@ -97,13 +97,9 @@ async fn pipeline_run(traced: bool) -> Duration {
     elapsed
 }
 
-/// The pipeline's own partitioner (FNV-1a of the key), copied: it is
-/// private to the crate.
+/// The pipeline's partitioner: Kafka's default (murmur2).
 fn partition_for_key(key: &str, partitions: i32) -> i32 {
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    (hash % partitions.max(1) as u64) as i32
+    kafka_trace_harness::traced::partitioner::partition_for_key(key.as_bytes(), partitions)
 }
 
 /// The datagen's trade records, Avro-framed, with their partitions.

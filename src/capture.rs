@@ -262,10 +262,14 @@ impl SpanCapture {
                 return Ok(forest);
             }
             if started.elapsed() >= deadline {
+                let seen = match &condition.report {
+                    Some(report) => report(&forest),
+                    None => crate::forest::render::summary(&forest, 40),
+                };
                 return Err(Error::Wait {
                     condition: condition.description,
                     waited: started.elapsed(),
-                    seen: crate::forest::render::summary(&forest, 40),
+                    seen,
                 });
             }
             ticks.tick().await;
@@ -290,11 +294,16 @@ impl SpanCapture {
 }
 
 /// A condition on the captured spans, with a description for the error
-/// shown when it does not hold in time.
+/// shown when it does not hold in time and, optionally, a report of its
+/// own for that error ([`with_report`](Self::with_report)).
 pub struct Condition {
     description: String,
     check: Box<dyn Fn(&SpanForest) -> bool + Send + Sync>,
+    report: Option<Report>,
 }
+
+/// What a [`Condition`] says about the spans seen at the deadline.
+type Report = Box<dyn Fn(&SpanForest) -> String + Send + Sync>;
 
 impl fmt::Debug for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -311,7 +320,32 @@ impl Condition {
         Self {
             description: description.into(),
             check: Box::new(check),
+            report: None,
         }
+    }
+
+    /// Makes [`SpanCapture::wait_for`]'s error, when the deadline passes,
+    /// show `report` of the last forest seen (its `seen` field) instead of
+    /// a summary of the spans.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use kafka_trace_harness::{Condition, Error, SpanCapture};
+    ///
+    /// let condition = Condition::span_count(1)
+    ///     .with_report(|forest| format!("{} spans, none ended in time", forest.len()));
+    /// let err = SpanCapture::new().wait_for(condition, Duration::from_millis(5)).await.unwrap_err();
+    /// assert!(matches!(err, Error::Wait { seen, .. } if seen == "0 spans, none ended in time"));
+    /// # }
+    /// ```
+    pub fn with_report(
+        mut self,
+        report: impl Fn(&SpanForest) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.report = Some(Box::new(report));
+        self
     }
 
     /// At least `count` spans in all.

@@ -204,6 +204,19 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+
+    /// The OTLP receiver could not listen, or failed or overran its
+    /// deadline while stopping.
+    #[cfg(feature = "otlp-receiver")]
+    #[error("OTLP receiver ({protocol}) on {addr}: {reason}")]
+    OtlpReceiver {
+        /// `HTTP` or `gRPC`.
+        protocol: &'static str,
+        /// The address it listened on, or tried to.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// What to do about records the embedded broker deleted.

@@ -6,6 +6,8 @@ pub mod broker;
 pub mod capture;
 mod error;
 pub mod forest;
+#[cfg(any(feature = "otlp-receiver", feature = "rdkafka", feature = "tracing"))]
+pub mod integrations;
 #[cfg(feature = "otlp")]
 pub mod otlp;
 pub mod propagation;
@@ -20,7 +22,8 @@ pub use broker::{
 pub use capture::{Condition, SpanCapture, SpanCaptureBuilder};
 pub use error::{Error, Result};
 pub use forest::{
-    AttributeMatcher, CapturedSpan, ExpectedSpan, Problem, Render, SpanForest, SpanView, Trace,
+    AttributeMatcher, CapturedSpan, ExpectedLink, ExpectedSpan, MessagingConventions, Problem,
+    Render, SpanForest, SpanView, Trace, ValuePredicate,
 };
 pub use propagation::{ExistingTraceparent, ExtractProblem, Extracted, Injected, extract, inject};
 pub use traced::{

@@ -66,10 +66,7 @@ impl Injector for HeaderInjector<'_> {
     /// context, and W3C lets a sender omit it, which saves every record a
     /// header.
     fn set(&mut self, key: &str, value: String) {
-        if value.is_empty() && key == TRACESTATE {
-            return;
-        }
-        self.0.insert(key.to_owned(), value.into_bytes());
+        MapInjector(&mut *self.0).set(key, value);
     }
 }
 
@@ -83,15 +80,88 @@ pub struct HeaderExtractor<'a>(pub &'a Headers);
 
 impl Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        let value = self.0.get(key)?;
-        if value.len() > limit_for(key) {
-            return None;
-        }
-        std::str::from_utf8(value).ok()
+        readable(key, self.0.get(key)?)
     }
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(String::as_str).collect()
+    }
+}
+
+/// `value` as the propagator may see it: UTF-8 and within `key`'s limit.
+pub(crate) fn readable<'v>(key: &str, value: &'v [u8]) -> Option<&'v str> {
+    if value.len() > limit_for(key) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()
+}
+
+/// A record's headers as [`extract`] reads them. Implemented by
+/// [`Headers`] and by the other clients' header lists (feature `rdkafka`),
+/// so that every client's headers go through the same checks.
+///
+/// A list may repeat a name, as Kafka allows (rskafka's map cannot):
+/// `value` is the last one, and `entries` shows every one, so that
+/// repeated `traceparent`s that disagree are reported as
+/// [`ExtractProblem::Ambiguous`], like look-alikes.
+pub(crate) trait HeaderMap {
+    /// The value of the last header named `key`.
+    fn value(&self, key: &str) -> Option<&[u8]>;
+    /// Every header, in order, repeated names included.
+    fn entries(&self) -> impl Iterator<Item = (&str, &[u8])>;
+}
+
+/// Headers that [`inject`] can write: one value per name after `insert`.
+pub(crate) trait HeaderMapMut: HeaderMap {
+    /// Removes every header named `key`.
+    fn remove(&mut self, key: &str);
+    /// Sets `key` to `value`, replacing every header of that name.
+    fn insert(&mut self, key: &str, value: String);
+}
+
+impl HeaderMap for Headers {
+    fn value(&self, key: &str) -> Option<&[u8]> {
+        self.get(key).map(Vec::as_slice)
+    }
+
+    fn entries(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+}
+
+impl HeaderMapMut for Headers {
+    fn remove(&mut self, key: &str) {
+        BTreeMap::remove(self, key);
+    }
+
+    fn insert(&mut self, key: &str, value: String) {
+        BTreeMap::insert(self, key.to_owned(), value.into_bytes());
+    }
+}
+
+/// [`HeaderInjector`] over any [`HeaderMapMut`].
+pub(crate) struct MapInjector<'a, H: ?Sized>(pub(crate) &'a mut H);
+
+impl<H: HeaderMapMut + ?Sized> Injector for MapInjector<'_, H> {
+    /// Skips an empty `tracestate`, as [`HeaderInjector`] does.
+    fn set(&mut self, key: &str, value: String) {
+        if value.is_empty() && key == TRACESTATE {
+            return;
+        }
+        self.0.insert(key, value);
+    }
+}
+
+/// [`HeaderExtractor`] over any [`HeaderMap`].
+pub(crate) struct MapExtractor<'a, H: ?Sized>(pub(crate) &'a H);
+
+impl<H: HeaderMap + ?Sized> Extractor for MapExtractor<'_, H> {
+    fn get(&self, key: &str) -> Option<&str> {
+        readable(key, self.0.value(key)?)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.entries().map(|(k, _)| k).collect()
     }
 }
 
@@ -144,12 +214,21 @@ pub fn inject(cx: &Context, headers: &mut Headers) -> Injected {
 
 /// [`inject`] with an explicit choice for an existing `traceparent`.
 pub fn inject_with(cx: &Context, headers: &mut Headers, existing: ExistingTraceparent) -> Injected {
+    inject_into(cx, headers, existing)
+}
+
+/// [`inject_with`] into any [`HeaderMapMut`].
+pub(crate) fn inject_into<H: HeaderMapMut + ?Sized>(
+    cx: &Context,
+    headers: &mut H,
+    existing: ExistingTraceparent,
+) -> Injected {
     let lookalikes = lookalike_keys(headers, TRACEPARENT);
     if !lookalikes.is_empty() {
         match existing {
             ExistingTraceparent::Keep => {
-                if !headers.contains_key(BAGGAGE) {
-                    BaggagePropagator::new().inject_context(cx, &mut HeaderInjector(headers));
+                if headers.value(BAGGAGE).is_none() {
+                    BaggagePropagator::new().inject_context(cx, &mut MapInjector(headers));
                 }
                 return Injected::KeptExisting;
             }
@@ -164,7 +243,7 @@ pub fn inject_with(cx: &Context, headers: &mut Headers, existing: ExistingTracep
             }
         }
     }
-    propagator().inject_context(cx, &mut HeaderInjector(headers));
+    propagator().inject_context(cx, &mut MapInjector(headers));
     if cx.span().span_context().is_valid() {
         Injected::Written
     } else {
@@ -175,12 +254,15 @@ pub fn inject_with(cx: &Context, headers: &mut Headers, existing: ExistingTracep
 /// Keys equal to `name` once trimmed and lower-cased ("Traceparent",
 /// " traceparent"): Kafka header names are case-sensitive, HTTP's are not,
 /// and bridges between the two produce such duplicates.
-fn lookalike_keys(headers: &Headers, name: &str) -> Vec<String> {
-    headers
-        .keys()
-        .filter(|k| is_lookalike(k, name))
-        .cloned()
-        .collect()
+fn lookalike_keys<H: HeaderMap + ?Sized>(headers: &H, name: &str) -> Vec<String> {
+    let mut keys: Vec<String> = headers
+        .entries()
+        .filter(|(k, _)| is_lookalike(k, name))
+        .map(|(k, _)| k.to_owned())
+        .collect();
+    // In name order, as rskafka's map lists them, whatever the client.
+    keys.sort_unstable();
+    keys
 }
 
 fn is_lookalike(key: &str, name: &str) -> bool {
@@ -218,8 +300,9 @@ pub enum ExtractProblem {
         /// The value, shortened to 80 characters.
         value: String,
     },
-    /// Several headers differ from `traceparent` only in case or spaces and
-    /// disagree, so no single parent can be trusted.
+    /// Several headers differ from `traceparent` only in case or spaces (or,
+    /// in a client's header list, repeat the name) and disagree, so no
+    /// single parent can be trusted.
     Ambiguous {
         /// The header names.
         keys: Vec<String>,
@@ -314,14 +397,19 @@ pub fn extract(headers: &Headers) -> Extracted {
 /// `ambient` (so a consumer span becomes a root, or a child of the ambient
 /// span) and [`Extracted::problem`] says why.
 pub fn extract_with(ambient: &Context, headers: &Headers) -> Extracted {
+    extract_from(ambient, headers)
+}
+
+/// [`extract_with`] from any [`HeaderMap`].
+pub(crate) fn extract_from<H: HeaderMap + ?Sized>(ambient: &Context, headers: &H) -> Extracted {
     let mut ignored = Vec::new();
     for header in [TRACESTATE, BAGGAGE] {
         if let Some(problem) = unreadable(headers, header) {
             ignored.push(problem);
         }
     }
-    let extractor = HeaderExtractor(headers);
-    let has_baggage = headers.contains_key(BAGGAGE);
+    let extractor = MapExtractor(headers);
+    let has_baggage = headers.value(BAGGAGE).is_some();
     // Baggage is independent of the span context: kept if readable.
     let with_baggage = |cx: &Context| {
         if has_baggage {
@@ -367,7 +455,7 @@ pub fn extract_with(ambient: &Context, headers: &Headers) -> Extracted {
             None => {
                 problem = Some(ExtractProblem::Malformed {
                     value: headers
-                        .get(TRACEPARENT)
+                        .value(TRACEPARENT)
                         .map(|v| shorten(&String::from_utf8_lossy(v)))
                         .unwrap_or_default(),
                 });
@@ -382,8 +470,8 @@ pub fn extract_with(ambient: &Context, headers: &Headers) -> Extracted {
     }
 }
 
-fn unreadable(headers: &Headers, header: &str) -> Option<ExtractProblem> {
-    let value = headers.get(header)?;
+fn unreadable<H: HeaderMap + ?Sized>(headers: &H, header: &str) -> Option<ExtractProblem> {
+    let value = headers.value(header)?;
     let limit = limit_for(header);
     if value.len() > limit {
         Some(ExtractProblem::TooLong {
@@ -402,8 +490,8 @@ fn unreadable(headers: &Headers, header: &str) -> Option<ExtractProblem> {
 
 /// Checks done before handing `traceparent` to the propagator; the
 /// propagator itself judges the syntax.
-fn traceparent_problem(headers: &Headers) -> Option<ExtractProblem> {
-    let Some(value) = headers.get(TRACEPARENT) else {
+fn traceparent_problem<H: HeaderMap + ?Sized>(headers: &H) -> Option<ExtractProblem> {
+    let Some(value) = headers.value(TRACEPARENT) else {
         return Some(
             match lookalike_keys(headers, TRACEPARENT).into_iter().next() {
                 Some(key) => ExtractProblem::WrongCase { key },
@@ -412,8 +500,9 @@ fn traceparent_problem(headers: &Headers) -> Option<ExtractProblem> {
         );
     };
     // Checked without collecting: a record almost never has look-alikes.
+    // The name itself counts, so that repeated `traceparent`s must agree.
     let disagree = headers
-        .iter()
+        .entries()
         .any(|(k, v)| is_lookalike(k, TRACEPARENT) && v.trim_ascii() != value.trim_ascii());
     if disagree {
         return Some(ExtractProblem::Ambiguous {

@@ -75,8 +75,12 @@ async fn wait_until(what: &str, deadline: Duration, condition: impl Fn() -> bool
     }
 }
 
-/// Consumes `offsets.len()` records and checks each acknowledged offset
-/// arrived exactly once, in one whole trace with its send span.
+/// Consumes the topic up to the last acknowledged offset and checks that
+/// every acknowledged record arrived, in one whole trace with its send
+/// span. A record the broker stored but whose acknowledgement was lost (a
+/// connection cut mid-request) is there too, before its retried copy: it
+/// must carry the same send span's context, so it shows up as a duplicate
+/// of an acknowledged record, never as a record of its own.
 async fn assert_all_processed(
     broker: &Broker,
     capture: &SpanCapture,
@@ -87,28 +91,46 @@ async fn assert_all_processed(
         .build(broker, capture.tracer("reader"))
         .await
         .expect("consumer");
+    let last = offsets.iter().copied().max().expect("some records") as usize;
     let consumed = consumer
-        .consume(offsets.len(), DEADLINE)
+        .consume(last + 1, DEADLINE)
         .await
         .expect("every acknowledged record is there");
-    let got: Vec<i64> = consumed.iter().map(|c| c.offset).collect();
+    let acked: BTreeSet<i64> = offsets.iter().copied().collect();
+    let mut acked_traceparents = BTreeSet::new();
+    let mut unacked_traceparents = Vec::new();
     for c in consumed {
-        let traceparents = c
+        let traceparents: Vec<&Vec<u8>> = c
             .record
             .headers
-            .keys()
-            .filter(|k| *k == TRACEPARENT)
-            .count();
+            .iter()
+            .filter(|(k, _)| *k == TRACEPARENT)
+            .map(|(_, v)| v)
+            .collect();
         assert_eq!(
-            traceparents, 1,
+            traceparents.len(),
+            1,
             "record {} carries one traceparent",
             c.offset
         );
+        if acked.contains(&c.offset) {
+            acked_traceparents.insert(traceparents[0].clone());
+        } else {
+            unacked_traceparents.push((c.offset, traceparents[0].clone()));
+        }
         c.finish();
     }
-    let acked: BTreeSet<i64> = offsets.iter().copied().collect();
-    let seen: BTreeSet<i64> = got.iter().copied().collect();
-    assert_eq!(seen, acked, "acknowledged offsets vs processed offsets");
+    assert_eq!(
+        acked_traceparents.len(),
+        acked.len(),
+        "one send span per acknowledged record"
+    );
+    for (offset, traceparent) in unacked_traceparents {
+        assert!(
+            acked_traceparents.contains(&traceparent),
+            "record {offset} was never acknowledged and is no retry of one"
+        );
+    }
 
     let forest = capture.forest();
     forest.assert_no_problems();
@@ -119,7 +141,7 @@ async fn assert_all_processed(
             .expect("process span has its send span as parent");
         assert_eq!(parent.name(), format!("send {topic}"));
     }
-    assert_eq!(forest.named(&process).count(), offsets.len());
+    assert_eq!(forest.named(&process).count(), last + 1);
     forest
 }
 
@@ -690,4 +712,88 @@ async fn faults_a_backend_cannot_inject_say_which_backend_can() {
         }
     })
     .await;
+}
+
+/// A front fault held for a while during a stream of sends, then undone.
+#[derive(Debug, Clone, Copy)]
+enum FrontFault {
+    CutConnections,
+    Stall,
+    Latency,
+}
+
+async fn sends_survive(fault: FrontFault) {
+    let broker = Arc::new(Broker::builder().start().await.unwrap());
+    let topic = broker.create_unique_topic("faults", 1).await.unwrap();
+    let capture = SpanCapture::new();
+    let producer = TracedProducer::connect(&broker, capture.tracer("producer"))
+        .await
+        .unwrap();
+    let acked = Arc::new(AtomicUsize::new(0));
+    let sending = {
+        let topic = topic.clone();
+        let acked = Arc::clone(&acked);
+        tokio::spawn(async move { send_all(&producer, &topic, 0, 150, &acked).await })
+    };
+    wait_until("20 records acknowledged", DEADLINE, || {
+        acked.load(Ordering::SeqCst) >= 20
+    })
+    .await;
+    match fault {
+        FrontFault::CutConnections => {
+            for _ in 0..3 {
+                broker.cut_connections().unwrap();
+                let now = acked.load(Ordering::SeqCst);
+                wait_until("a send after the cut", DEADLINE, || {
+                    acked.load(Ordering::SeqCst) > now
+                })
+                .await;
+            }
+        }
+        FrontFault::Stall => {
+            let before = acked.load(Ordering::SeqCst);
+            let started = Instant::now();
+            broker.stall(Duration::from_millis(500)).unwrap();
+            wait_until("a send after the stall", DEADLINE, || {
+                acked.load(Ordering::SeqCst) > before + 1
+            })
+            .await;
+            assert!(
+                started.elapsed() >= Duration::from_millis(500),
+                "a send completed during the stall"
+            );
+        }
+        FrontFault::Latency => {
+            broker.add_latency(Duration::from_millis(20)).unwrap();
+            let now = acked.load(Ordering::SeqCst);
+            wait_until("5 sends with latency", DEADLINE, || {
+                acked.load(Ordering::SeqCst) >= now + 5
+            })
+            .await;
+            broker.add_latency(Duration::ZERO).unwrap();
+        }
+    }
+    let offsets = sending.await.unwrap();
+    let forest = assert_all_processed(&broker, &capture, &topic, &offsets).await;
+    if let FrontFault::CutConnections = fault {
+        assert!(
+            !failed_attempts(&forest, &topic).is_empty(),
+            "sends cut mid-request were retried, visibly"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cut_connections_lose_no_acknowledged_record() {
+    bounded("cut connections", sends_survive(FrontFault::CutConnections)).await;
+}
+
+#[tokio::test]
+async fn a_stalled_broker_loses_no_acknowledged_record() {
+    bounded("stall", sends_survive(FrontFault::Stall)).await;
+}
+
+#[tokio::test]
+async fn added_latency_loses_no_acknowledged_record() {
+    bounded("latency", sends_survive(FrontFault::Latency)).await;
 }

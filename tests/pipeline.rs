@@ -32,8 +32,11 @@ fn trade_process() -> ExpectedSpan {
     ExpectedSpan::consumer("process stockapp.trades").service("stock-processor")
 }
 
-fn json_send() -> ExpectedSpan {
-    ExpectedSpan::producer("send stockapp.trades-json").service("stock-processor")
+/// The Kafka Streams branch every trade has.
+fn json_branch() -> ExpectedSpan {
+    ExpectedSpan::consumer("process stockapp.trades")
+        .service("kstream-service")
+        .child(ExpectedSpan::producer("send stockapp.trades-json").service("kstream-service"))
 }
 
 /// The latest profile of each user: every user is sent before any trade.
@@ -115,31 +118,33 @@ async fn every_trade_leaves_the_reference_trace_and_the_api_serves_exact_totals(
         "the seed exercises both paths"
     );
 
-    // The reference tree, exactly, for every kept trade with a known user.
-    let reference = trade_send().child(
-        trade_process()
-            .link_to("send stockapp.users")
-            .child(json_send())
-            .child(
-                ExpectedSpan::producer("send stockapp.dollarsbyzip")
-                    .service("stock-processor")
-                    .children([api(1), api(2)]),
-            ),
-    );
+    // The reference tree, exactly, for every kept trade with a known user:
+    // a ksqlDB branch and a Kafka Streams branch.
+    let reference = trade_send().children([
+        trade_process().link_to("send stockapp.users").child(
+            ExpectedSpan::producer("send stockapp.dollarsbyzip")
+                .service("stock-processor")
+                .children([api(1), api(2)]),
+        ),
+        json_branch(),
+    ]);
     forest.assert_traces(kept_joined, &reference);
-    // Kept, but no profile to join: the JSON copy, no window row.
+    // Kept, but no profile to join: the ksqlDB branch ends at `process`.
     forest.assert_traces(
         kept_unjoined,
-        &trade_send().child(
-            trade_process()
-                .attr(FILTERED_OUT_ATTRIBUTE, "unknown_user")
-                .child(json_send()),
-        ),
+        &trade_send().children([
+            trade_process().attr(FILTERED_OUT_ATTRIBUTE, "unknown_user"),
+            json_branch(),
+        ]),
     );
-    // Filtered out: the trace ends at `process`, which says why.
+    // Filtered out: the ksqlDB branch ends at `process`, which says why;
+    // the JSON hop is traced all the same.
     forest.assert_traces(
         filtered,
-        &trade_send().child(trade_process().attr(FILTERED_OUT_ATTRIBUTE, "symbol_not_ending_in_t")),
+        &trade_send().children([
+            trade_process().attr(FILTERED_OUT_ATTRIBUTE, "symbol_not_ending_in_t"),
+            json_branch(),
+        ]),
     );
 
     // Every API consumer serves the totals computed independently here.
@@ -226,7 +231,19 @@ async fn poison_records_get_error_spans_and_dead_letter_copies_and_good_ones_sti
                 s.attribute("error.type").map(|v| v.to_string()) == Some((*error_type).to_owned())
             })
             .collect();
-        assert_eq!(failed.len(), 1, "one {error_type} span");
+        // One per branch: ksqlDB dead-letters it, Kafka Streams writes nothing.
+        assert_eq!(failed.len(), 2, "two {error_type} spans");
+        let kstream: Vec<_> = failed
+            .iter()
+            .filter(|s| s.service() == "kstream-service")
+            .collect();
+        assert_eq!(kstream.len(), 1, "one {error_type} span in kstream-service");
+        assert_eq!(kstream[0].children().count(), 0);
+        let failed: Vec<_> = failed
+            .into_iter()
+            .filter(|s| s.service() == "stock-processor")
+            .collect();
+        assert_eq!(failed.len(), 1, "one {error_type} span in stock-processor");
         assert!(matches!(
             failed[0].status(),
             opentelemetry::trace::Status::Error { .. }
@@ -463,6 +480,9 @@ enum PipelineFault {
     FetchErrors,
     BrokerDownAndUp,
     RoundTripTime,
+    CutConnections,
+    Stall,
+    Latency,
     /// Container: the broker's processes paused, then resumed.
     #[cfg(feature = "container")]
     Pause,
@@ -492,6 +512,13 @@ impl PipelineFault {
                     .unwrap();
                 tokio::time::sleep(Self::HOLD).await;
                 broker.round_trip_time(1, Duration::ZERO).unwrap();
+            }
+            Self::CutConnections => broker.cut_connections().unwrap(),
+            Self::Stall => broker.stall(Self::HOLD).unwrap(),
+            Self::Latency => {
+                broker.add_latency(Duration::from_millis(20)).unwrap();
+                tokio::time::sleep(Self::HOLD).await;
+                broker.add_latency(Duration::ZERO).unwrap();
             }
             #[cfg(feature = "container")]
             Self::Pause => {
@@ -571,6 +598,21 @@ async fn the_pipeline_survives_added_round_trip_time() {
     the_pipeline_survives(PipelineFault::RoundTripTime).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_survives_cut_connections() {
+    the_pipeline_survives(PipelineFault::CutConnections).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_survives_a_stalled_broker() {
+    the_pipeline_survives(PipelineFault::Stall).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_survives_added_latency() {
+    the_pipeline_survives(PipelineFault::Latency).await;
+}
+
 #[cfg(feature = "container")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Docker and the local image (scripts/build-image.sh); .ci/run runs it"]
@@ -583,4 +625,26 @@ async fn the_pipeline_survives_a_paused_container() {
         .await
         .expect("container broker");
     the_pipeline_survives_on(broker, PipelineFault::Pause).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offered_rate_spaces_the_trades_out() {
+    // 20 trades at 100 per second: the last is due 190 ms after the first.
+    let settings = PipelineBuilder::new()
+        .seed(2)
+        .trades(20)
+        .users(9)
+        .rate(100.0)
+        .clock(CLOCK);
+    let started = std::time::Instant::now();
+    let (_broker, capture, pipeline) = run_to_completion(settings).await;
+    let elapsed = started.elapsed();
+    pipeline.stop().await.expect("stop");
+    assert!(
+        elapsed >= Duration::from_millis(190),
+        "20 trades at 100/s took only {elapsed:?}"
+    );
+    let forest = capture.forest();
+    forest.assert_no_problems();
+    assert_eq!(forest.named("send stockapp.trades").count(), 20);
 }

@@ -99,13 +99,26 @@ async fn a_trade_leaves_the_reference_trace() {
         if let Some(send) = sent_by_user.get(&user) {
             c.add_link(send.clone());
         }
-        let out = record(&symbol, "{}");
         processor
-            .send(c.context(), &t.json, 0, out.clone())
+            .send(c.context(), &t.dollars, 0, record(&symbol, "{}"))
             .await
             .unwrap();
-        processor
-            .send(c.context(), &t.dollars, 0, out)
+        c.finish();
+    }
+
+    // kstream-service: every trade, kept or filtered, as JSON.
+    let kstream = capture.tracer("kstream-service");
+    let json_producer = TracedProducer::connect(&broker, kstream.clone())
+        .await
+        .unwrap();
+    let mut json_trades = TracedConsumer::builder("kstream-service", &t.trades)
+        .build(&broker, kstream)
+        .await
+        .unwrap();
+    for c in json_trades.consume(2, DEADLINE).await.unwrap() {
+        let symbol = String::from_utf8(c.record.key.clone().unwrap()).unwrap();
+        json_producer
+            .send(c.context(), &t.json, 0, record(&symbol, "{}"))
             .await
             .unwrap();
         c.finish();
@@ -123,9 +136,14 @@ async fn a_trade_leaves_the_reference_trace() {
     }
 
     let forest = capture
-        .wait_for(Condition::span_count(10), DEADLINE)
+        .wait_for(Condition::span_count(13), DEADLINE)
         .await
         .expect("every span ended");
+    let json_branch = || {
+        ExpectedSpan::consumer(format!("process {}", t.trades))
+            .service("kstream-service")
+            .child(ExpectedSpan::producer(format!("send {}", t.json)).service("kstream-service"))
+    };
     let process_dollars = |api: &str| {
         ExpectedSpan::consumer(format!("process {}", t.dollars))
             .service(api)
@@ -136,27 +154,28 @@ async fn a_trade_leaves_the_reference_trace() {
         &ExpectedSpan::producer(format!("send {}", t.trades))
             .service("datagen")
             .attr("messaging.kafka.message.key", "ZVZZT")
-            .child(
+            .children([
                 ExpectedSpan::consumer(format!("process {}", t.trades))
                     .service("stock-processor")
                     .link_to(format!("send {}", t.users))
-                    .children([
-                        ExpectedSpan::producer(format!("send {}", t.json))
-                            .service("stock-processor"),
+                    .child(
                         ExpectedSpan::producer(format!("send {}", t.dollars))
                             .service("stock-processor")
                             .children([process_dollars("api-1"), process_dollars("api-2")]),
-                    ]),
-            ),
+                    ),
+                json_branch(),
+            ]),
     );
     forest.assert_traces(
         1,
         &ExpectedSpan::producer(format!("send {}", t.trades))
             .attr("messaging.kafka.message.key", "ZXZZA")
-            .child(
+            .children([
                 ExpectedSpan::consumer(format!("process {}", t.trades))
+                    .service("stock-processor")
                     .attr("stockapp.filtered", "symbol does not end in T"),
-            ),
+                json_branch(),
+            ]),
     );
     forest.assert_every_parent(SpanKind::Consumer, SpanKind::Producer);
     forest.assert_no_problems();

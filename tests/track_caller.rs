@@ -4,6 +4,7 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
+use kafka_trace_harness::forest::conventions::MessagingConventions;
 use kafka_trace_harness::{ExpectedSpan, SpanCapture};
 use opentelemetry::trace::{SpanKind, Tracer};
 
@@ -17,6 +18,9 @@ fn every_panicking_assertion_reports_the_callers_line() {
         .start(&tracer);
     let forest = capture.forest();
     let missing = ExpectedSpan::new("missing");
+    let partial = ExpectedSpan::new("process")
+        .at_any_depth()
+        .descendant(ExpectedSpan::new("missing"));
     let orphaned = {
         use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId};
         let remote = SpanContext::new(
@@ -41,14 +45,24 @@ fn every_panicking_assertion_reports_the_callers_line() {
         }
     }));
     let mut expected_lines = Vec::new();
-    let calls: [(u32, Box<dyn Fn()>); 4] = [
+    let calls: [(u32, Box<dyn Fn()>); 7] = [
         (line!(), Box::new(|| forest.assert_trace(&missing))),
+        (line!(), Box::new(|| forest.assert_trace(&partial))),
         (line!(), Box::new(|| forest.assert_traces(1, &missing))),
         (
             line!() + 1,
             Box::new(|| forest.assert_every_parent(SpanKind::Consumer, SpanKind::Producer)),
         ),
+        // No span of the child kind at all.
+        (
+            line!() + 1,
+            Box::new(|| forest.assert_every_parent(SpanKind::Server, SpanKind::Client)),
+        ),
         (line!(), Box::new(|| orphaned.assert_no_problems())),
+        (
+            line!() + 1,
+            Box::new(|| forest.assert_messaging_conventions(MessagingConventions::V1_44)),
+        ),
     ];
     for (line, call) in &calls {
         expected_lines.push(*line);
@@ -57,7 +71,7 @@ fn every_panicking_assertion_reports_the_callers_line() {
     panic::set_hook(previous);
 
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(seen.len(), calls.len(), "{seen:?}");
     for ((file, line), want) in seen.iter().zip(&expected_lines) {
         assert_eq!(file, file!());
         assert_eq!(line, want);

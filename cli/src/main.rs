@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use kafka_trace_harness::broker::AdminChannel;
+use kafka_trace_harness::integrations::otlp_receiver::OtlpReceiver;
 use kafka_trace_harness::stockapp::metrics::{
     MetricsCapture, PipelineMetrics, stdout_meter_provider,
 };
@@ -76,11 +77,17 @@ struct RunArgs {
     /// Seed of the generator: same seed, same records.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Trades per second datagen offers (default: as fast as the pipeline
+    /// takes them); the summary's end-to-end p50 and p99 are then at that
+    /// rate.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Use an existing broker (host:port) instead of the embedded one.
     #[arg(long)]
     bootstrap: Option<String>,
-    /// Services to run here, comma-separated: datagen, processor, api.
-    #[arg(long, default_value = "datagen,processor,api", value_parser = parse_services)]
+    /// Services to run here, comma-separated: datagen, processor (ksqlDB),
+    /// kstream (Kafka Streams), api.
+    #[arg(long, default_value = "datagen,processor,kstream,api", value_parser = parse_services)]
     services: Services,
     /// Number of API consumers (api-1, api-2, …), each its own group.
     #[arg(long, default_value_t = 2)]
@@ -94,6 +101,19 @@ struct RunArgs {
     /// Serve api-1's rows on this HTTP port (GET / and GET /health).
     #[arg(long)]
     http_port: Option<u16>,
+    /// Receive other programs' spans over OTLP (HTTP and gRPC, on
+    /// loopback) into this run's traces; prints both endpoints on
+    /// standard error.
+    #[arg(long)]
+    otlp_receiver: bool,
+    /// Port of the OTLP receiver's HTTP endpoint (default: a free one);
+    /// implies --otlp-receiver.
+    #[arg(long)]
+    otlp_receiver_port: Option<u16>,
+    /// Port of the OTLP receiver's gRPC endpoint (default: a free one);
+    /// implies --otlp-receiver.
+    #[arg(long)]
+    otlp_receiver_grpc_port: Option<u16>,
     /// Also export every metric with OpenTelemetry's stdout exporter at the
     /// end (verbose); a short metrics summary is always printed.
     #[arg(long)]
@@ -279,6 +299,24 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let broker = Broker::builder().backend(backend).start().await?;
     let capture = SpanCapture::new();
+    let otlp_receiver = if args.otlp_receiver
+        || args.otlp_receiver_port.is_some()
+        || args.otlp_receiver_grpc_port.is_some()
+    {
+        let receiver = OtlpReceiver::builder()
+            .http_port(args.otlp_receiver_port.unwrap_or(0))
+            .grpc_port(args.otlp_receiver_grpc_port.unwrap_or(0))
+            .start(&capture)
+            .await?;
+        eprintln!(
+            "OTLP receiver on {} (HTTP) and {} (gRPC)",
+            receiver.http_endpoint(),
+            receiver.grpc_endpoint()
+        );
+        Some(receiver)
+    } else {
+        None
+    };
     let registry = SchemaRegistry::new();
     let registry_server = match args.schema_registry_port {
         Some(port) => {
@@ -299,7 +337,11 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         Some(provider) => PipelineMetrics::new(provider),
         None => metrics.metrics().clone(),
     };
-    let mut pipeline = PipelineBuilder::new()
+    let mut settings = PipelineBuilder::new();
+    if let Some(rate) = args.rate {
+        settings = settings.rate(rate);
+    }
+    let mut pipeline = settings
         .metrics(pipeline_metrics)
         .seed(args.seed)
         .trades(args.trades)
@@ -345,6 +387,12 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     bar.set_position(progress.trades_processed as u64);
     bar.finish_and_clear();
 
+    // Received spans stop here: the summary and --spans-out see them all.
+    if let Some(receiver) = otlp_receiver
+        && let Err(e) = receiver.shutdown().await
+    {
+        eprintln!("warning: {e}");
+    }
     let forest = capture.forest();
     let colour = std::io::stdout().is_terminal();
     for trace in showcase_traces(&forest, args.show_traces) {

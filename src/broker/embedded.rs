@@ -160,6 +160,11 @@ impl EmbeddedCluster {
 
     /// Whether clients reach the mock brokers through [`TcpFront`]s, which
     /// the connection faults below need (without them those are no-ops).
+    /// Each front's count of Produce request bytes; empty without fronts.
+    pub(crate) fn produced_bytes(&self) -> Vec<std::sync::Arc<std::sync::atomic::AtomicU64>> {
+        self.fronts.iter().map(TcpFront::produced_bytes).collect()
+    }
+
     pub(crate) fn has_fronts(&self) -> bool {
         !self.fronts.is_empty()
     }

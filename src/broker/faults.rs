@@ -37,6 +37,22 @@ impl Broker {
         }
     }
 
+    /// The embedded cluster, if it relays through fronts (the connection
+    /// faults live there).
+    fn front_fault(&self, fault: &str) -> Result<&super::embedded::EmbeddedCluster> {
+        match &self.running {
+            Running::Embedded(cluster) if cluster.has_fronts() => Ok(cluster),
+            Running::Embedded(_) => Err(Error::FaultUnsupported {
+                fault: fault.to_owned(),
+                backend: "embedded",
+                reason: "the broker was built with stall_free(false), so no TCP front \
+                         relays its connections"
+                    .into(),
+            }),
+            _ => Err(self.unsupported(fault, "embedded")),
+        }
+    }
+
     fn fault_error(&self, fault: &str, reason: impl ToString) -> Error {
         Error::Fault {
             fault: fault.to_owned(),
@@ -128,6 +144,31 @@ impl Broker {
                 .map_err(|e| self.fault_error(&fault, e)),
             None => Err(self.unsupported(&fault, "embedded")),
         }
+    }
+
+    /// Embedded: closes every client connection now (and its mock-broker
+    /// side); clients reconnect on their next request. New connections are
+    /// accepted as before.
+    pub fn cut_connections(&self) -> Result<()> {
+        self.front_fault("cut_connections()")?.cut_connections();
+        Ok(())
+    }
+
+    /// Embedded: no byte moves, in either direction, on any connection
+    /// (existing or new) for `duration`; then everything held follows, in
+    /// order and complete. A later call replaces the stall's end.
+    pub fn stall(&self, duration: Duration) -> Result<()> {
+        self.front_fault(&format!("stall({duration:?})"))?
+            .stall(duration);
+        Ok(())
+    }
+
+    /// Embedded: every response reaches its client `latency` late, in
+    /// order; zero removes the delay.
+    pub fn add_latency(&self, latency: Duration) -> Result<()> {
+        self.front_fault(&format!("add_latency({latency:?})"))?
+            .set_latency(latency);
+        Ok(())
     }
 
     /// Container: pauses every process of the broker's container (it keeps

@@ -45,7 +45,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -62,6 +62,8 @@ const BUFFER_BYTES: usize = 64 * 1024;
 
 /// Kafka's API key of ApiVersions.
 const API_VERSIONS: i16 = 18;
+/// Kafka's Produce api key.
+const PRODUCE: i16 = 0;
 /// Kafka's error code UNSUPPORTED_VERSION.
 const UNSUPPORTED_VERSION: i16 = 35;
 /// Frame length, api_key, api_version and correlation_id of a request.
@@ -102,6 +104,9 @@ struct Shared {
     /// The highest ApiVersions version the upstream answers, once learnt.
     api_versions_max: OnceCell<i16>,
     faults: Faults,
+    /// Bytes of every Produce request relayed: the dropped-record watch
+    /// needs to look only once this passes what the mock cluster keeps.
+    produced_bytes: Arc<AtomicU64>,
 }
 
 impl TcpFront {
@@ -113,6 +118,7 @@ impl TcpFront {
             upstream,
             api_versions_max: OnceCell::new(),
             faults: Faults::new(),
+            produced_bytes: Arc::default(),
         });
         let accept_task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         Ok(Self {
@@ -120,6 +126,11 @@ impl TcpFront {
             shared,
             accept_task,
         })
+    }
+
+    /// Bytes of Produce requests relayed so far, counted as they pass.
+    pub(crate) fn produced_bytes(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.shared.produced_bytes)
     }
 
     /// The address clients connect to.
@@ -371,6 +382,11 @@ async fn forward_requests(
             };
             remaining = header.frame_bytes;
             dropping = false;
+            if header.api_key == PRODUCE {
+                shared
+                    .produced_bytes
+                    .fetch_add(header.frame_bytes, Ordering::Relaxed);
+            }
             if header.api_key != API_VERSIONS {
                 continue;
             }

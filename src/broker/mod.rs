@@ -10,7 +10,6 @@ mod container;
 mod embedded;
 mod faults;
 mod front;
-mod front_faults;
 mod image;
 mod watch;
 
@@ -251,9 +250,21 @@ impl BrokerBuilder {
             client_deadline: self.client_deadline,
             watch: None,
         };
-        if broker.kind() == BackendKind::Embedded && self.watch_deleted_records {
-            let client = broker.client().await?;
-            broker.watch = Some(DeletionWatch::start(client, self.client_deadline));
+        if let Running::Embedded(cluster) = &broker.running
+            && self.watch_deleted_records
+        {
+            let gate = watch::ProduceGate::counting(cluster.produced_bytes());
+            let connect = ClientBuilder::new(broker.bootstrap_list())
+                .client_id("kafka-trace-harness-watch")
+                .backoff_config(retrying_backoff(self.client_deadline))
+                .build();
+            let connect = async move {
+                connect.await.map_err(|source| Error::Client {
+                    bootstrap: String::new(),
+                    source,
+                })
+            };
+            broker.watch = Some(DeletionWatch::start(connect, gate, self.client_deadline));
         }
         if broker.kind() != BackendKind::Embedded {
             // The mock cluster is ready once created; others prove it.
@@ -465,6 +476,9 @@ impl Broker {
         let Some(watch) = &self.watch else {
             return Ok(Vec::new());
         };
+        if !watch.may_have_deleted() {
+            return Ok(Vec::new());
+        }
         let client = self.client().await?;
         watch
             .check_now(&client, self.client_deadline)

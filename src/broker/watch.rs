@@ -4,11 +4,15 @@
 //! per partition and deletes the oldest beyond that, without telling
 //! anyone. It never deletes otherwise, so a partition whose log start
 //! offset is above 0 has lost that many records. The watch asks for every
-//! partition's log start now and then, and once more at shutdown.
+//! partition's log start now and then, and once more at shutdown, but only
+//! once the front has relayed more Produce bytes than one partition can
+//! keep: below 5 MiB in all, no partition can be over either limit (100,000
+//! batches take more than 6 MB), so ordinary tests pay nothing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rskafka::client::Client;
@@ -17,8 +21,36 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// How often the watch looks. Each look is one metadata request and one
-/// offsets request per partition: cheap next to a test's traffic.
+/// offsets request per partition.
 const INTERVAL: Duration = Duration::from_millis(250);
+
+/// The mock cluster's per-partition size limit: produce traffic below it,
+/// summed over every partition, cannot have deleted anything.
+pub(crate) const MOCK_PARTITION_BYTES: u64 = 5 * 1024 * 1024;
+
+/// Whether deletions are possible yet: `None` when the produce traffic is
+/// not counted (no front), so the watch always looks.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProduceGate(Option<Vec<Arc<AtomicU64>>>);
+
+impl ProduceGate {
+    pub(crate) fn counting(counters: Vec<Arc<AtomicU64>>) -> Self {
+        Self((!counters.is_empty()).then_some(counters))
+    }
+
+    fn open(&self) -> bool {
+        match &self.0 {
+            None => true,
+            Some(counters) => {
+                counters
+                    .iter()
+                    .map(|c| c.load(Ordering::Relaxed))
+                    .sum::<u64>()
+                    >= MOCK_PARTITION_BYTES
+            }
+        }
+    }
+}
 
 /// Records the broker deleted from one partition before anyone could be
 /// sure to read them.
@@ -58,16 +90,36 @@ impl fmt::Display for DeletedRecords {
 pub(crate) struct DeletionWatch {
     seen: watch::Receiver<Vec<DeletedRecords>>,
     sender: Arc<watch::Sender<Vec<DeletedRecords>>>,
+    gate: ProduceGate,
     task: JoinHandle<()>,
 }
 
 impl DeletionWatch {
-    /// Starts watching through `client` (any client of the broker).
-    pub(crate) fn start(client: Client, deadline: Duration) -> Self {
+    /// Starts watching through the client `connect` makes (connected in
+    /// the background, once the gate opens, so start-up does not wait).
+    pub(crate) fn start<C>(connect: C, gate: ProduceGate, deadline: Duration) -> Self
+    where
+        C: Future<Output = crate::Result<Client>> + Send + 'static,
+    {
         let (sender, seen) = watch::channel(Vec::new());
         let sender = Arc::new(sender);
-        let task = tokio::spawn(watch_loop(client, deadline, Arc::clone(&sender)));
-        Self { seen, sender, task }
+        let task = tokio::spawn(watch_loop(
+            connect,
+            gate.clone(),
+            deadline,
+            Arc::clone(&sender),
+        ));
+        Self {
+            seen,
+            sender,
+            gate,
+            task,
+        }
+    }
+
+    /// Whether a look could find anything.
+    pub(crate) fn may_have_deleted(&self) -> bool {
+        self.gate.open()
     }
 
     /// What the watch has seen so far.
@@ -102,20 +154,38 @@ impl Drop for DeletionWatch {
     }
 }
 
-async fn watch_loop(
-    client: Client,
+async fn watch_loop<C>(
+    connect: C,
+    gate: ProduceGate,
     deadline: Duration,
     sender: Arc<watch::Sender<Vec<DeletedRecords>>>,
-) {
+) where
+    C: Future<Output = crate::Result<Client>> + Send + 'static,
+{
     let mut partitions = HashMap::new();
     let mut ticker = tokio::time::interval(INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut connect = Some(connect);
+    let mut client = None;
     loop {
         ticker.tick().await;
+        if !gate.open() {
+            continue;
+        }
+        if client.is_none() {
+            match connect.take() {
+                Some(connect) => match connect.await {
+                    Ok(connected) => client = Some(connected),
+                    // No client, no watch: shutdown's own look reports.
+                    Err(_) => return,
+                },
+                None => return,
+            }
+        }
+        let Some(client) = &client else { return };
         // A failed look (a fault test cutting connections, say) is retried
         // at the next tick; the final look at shutdown reports its error.
-        if let Ok(Ok(found)) = tokio::time::timeout(deadline, scan(&client, &mut partitions)).await
-        {
+        if let Ok(Ok(found)) = tokio::time::timeout(deadline, scan(client, &mut partitions)).await {
             publish(&sender, found);
         }
     }

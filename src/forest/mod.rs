@@ -8,6 +8,6 @@ pub mod render;
 pub mod tree;
 
 pub use conventions::{ConformanceReport, MessagingConventions};
-pub use expect::{AttributeMatcher, ExpectedSpan};
+pub use expect::{AttributeMatcher, ExpectedLink, ExpectedSpan, ValuePredicate};
 pub use render::Render;
 pub use tree::{CapturedSpan, Problem, SpanForest, SpanView, Trace};

@@ -77,7 +77,14 @@ impl TraceSummary {
 }
 
 fn trade_root<'f>(trace: &Trace<'f>) -> Option<SpanView<'f>> {
-    trace.roots().into_iter().find(|r| r.name() == TRADE_ROOT)
+    // By name, or by what it does: another program's instrumentation may
+    // name it by older conventions ("stockapp.trades send").
+    trace.roots().into_iter().find(|r| {
+        r.name() == TRADE_ROOT
+            || (*r.kind() == opentelemetry::trace::SpanKind::Producer
+                && r.attribute("messaging.destination.name")
+                    .is_some_and(|v| v.as_str() == crate::stockapp::TRADES_TOPIC))
+    })
 }
 
 fn broken_traces(forest: &SpanForest) -> HashSet<TraceId> {
@@ -243,8 +250,13 @@ pub fn render_summary(progress: &PipelineProgress, traces: &TraceSummary) -> Str
     );
     let _ = writeln!(
         out,
-        "  stock-processor  read {} users, {} trades; sent {} trades-json, {} dollarsbyzip rows",
-        progress.users_processed, progress.trades_processed, progress.json_sent, progress.rows_sent
+        "  stock-processor  read {} users, {} trades; sent {} dollarsbyzip rows",
+        progress.users_processed, progress.trades_processed, progress.rows_sent
+    );
+    let _ = writeln!(
+        out,
+        "  kstream-service  read {} trades; sent {} trades-json",
+        progress.kstream_trades_processed, progress.json_sent
     );
     for (i, rows) in progress.api_rows.iter().enumerate() {
         let _ = writeln!(out, "  api-{:<13}read {rows} rows", i + 1);

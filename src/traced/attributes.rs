@@ -42,7 +42,12 @@ pub mod attr {
 /// was not usable.
 pub const CONTEXT_UNUSABLE_EVENT: &str = "trace context unusable";
 
-pub(super) fn server(bootstrap: &str) -> Vec<KeyValue> {
+/// Name of the event a consumer span gets for each trace context header
+/// (`tracestate`, `baggage`) that was dropped (the integrations' spans;
+/// `TracedConsumer` writes the same name).
+pub(crate) const CONTEXT_IGNORED_EVENT: &str = "trace context header ignored";
+
+pub(crate) fn server(bootstrap: &str) -> Vec<KeyValue> {
     let first = bootstrap.split(',').next().unwrap_or_default().trim();
     match first.rsplit_once(':') {
         Some((host, port)) => {
@@ -57,12 +62,12 @@ pub(super) fn server(bootstrap: &str) -> Vec<KeyValue> {
 }
 
 /// A string attribute value whose clones share one allocation.
-pub(super) fn shared(text: &str) -> StringValue {
+pub(crate) fn shared(text: &str) -> StringValue {
     StringValue::from(Arc::<str>::from(text))
 }
 
 /// The `messaging.destination.partition.id` value of `partition`.
-pub(super) fn partition_id(partition: i32) -> StringValue {
+pub(crate) fn partition_id(partition: i32) -> StringValue {
     shared(&partition.to_string())
 }
 
@@ -143,13 +148,13 @@ pub(crate) fn is_unknown_topic(error: &rskafka::client::error::Error) -> bool {
 /// name and the attributes that do not change from record to record, with
 /// shared strings, so that a span copies reference counts, not text.
 #[derive(Debug)]
-pub(super) struct SpanTemplate {
-    pub(super) name: String,
-    pub(super) attributes: Vec<KeyValue>,
+pub(crate) struct SpanTemplate {
+    pub(crate) name: String,
+    pub(crate) attributes: Vec<KeyValue>,
 }
 
 impl SpanTemplate {
-    pub(super) fn new(operation: &'static str, topic: &str, fixed: &[KeyValue]) -> Self {
+    pub(crate) fn new(operation: &'static str, topic: &str, fixed: &[KeyValue]) -> Self {
         let mut attributes = vec![
             KeyValue::new(attr::MESSAGING_SYSTEM, "kafka"),
             KeyValue::new(attr::OPERATION_NAME, operation),
@@ -165,7 +170,7 @@ impl SpanTemplate {
 
     /// One record's attributes, with room for `extra` more (set later,
     /// such as the offset: growing the vector then would copy it).
-    pub(super) fn attributes(
+    pub(crate) fn attributes(
         &self,
         partition_id: StringValue,
         key: Option<&[u8]>,

@@ -13,7 +13,9 @@ use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling
 use rskafka::record::Record;
 use rustc_hash::FxHashMap;
 
-use super::attributes::{CONTEXT_UNUSABLE_EVENT, SpanTemplate, attr, partition_id, server, shared};
+use super::attributes::{
+    CONTEXT_IGNORED_EVENT, CONTEXT_UNUSABLE_EVENT, SpanTemplate, attr, partition_id, server, shared,
+};
 use super::offsets::{OffsetStore, StartFrom};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -501,7 +503,7 @@ impl TracedConsumer {
         }
         for ignored in &extracted.ignored {
             span.add_event(
-                "trace context header ignored",
+                CONTEXT_IGNORED_EVENT,
                 vec![
                     KeyValue::new("reason", ignored.kind()),
                     KeyValue::new("description", ignored.to_string()),

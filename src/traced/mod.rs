@@ -5,9 +5,10 @@
 //! offsets in an [`OffsetStore`]: each named consumer reads every partition
 //! of its topic from where it started.
 
-mod attributes;
+pub(crate) mod attributes;
 mod consumer;
 mod offsets;
+pub mod partitioner;
 mod producer;
 #[cfg(feature = "proptest")]
 pub mod strategies;

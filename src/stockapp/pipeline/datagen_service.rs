@@ -28,6 +28,16 @@ impl TradeClock {
     }
 }
 
+/// What datagen sends, when, and where.
+#[derive(Debug, Clone)]
+pub(crate) struct DatagenPlan {
+    pub(crate) datagen: Datagen,
+    pub(crate) clock: Option<TradeClock>,
+    /// Trades per second offered; `None`: as fast as they are taken.
+    pub(crate) rate: Option<f64>,
+    pub(crate) partitions: i32,
+}
+
 /// Sends every user, then every trade, each as the root `send` span of its
 /// own trace. Users go first so every trade can join the profile of its user
 /// (the processor reads users up to date before each batch of trades).
@@ -35,12 +45,25 @@ impl TradeClock {
 pub(crate) async fn run(
     producer: &TracedProducer,
     registry: &SchemaRegistry,
-    datagen: &Datagen,
-    clock: Option<TradeClock>,
-    partitions: i32,
+    plan: &DatagenPlan,
     metrics: Option<&PipelineMetrics>,
     progress: &Progress,
 ) -> Result<()> {
+    let DatagenPlan {
+        datagen,
+        clock,
+        rate,
+        partitions,
+    } = plan;
+    let (clock, rate, partitions) = (*clock, *rate, *partitions);
+    // An offered rate: trade n is due n / rate seconds after the first,
+    // whatever the pipeline does; a late trade is sent at once (bursts
+    // keep the average), as a load generator would.
+    let mut ticks = rate.filter(|r| *r > 0.0).map(|r| {
+        let mut ticks = tokio::time::interval(std::time::Duration::from_secs_f64(1.0 / r));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        ticks
+    });
     let now = chrono::Utc::now();
     for user in datagen.users() {
         let record = avro_record(registry, USERS_TOPIC, &user, now)?;
@@ -54,6 +77,9 @@ pub(crate) async fn run(
         }
     }
     for (index, trade) in datagen.trades().enumerate() {
+        if let Some(ticks) = &mut ticks {
+            ticks.tick().await;
+        }
         // Without a clock, a trade happens when it is sent.
         let timestamp = clock
             .and_then(|c| chrono::DateTime::from_timestamp_millis(c.timestamp_ms(index)))

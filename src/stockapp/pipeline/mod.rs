@@ -7,6 +7,7 @@
 
 mod api_service;
 mod datagen_service;
+mod kstream_service;
 mod processor_service;
 
 use std::sync::Arc;
@@ -20,9 +21,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use datagen_service::TradeClock;
-pub use processor_service::{FILTERED_OUT_ATTRIBUTE, JOINED_USER_ATTRIBUTE, ProcessorStep};
+use processor_service::plain_record;
+pub use processor_service::{
+    DUPLICATE_ATTRIBUTE, FILTERED_OUT_ATTRIBUTE, JOINED_USER_ATTRIBUTE, ProcessorStep,
+};
 
 use self::api_service::{ApiConsumerService, ApiMetrics};
+use self::kstream_service::KstreamService;
 use self::processor_service::ProcessorService;
 use crate::Broker;
 use crate::capture::SpanCapture;
@@ -43,8 +48,10 @@ const POLL_WAIT: Duration = Duration::from_millis(2);
 
 /// Service name of the generator.
 pub const DATAGEN_SERVICE: &str = "datagen";
-/// Service name of the stream processor.
+/// Service name of the stream processor (ksqlDB's statements).
 pub const PROCESSOR_SERVICE: &str = "stock-processor";
+/// Service name of the Kafka Streams app (Avro → JSON).
+pub const KSTREAM_SERVICE: &str = "kstream-service";
 
 /// Service name of API consumer number `index` (from 1).
 pub fn api_service_name(index: usize) -> String {
@@ -56,8 +63,10 @@ pub fn api_service_name(index: usize) -> String {
 pub struct Services {
     /// The fake-data generator.
     pub datagen: bool,
-    /// The stream processor.
+    /// The stream processor (ksqlDB).
     pub processor: bool,
+    /// The Kafka Streams app.
+    pub kstream: bool,
     /// The API consumers.
     pub api: bool,
 }
@@ -67,24 +76,28 @@ impl Services {
     pub const ALL: Self = Self {
         datagen: true,
         processor: true,
+        kstream: true,
         api: true,
     };
 
-    /// Parses a comma-separated list of `datagen`, `processor`, `api`.
+    /// Parses a comma-separated list of `datagen`, `processor`, `kstream`,
+    /// `api`.
     pub fn parse(list: &str) -> std::result::Result<Self, String> {
         let mut services = Self {
             datagen: false,
             processor: false,
+            kstream: false,
             api: false,
         };
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
                 "datagen" => services.datagen = true,
                 "processor" => services.processor = true,
+                "kstream" => services.kstream = true,
                 "api" => services.api = true,
                 other => {
                     return Err(format!(
-                        "unknown service {other:?}: expected datagen, processor or api"
+                        "unknown service {other:?}: expected datagen, processor, kstream or api"
                     ));
                 }
             }
@@ -103,6 +116,7 @@ pub struct PipelineBuilder {
     api_consumers: usize,
     partitions: u16,
     clock: Option<TradeClock>,
+    rate: Option<f64>,
     services: Services,
     registry: SchemaRegistry,
     metrics: Option<PipelineMetrics>,
@@ -125,6 +139,7 @@ impl PipelineBuilder {
             api_consumers: 2,
             partitions: 3,
             clock: None,
+            rate: None,
             services: Services::ALL,
             registry: SchemaRegistry::new(),
             metrics: None,
@@ -167,6 +182,13 @@ impl PipelineBuilder {
     /// stamped when it is sent.
     pub fn clock(mut self, clock: TradeClock) -> Self {
         self.clock = Some(clock);
+        self
+    }
+
+    /// Trades per second datagen offers (users go first, at once).
+    /// Default: none, as fast as the pipeline takes them.
+    pub fn rate(mut self, trades_per_second: f64) -> Self {
+        self.rate = Some(trades_per_second);
         self
     }
 
@@ -258,13 +280,9 @@ impl PipelineBuilder {
                 // Users are read until caught up: an empty answer must be quick.
                 users: consumer(USERS_TOPIC, Duration::ZERO).await?,
                 producer: TracedProducer::connect(broker, tracer.clone()).await?,
-                raw_client: broker.client().await?,
-                bootstrap: broker.bootstrap_servers().to_owned(),
                 registry: registry.clone(),
                 logic: StockProcessor::new(),
                 user_sends: Default::default(),
-                json_partitions: partitions,
-                json_clients: Default::default(),
                 metrics: self.metrics.clone(),
                 seen_trades: Default::default(),
             };
@@ -273,6 +291,22 @@ impl PipelineBuilder {
                 Arc::clone(&progress),
                 stop_rx.clone(),
             ));
+        }
+
+        if self.services.kstream {
+            let tracer = tracer_for(KSTREAM_SERVICE);
+            let service = KstreamService {
+                trades: TracedConsumer::builder(KSTREAM_SERVICE, TRADES_TOPIC)
+                    .start_from(StartFrom::Earliest)
+                    .max_wait(POLL_WAIT)
+                    .build(broker, tracer.clone())
+                    .await?,
+                producer: TracedProducer::connect(broker, tracer).await?,
+                registry: registry.clone(),
+                json_partitions: partitions,
+                metrics: self.metrics.clone(),
+            };
+            tasks.spawn(run_kstream(service, Arc::clone(&progress), stop_rx.clone()));
         }
 
         let mut api_states = Vec::new();
@@ -323,22 +357,19 @@ impl PipelineBuilder {
         let datagen = self.datagen();
         if self.services.datagen {
             let producer = TracedProducer::connect(broker, tracer_for(DATAGEN_SERVICE)).await?;
-            let clock = self.clock;
+            let plan = datagen_service::DatagenPlan {
+                datagen: datagen.clone(),
+                clock: self.clock,
+                rate: self.rate,
+                partitions,
+            };
             let registry = registry.clone();
             let progress = Arc::clone(&progress);
-            let datagen = datagen.clone();
             let metrics = self.metrics.clone();
             let mut stop = stop_rx.clone();
             tasks.spawn(async move {
-                let send_all = datagen_service::run(
-                    &producer,
-                    &registry,
-                    &datagen,
-                    clock,
-                    partitions,
-                    metrics.as_ref(),
-                    &progress,
-                );
+                let send_all =
+                    datagen_service::run(&producer, &registry, &plan, metrics.as_ref(), &progress);
                 // Stopping ends the generator between two records.
                 tokio::select! {
                     report = send_all => report?,
@@ -370,6 +401,8 @@ struct Progress {
     users_in: AtomicUsize,
     rows_out: AtomicUsize,
     json_out: AtomicUsize,
+    kstream_trades_in: AtomicUsize,
+    kstream_failed: AtomicUsize,
     dead_lettered: AtomicUsize,
     duplicates: AtomicUsize,
     redeliveries: AtomicUsize,
@@ -387,6 +420,8 @@ impl Progress {
             users_in: AtomicUsize::default(),
             rows_out: AtomicUsize::default(),
             json_out: AtomicUsize::default(),
+            kstream_trades_in: AtomicUsize::default(),
+            kstream_failed: AtomicUsize::default(),
             dead_lettered: AtomicUsize::default(),
             duplicates: AtomicUsize::default(),
             redeliveries: AtomicUsize::default(),
@@ -410,8 +445,12 @@ pub struct PipelineProgress {
     pub users_processed: usize,
     /// Rows the processor sent to `stockapp.dollarsbyzip`.
     pub rows_sent: usize,
-    /// Records the processor sent to `stockapp.trades-json`.
+    /// Trades the Kafka Streams app read.
+    pub kstream_trades_processed: usize,
+    /// Records the Kafka Streams app sent to `stockapp.trades-json`.
     pub json_sent: usize,
+    /// Trades the Kafka Streams app could not decode (error spans).
+    pub kstream_failed: usize,
     /// Records copied to `stockapp.dlq`, by any service.
     pub dead_lettered: usize,
     /// Trades the processor read twice from one send span (a send retried
@@ -432,9 +471,11 @@ impl PipelineProgress {
         let processed = !(services.processor && services.datagen)
             || (self.trades_processed >= self.trades_sent
                 && self.users_processed >= self.users_sent);
+        let converted = !(services.kstream && services.datagen)
+            || self.kstream_trades_processed >= self.trades_sent;
         let consumed = !(services.api && services.processor)
             || self.api_rows.iter().all(|&n| n >= self.rows_sent);
-        generated && processed && consumed
+        generated && processed && converted && consumed
     }
 }
 
@@ -461,7 +502,9 @@ impl RunningPipeline {
             trades_processed: p.trades_in.load(Ordering::SeqCst),
             users_processed: p.users_in.load(Ordering::SeqCst),
             rows_sent: p.rows_out.load(Ordering::SeqCst),
+            kstream_trades_processed: p.kstream_trades_in.load(Ordering::SeqCst),
             json_sent: p.json_out.load(Ordering::SeqCst),
+            kstream_failed: p.kstream_failed.load(Ordering::SeqCst),
             dead_lettered: p.dead_lettered.load(Ordering::SeqCst),
             duplicates: p.duplicates.load(Ordering::SeqCst),
             redeliveries: p.redeliveries.load(Ordering::SeqCst),
@@ -572,7 +615,6 @@ async fn run_processor(
             .fetch_add(step.trades_in, Ordering::SeqCst);
         progress.users_in.fetch_add(step.users_in, Ordering::SeqCst);
         progress.rows_out.fetch_add(step.rows_out, Ordering::SeqCst);
-        progress.json_out.fetch_add(step.json_out, Ordering::SeqCst);
         progress
             .duplicates
             .fetch_add(step.duplicates, Ordering::SeqCst);
@@ -582,6 +624,24 @@ async fn run_processor(
         progress
             .dead_lettered
             .fetch_add(step.dead_lettered, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+async fn run_kstream(
+    mut service: KstreamService,
+    progress: Arc<Progress>,
+    stop: watch::Receiver<bool>,
+) -> Result<()> {
+    while !*stop.borrow() {
+        let step = service.step().await?;
+        progress
+            .kstream_trades_in
+            .fetch_add(step.trades_in, Ordering::SeqCst);
+        progress.json_out.fetch_add(step.json_out, Ordering::SeqCst);
+        progress
+            .kstream_failed
+            .fetch_add(step.failed, Ordering::SeqCst);
     }
     Ok(())
 }
@@ -624,13 +684,10 @@ async fn ensure_topic(broker: &Broker, topic: &str, partitions: u16) -> Result<(
     }
 }
 
-/// Kafka's rule of thumb for keyed records: the same key, the same
-/// partition. FNV-1a keeps it stable across runs and platforms.
+/// The partition Kafka's default partitioner (murmur2) gives `key`, as a
+/// Java or librdkafka producer would choose it.
 pub(crate) fn partition_for_key(key: &str, partitions: i32) -> i32 {
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    (hash % partitions.max(1) as u64) as i32
+    crate::traced::partitioner::partition_for_key(key.as_bytes(), partitions)
 }
 
 /// `error.type` of a value that failed to decode.

@@ -1,20 +1,18 @@
-//! Service `stock-processor`: ksqlDB's statements and the Kafka Streams
-//! Avro-to-JSON app, traced.
+//! Service `stock-processor`: ksqlDB's statements, traced. (The Kafka
+//! Streams app is its own service, `kstream-service`.)
 
 use std::collections::{HashMap, HashSet};
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Link, SpanContext, SpanId, TraceContextExt, TraceId};
-use rskafka::client::Client;
-use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
 
-use super::{PROCESSOR_SERVICE, dead_letter, decode_error_type, partition_for_key};
+use super::{PROCESSOR_SERVICE, dead_letter, decode_error_type};
 use crate::stockapp::error::Result;
 use crate::stockapp::metrics::PipelineMetrics;
 use crate::stockapp::{
-    DLQ_TOPIC, DOLLARS_BY_ZIP_TOPIC, SchemaRegistry, StockProcessor, StockTrade, TRADES_JSON_TOPIC,
-    TRADES_TOPIC, USERS_TOPIC, User, processor::symbol_is_kept, trade_to_json,
+    DLQ_TOPIC, DOLLARS_BY_ZIP_TOPIC, SchemaRegistry, StockProcessor, StockTrade, TRADES_TOPIC,
+    USERS_TOPIC, User,
 };
 use crate::traced::{ConsumedRecord, TracedConsumer, TracedProducer};
 
@@ -35,8 +33,6 @@ pub struct ProcessorStep {
     pub users_in: usize,
     /// Rows sent to `stockapp.dollarsbyzip`.
     pub rows_out: usize,
-    /// Records sent to `stockapp.trades-json`.
-    pub json_out: usize,
     /// Records copied to the dead-letter topic.
     pub dead_lettered: usize,
     /// Trades read again whose send span was already processed (a send
@@ -52,7 +48,6 @@ impl std::ops::AddAssign for ProcessorStep {
         self.trades_in += other.trades_in;
         self.users_in += other.users_in;
         self.rows_out += other.rows_out;
-        self.json_out += other.json_out;
         self.dead_lettered += other.dead_lettered;
         self.duplicates += other.duplicates;
         self.redeliveries += other.redeliveries;
@@ -63,16 +58,10 @@ pub(crate) struct ProcessorService {
     pub(crate) trades: TracedConsumer,
     pub(crate) users: TracedConsumer,
     pub(crate) producer: TracedProducer,
-    /// Writes JSON copies of filtered trades without a span of their own.
-    pub(crate) raw_client: Client,
-    pub(crate) bootstrap: String,
     pub(crate) registry: SchemaRegistry,
     pub(crate) logic: StockProcessor<SpanContext>,
     /// The `send stockapp.users` span of each user's latest profile.
     pub(crate) user_sends: HashMap<String, SpanContext>,
-    pub(crate) json_partitions: i32,
-    /// Partition clients of `stockapp.trades-json` for the untraced copies.
-    pub(crate) json_clients: HashMap<i32, PartitionClient>,
     pub(crate) metrics: Option<PipelineMetrics>,
     /// The send span of every trade processed: a retried send that the
     /// broker had stored already carries the same one.
@@ -115,7 +104,6 @@ impl ProcessorService {
             let count = |n: usize| n as u64;
             metrics.count_in(PROCESSOR_SERVICE, TRADES_TOPIC, count(step.trades_in));
             metrics.count_in(PROCESSOR_SERVICE, USERS_TOPIC, count(step.users_in));
-            metrics.count_out(PROCESSOR_SERVICE, TRADES_JSON_TOPIC, count(step.json_out));
             metrics.count_out(
                 PROCESSOR_SERVICE,
                 DOLLARS_BY_ZIP_TOPIC,
@@ -174,22 +162,6 @@ impl ProcessorService {
             span.set_attribute(KeyValue::new(JOINED_USER_ATTRIBUTE, trade.userid.clone()));
         }
 
-        let json = trade_to_json(&trade);
-        if symbol_is_kept(&trade.symbol) {
-            let record = plain_record(trade.symbol.as_bytes(), json, consumed.record.timestamp);
-            let partition = partition_for_key(&trade.symbol, self.json_partitions);
-            self.producer
-                .send(consumed.context(), TRADES_JSON_TOPIC, partition, record)
-                .await?;
-        } else {
-            // The JSON stream still carries every trade, but the trade's trace
-            // ends at `process`: the copy forwards the trade's own headers.
-            let mut record = plain_record(trade.symbol.as_bytes(), json, consumed.record.timestamp);
-            record.headers = consumed.record.headers.clone();
-            self.send_untraced(&trade.symbol, record).await?;
-        }
-        step.json_out = 1;
-
         // The trade's creation context identifies it in later window links.
         let trade_id = if consumed.extracted.is_usable() {
             consumed.extracted.span_context()
@@ -223,29 +195,6 @@ impl ProcessorService {
         consumed.finish();
         Ok(step)
     }
-
-    async fn send_untraced(&mut self, key: &str, record: Record) -> Result<()> {
-        let partition = partition_for_key(key, self.json_partitions);
-        if !self.json_clients.contains_key(&partition) {
-            let client = self
-                .raw_client
-                .partition_client(TRADES_JSON_TOPIC, partition, UnknownTopicHandling::Retry)
-                .await
-                .map_err(|source| crate::Error::Client {
-                    bootstrap: self.bootstrap.clone(),
-                    source,
-                })?;
-            self.json_clients.insert(partition, client);
-        }
-        self.json_clients[&partition]
-            .produce(vec![record], Compression::NoCompression)
-            .await
-            .map_err(|source| crate::Error::Client {
-                bootstrap: self.bootstrap.clone(),
-                source,
-            })?;
-        Ok(())
-    }
 }
 
 /// The record's value decoded through the registry, or the `error.type`
@@ -262,7 +211,11 @@ fn decode<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn plain_record(key: &[u8], value: String, timestamp: chrono::DateTime<chrono::Utc>) -> Record {
+pub(super) fn plain_record(
+    key: &[u8],
+    value: String,
+    timestamp: chrono::DateTime<chrono::Utc>,
+) -> Record {
     Record {
         key: Some(key.to_vec()),
         value: Some(value.into_bytes()),

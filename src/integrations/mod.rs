@@ -1,0 +1,8 @@
+//! Bridges between the capture and other tracing stacks, one feature each.
+
+#[cfg(feature = "otlp-receiver")]
+pub mod otlp_receiver;
+#[cfg(feature = "rdkafka")]
+pub mod rdkafka;
+#[cfg(feature = "tracing")]
+pub mod tracing;
