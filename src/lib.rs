@@ -27,6 +27,6 @@ pub use forest::{
 };
 pub use propagation::{ExistingTraceparent, ExtractProblem, Extracted, Injected, extract, inject};
 pub use traced::{
-    ConsumedRecord, ConsumerParent, OffsetStore, StartFrom, TracedConsumer, TracedConsumerBuilder,
-    TracedProducer,
+    BatchingTracedProducer, ConsumedRecord, ConsumerParent, OffsetStore, StartFrom, TracedConsumer,
+    TracedConsumerBuilder, TracedProducer,
 };

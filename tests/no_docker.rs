@@ -3,6 +3,8 @@
 
 use kafka_trace_harness::{Backend, Broker, ContainerImage, Error};
 
+// A Unix socket path as DOCKER_HOST: Unix only.
+#[cfg(unix)]
 #[tokio::test]
 async fn container_backend_without_docker_says_what_to_do() {
     let socket = std::env::temp_dir().join(format!("no-docker-{}.sock", std::process::id()));

@@ -8,6 +8,8 @@ use kafka_trace_harness::{Backend, Broker};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
 
+// SIGTERM through `kill`: Unix only.
+#[cfg(unix)]
 #[tokio::test]
 async fn standalone_broker_serves_clients_and_stops_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kafka-trace-harness"))
@@ -195,8 +197,10 @@ fn run_writes_the_summary_and_otlp_json_of_every_trace() {
 
 /// Kills `child` when dropped, so a failed assertion leaves no broker
 /// process behind.
+#[cfg(unix)]
 struct KillOnDrop(std::process::Child);
 
+#[cfg(unix)]
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -1,6 +1,7 @@
 //! The batching traced producer: one `send <topic>` span per record, one
 //! produce request per batch of records for the same partition.
 
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -162,6 +163,11 @@ impl BatchingTracedProducerBuilder {
 /// dropped and its span with `error.type = producer_dropped` (a record
 /// whose request was in flight may still have been stored). Call
 /// [`flush`](Self::flush) first to wait for them.
+///
+/// Each partition has one batch in flight at a time, so a retried batch
+/// never lands after a later one: offsets follow the order of the calls.
+/// Records queue without bound while a batch is in flight; the deadline
+/// bounds how long each may wait.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -352,7 +358,7 @@ impl BatchingTracedProducer {
         topic: &str,
         partition: i32,
         record: Record,
-    ) -> impl Future<Output = Result<i64>> + Send + 'static {
+    ) -> impl Future<Output = Result<i64>> + Send + use<> {
         self.send_linked(parent, topic, partition, record, Vec::new())
     }
 
@@ -364,25 +370,26 @@ impl BatchingTracedProducer {
         partition: i32,
         mut record: Record,
         links: Vec<Link>,
-    ) -> impl Future<Output = Result<i64>> + Send + 'static {
+    ) -> impl Future<Output = Result<i64>> + Send + use<> {
         let shared = &self.shared;
         let (tx, rx) = oneshot::channel();
+        // Held until the record is queued (no await): calls to one
+        // partition queue their records in call order.
         let mut routes = self.routes();
-        let queued = self.queue(&mut routes, topic, partition);
-        let (name, attributes) = {
-            let route = &routes[topic];
-            let id = queued.as_ref().map_or_else(|_| partition_id(partition), |q| q.0.clone());
-            (
-                route.template.name.clone(),
-                // One more for the offset, set once the broker acknowledges.
-                route.template.attributes(id, record.key.as_deref(), 1),
-            )
-        };
+        let Route {
+            template,
+            partitions,
+        } = self.route(&mut routes, topic);
+        let queued = self.partition_queue(partitions, topic, partition);
+        let id = queued
+            .as_ref()
+            .map_or_else(|_| partition_id(partition), |q| q.id.clone());
         let span = shared
             .tracer
-            .span_builder(name)
+            .span_builder(template.name.clone())
             .with_kind(SpanKind::Producer)
-            .with_attributes(attributes)
+            // One more for the offset, set once the broker acknowledges.
+            .with_attributes(template.attributes(id, record.key.as_deref(), 1))
             .with_links(links)
             .start_with_context(&shared.tracer, parent);
         let cx = parent.with_span(span);
@@ -391,7 +398,7 @@ impl BatchingTracedProducer {
                 .add_event("kept the record's existing traceparent", Vec::new());
         }
         let label = match &queued {
-            Ok((_, label, _)) => Arc::clone(label),
+            Ok(q) => Arc::clone(&q.label),
             Err(label) => Arc::clone(label),
         };
         let pending = Pending {
@@ -404,7 +411,7 @@ impl BatchingTracedProducer {
         match queued {
             // A closed queue hands the message back; dropping it fails the
             // record through `Pending`'s drop.
-            Ok((_, _, queue)) => drop(queue.send(Message::Record(Box::new(record), pending))),
+            Ok(q) => drop(q.queue.send(Message::Record(Box::new(record), pending))),
             Err(_) => {
                 let error = Error::Topic {
                     topic: label.topic.clone(),
@@ -470,18 +477,8 @@ impl BatchingTracedProducer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The partition's id attribute, label and queue, starting its task on
-    /// first use; `Err` with the label when no tokio runtime can run it.
-    #[allow(clippy::type_complexity)]
-    fn queue<'r>(
-        &self,
-        routes: &'r mut FxHashMap<String, Route>,
-        topic: &str,
-        partition: i32,
-    ) -> std::result::Result<
-        (&'r StringValue, &'r Arc<Label>, &'r mpsc::UnboundedSender<Message>),
-        Arc<Label>,
-    > {
+    /// `topic`'s route, made on first use.
+    fn route<'r>(&self, routes: &'r mut FxHashMap<String, Route>, topic: &str) -> &'r mut Route {
         if !routes.contains_key(topic) {
             let route = Route {
                 template: SpanTemplate::new("send", topic, &self.shared.server),
@@ -492,33 +489,41 @@ impl BatchingTracedProducer {
         let Some(route) = routes.get_mut(topic) else {
             unreachable!("inserted above")
         };
-        if !route.partitions.contains_key(&partition) {
-            let label = Arc::new(Label {
-                topic: topic.to_owned(),
-                partition,
-                bootstrap: self.shared.bootstrap.clone(),
-            });
-            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                return Err(label);
-            };
-            let (queue, rx) = mpsc::unbounded_channel();
-            let task = runtime.spawn(run_partition(
-                Arc::clone(&self.shared),
-                Arc::clone(&label),
-                rx,
-            ));
-            let queued = PartitionQueue {
-                id: partition_id(partition),
-                label,
-                queue,
-                task,
-            };
-            route.partitions.insert(partition, queued);
-        }
-        let Some(queued) = route.partitions.get(&partition) else {
-            unreachable!("inserted above")
+        route
+    }
+
+    /// The partition's queue, starting its task on first use; `Err` with
+    /// the partition's label when no tokio runtime can run the task.
+    fn partition_queue<'r>(
+        &self,
+        partitions: &'r mut FxHashMap<i32, PartitionQueue>,
+        topic: &str,
+        partition: i32,
+    ) -> std::result::Result<&'r PartitionQueue, Arc<Label>> {
+        let vacant = match partitions.entry(partition) {
+            Entry::Occupied(queued) => return Ok(queued.into_mut()),
+            Entry::Vacant(vacant) => vacant,
         };
-        Ok((&queued.id, &queued.label, &queued.queue))
+        let label = Arc::new(Label {
+            topic: topic.to_owned(),
+            partition,
+            bootstrap: self.shared.bootstrap.clone(),
+        });
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Err(label);
+        };
+        let (queue, rx) = mpsc::unbounded_channel();
+        let task = runtime.spawn(run_partition(
+            Arc::clone(&self.shared),
+            Arc::clone(&label),
+            rx,
+        ));
+        Ok(vacant.insert(PartitionQueue {
+            id: partition_id(partition),
+            label,
+            queue,
+            task,
+        }))
     }
 }
 
@@ -569,11 +574,13 @@ async fn run_partition(
                 None => return,
             },
         };
+        // Lingering from the record's send, as librdkafka does: a record
+        // that queued behind the previous batch has waited already.
+        let linger_end = pending.enqueued + shared.linger;
         let mut bytes = BATCH_OVERHEAD + pending.size;
         let mut records = vec![*record];
         let mut batch = vec![pending];
         let mut flushed = None;
-        let linger_end = Instant::now() + shared.linger;
         while batch.len() < shared.max_batch_records && bytes < shared.max_batch_bytes {
             // `timeout_at` polls the queue first, so a zero linger still
             // takes what is already queued.
@@ -619,6 +626,8 @@ async fn produce_batch(
     let outcome = loop {
         let remaining = deadline_at.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
+            // The deadline passed before this attempt could start.
+            attempt -= 1;
             break Err(last_error);
         }
         // Cloned: a retry sends the same records, the same headers (one
@@ -721,7 +730,8 @@ async fn produce_batch(
                     );
                     let bootstrap = label.bootstrap.clone();
                     (
-                        last.as_ref().map_or_else(|| "timeout".into(), send_error_type),
+                        last.as_ref()
+                            .map_or_else(|| "timeout".into(), send_error_type),
                         Box::new(move || Error::Timeout {
                             what: what.clone(),
                             bootstrap: bootstrap.clone(),
@@ -744,11 +754,9 @@ async fn attempt_once(
     client: &mut Option<PartitionClient>,
     records: Vec<Record>,
 ) -> Result<Vec<i64>> {
-    if client.is_none() {
-        *client = Some(connect_partition(shared, label).await?);
-    }
-    let Some(client) = client.as_ref() else {
-        unreachable!("connected above")
+    let client = match client {
+        Some(client) => client,
+        None => client.insert(connect_partition(shared, label).await?),
     };
     shared
         .stats

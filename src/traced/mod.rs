@@ -6,6 +6,7 @@
 //! of its topic from where it started.
 
 pub(crate) mod attributes;
+mod batching;
 mod consumer;
 mod offsets;
 pub mod partitioner;
@@ -14,6 +15,10 @@ mod producer;
 pub mod strategies;
 
 pub use attributes::{CONTEXT_UNUSABLE_EVENT, attr};
+pub use batching::{
+    BatchingStats, BatchingTracedProducer, BatchingTracedProducerBuilder, DEFAULT_LINGER,
+    DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_RECORDS,
+};
 pub use consumer::{ConsumedRecord, ConsumerParent, TracedConsumer, TracedConsumerBuilder};
 pub use offsets::{OffsetStore, StartFrom};
 pub use producer::{SEND_ATTEMPT_FAILED_EVENT, TracedProducer};
