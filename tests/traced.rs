@@ -382,3 +382,20 @@ async fn a_timed_out_consume_keeps_what_it_got_for_the_next_call() {
     );
     assert_eq!(consumer.offsets()[&0], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_first_sends_at_once_share_one_connection() {
+    let f = fixture(1).await;
+    let producer = TracedProducer::connect(&f.broker, f.capture.tracer("datagen"))
+        .await
+        .unwrap();
+    let root = Context::new();
+    let sends = (0..500).map(|n| producer.send(&root, &f.topic, 0, record(&n.to_string(), &[])));
+    let mut offsets: Vec<i64> = futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("every send acknowledged within its deadline");
+    offsets.sort_unstable();
+    assert_eq!(offsets, (0..500).collect::<Vec<i64>>());
+}

@@ -67,6 +67,9 @@ struct Route {
 struct RoutePartition {
     id: StringValue,
     client: Option<Arc<PartitionClient>>,
+    /// Held while connecting, so that many first sends at once make one
+    /// connection (and one topic lookup), not one each.
+    connecting: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A send span's name and attributes, and the partition's client if one
@@ -149,6 +152,7 @@ impl TracedProducer {
             .or_insert_with(|| RoutePartition {
                 id: partition_id(partition),
                 client: None,
+                connecting: Arc::default(),
             });
         SendPlan {
             name: route.template.name.clone(),
@@ -159,8 +163,20 @@ impl TracedProducer {
     }
 
     /// Connects to `topic`/`partition` and keeps the client for later
-    /// sends. Two first sends racing both connect; the first kept wins.
+    /// sends; sends racing to connect wait for the first one's connection.
     async fn connect_partition(&self, topic: &str, partition: i32) -> Result<Arc<PartitionClient>> {
+        let connecting = self
+            .routes()
+            .get(topic)
+            .and_then(|route| route.partitions.get(&partition))
+            .map(|target| Arc::clone(&target.connecting));
+        let _connecting = match &connecting {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        if let Some(client) = self.connected(topic, partition) {
+            return Ok(client);
+        }
         // Looked up in the full topic list first: a metadata request naming
         // the topic would make brokers that auto-create topics (the mock
         // cluster does) create a mistyped one silently.
