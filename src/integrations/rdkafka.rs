@@ -104,7 +104,7 @@ use crate::propagation::{
 };
 use crate::traced::ConsumerParent;
 use crate::traced::attributes::{
-    CONTEXT_IGNORED_EVENT, CONTEXT_UNUSABLE_EVENT, SpanTemplate, attr, partition_id, server, shared,
+    SpanTemplate, attr, extraction_events, partition_id, server, shared,
 };
 
 /// Reads header `index`, or `None` when it does not exist or rdkafka
@@ -714,23 +714,8 @@ impl ConsumerTracer {
             }
         };
         let mut span = builder.start_with_context(&self.tracer, parent);
-        if let Some(problem) = &extracted.problem {
-            span.add_event(
-                CONTEXT_UNUSABLE_EVENT,
-                vec![
-                    KeyValue::new("reason", problem.kind()),
-                    KeyValue::new("description", problem.to_string()),
-                ],
-            );
-        }
-        for ignored in &extracted.ignored {
-            span.add_event(
-                CONTEXT_IGNORED_EVENT,
-                vec![
-                    KeyValue::new("reason", ignored.kind()),
-                    KeyValue::new("description", ignored.to_string()),
-                ],
-            );
+        for (name, attributes) in extraction_events(&extracted) {
+            span.add_event(name, attributes);
         }
         // Keeps the message's baggage; the process span becomes the active span.
         let context = extracted.context.with_span(span);

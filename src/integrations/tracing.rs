@@ -66,7 +66,6 @@
 //! ```
 
 use ::tracing::{Metadata, Subscriber};
-use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::SdkTracer;
 use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt, SetParentError};
 use tracing_subscriber::Registry;
@@ -77,7 +76,7 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::capture::SpanCapture;
 use crate::propagation::{self, Extracted, Headers, Injected};
 use crate::traced::attr;
-use crate::traced::attributes::{CONTEXT_IGNORED_EVENT, CONTEXT_UNUSABLE_EVENT};
+use crate::traced::attributes::extraction_events;
 
 /// The layer [`SpanCapture::tracing_layer`] returns.
 pub type CaptureLayer<S> = OpenTelemetryLayer<S, SdkTracer>;
@@ -230,25 +229,10 @@ pub fn extract_into_span_rdkafka<H: rdkafka::message::Headers + ?Sized>(
 fn set_parent(span: &::tracing::Span, extracted: Extracted) -> Result<Extracted, SetParentError> {
     match &extracted.problem {
         None => span.set_parent(extracted.context.clone())?,
-        Some(problem) => {
-            span.set_attribute(attr::CONTEXT_PROBLEM, problem.kind());
-            span.add_event(
-                CONTEXT_UNUSABLE_EVENT,
-                vec![
-                    KeyValue::new("reason", problem.kind()),
-                    KeyValue::new("description", problem.to_string()),
-                ],
-            );
-        }
+        Some(problem) => span.set_attribute(attr::CONTEXT_PROBLEM, problem.kind()),
     }
-    for ignored in &extracted.ignored {
-        span.add_event(
-            CONTEXT_IGNORED_EVENT,
-            vec![
-                KeyValue::new("reason", ignored.kind()),
-                KeyValue::new("description", ignored.to_string()),
-            ],
-        );
+    for (name, attributes) in extraction_events(&extracted) {
+        span.add_event(name, attributes);
     }
     Ok(extracted)
 }

@@ -188,3 +188,31 @@ impl SpanTemplate {
         out
     }
 }
+
+/// The events a span gets for what extraction found wrong in a record's
+/// headers: why the context was unusable, then each header ignored, as
+/// (event name, attributes). One list for every consumer integration.
+pub(crate) fn extraction_events(
+    extracted: &crate::propagation::Extracted,
+) -> impl Iterator<Item = (&'static str, Vec<KeyValue>)> + '_ {
+    let unusable = extracted
+        .problem
+        .as_ref()
+        .map(|problem| (CONTEXT_UNUSABLE_EVENT, problem.kind(), problem.to_string()));
+    let ignored = extracted
+        .ignored
+        .iter()
+        .map(|ignored| (CONTEXT_IGNORED_EVENT, ignored.kind(), ignored.to_string()));
+    unusable
+        .into_iter()
+        .chain(ignored)
+        .map(|(name, reason, description)| {
+            (
+                name,
+                vec![
+                    KeyValue::new("reason", reason),
+                    KeyValue::new("description", description),
+                ],
+            )
+        })
+}

@@ -13,9 +13,7 @@ use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling
 use rskafka::record::Record;
 use rustc_hash::FxHashMap;
 
-use super::attributes::{
-    CONTEXT_IGNORED_EVENT, CONTEXT_UNUSABLE_EVENT, SpanTemplate, attr, partition_id, server, shared,
-};
+use super::attributes::{SpanTemplate, attr, extraction_events, partition_id, server, shared};
 use super::offsets::{OffsetStore, StartFrom};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -492,23 +490,8 @@ impl TracedConsumer {
             }
         };
         let mut span = builder.start_with_context(&self.tracer, parent);
-        if let Some(problem) = &extracted.problem {
-            span.add_event(
-                CONTEXT_UNUSABLE_EVENT,
-                vec![
-                    KeyValue::new("reason", problem.kind()),
-                    KeyValue::new("description", problem.to_string()),
-                ],
-            );
-        }
-        for ignored in &extracted.ignored {
-            span.add_event(
-                CONTEXT_IGNORED_EVENT,
-                vec![
-                    KeyValue::new("reason", ignored.kind()),
-                    KeyValue::new("description", ignored.to_string()),
-                ],
-            );
+        for (name, attributes) in extraction_events(&extracted) {
+            span.add_event(name, attributes);
         }
         // Keeps the record's baggage; the process span becomes the active span.
         let context = extracted.context.with_span(span);
