@@ -10,17 +10,18 @@ use opentelemetry::trace::{Link, SpanKind, Status, TraceContextExt, Tracer as _}
 use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use rskafka::client::Client;
-use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::client::partition::{Compression, PartitionClient};
 use rskafka::record::Record;
 use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::attributes::{
-    SpanTemplate, attr, error_type, is_transient, is_unknown_topic, partition_id, server,
+use super::attributes::{SpanTemplate, attr, partition_id, server};
+use super::connect;
+use super::retry::{
+    SEND_ATTEMPT_FAILED_EVENT, failed_attempt, is_transient_error, retry_backoff, send_error_type,
 };
-use super::producer::SEND_ATTEMPT_FAILED_EVENT;
 use crate::broker::{Broker, DEFAULT_CLIENT_DEADLINE};
 use crate::error::{Error, Result};
 use crate::propagation::{ExistingTraceparent, Injected, inject_with};
@@ -639,8 +640,7 @@ async fn produce_batch(
             Err(_) => break Err(last_error),
         };
         let backoff = retry_backoff(attempt);
-        let transient = matches!(&error, Error::Client { source, .. } if is_transient(source));
-        if !transient {
+        if !is_transient_error(&error) {
             last_error = Some(error);
             break Err(last_error);
         }
@@ -649,16 +649,12 @@ async fn produce_batch(
             break Err(last_error);
         }
         // Another attempt fits in the deadline: say so on every span.
-        let event = [
-            KeyValue::new("attempt", i64::from(attempt)),
-            KeyValue::new(attr::ERROR_TYPE, send_error_type(&error)),
-            KeyValue::new("description", error.to_string()),
-        ];
+        let event = failed_attempt(attempt, &error);
         for pending in &batch {
             pending
                 .cx
                 .span()
-                .add_event(SEND_ATTEMPT_FAILED_EVENT, event.to_vec());
+                .add_event(SEND_ATTEMPT_FAILED_EVENT, event.clone());
         }
         last_error = Some(error);
         tokio::time::sleep(backoff).await;
@@ -770,70 +766,16 @@ async fn attempt_once(
 
 /// A client for the label's partition, after checking that it exists.
 async fn connect_partition(shared: &Shared, label: &Label) -> Result<PartitionClient> {
-    let topic = &label.topic;
-    // Looked up in the full topic list first: a metadata request naming
-    // the topic would make brokers that auto-create topics (the mock
-    // cluster does) create a mistyped one silently.
-    let topics = shared
-        .client
-        .list_topics()
-        .await
-        .map_err(|source| client_error(label, source))?;
-    match topics.iter().find(|t| &t.name == topic) {
-        Some(t) if t.partitions.contains(&label.partition) => {}
-        found => {
-            return Err(Error::Topic {
-                topic: topic.clone(),
-                bootstrap: label.bootstrap.clone(),
-                reason: match found {
-                    Some(t) => format!(
-                        "no partition {} (it has {}); create it first",
-                        label.partition,
-                        t.partitions.len()
-                    ),
-                    None => "no such topic (mistyped? create it first)".into(),
-                },
-            });
-        }
-    }
-    shared
-        .client
-        .partition_client(topic, label.partition, UnknownTopicHandling::Error)
-        .await
-        .map_err(|source| client_error(label, source))
+    connect::partition_client(
+        &shared.client,
+        &label.bootstrap,
+        &label.topic,
+        label.partition,
+    )
+    .await
 }
 
 /// rskafka's `source`, or a topic error when the topic does not exist.
 fn client_error(label: &Label, source: rskafka::client::error::Error) -> Error {
-    if is_unknown_topic(&source) {
-        return Error::Topic {
-            topic: label.topic.clone(),
-            bootstrap: label.bootstrap.clone(),
-            reason: "no such topic or partition (mistyped? create it first)".into(),
-        };
-    }
-    Error::Client {
-        bootstrap: label.bootstrap.clone(),
-        source,
-    }
-}
-
-fn is_transient_error(error: &Error) -> bool {
-    matches!(error, Error::Client { source, .. } if is_transient(source))
-}
-
-/// Pause before attempt `attempt + 1`: 10 ms doubling, at most 500 ms (as
-/// the unbatched producer).
-fn retry_backoff(attempt: u32) -> Duration {
-    Duration::from_millis(10u64 << attempt.min(6)).min(Duration::from_millis(500))
-}
-
-/// The `error.type` of a failed attempt.
-fn send_error_type(error: &Error) -> String {
-    match error {
-        Error::Client { source, .. } => error_type(source),
-        Error::Timeout { .. } => "timeout".into(),
-        Error::Topic { .. } => "topic".into(),
-        _ => "_OTHER".into(),
-    }
+    connect::client_error(&label.topic, &label.bootstrap, source)
 }

@@ -7,10 +7,12 @@
 
 pub(crate) mod attributes;
 mod batching;
+mod connect;
 mod consumer;
 mod offsets;
 pub mod partitioner;
 mod producer;
+mod retry;
 #[cfg(feature = "proptest")]
 pub mod strategies;
 
@@ -21,4 +23,5 @@ pub use batching::{
 };
 pub use consumer::{ConsumedRecord, ConsumerParent, TracedConsumer, TracedConsumerBuilder};
 pub use offsets::{OffsetStore, StartFrom};
-pub use producer::{SEND_ATTEMPT_FAILED_EVENT, TracedProducer};
+pub use producer::TracedProducer;
+pub use retry::SEND_ATTEMPT_FAILED_EVENT;

@@ -7,12 +7,14 @@ use opentelemetry::trace::{Link, SpanKind, Status, TraceContextExt, Tracer as _}
 use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use rskafka::client::Client;
-use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::client::partition::{Compression, PartitionClient};
 use rskafka::record::Record;
 use rustc_hash::FxHashMap;
 
-use super::attributes::{
-    SpanTemplate, attr, error_type, is_transient, is_unknown_topic, partition_id, server,
+use super::attributes::{SpanTemplate, attr, partition_id, server};
+use super::connect;
+use super::retry::{
+    SEND_ATTEMPT_FAILED_EVENT, failed_attempt, is_transient_error, retry_backoff, send_error_type,
 };
 use crate::broker::{Broker, DEFAULT_CLIENT_DEADLINE};
 use crate::error::{Error, Result};
@@ -177,35 +179,8 @@ impl TracedProducer {
         if let Some(client) = self.connected(topic, partition) {
             return Ok(client);
         }
-        // Looked up in the full topic list first: a metadata request naming
-        // the topic would make brokers that auto-create topics (the mock
-        // cluster does) create a mistyped one silently.
-        let topics = self
-            .client
-            .list_topics()
-            .await
-            .map_err(|source| self.client_error(topic, source))?;
-        match topics.iter().find(|t| t.name == topic) {
-            Some(t) if t.partitions.contains(&partition) => {}
-            found => {
-                return Err(Error::Topic {
-                    topic: topic.to_owned(),
-                    bootstrap: self.bootstrap.clone(),
-                    reason: match found {
-                        Some(t) => format!(
-                            "no partition {partition} (it has {}); create it first",
-                            t.partitions.len()
-                        ),
-                        None => "no such topic (mistyped? create it first)".into(),
-                    },
-                });
-            }
-        }
-        let client = self
-            .client
-            .partition_client(topic, partition, UnknownTopicHandling::Error)
-            .await
-            .map_err(|source| self.client_error(topic, source))?;
+        let client =
+            connect::partition_client(&self.client, &self.bootstrap, topic, partition).await?;
         let client = Arc::new(client);
         let mut routes = self.routes();
         let kept = routes
@@ -273,20 +248,13 @@ impl TracedProducer {
                 }
             };
             let backoff = retry_backoff(attempt);
-            let transient = matches!(&error, Error::Client { source, .. } if is_transient(source));
-            if !transient || started.elapsed() + backoff >= self.deadline {
+            if !is_transient_error(&error) || started.elapsed() + backoff >= self.deadline {
                 break Err(error);
             }
             // The attempt failed but another fits in the deadline: say so on
             // the span, with the same headers (one traceparent) next time.
-            cx.span().add_event(
-                SEND_ATTEMPT_FAILED_EVENT,
-                vec![
-                    KeyValue::new("attempt", i64::from(attempt)),
-                    KeyValue::new(attr::ERROR_TYPE, send_error_type(&error)),
-                    KeyValue::new("description", error.to_string()),
-                ],
-            );
+            cx.span()
+                .add_event(SEND_ATTEMPT_FAILED_EVENT, failed_attempt(attempt, &error));
             tokio::time::sleep(backoff).await;
             attempt += 1;
         };
@@ -341,37 +309,8 @@ impl TracedProducer {
             .and_then(|target| target.client.clone())
     }
 
-    /// rskafka's `error`, or a topic error when the topic does not exist.
+    /// rskafka's `source`, or a topic error when the topic does not exist.
     fn client_error(&self, topic: &str, source: rskafka::client::error::Error) -> Error {
-        if is_unknown_topic(&source) {
-            return Error::Topic {
-                topic: topic.to_owned(),
-                bootstrap: self.bootstrap.clone(),
-                reason: "no such topic or partition (mistyped? create it first)".into(),
-            };
-        }
-        Error::Client {
-            bootstrap: self.bootstrap.clone(),
-            source,
-        }
-    }
-}
-
-/// Name of the event a send span gets for each failed attempt that is
-/// followed by another.
-pub const SEND_ATTEMPT_FAILED_EVENT: &str = "send attempt failed";
-
-/// Pause before attempt `attempt + 1`: 10 ms doubling, at most 500 ms.
-fn retry_backoff(attempt: u32) -> Duration {
-    Duration::from_millis(10u64 << attempt.min(6)).min(Duration::from_millis(500))
-}
-
-/// The `error.type` of a failed send.
-fn send_error_type(error: &Error) -> String {
-    match error {
-        Error::Client { source, .. } => error_type(source),
-        Error::Timeout { .. } => "timeout".into(),
-        Error::Topic { .. } => "topic".into(),
-        _ => "_OTHER".into(),
+        connect::client_error(topic, &self.bootstrap, source)
     }
 }
