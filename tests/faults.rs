@@ -62,6 +62,29 @@ async fn send_all(
     offsets
 }
 
+/// Sends `count` records to partition 0 of `topic` in a background task,
+/// and returns once `started` of them are acknowledged: a fault injected
+/// then hits a stream of sends in the middle. The task returns the
+/// acknowledged offsets; `acked` counts them as they come.
+async fn start_sending(
+    producer: TracedProducer,
+    topic: &str,
+    count: usize,
+    started: usize,
+) -> (tokio::task::JoinHandle<Vec<i64>>, Arc<AtomicUsize>) {
+    let acked = Arc::new(AtomicUsize::new(0));
+    let sending = {
+        let topic = topic.to_owned();
+        let acked = Arc::clone(&acked);
+        tokio::spawn(async move { send_all(&producer, &topic, 0, count, &acked).await })
+    };
+    wait_until(&format!("{started} records acknowledged"), DEADLINE, || {
+        acked.load(Ordering::SeqCst) >= started
+    })
+    .await;
+    (sending, acked)
+}
+
 /// Waits until `condition` holds, or panics naming `what` at `deadline`.
 async fn wait_until(what: &str, deadline: Duration, condition: impl Fn() -> bool) {
     let started = Instant::now();
@@ -264,17 +287,7 @@ async fn a_broker_down_and_up_loses_no_acknowledged_record() {
         let producer = TracedProducer::connect(&broker, capture.tracer("producer"))
             .await
             .unwrap();
-        let acked = Arc::new(AtomicUsize::new(0));
-
-        let sending = {
-            let topic = topic.clone();
-            let acked = Arc::clone(&acked);
-            tokio::spawn(async move { send_all(&producer, &topic, 0, 200, &acked).await })
-        };
-        wait_until("20 records acknowledged", DEADLINE, || {
-            acked.load(Ordering::SeqCst) >= 20
-        })
-        .await;
+        let (sending, _) = start_sending(producer, &topic, 200, 20).await;
         broker.broker_down(1).unwrap();
         // The fault's duration: sends meanwhile fail and are retried.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -650,16 +663,7 @@ async fn a_paused_container_loses_no_acknowledged_record() {
         let producer = TracedProducer::connect(&broker, capture.tracer("producer"))
             .await
             .unwrap();
-        let acked = Arc::new(AtomicUsize::new(0));
-        let sending = {
-            let topic = topic.clone();
-            let acked = Arc::clone(&acked);
-            tokio::spawn(async move { send_all(&producer, &topic, 0, 100, &acked).await })
-        };
-        wait_until("10 records acknowledged", DEADLINE, || {
-            acked.load(Ordering::SeqCst) >= 10
-        })
-        .await;
+        let (sending, _) = start_sending(producer, &topic, 100, 10).await;
         broker.pause().await.expect("pause");
         // The fault's duration: the broker answers nothing meanwhile.
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -729,16 +733,7 @@ async fn sends_survive(fault: FrontFault) {
     let producer = TracedProducer::connect(&broker, capture.tracer("producer"))
         .await
         .unwrap();
-    let acked = Arc::new(AtomicUsize::new(0));
-    let sending = {
-        let topic = topic.clone();
-        let acked = Arc::clone(&acked);
-        tokio::spawn(async move { send_all(&producer, &topic, 0, 150, &acked).await })
-    };
-    wait_until("20 records acknowledged", DEADLINE, || {
-        acked.load(Ordering::SeqCst) >= 20
-    })
-    .await;
+    let (sending, acked) = start_sending(producer, &topic, 150, 20).await;
     match fault {
         FrontFault::CutConnections => {
             for _ in 0..3 {
