@@ -258,12 +258,6 @@ impl BrokerBuilder {
                 .client_id("kafka-trace-harness-watch")
                 .backoff_config(retrying_backoff(self.client_deadline))
                 .build();
-            let connect = async move {
-                connect.await.map_err(|source| Error::Client {
-                    bootstrap: String::new(),
-                    source,
-                })
-            };
             broker.watch = Some(DeletionWatch::start(connect, gate, self.client_deadline));
         }
         if broker.kind() != BackendKind::Embedded {

@@ -99,7 +99,7 @@ impl DeletionWatch {
     /// the background, once the gate opens, so start-up does not wait).
     pub(crate) fn start<C>(connect: C, gate: ProduceGate, deadline: Duration) -> Self
     where
-        C: Future<Output = crate::Result<Client>> + Send + 'static,
+        C: Future<Output = Result<Client, rskafka::client::error::Error>> + Send + 'static,
     {
         let (sender, seen) = watch::channel(Vec::new());
         let sender = Arc::new(sender);
@@ -160,7 +160,7 @@ async fn watch_loop<C>(
     deadline: Duration,
     sender: Arc<watch::Sender<Vec<DeletedRecords>>>,
 ) where
-    C: Future<Output = crate::Result<Client>> + Send + 'static,
+    C: Future<Output = Result<Client, rskafka::client::error::Error>> + Send + 'static,
 {
     let mut partitions = HashMap::new();
     let mut ticker = tokio::time::interval(INTERVAL);
