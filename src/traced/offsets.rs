@@ -76,21 +76,28 @@ impl OffsetStore {
             .map(|p| p.delivered)
     }
 
-    /// Moves the committed position forward to `next` (never back).
+    /// Moves the committed position forward to `next` (never back); what
+    /// is committed was delivered too.
     pub(super) fn commit(&self, group: &str, topic: &str, partition: i32, next: i64) {
-        let mut map = self.positions();
-        let entry = map
-            .entry((group.to_owned(), topic.to_owned(), partition))
-            .or_insert(Positions {
-                committed: None,
-                delivered: next,
-            });
-        entry.committed = Some(entry.committed.map_or(next, |c| c.max(next)));
-        entry.delivered = entry.delivered.max(next);
+        self.advance(group, topic, partition, next, |p| {
+            p.committed = Some(p.committed.map_or(next, |c| c.max(next)));
+        });
     }
 
     /// Records that offsets below `next` were handed out.
     pub(super) fn mark_delivered(&self, group: &str, topic: &str, partition: i32, next: i64) {
+        self.advance(group, topic, partition, next, |_| {});
+    }
+
+    /// Moves the delivered mark forward to `next`, then applies `update`.
+    fn advance(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        next: i64,
+        update: impl FnOnce(&mut Positions),
+    ) {
         let mut map = self.positions();
         let entry = map
             .entry((group.to_owned(), topic.to_owned(), partition))
@@ -99,5 +106,6 @@ impl OffsetStore {
                 delivered: next,
             });
         entry.delivered = entry.delivered.max(next);
+        update(entry);
     }
 }
