@@ -21,23 +21,71 @@ pub mod global;
 pub const SCOPE_NAME: &str = "kafka-trace-harness";
 
 /// Ended spans with the service that recorded them, in the order they
-/// ended.
+/// ended; or, for a streaming capture, the [`SpanStream`] they go to.
 ///
 /// Not the SDK's `InMemorySpanExporter` behind a simple processor: it
 /// deep-copies every span it exports and does not know the span's service
 /// (`SpanData` carries no resource), and the simple processor adds a lock,
 /// an executor and a one-span batch per span; measured, these were a
 /// large part of a traced record's overhead.
-pub(crate) type Sink = Arc<Mutex<Vec<(Arc<str>, SpanData)>>>;
+pub(crate) type Sink = Arc<SpanSink>;
+
+#[derive(Debug, Default)]
+pub(crate) struct SpanSink {
+    kept: Mutex<Vec<(Arc<str>, SpanData)>>,
+    stream: Option<Arc<dyn SpanStream>>,
+}
+
+impl SpanSink {
+    pub(crate) fn push(&self, service: Arc<str>, span: SpanData) {
+        match &self.stream {
+            Some(stream) => stream.span_ended(&service, span),
+            None => lock(&self.kept).push((service, span)),
+        }
+    }
+
+    #[cfg(feature = "otlp-receiver")]
+    pub(crate) fn extend(&self, spans: impl IntoIterator<Item = (Arc<str>, SpanData)>) {
+        match &self.stream {
+            Some(stream) => spans
+                .into_iter()
+                .for_each(|(service, span)| stream.span_ended(&service, span)),
+            None => lock(&self.kept).extend(spans),
+        }
+    }
+
+    /// The spans kept (none for a streaming capture).
+    pub(crate) fn kept(&self) -> std::sync::MutexGuard<'_, Vec<(Arc<str>, SpanData)>> {
+        lock(&self.kept)
+    }
+}
+
+/// Where a streaming [`SpanCapture`] hands each span as it ends, instead
+/// of keeping it: for runs too long to hold every span (a summary, a
+/// trace checker, a file writer). See [`SpanCaptureBuilder::stream`].
+///
+/// Called synchronously, on the thread that ended the span (or received
+/// it over OTLP), so it should be quick.
+pub trait SpanStream: Send + Sync {
+    /// `span`, recorded by `service`, has ended.
+    fn span_ended(&self, service: &str, span: SpanData);
+}
 
 /// Settings for a [`SpanCapture`]; every default is set in
 /// [`SpanCaptureBuilder::new`].
-#[derive(Debug, Clone)]
+#[derive(Clone, Debug)]
 #[must_use]
 pub struct SpanCaptureBuilder {
     #[cfg(feature = "stdout")]
     stdout: bool,
     poll_interval: Duration,
+    stream: Option<Arc<dyn SpanStream>>,
+}
+
+impl fmt::Debug for dyn SpanStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SpanStream")
+    }
 }
 
 impl Default for SpanCaptureBuilder {
@@ -53,6 +101,7 @@ impl SpanCaptureBuilder {
             #[cfg(feature = "stdout")]
             stdout: false,
             poll_interval: Duration::from_millis(2),
+            stream: None,
         }
     }
 
@@ -72,10 +121,46 @@ impl SpanCaptureBuilder {
         self
     }
 
+    /// Hands every span to `stream` as it ends instead of keeping it, so
+    /// memory stays flat however many spans a run makes; then
+    /// [`spans`](SpanCapture::spans), [`forest`](SpanCapture::forest) and
+    /// [`wait_for`](SpanCapture::wait_for) see nothing. Default: keep every
+    /// span (what tests want).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use kafka_trace_harness::{SpanCapture, SpanStream};
+    /// use opentelemetry::trace::Tracer;
+    /// use opentelemetry_sdk::trace::SpanData;
+    ///
+    /// #[derive(Default)]
+    /// struct Count(AtomicUsize);
+    /// impl SpanStream for Count {
+    ///     fn span_ended(&self, _service: &str, _span: SpanData) {
+    ///         self.0.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    /// }
+    ///
+    /// let count = Arc::new(Count::default());
+    /// let capture = SpanCapture::builder().stream(count.clone()).build();
+    /// capture.tracer("api").in_span("process x", |_| {});
+    ///
+    /// assert_eq!(count.0.load(Ordering::Relaxed), 1);
+    /// assert!(capture.spans().is_empty());
+    /// ```
+    pub fn stream(mut self, stream: Arc<dyn SpanStream>) -> Self {
+        self.stream = Some(stream);
+        self
+    }
+
     /// Builds the capture.
     pub fn build(self) -> SpanCapture {
         SpanCapture {
-            sink: Sink::default(),
+            sink: Arc::new(SpanSink {
+                kept: Mutex::default(),
+                stream: self.stream.clone(),
+            }),
             providers: Mutex::default(),
             settings: self,
         }
@@ -214,7 +299,8 @@ impl SpanCapture {
 
     /// Every span ended so far, in the order they ended.
     pub fn spans(&self) -> Vec<CapturedSpan> {
-        lock(&self.sink)
+        self.sink
+            .kept()
             .iter()
             .map(|(service, data)| CapturedSpan {
                 service: service.to_string(),
@@ -230,7 +316,7 @@ impl SpanCapture {
 
     /// Forgets every span captured so far.
     pub fn clear(&self) {
-        lock(&self.sink).clear();
+        self.sink.kept().clear();
     }
 
     /// Polls the captured spans until `condition` holds or `deadline`
@@ -385,7 +471,7 @@ impl SpanProcessor for CaptureProcessor {
         // What the SDK's simple processor does too: a span recorded but not
         // sampled (a `RecordOnly` sampler) is not exported.
         if span.span_context.is_sampled() {
-            lock(&self.sink).push((Arc::clone(&self.service), span));
+            self.sink.push(Arc::clone(&self.service), span);
         }
     }
 

@@ -19,7 +19,7 @@ pub use broker::{
     Backend, BackendKind, Broker, BrokerBuilder, ContainerImage, DEFAULT_CLIENT_DEADLINE,
     unique_topic_name,
 };
-pub use capture::{Condition, SpanCapture, SpanCaptureBuilder};
+pub use capture::{Condition, SpanCapture, SpanCaptureBuilder, SpanStream};
 pub use error::{Error, Result};
 pub use forest::{
     AttributeMatcher, CapturedSpan, ExpectedLink, ExpectedSpan, MessagingConventions, Problem,

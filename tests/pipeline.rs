@@ -90,6 +90,43 @@ async fn run_to_completion(settings: PipelineBuilder) -> (Broker, SpanCapture, R
     (broker, capture, pipeline)
 }
 
+/// The streaming check `run` uses over a long run agrees with the
+/// in-memory forest: every trade's trace complete, none kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streaming_trace_check_finds_every_trade_trace_complete() {
+    use kafka_trace_harness::stockapp::trace_check::TraceCheck;
+    use std::sync::Arc;
+
+    let trades = 400;
+    let check = Arc::new(TraceCheck::new(2).sample(2));
+    let capture = SpanCapture::builder().stream(check.clone()).build();
+    let broker = Broker::builder().start().await.expect("broker");
+    let mut pipeline = PipelineBuilder::new()
+        .seed(11)
+        .trades(trades)
+        .start(&broker, &capture)
+        .await
+        .expect("start");
+    let progress = pipeline
+        .wait_until_complete(DEADLINE)
+        .await
+        .expect("complete");
+    pipeline.stop().await.expect("stop");
+
+    let report = check.finish();
+    assert_eq!(report.summary.trade_traces, trades, "{report:?}");
+    assert_eq!(
+        report.summary.complete, trades,
+        "{:?}",
+        report.broken_examples
+    );
+    assert_eq!(report.summary.reached_api, progress.rows_sent);
+    assert_eq!(report.other_traces, 9, "one per user profile");
+    assert_eq!(report.other_broken, 0);
+    assert!(capture.spans().is_empty());
+    broker.shutdown().await.expect("no record deleted");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_trade_leaves_the_reference_trace_and_the_api_serves_exact_totals() {
     let settings = PipelineBuilder::new()

@@ -1,5 +1,7 @@
 //! `kafka-trace-harness`: the harness as a program.
 
+mod run_spans;
+
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -20,7 +22,8 @@ use kafka_trace_harness::stockapp::pipeline::{PipelineBuilder, Services};
 use kafka_trace_harness::stockapp::summary::{
     TraceSummary, render_metrics, render_summary, render_trace_tree, showcase_traces,
 };
-use kafka_trace_harness::stockapp::{ApiServer, RegistryServer, SchemaRegistry};
+use kafka_trace_harness::stockapp::trace_check::TraceCheck;
+use kafka_trace_harness::stockapp::{ApiServer, RegistryServer, SchemaRegistry, TRADES_JSON_TOPIC};
 use kafka_trace_harness::{Backend, Broker, SpanCapture};
 
 #[derive(Debug, Parser)]
@@ -95,7 +98,9 @@ struct RunArgs {
     /// Serve the schema registry's Confluent REST API on this port.
     #[arg(long)]
     schema_registry_port: Option<u16>,
-    /// Write every span as OTLP JSON (resourceSpans) to this file.
+    /// Write every span as OTLP JSON Lines to this file: one export request
+    /// (resourceSpans) per line, as OpenTelemetry's file exporter writes,
+    /// each line written as its spans end when the run plays every service.
     #[arg(long)]
     spans_out: Option<PathBuf>,
     /// Serve api-1's rows on this HTTP port (GET / and GET /health).
@@ -144,6 +149,9 @@ impl Default for BrokerArgs {
         }
     }
 }
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -298,11 +306,29 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => Backend::Embedded,
     };
     let broker = Broker::builder().backend(backend).start().await?;
-    let capture = SpanCapture::new();
-    let otlp_receiver = if args.otlp_receiver
+    let receive_otlp = args.otlp_receiver
         || args.otlp_receiver_port.is_some()
-        || args.otlp_receiver_grpc_port.is_some()
-    {
+        || args.otlp_receiver_grpc_port.is_some();
+    // Playing every service, the run knows each trace's shape and checks
+    // it as it ends, keeping no span; other programs' traces are kept whole
+    // and checked at the end.
+    let streaming =
+        (args.services == Services::ALL && !receive_otlp).then(|| run_spans::RunSpans {
+            check: Arc::new(TraceCheck::new(args.api_consumers).sample(args.show_traces)),
+            file: None,
+        });
+    let (capture, run_spans) = match streaming {
+        Some(mut spans) => {
+            if let Some(path) = &args.spans_out {
+                spans.file = Some(run_spans::SpansFile::create(path)?);
+            }
+            let spans = Arc::new(spans);
+            let capture = SpanCapture::builder().stream(spans.clone()).build();
+            (capture, Some(spans))
+        }
+        None => (SpanCapture::new(), None),
+    };
+    let otlp_receiver = if receive_otlp {
         let receiver = OtlpReceiver::builder()
             .http_port(args.otlp_receiver_port.unwrap_or(0))
             .grpc_port(args.otlp_receiver_grpc_port.unwrap_or(0))
@@ -393,13 +419,32 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     {
         eprintln!("warning: {e}");
     }
-    let forest = capture.forest();
     let colour = std::io::stdout().is_terminal();
-    for trace in showcase_traces(&forest, args.show_traces) {
-        println!("{}", render_trace_tree(&trace, colour));
+    match &run_spans {
+        Some(spans) => {
+            let report = spans.check.finish();
+            for trace in showcase_traces(&report.sample, args.show_traces) {
+                println!("{}", render_trace_tree(&trace, colour));
+            }
+            print!("{}", render_summary(&progress, &report.summary));
+            for (trace, reason) in &report.broken_examples {
+                println!("  broken trace {trace}: {reason}");
+            }
+            if report.other_broken > 0 {
+                println!(
+                    "  {} of {} other traces (user profiles, dead letters) are broken",
+                    report.other_broken, report.other_traces
+                );
+            }
+        }
+        None => {
+            let forest = capture.forest();
+            for trace in showcase_traces(&forest, args.show_traces) {
+                println!("{}", render_trace_tree(&trace, colour));
+            }
+            print!("{}", render_summary(&progress, &TraceSummary::of(&forest)));
+        }
     }
-    let traces = TraceSummary::of(&forest);
-    print!("{}", render_summary(&progress, &traces));
     match &stdout_metrics {
         Some(provider) => provider.shutdown()?,
         None => print!("{}", render_metrics(&metrics.collect()?)),
@@ -408,18 +453,20 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         println!("GET / of api-1:\n{json}");
     }
     if let Some(path) = &args.spans_out {
-        kafka_trace_harness::otlp::write_otlp_json(
-            path,
-            forest
-                .captured()
-                .iter()
-                .map(|c| (c.service.as_str(), &c.data)),
-        )?;
-        eprintln!(
-            "wrote {} spans as OTLP JSON to {}",
-            forest.len(),
-            path.display()
-        );
+        match run_spans.as_ref().and_then(|spans| spans.file.as_ref()) {
+            Some(file) => file.finish()?,
+            None => {
+                let forest = capture.forest();
+                kafka_trace_harness::otlp::write_otlp_json(
+                    path,
+                    forest
+                        .captured()
+                        .iter()
+                        .map(|c| (c.service.as_str(), &c.data)),
+                )?;
+            }
+        }
+        eprintln!("wrote the spans as OTLP JSON to {}", path.display());
     }
     if let Some(server) = api_server {
         server.shutdown().await?;
@@ -427,6 +474,20 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(server) = registry_server {
         server.shutdown().await?;
     }
-    broker.shutdown().await?;
+    // The embedded broker keeps 5 MiB per partition and deletes older
+    // records. A service whose next record was deleted fails the run
+    // (`RecordsDeleted`), and datagen waits for slow readers, so what was
+    // deleted had been read: said, not hidden.
+    for deleted in broker.shutdown_listing_deleted().await? {
+        let note = if deleted.topic == TRADES_JSON_TOPIC {
+            "no service here reads this topic"
+        } else {
+            "every service here had read them"
+        };
+        eprintln!(
+            "note: the embedded broker's retention deleted {} records of {} partition {} ({note})",
+            deleted.count, deleted.topic, deleted.partition
+        );
+    }
     Ok(())
 }

@@ -489,26 +489,36 @@ impl Broker {
     /// Fails with [`Error::BrokerDeletedRecords`] if the embedded broker
     /// deleted records during its life (it is stopped all the same).
     pub async fn shutdown(self) -> Result<()> {
+        let bootstrap = self.bootstrap.clone();
+        let deleted = self.shutdown_listing_deleted().await?;
+        if deleted.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::BrokerDeletedRecords { bootstrap, deleted })
+        }
+    }
+
+    /// Like [`shutdown`](Self::shutdown), returning the records the
+    /// embedded broker deleted instead of failing on them: for a caller
+    /// that knows each was read before it went (a [`TracedConsumer`](crate::TracedConsumer)
+    /// that finds its next record deleted fails with
+    /// [`Error::RecordsDeleted`]), or that reports them itself.
+    pub async fn shutdown_listing_deleted(self) -> Result<Vec<DeletedRecords>> {
         let deleted = match self.check_deleted_records().await {
             Ok(deleted) => deleted,
             // The broker may be down on purpose (a fault test): report what
             // the watch saw before.
             Err(_) => self.deleted_records(),
         };
-        let bootstrap = self.bootstrap.clone();
         drop(self.watch);
         match self.running {
             Running::Embedded(cluster) => {
                 cluster.shutdown().await;
-                if deleted.is_empty() {
-                    Ok(())
-                } else {
-                    Err(Error::BrokerDeletedRecords { bootstrap, deleted })
-                }
+                Ok(deleted)
             }
             #[cfg(feature = "container")]
-            Running::Container(container) => container.remove().await,
-            Running::External => Ok(()),
+            Running::Container(container) => container.remove().await.map(|()| deleted),
+            Running::External => Ok(deleted),
         }
     }
 }

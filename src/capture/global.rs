@@ -57,7 +57,7 @@ use rustc_hash::FxHashMap;
 use super::{SpanCapture, lock};
 
 /// What one capture's sink is, seen from the router.
-type SinkRef = Weak<Mutex<Vec<(Arc<str>, SpanData)>>>;
+type SinkRef = Weak<super::SpanSink>;
 
 tokio::task_local! {
     static TASK_SCOPE: SinkRef;
@@ -194,7 +194,7 @@ impl SpanProcessor for RoutingProcessor {
         match owner {
             Some(sink) => {
                 let service = Arc::from(span.instrumentation_scope.name());
-                lock(&sink).push((service, span));
+                sink.push(service, span);
             }
             None => {
                 router().unrouted.fetch_add(1, Ordering::Relaxed);

@@ -104,7 +104,7 @@ use tokio::task::JoinHandle;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{Service, http};
 
-use crate::capture::{Sink, SpanCapture, lock};
+use crate::capture::{Sink, SpanCapture};
 use crate::otlp::UNKNOWN_SERVICE;
 use crate::{Error, Result};
 
@@ -654,7 +654,7 @@ impl Service<tonic::Request<Decoded>> for ExportHandler {
 fn accept(sink: &Sink, request: ExportTraceServiceRequest) -> ExportTraceServiceResponse {
     let received = convert(request);
     if !received.spans.is_empty() {
-        lock(sink).extend(received.spans);
+        sink.extend(received.spans);
     }
     let partial_success = (received.rejected > 0).then(|| {
         let mut message = format!(
@@ -1199,7 +1199,8 @@ mod tests {
                     vec![short, good_span("fine"), zero, bad_link, zero_parent],
                 ),
             );
-            let names: Vec<String> = lock(&sink)
+            let names: Vec<String> = sink
+                .kept()
                 .iter()
                 .map(|(_, s)| s.name.to_string())
                 .collect();

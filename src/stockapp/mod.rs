@@ -55,6 +55,7 @@ pub mod processor;
 pub mod registry;
 pub mod registry_server;
 pub mod summary;
+pub mod trace_check;
 
 pub use api::{
     ApiServer, ApiServerBuilder, ApiState, ApiWaitTimeout, DollarsByZipError, DollarsByZipRow,

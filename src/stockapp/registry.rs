@@ -88,6 +88,11 @@ struct State {
     by_canonical: HashMap<String, SchemaId>,
     /// Subject -> ids of its versions, version `i + 1` at index `i`.
     subjects: HashMap<String, Vec<SchemaId>>,
+    /// Schema text -> subject -> id, for what [`SchemaRegistry::encode_value`]
+    /// registered: an encoder registers on every record (as a Confluent
+    /// serializer does on its first), and parsing the schema each time cost
+    /// more than the encoding.
+    encoded: HashMap<&'static str, HashMap<String, SchemaId>>,
 }
 
 /// An in-process schema registry. Cloning shares the registry (one per test,
@@ -228,7 +233,23 @@ impl SchemaRegistry {
         value: &T,
     ) -> Result<Vec<u8>, RegistryError> {
         let subject = value_subject(topic);
-        let schema_id = self.register(&subject, T::SCHEMA_JSON)?;
+        let known = self
+            .state()
+            .encoded
+            .get(T::SCHEMA_JSON)
+            .and_then(|subjects| subjects.get(&subject).copied());
+        let schema_id = match known {
+            Some(id) => id,
+            None => {
+                let id = self.register(&subject, T::SCHEMA_JSON)?;
+                self.state()
+                    .encoded
+                    .entry(T::SCHEMA_JSON)
+                    .or_default()
+                    .insert(subject.clone(), id);
+                id
+            }
+        };
         let body = value.to_avro().map_err(|source| RegistryError::Encode {
             subject,
             schema_id,

@@ -104,7 +104,7 @@ fn broken_traces(forest: &SpanForest) -> HashSet<TraceId> {
 }
 
 /// The `p`-th percentile (nearest rank) of sorted `values`.
-fn percentile(values: &[Duration], p: usize) -> Option<Duration> {
+pub(crate) fn percentile(values: &[Duration], p: usize) -> Option<Duration> {
     if values.is_empty() {
         return None;
     }

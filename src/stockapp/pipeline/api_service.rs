@@ -5,15 +5,18 @@ use std::time::Instant;
 use rskafka::client::partition::{OffsetAt, PartitionClient};
 
 use super::dead_letter;
+use super::in_flight::InFlight;
 use crate::stockapp::error::{Error, Result};
 use crate::stockapp::metrics::PipelineMetrics;
 use crate::stockapp::{ApiState, DOLLARS_BY_ZIP_TOPIC};
-use crate::traced::{TracedConsumer, TracedProducer};
+use crate::traced::{BatchingTracedProducer, TracedConsumer};
 
 pub(crate) struct ApiConsumerService {
     pub(crate) consumer: TracedConsumer,
     /// Sends bad rows to the dead-letter topic.
-    pub(crate) producer: TracedProducer,
+    pub(crate) producer: BatchingTracedProducer,
+    /// Dead-letter copies sent, not yet acknowledged.
+    pub(crate) in_flight: InFlight<ApiStep>,
     pub(crate) state: ApiState,
     pub(crate) metrics: Option<ApiMetrics>,
 }
@@ -39,16 +42,25 @@ impl ApiConsumerService {
     pub(crate) async fn step(&mut self) -> Result<ApiStep> {
         let mut step = ApiStep::default();
         for consumed in self.consumer.poll().await? {
-            step.rows_in += 1;
             let started = Instant::now();
             let value = consumed.record.value.as_deref().unwrap_or_default();
             // The row carries the trade's timestamp: end-to-end starts there.
             let trade_timestamp_ms = consumed.record.timestamp.timestamp_millis();
             match self.state.apply_json(value) {
-                Ok(_) => consumed.finish(),
+                Ok(_) => {
+                    consumed.finish();
+                    step.rows_in += 1;
+                }
+                // Counted once the copy is stored.
                 Err(e) => {
-                    dead_letter(&self.producer, consumed, "invalid_json", e.to_string()).await?;
-                    step.dead_lettered += 1;
+                    let sent = dead_letter(&self.producer, consumed, "invalid_json", e.to_string());
+                    self.in_flight.push(async move {
+                        sent.await?;
+                        Ok(ApiStep {
+                            rows_in: 1,
+                            dead_lettered: 1,
+                        })
+                    });
                 }
             }
             if let Some(m) = &self.metrics {
@@ -63,6 +75,10 @@ impl ApiConsumerService {
                     now_ms,
                 );
             }
+        }
+        for settled in self.in_flight.settle().await? {
+            step.rows_in += settled.rows_in;
+            step.dead_lettered += settled.dead_lettered;
         }
         if step.rows_in > 0
             && let Some(m) = &self.metrics
@@ -80,6 +96,16 @@ impl ApiConsumerService {
                 high_watermark,
                 next,
             );
+        }
+        Ok(step)
+    }
+
+    /// Waits for every dead-letter copy still in flight (at stop).
+    pub(crate) async fn drain(&mut self) -> Result<ApiStep> {
+        let mut step = ApiStep::default();
+        for settled in self.in_flight.drain().await? {
+            step.rows_in += settled.rows_in;
+            step.dead_lettered += settled.dead_lettered;
         }
         Ok(step)
     }

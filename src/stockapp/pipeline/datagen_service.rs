@@ -5,11 +5,12 @@ use rskafka::record::Record;
 
 use std::sync::atomic::Ordering;
 
+use super::in_flight::InFlight;
 use super::{DATAGEN_SERVICE, Progress, partition_for_key};
 use crate::stockapp::error::Result;
 use crate::stockapp::metrics::PipelineMetrics;
 use crate::stockapp::{AvroRecord, Datagen, SchemaRegistry, TRADES_TOPIC, USERS_TOPIC};
-use crate::traced::TracedProducer;
+use crate::traced::BatchingTracedProducer;
 
 /// Timestamps of generated trades: the first at `start_ms`, then one every
 /// `spacing_ms`, so a seeded run lands in the same windows every time.
@@ -38,12 +39,29 @@ pub(crate) struct DatagenPlan {
     pub(crate) partitions: i32,
 }
 
+/// Records (trades, and the rows made of them) sent but not yet read by
+/// the slowest service reading them, past which datagen waits. The embedded
+/// broker keeps 5 MiB per partition and silently deletes older records; a
+/// stockapp record is at most about 200 bytes with its headers, so 10,000
+/// unread records (2 MiB, were they all on one partition) never reach the
+/// limit, and still buffer half a second at 20,000 trades/s.
+pub(crate) const MAX_UNREAD: usize = 10_000;
+
+/// Which topic an acknowledged record went to.
+enum Sent {
+    User,
+    Trade,
+}
+
 /// Sends every user, then every trade, each as the root `send` span of its
-/// own trace. Users go first so every trade can join the profile of its user
-/// (the processor reads users up to date before each batch of trades).
-/// Each acknowledged record is counted in `progress` as it goes.
+/// own trace. Users go first, all stored before the first trade, so every
+/// trade can join the profile of its user (the processor reads users up to
+/// date before each batch of trades). Sends are not awaited one by one:
+/// each acknowledged record is counted in `progress` as it settles, and
+/// datagen waits while readers are [`MAX_UNREAD`] records behind
+/// (backpressure, so the broker never deletes a record no one has read).
 pub(crate) async fn run(
-    producer: &TracedProducer,
+    producer: &BatchingTracedProducer,
     registry: &SchemaRegistry,
     plan: &DatagenPlan,
     metrics: Option<&PipelineMetrics>,
@@ -64,21 +82,25 @@ pub(crate) async fn run(
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         ticks
     });
+    let mut in_flight = InFlight::new(MAX_UNREAD);
     let now = chrono::Utc::now();
     for user in datagen.users() {
         let record = avro_record(registry, USERS_TOPIC, &user, now)?;
         let partition = partition_for_key(user.key(), partitions);
-        producer
-            .send(&Context::new(), USERS_TOPIC, partition, record)
-            .await?;
-        progress.datagen_users.fetch_add(1, Ordering::SeqCst);
-        if let Some(metrics) = metrics {
-            metrics.count_out(DATAGEN_SERVICE, USERS_TOPIC, 1);
-        }
+        let stored = producer.send(&Context::new(), USERS_TOPIC, partition, record);
+        in_flight.push(async move { stored.await.map(|_| Sent::User).map_err(Into::into) });
     }
+    count(in_flight.drain().await?, progress, metrics);
     for (index, trade) in datagen.trades().enumerate() {
         if let Some(ticks) = &mut ticks {
             ticks.tick().await;
+        }
+        while progress.unread() + in_flight.len() >= MAX_UNREAD {
+            count(in_flight.settle().await?, progress, metrics);
+            if progress.unread() + in_flight.len() < MAX_UNREAD {
+                break;
+            }
+            progress.wait_for_readers().await;
         }
         // Without a clock, a trade happens when it is sent.
         let timestamp = clock
@@ -86,15 +108,23 @@ pub(crate) async fn run(
             .unwrap_or_else(chrono::Utc::now);
         let record = avro_record(registry, TRADES_TOPIC, &trade, timestamp)?;
         let partition = partition_for_key(trade.key(), partitions);
-        producer
-            .send(&Context::new(), TRADES_TOPIC, partition, record)
-            .await?;
-        progress.datagen_trades.fetch_add(1, Ordering::SeqCst);
-        if let Some(metrics) = metrics {
-            metrics.count_out(DATAGEN_SERVICE, TRADES_TOPIC, 1);
-        }
+        let stored = producer.send(&Context::new(), TRADES_TOPIC, partition, record);
+        in_flight.push(async move { stored.await.map(|_| Sent::Trade).map_err(Into::into) });
+        count(in_flight.settle().await?, progress, metrics);
     }
+    count(in_flight.drain().await?, progress, metrics);
     Ok(())
+}
+
+fn count(sent: Vec<Sent>, progress: &Progress, metrics: Option<&PipelineMetrics>) {
+    let trades = sent.iter().filter(|s| matches!(s, Sent::Trade)).count();
+    let users = sent.len() - trades;
+    progress.datagen_users.fetch_add(users, Ordering::SeqCst);
+    progress.datagen_trades.fetch_add(trades, Ordering::SeqCst);
+    if let Some(metrics) = metrics {
+        metrics.count_out(DATAGEN_SERVICE, USERS_TOPIC, users as u64);
+        metrics.count_out(DATAGEN_SERVICE, TRADES_TOPIC, trades as u64);
+    }
 }
 
 fn avro_record<T: AvroRecord>(

@@ -4,8 +4,9 @@
 use crate::stockapp::error::Result;
 use crate::stockapp::metrics::PipelineMetrics;
 use crate::stockapp::{SchemaRegistry, StockTrade, TRADES_JSON_TOPIC, TRADES_TOPIC, trade_to_json};
-use crate::traced::{TracedConsumer, TracedProducer};
+use crate::traced::{BatchingTracedProducer, TracedConsumer};
 
+use super::in_flight::InFlight;
 use super::{KSTREAM_SERVICE, decode_error_type, partition_for_key, plain_record};
 
 /// Counts of one Kafka Streams step.
@@ -19,22 +20,21 @@ pub(crate) struct KstreamStep {
 
 pub(crate) struct KstreamService {
     pub(crate) trades: TracedConsumer,
-    pub(crate) producer: TracedProducer,
+    pub(crate) producer: BatchingTracedProducer,
     pub(crate) registry: SchemaRegistry,
     pub(crate) json_partitions: i32,
     pub(crate) metrics: Option<PipelineMetrics>,
+    /// JSON copies sent, not yet acknowledged.
+    pub(crate) in_flight: InFlight<KstreamStep>,
 }
 
 impl KstreamService {
     /// Reads trades; each gets a `process` span and, when it decodes, a
-    /// `send stockapp.trades-json` child carrying the JSON copy.
+    /// `send stockapp.trades-json` child carrying the JSON copy. Copies go
+    /// out without waiting; the counts returned are of the trades settled
+    /// (copy acknowledged, or failed) since the last step.
     pub(crate) async fn step(&mut self) -> Result<KstreamStep> {
-        let trades = self.trades.poll().await?;
-        let mut step = KstreamStep {
-            trades_in: trades.len(),
-            ..KstreamStep::default()
-        };
-        for consumed in trades {
+        for consumed in self.trades.poll().await? {
             let started = std::time::Instant::now();
             let value = consumed.record.value.as_deref().unwrap_or_default();
             match self.registry.decode_value::<StockTrade>(value) {
@@ -43,27 +43,59 @@ impl KstreamService {
                     let record =
                         plain_record(trade.symbol.as_bytes(), json, consumed.record.timestamp);
                     let partition = partition_for_key(&trade.symbol, self.json_partitions);
-                    self.producer
-                        .send(consumed.context(), TRADES_JSON_TOPIC, partition, record)
-                        .await?;
-                    step.json_out += 1;
+                    let stored = self.producer.send(
+                        consumed.context(),
+                        TRADES_JSON_TOPIC,
+                        partition,
+                        record,
+                    );
+                    self.in_flight.push(async move {
+                        stored.await?;
+                        consumed.finish();
+                        Ok(KstreamStep {
+                            trades_in: 1,
+                            json_out: 1,
+                            failed: 0,
+                        })
+                    });
                 }
                 // The ksqlDB branch dead-letters it; this one says why it
                 // wrote nothing, and goes on.
                 Err(e) => {
                     consumed.fail(decode_error_type(&e), e.to_string());
-                    step.failed += 1;
+                    consumed.finish();
+                    self.in_flight.push(std::future::ready(Ok(KstreamStep {
+                        trades_in: 1,
+                        json_out: 0,
+                        failed: 1,
+                    })));
                 }
             }
-            consumed.finish();
             if let Some(metrics) = &self.metrics {
                 metrics.record_processing(KSTREAM_SERVICE, TRADES_TOPIC, started.elapsed());
             }
+        }
+        let settled = self.in_flight.settle().await?;
+        Ok(self.report(settled))
+    }
+
+    /// Waits for every copy still in flight (at stop).
+    pub(crate) async fn drain(&mut self) -> Result<KstreamStep> {
+        let settled = self.in_flight.drain().await?;
+        Ok(self.report(settled))
+    }
+
+    fn report(&self, settled: Vec<KstreamStep>) -> KstreamStep {
+        let mut step = KstreamStep::default();
+        for one in settled {
+            step.trades_in += one.trades_in;
+            step.json_out += one.json_out;
+            step.failed += one.failed;
         }
         if let Some(metrics) = &self.metrics {
             metrics.count_in(KSTREAM_SERVICE, TRADES_TOPIC, step.trades_in as u64);
             metrics.count_out(KSTREAM_SERVICE, TRADES_JSON_TOPIC, step.json_out as u64);
         }
-        Ok(step)
+        step
     }
 }

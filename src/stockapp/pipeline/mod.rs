@@ -7,6 +7,7 @@
 
 mod api_service;
 mod datagen_service;
+mod in_flight;
 mod kstream_service;
 mod processor_service;
 
@@ -37,7 +38,7 @@ use crate::stockapp::{
     ApiState, DLQ_TOPIC, DOLLARS_BY_ZIP_TOPIC, Datagen, DecodeError, SchemaRegistry,
     StockProcessor, TRADES_JSON_TOPIC, TRADES_TOPIC, USERS_TOPIC,
 };
-use crate::traced::{ConsumedRecord, StartFrom, TracedConsumer, TracedProducer};
+use crate::traced::{BatchingTracedProducer, ConsumedRecord, StartFrom, TracedConsumer};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 
@@ -45,6 +46,10 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 /// for every partition of its topic, so a long wait on one drained partition
 /// would hold up the others.
 const POLL_WAIT: Duration = Duration::from_millis(2);
+
+/// Outputs a service keeps in flight (sent, not yet acknowledged) before
+/// it waits for the oldest: enough for many full batches per partition.
+const MAX_IN_FLIGHT: usize = 10_000;
 
 /// Service name of the generator.
 pub const DATAGEN_SERVICE: &str = "datagen";
@@ -117,6 +122,7 @@ pub struct PipelineBuilder {
     partitions: u16,
     clock: Option<TradeClock>,
     rate: Option<f64>,
+    linger: Duration,
     services: Services,
     registry: SchemaRegistry,
     metrics: Option<PipelineMetrics>,
@@ -140,6 +146,7 @@ impl PipelineBuilder {
             partitions: 3,
             clock: None,
             rate: None,
+            linger: crate::traced::DEFAULT_LINGER,
             services: Services::ALL,
             registry: SchemaRegistry::new(),
             metrics: None,
@@ -189,6 +196,15 @@ impl PipelineBuilder {
     /// Default: none, as fast as the pipeline takes them.
     pub fn rate(mut self, trades_per_second: f64) -> Self {
         self.rate = Some(trades_per_second);
+        self
+    }
+
+    /// How long each service's producer waits to fill a partition's batch
+    /// before sending it. Default [`DEFAULT_LINGER`](crate::traced::DEFAULT_LINGER)
+    /// (5 ms, librdkafka's default); shorter lowers latency at a low rate,
+    /// longer makes fewer, larger requests.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
         self
     }
 
@@ -262,7 +278,13 @@ impl PipelineBuilder {
         } else {
             0
         };
-        let progress = Arc::new(Progress::new(api_consumers));
+        let progress = Arc::new(Progress::new(self.services, api_consumers));
+        let linger = self.linger;
+        let producer = |tracer: SdkTracer| {
+            BatchingTracedProducer::builder()
+                .linger(linger)
+                .build(broker, tracer)
+        };
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let started = Instant::now();
@@ -279,12 +301,13 @@ impl PipelineBuilder {
                 trades: consumer(TRADES_TOPIC, POLL_WAIT).await?,
                 // Users are read until caught up: an empty answer must be quick.
                 users: consumer(USERS_TOPIC, Duration::ZERO).await?,
-                producer: TracedProducer::connect(broker, tracer.clone()).await?,
+                producer: producer(tracer.clone()).await?,
                 registry: registry.clone(),
                 logic: StockProcessor::new(),
                 user_sends: Default::default(),
                 metrics: self.metrics.clone(),
                 seen_trades: Default::default(),
+                in_flight: in_flight::InFlight::new(MAX_IN_FLIGHT),
             };
             tasks.spawn(run_processor(
                 service,
@@ -301,10 +324,11 @@ impl PipelineBuilder {
                     .max_wait(POLL_WAIT)
                     .build(broker, tracer.clone())
                     .await?,
-                producer: TracedProducer::connect(broker, tracer).await?,
+                producer: producer(tracer).await?,
                 registry: registry.clone(),
                 json_partitions: partitions,
                 metrics: self.metrics.clone(),
+                in_flight: in_flight::InFlight::new(MAX_IN_FLIGHT),
             };
             tasks.spawn(run_kstream(service, Arc::clone(&progress), stop_rx.clone()));
         }
@@ -321,7 +345,8 @@ impl PipelineBuilder {
                         .max_wait(POLL_WAIT)
                         .build(broker, tracer.clone())
                         .await?,
-                    producer: TracedProducer::connect(broker, tracer).await?,
+                    producer: producer(tracer).await?,
+                    in_flight: in_flight::InFlight::new(MAX_IN_FLIGHT),
                     state: state.clone(),
                     metrics: match &self.metrics {
                         Some(metrics) => Some(ApiMetrics {
@@ -356,7 +381,7 @@ impl PipelineBuilder {
 
         let datagen = self.datagen();
         if self.services.datagen {
-            let producer = TracedProducer::connect(broker, tracer_for(DATAGEN_SERVICE)).await?;
+            let producer = producer(tracer_for(DATAGEN_SERVICE)).await?;
             let plan = datagen_service::DatagenPlan {
                 datagen: datagen.clone(),
                 clock: self.clock,
@@ -371,9 +396,16 @@ impl PipelineBuilder {
                 let send_all =
                     datagen_service::run(&producer, &registry, &plan, metrics.as_ref(), &progress);
                 // Stopping ends the generator between two records.
+                let stopped = async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                };
                 tokio::select! {
                     report = send_all => report?,
-                    _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
+                    () = stopped => {
+                        // What was queued is stored or fails, not dropped.
+                        producer.flush().await?;
+                        return Ok(());
+                    }
                 };
                 progress.datagen_done.store(true, Ordering::SeqCst);
                 Ok(())
@@ -394,6 +426,10 @@ impl PipelineBuilder {
 /// Counters every service task updates.
 #[derive(Debug)]
 struct Progress {
+    /// The services running here: which ones read what datagen sends.
+    services: Services,
+    /// Told whenever a reader settled records, for datagen's backpressure.
+    readers_advanced: tokio::sync::Notify,
     datagen_done: AtomicBool,
     datagen_trades: AtomicUsize,
     datagen_users: AtomicUsize,
@@ -411,8 +447,10 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(api_consumers: usize) -> Self {
+    fn new(services: Services, api_consumers: usize) -> Self {
         Self {
+            services,
+            readers_advanced: tokio::sync::Notify::new(),
             datagen_done: AtomicBool::default(),
             datagen_trades: AtomicUsize::default(),
             datagen_users: AtomicUsize::default(),
@@ -427,6 +465,39 @@ impl Progress {
             redeliveries: AtomicUsize::default(),
             api_rows: (0..api_consumers).map(|_| AtomicUsize::default()).collect(),
         }
+    }
+
+    /// The most records one of this pipeline's readers has yet to settle
+    /// of what was sent to it: trades for the processor and the Kafka
+    /// Streams app, rows for the API consumers. Services that other
+    /// programs play are not counted (their positions are unknown here).
+    fn unread(&self) -> usize {
+        let load = |n: &AtomicUsize| n.load(Ordering::SeqCst);
+        let trades = load(&self.datagen_trades);
+        let mut unread = 0;
+        if self.services.processor {
+            unread = unread.max(trades.saturating_sub(load(&self.trades_in)));
+        }
+        if self.services.kstream {
+            unread = unread.max(trades.saturating_sub(load(&self.kstream_trades_in)));
+        }
+        if self.services.processor
+            && let Some(slowest) = self.api_rows.iter().map(load).min()
+        {
+            unread = unread.max(load(&self.rows_out).saturating_sub(slowest));
+        }
+        unread
+    }
+
+    /// Waits until a reader says it advanced, or briefly: a notice sent
+    /// between the caller's check and this wait is not queued.
+    async fn wait_for_readers(&self) {
+        let _ =
+            tokio::time::timeout(Duration::from_millis(10), self.readers_advanced.notified()).await;
+    }
+
+    fn readers_advanced(&self) {
+        self.readers_advanced.notify_waiters();
     }
 }
 
@@ -608,8 +679,7 @@ async fn run_processor(
     progress: Arc<Progress>,
     stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    while !*stop.borrow() {
-        let step = service.step().await?;
+    let count = |step: ProcessorStep| {
         progress
             .trades_in
             .fetch_add(step.trades_in, Ordering::SeqCst);
@@ -624,7 +694,13 @@ async fn run_processor(
         progress
             .dead_lettered
             .fetch_add(step.dead_lettered, Ordering::SeqCst);
+        progress.readers_advanced();
+    };
+    while !*stop.borrow() {
+        count(service.step().await?);
     }
+    // Outputs already sent are waited for: their records then commit.
+    count(service.drain().await?);
     Ok(())
 }
 
@@ -633,8 +709,7 @@ async fn run_kstream(
     progress: Arc<Progress>,
     stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    while !*stop.borrow() {
-        let step = service.step().await?;
+    let count = |step: kstream_service::KstreamStep| {
         progress
             .kstream_trades_in
             .fetch_add(step.trades_in, Ordering::SeqCst);
@@ -642,7 +717,12 @@ async fn run_kstream(
         progress
             .kstream_failed
             .fetch_add(step.failed, Ordering::SeqCst);
+        progress.readers_advanced();
+    };
+    while !*stop.borrow() {
+        count(service.step().await?);
     }
+    count(service.drain().await?);
     Ok(())
 }
 
@@ -652,13 +732,17 @@ async fn run_api(
     progress: Arc<Progress>,
     stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    while !*stop.borrow() {
-        let step = service.step().await?;
+    let count = |step: api_service::ApiStep| {
         progress.api_rows[index].fetch_add(step.rows_in, Ordering::SeqCst);
         progress
             .dead_lettered
             .fetch_add(step.dead_lettered, Ordering::SeqCst);
+        progress.readers_advanced();
+    };
+    while !*stop.borrow() {
+        count(service.step().await?);
     }
+    count(service.drain().await?);
     Ok(())
 }
 
@@ -704,13 +788,14 @@ pub(crate) fn decode_error_type(error: &DecodeError) -> &'static str {
 pub const DEAD_LETTER_REASON_ATTRIBUTE: &str = "stockapp.dead_letter.reason";
 
 /// Fails the record's `process` span and copies the record, headers and
-/// all, to `stockapp.dlq` in a `send` span under it.
-pub(crate) async fn dead_letter(
-    producer: &TracedProducer,
+/// all, to `stockapp.dlq` in a `send` span under it. The copy is queued at
+/// once; the future finishes (commits) the record once it is stored.
+pub(crate) fn dead_letter(
+    producer: &BatchingTracedProducer,
     consumed: ConsumedRecord,
     error_type: &str,
     reason: String,
-) -> Result<()> {
+) -> impl Future<Output = Result<()>> + Send + 'static {
     consumed.fail(error_type, reason.clone());
     consumed.set_attribute(KeyValue::new(DEAD_LETTER_REASON_ATTRIBUTE, reason));
     let copy = Record {
@@ -719,9 +804,10 @@ pub(crate) async fn dead_letter(
         headers: consumed.record.headers.clone(),
         timestamp: consumed.record.timestamp,
     };
-    producer
-        .send(consumed.context(), DLQ_TOPIC, 0, copy)
-        .await?;
-    consumed.finish();
-    Ok(())
+    let stored = producer.send(consumed.context(), DLQ_TOPIC, 0, copy);
+    async move {
+        stored.await?;
+        consumed.finish();
+        Ok(())
+    }
 }

@@ -1,12 +1,13 @@
 //! Service `stock-processor`: ksqlDB's statements, traced. (The Kafka
 //! Streams app is its own service, `kstream-service`.)
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Link, SpanContext, SpanId, TraceContextExt, TraceId};
 use rskafka::record::Record;
 
+use super::in_flight::InFlight;
 use super::{PROCESSOR_SERVICE, dead_letter, decode_error_type};
 use crate::stockapp::error::Result;
 use crate::stockapp::metrics::PipelineMetrics;
@@ -14,7 +15,7 @@ use crate::stockapp::{
     DLQ_TOPIC, DOLLARS_BY_ZIP_TOPIC, SchemaRegistry, StockProcessor, StockTrade, TRADES_TOPIC,
     USERS_TOPIC, User,
 };
-use crate::traced::{ConsumedRecord, TracedConsumer, TracedProducer};
+use crate::traced::{BatchingTracedProducer, ConsumedRecord, TracedConsumer};
 
 /// Attribute on a trade's `process` span saying why it produced no row.
 pub const FILTERED_OUT_ATTRIBUTE: &str = "stockapp.filtered_out";
@@ -57,27 +58,27 @@ impl std::ops::AddAssign for ProcessorStep {
 pub(crate) struct ProcessorService {
     pub(crate) trades: TracedConsumer,
     pub(crate) users: TracedConsumer,
-    pub(crate) producer: TracedProducer,
+    pub(crate) producer: BatchingTracedProducer,
     pub(crate) registry: SchemaRegistry,
     pub(crate) logic: StockProcessor<SpanContext>,
     /// The `send stockapp.users` span of each user's latest profile.
     pub(crate) user_sends: HashMap<String, SpanContext>,
     pub(crate) metrics: Option<PipelineMetrics>,
-    /// The send span of every trade processed: a retried send that the
-    /// broker had stored already carries the same one.
-    pub(crate) seen_trades: HashSet<(TraceId, SpanId)>,
+    /// The send spans of the latest trades processed: a retried send that
+    /// the broker had stored already carries the same one.
+    pub(crate) seen_trades: RecentSends,
+    /// Rows and dead-letter copies sent, not yet acknowledged; each
+    /// settles (and commits) the record it came from.
+    pub(crate) in_flight: InFlight<ProcessorStep>,
 }
 
 impl ProcessorService {
     /// Reads trades, then brings the users table up to date, then processes
-    /// the trades: a trade joins every profile produced before it.
+    /// the trades: a trade joins every profile produced before it. Outputs
+    /// go out without waiting; the counts returned are of the records
+    /// whose outputs the broker has acknowledged since the last step.
     pub(crate) async fn step(&mut self) -> Result<ProcessorStep> {
         let trades = self.trades.poll().await?;
-        let mut step = ProcessorStep {
-            trades_in: trades.len(),
-            redeliveries: trades.iter().filter(|t| t.redelivered).count(),
-            ..ProcessorStep::default()
-        };
         // Read users until a poll comes back empty (a poll stops at a
         // per-partition cap): only then is every profile sent before these
         // trades in the table.
@@ -86,20 +87,39 @@ impl ProcessorService {
             if users.is_empty() {
                 break;
             }
-            step.users_in += users.len();
-            step.redeliveries += users.iter().filter(|u| u.redelivered).count();
             for consumed in users {
-                step.dead_lettered += self.apply_user(consumed).await?;
+                self.apply_user(consumed);
             }
         }
         for consumed in trades {
             let started = std::time::Instant::now();
-            let done = self.process_trade(consumed).await?;
+            self.process_trade(consumed);
             if let Some(metrics) = &self.metrics {
                 metrics.record_processing(PROCESSOR_SERVICE, TRADES_TOPIC, started.elapsed());
             }
-            step += done;
         }
+        let step = self.in_flight.settle().await?.into_iter().fold(
+            ProcessorStep::default(),
+            |mut sum, one| {
+                sum += one;
+                sum
+            },
+        );
+        self.report(&step);
+        Ok(step)
+    }
+
+    /// Waits for every output still in flight (at stop).
+    pub(crate) async fn drain(&mut self) -> Result<ProcessorStep> {
+        let mut step = ProcessorStep::default();
+        for one in self.in_flight.drain().await? {
+            step += one;
+        }
+        self.report(&step);
+        Ok(step)
+    }
+
+    fn report(&self, step: &ProcessorStep) {
         if let Some(metrics) = &self.metrics {
             let count = |n: usize| n as u64;
             metrics.count_in(PROCESSOR_SERVICE, TRADES_TOPIC, count(step.trades_in));
@@ -111,12 +131,17 @@ impl ProcessorService {
             );
             metrics.count_out(PROCESSOR_SERVICE, DLQ_TOPIC, count(step.dead_lettered));
         }
-        Ok(step)
     }
 
-    async fn apply_user(&mut self, consumed: ConsumedRecord) -> Result<usize> {
-        let decoded = decode::<User>(&self.registry, &consumed);
-        match decoded {
+    /// Settles at once (nothing to wait for) unless the profile is bad and
+    /// goes to the dead-letter topic.
+    fn apply_user(&mut self, consumed: ConsumedRecord) {
+        let mut step = ProcessorStep {
+            users_in: 1,
+            redeliveries: usize::from(consumed.redelivered),
+            ..ProcessorStep::default()
+        };
+        match decode::<User>(&self.registry, &consumed) {
             Ok(user) => {
                 if consumed.extracted.is_usable() {
                     self.user_sends
@@ -124,33 +149,42 @@ impl ProcessorService {
                 }
                 self.logic.upsert_user(user);
                 consumed.finish();
-                Ok(0)
+                self.in_flight.push(std::future::ready(Ok(step)));
             }
             Err((error_type, reason)) => {
-                dead_letter(&self.producer, consumed, error_type, reason).await?;
-                Ok(1)
+                step.dead_lettered = 1;
+                let sent = dead_letter(&self.producer, consumed, error_type, reason);
+                self.in_flight
+                    .push(async move { sent.await.map(|()| step) });
             }
         }
     }
 
-    async fn process_trade(&mut self, consumed: ConsumedRecord) -> Result<ProcessorStep> {
-        let mut step = ProcessorStep::default();
+    fn process_trade(&mut self, consumed: ConsumedRecord) {
+        let mut step = ProcessorStep {
+            trades_in: 1,
+            redeliveries: usize::from(consumed.redelivered),
+            ..ProcessorStep::default()
+        };
         let decoded = decode::<StockTrade>(&self.registry, &consumed);
         let trade = match decoded {
             Ok(trade) => trade,
             Err((error_type, reason)) => {
-                dead_letter(&self.producer, consumed, error_type, reason).await?;
                 step.dead_lettered = 1;
-                return Ok(step);
+                let sent = dead_letter(&self.producer, consumed, error_type, reason);
+                self.in_flight
+                    .push(async move { sent.await.map(|()| step) });
+                return;
             }
         };
         if consumed.extracted.is_usable() {
             let sent = consumed.extracted.span_context();
-            if !self.seen_trades.insert((sent.trace_id(), sent.span_id())) {
+            if !self.seen_trades.insert(sent.trace_id(), sent.span_id()) {
                 consumed.set_attribute(KeyValue::new(DUPLICATE_ATTRIBUTE, true));
                 consumed.finish();
                 step.duplicates = 1;
-                return Ok(step);
+                self.in_flight.push(std::future::ready(Ok(step)));
+                return;
             }
         }
         let span = consumed.context().span();
@@ -183,17 +217,72 @@ impl ProcessorService {
                     consumed.record.timestamp,
                 );
                 // One partition, as in the original.
-                self.producer
-                    .send_linked(consumed.context(), DOLLARS_BY_ZIP_TOPIC, 0, record, links)
-                    .await?;
+                let stored = self.producer.send_linked(
+                    consumed.context(),
+                    DOLLARS_BY_ZIP_TOPIC,
+                    0,
+                    record,
+                    links,
+                );
                 step.rows_out = 1;
+                // The process span ends, and the trade commits, once its
+                // row is stored.
+                self.in_flight.push(async move {
+                    stored.await?;
+                    consumed.finish();
+                    Ok(step)
+                });
             }
             Err(reason) => {
                 span.set_attribute(KeyValue::new(FILTERED_OUT_ATTRIBUTE, reason.code()));
+                consumed.finish();
+                self.in_flight.push(std::future::ready(Ok(step)));
             }
         }
-        consumed.finish();
-        Ok(step)
+    }
+}
+
+/// The send spans of the latest trades processed, at most `capacity`: a
+/// duplicate from a retried send follows its original within the retry's
+/// few records, so an old span can be forgotten and memory stays flat
+/// however long the run.
+pub(crate) struct RecentSends {
+    seen: HashSet<(TraceId, SpanId)>,
+    order: VecDeque<(TraceId, SpanId)>,
+    capacity: usize,
+}
+
+/// Default capacity of [`RecentSends`]: far more records than a retry can
+/// put between a send and its duplicate.
+pub(crate) const RECENT_SENDS: usize = 100_000;
+
+impl Default for RecentSends {
+    fn default() -> Self {
+        Self::with_capacity(RECENT_SENDS)
+    }
+}
+
+impl RecentSends {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Self {
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// `false` if this send span was seen among the latest ones.
+    pub(crate) fn insert(&mut self, trace: TraceId, span: SpanId) -> bool {
+        if !self.seen.insert((trace, span)) {
+            return false;
+        }
+        self.order.push_back((trace, span));
+        if self.order.len() > self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.seen.remove(&oldest);
+        }
+        true
     }
 }
 

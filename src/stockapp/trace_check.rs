@@ -1,0 +1,511 @@
+//! Checks each trade's trace against the reference tree as its spans end,
+//! keeping only the traces not yet complete: what lets `run` take a
+//! million trades through the pipeline in flat memory. Tests keep every
+//! span in a [`SpanCapture`](crate::SpanCapture) and check forests instead.
+//!
+//! The reference tree (README, `reference_trace` test), for `N` API
+//! consumers:
+//!
+//! ```text
+//! send stockapp.trades                      datagen
+//! ├── process stockapp.trades               stock-processor
+//! │   └── send stockapp.dollarsbyzip        stock-processor   (none if filtered out)
+//! │       └── process stockapp.dollarsbyzip api-1 … api-N
+//! └── process stockapp.trades               kstream-service
+//!     └── send stockapp.trades-json         kstream-service
+//! ```
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use opentelemetry::trace::{SpanContext, SpanId, Status, TraceId};
+use opentelemetry_sdk::trace::SpanData;
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::pipeline::{FILTERED_OUT_ATTRIBUTE, KSTREAM_SERVICE, PROCESSOR_SERVICE};
+use super::summary::TraceSummary;
+use crate::SpanStream;
+use crate::capture::lock;
+use crate::forest::tree::{CapturedSpan, SpanForest};
+
+const TRADE_SEND: &str = "send stockapp.trades";
+const TRADE_PROCESS: &str = "process stockapp.trades";
+const ROW_SEND: &str = "send stockapp.dollarsbyzip";
+const ROW_PROCESS: &str = "process stockapp.dollarsbyzip";
+const JSON_SEND: &str = "send stockapp.trades-json";
+
+/// Broken traces whose reasons are kept for the report.
+const BROKEN_EXAMPLES: usize = 10;
+
+/// A [`SpanStream`] that checks every trade trace of a stockapp run
+/// against the reference tree as its spans arrive, and forgets each trace
+/// once it is complete.
+///
+/// Memory: the traces still open, one span id per `send` span (link
+/// targets), one latency per trade, and a bounded sample of whole traces.
+///
+/// ```
+/// use std::sync::Arc;
+/// use kafka_trace_harness::SpanCapture;
+/// use kafka_trace_harness::stockapp::trace_check::TraceCheck;
+///
+/// let check = Arc::new(TraceCheck::new(2).sample(1));
+/// let capture = SpanCapture::builder().stream(check.clone()).build();
+/// // … run a pipeline with `capture` …
+/// let report = check.finish();
+/// assert_eq!(report.summary.trade_traces, 0);
+/// # drop(capture);
+/// ```
+#[derive(Debug)]
+pub struct TraceCheck {
+    api_consumers: usize,
+    sample_size: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Spans of traces not yet judged, by trace.
+    open: FxHashMap<TraceId, Vec<CapturedSpan>>,
+    /// Every `send` span seen: what links may point at. Span ids only
+    /// (random 64 bits): a million trades cost about 16 MB here.
+    sends: FxHashSet<SpanId>,
+    /// Link targets not seen yet when their trace was judged; checked
+    /// again at the end (a target may end after the span linking to it).
+    unresolved: Vec<(TraceId, SpanContext)>,
+    trade_traces: usize,
+    complete: usize,
+    broken: usize,
+    reached_api: usize,
+    /// Trade send start → last API process end, in microseconds.
+    latencies_us: Vec<u32>,
+    sample: Vec<CapturedSpan>,
+    sampled: usize,
+    broken_examples: Vec<(TraceId, String)>,
+    other_traces: usize,
+    other_broken: usize,
+}
+
+/// What a [`TraceCheck`] found over a run.
+#[derive(Debug, Clone)]
+pub struct TraceCheckReport {
+    /// Trade traces, complete and broken, and end-to-end latency.
+    pub summary: TraceSummary,
+    /// Up to 10 broken traces and why.
+    pub broken_examples: Vec<(TraceId, String)>,
+    /// Traces that are not a trade's (user profiles, dead letters).
+    pub other_traces: usize,
+    /// Of those, the ones with a missing parent or several roots.
+    pub other_broken: usize,
+    /// The sampled complete trade traces, whole.
+    pub sample: SpanForest,
+}
+
+enum Verdict {
+    /// Spans are still to come.
+    Open,
+    /// The reference tree; end-to-end latency if a row reached the API.
+    Complete(Option<Duration>),
+    Broken(String),
+    /// Not a trade's trace.
+    Other,
+}
+
+impl TraceCheck {
+    /// A check for a run with `api_consumers` API consumers, sampling no
+    /// trace.
+    pub fn new(api_consumers: usize) -> Self {
+        Self {
+            api_consumers,
+            sample_size: 0,
+            state: Mutex::default(),
+        }
+    }
+
+    /// Keeps the first `traces` complete trade traces whole, to show.
+    #[must_use]
+    pub fn sample(mut self, traces: usize) -> Self {
+        self.sample_size = traces;
+        self
+    }
+
+    /// Trade traces judged so far and traces still open: for progress.
+    pub fn judged(&self) -> (usize, usize) {
+        let state = lock(&self.state);
+        (state.trade_traces, state.open.len())
+    }
+
+    /// Judges every trace still open (a trade trace missing spans is
+    /// broken) and every link not resolved before, and reports.
+    pub fn finish(&self) -> TraceCheckReport {
+        let mut state = lock(&self.state);
+        let open: Vec<_> = state.open.drain().collect();
+        for (trace, spans) in open {
+            self.conclude(&mut state, trace, spans, true);
+        }
+        let unresolved = std::mem::take(&mut state.unresolved);
+        for (trace, target) in unresolved {
+            if !state.sends.contains(&target.span_id()) {
+                state.complete = state.complete.saturating_sub(1);
+                state.broken += 1;
+                note_broken(
+                    &mut state,
+                    trace,
+                    format!("a link to span {} that never ended", target.span_id()),
+                );
+            }
+        }
+        let mut latencies: Vec<Duration> = state
+            .latencies_us
+            .iter()
+            .map(|&us| Duration::from_micros(u64::from(us)))
+            .collect();
+        latencies.sort();
+        TraceCheckReport {
+            summary: TraceSummary {
+                trade_traces: state.trade_traces,
+                complete: state.complete,
+                broken: state.broken,
+                reached_api: state.reached_api,
+                end_to_end_p50: super::summary::percentile(&latencies, 50),
+                end_to_end_p99: super::summary::percentile(&latencies, 99),
+            },
+            broken_examples: state.broken_examples.clone(),
+            other_traces: state.other_traces,
+            other_broken: state.other_broken,
+            sample: SpanForest::new(std::mem::take(&mut state.sample)),
+        }
+    }
+
+    /// Judges `trace`'s spans; a verdict other than `Open` (or any, at the
+    /// end) is counted and the spans are dropped or sampled.
+    fn conclude(&self, state: &mut State, trace: TraceId, spans: Vec<CapturedSpan>, last: bool) {
+        let verdict = match self.judge(&spans, state) {
+            Verdict::Open if last => Verdict::Broken(missing(&spans)),
+            other => other,
+        };
+        match verdict {
+            Verdict::Open => {
+                state.open.insert(trace, spans);
+            }
+            Verdict::Other if !last => {
+                // User profiles get a process span later; judged at the end.
+                state.open.insert(trace, spans);
+            }
+            Verdict::Other => {
+                state.other_traces += 1;
+                if structure_problem(&spans).is_some() {
+                    state.other_broken += 1;
+                }
+            }
+            Verdict::Complete(latency) => {
+                state.trade_traces += 1;
+                state.complete += 1;
+                if let Some(latency) = latency {
+                    state.reached_api += 1;
+                    state
+                        .latencies_us
+                        .push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
+                }
+                if state.sampled < self.sample_size {
+                    state.sampled += 1;
+                    state.sample.extend(spans);
+                }
+            }
+            Verdict::Broken(reason) => {
+                state.trade_traces += 1;
+                state.broken += 1;
+                note_broken(state, trace, reason);
+            }
+        }
+    }
+
+    fn judge(&self, spans: &[CapturedSpan], state: &mut State) -> Verdict {
+        let roots: Vec<&CapturedSpan> = spans
+            .iter()
+            .filter(|s| s.data.parent_span_id == SpanId::INVALID)
+            .collect();
+        let root = match roots.as_slice() {
+            [] => return Verdict::Open,
+            [root] if root.data.name == TRADE_SEND => *root,
+            [_] => return Verdict::Other,
+            _ => return Verdict::Broken(format!("{} roots", roots.len())),
+        };
+        let ids: FxHashSet<SpanId> = spans
+            .iter()
+            .map(|s| s.data.span_context.span_id())
+            .collect();
+        if spans.iter().any(|s| {
+            s.data.parent_span_id != SpanId::INVALID && !ids.contains(&s.data.parent_span_id)
+        }) {
+            return Verdict::Open;
+        }
+        let children = |parent: &CapturedSpan, name: &str| -> Vec<&CapturedSpan> {
+            let id = parent.data.span_context.span_id();
+            spans
+                .iter()
+                .filter(|s| s.data.parent_span_id == id && s.data.name == name)
+                .collect()
+        };
+        let processes = children(root, TRADE_PROCESS);
+        let of = |service: &str| -> Vec<&CapturedSpan> {
+            processes
+                .iter()
+                .copied()
+                .filter(|s| s.service == service)
+                .collect()
+        };
+        let (processor, kstream) = (of(PROCESSOR_SERVICE), of(KSTREAM_SERVICE));
+        let ([processor], [kstream]) = (processor.as_slice(), kstream.as_slice()) else {
+            return self.open_or_broken(spans, "one process span of each trade reader");
+        };
+        let filtered = processor
+            .data
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == FILTERED_OUT_ATTRIBUTE);
+        let expected = 4 + if filtered { 0 } else { 1 + self.api_consumers };
+        if spans.len() < expected {
+            return Verdict::Open;
+        }
+        if spans.len() > expected {
+            return Verdict::Broken(format!(
+                "{} spans where the reference tree has {expected}",
+                spans.len()
+            ));
+        }
+        if children(kstream, JSON_SEND).len() != 1 {
+            return Verdict::Broken("the Kafka Streams process span has no JSON send".into());
+        }
+        let mut latency = None;
+        if !filtered {
+            let rows = children(processor, ROW_SEND);
+            let [row] = rows.as_slice() else {
+                return Verdict::Broken("a trade neither filtered out nor sent as a row".into());
+            };
+            let api = children(row, ROW_PROCESS);
+            let services: FxHashSet<&str> = api.iter().map(|s| s.service.as_str()).collect();
+            if api.len() != self.api_consumers || services.len() != self.api_consumers {
+                return Verdict::Broken(format!(
+                    "the row reached {} API consumers of {}",
+                    services.len(),
+                    self.api_consumers
+                ));
+            }
+            latency = api
+                .iter()
+                .map(|s| s.data.end_time)
+                .max()
+                .and_then(|end| end.duration_since(root.data.start_time).ok());
+        }
+        if let Some(failed) = spans
+            .iter()
+            .find(|s| matches!(s.data.status, Status::Error { .. }))
+        {
+            return Verdict::Broken(format!(
+                "{} of {} has error status",
+                failed.data.name, failed.service
+            ));
+        }
+        let trace = root.data.span_context.trace_id();
+        for span in spans {
+            for link in span.data.links.iter() {
+                if !state.sends.contains(&link.span_context.span_id()) {
+                    state.unresolved.push((trace, link.span_context.clone()));
+                }
+            }
+        }
+        Verdict::Complete(latency)
+    }
+
+    /// Too few spans yet, or already too many for the reference tree.
+    fn open_or_broken(&self, spans: &[CapturedSpan], what: &str) -> Verdict {
+        if spans.len() >= 5 + self.api_consumers {
+            Verdict::Broken(format!("not {what}"))
+        } else {
+            Verdict::Open
+        }
+    }
+}
+
+fn note_broken(state: &mut State, trace: TraceId, reason: String) {
+    if state.broken_examples.len() < BROKEN_EXAMPLES {
+        state.broken_examples.push((trace, reason));
+    }
+}
+
+/// What an incomplete trace lacks, for the report.
+fn missing(spans: &[CapturedSpan]) -> String {
+    let names: Vec<String> = spans
+        .iter()
+        .map(|s| format!("{} ({})", s.data.name, s.service))
+        .collect();
+    match structure_problem(spans) {
+        Some(problem) => format!("{problem}; it has {}", names.join(", ")),
+        None => format!(
+            "spans missing at the end of the run; it has {}",
+            names.join(", ")
+        ),
+    }
+}
+
+/// A missing root or parent, or several roots.
+fn structure_problem(spans: &[CapturedSpan]) -> Option<String> {
+    let ids: FxHashSet<SpanId> = spans
+        .iter()
+        .map(|s| s.data.span_context.span_id())
+        .collect();
+    let roots = spans
+        .iter()
+        .filter(|s| s.data.parent_span_id == SpanId::INVALID)
+        .count();
+    if roots != 1 {
+        return Some(format!("{roots} roots"));
+    }
+    spans
+        .iter()
+        .find(|s| s.data.parent_span_id != SpanId::INVALID && !ids.contains(&s.data.parent_span_id))
+        .map(|orphan| {
+            format!(
+                "{} ({}) has no parent here",
+                orphan.data.name, orphan.service
+            )
+        })
+}
+
+impl SpanStream for TraceCheck {
+    fn span_ended(&self, service: &str, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        let trace = span.span_context.trace_id();
+        let mut state = lock(&self.state);
+        if span.span_kind == opentelemetry::trace::SpanKind::Producer {
+            state.sends.insert(span.span_context.span_id());
+        }
+        let mut spans = state.open.remove(&trace).unwrap_or_default();
+        spans.push(CapturedSpan {
+            service: service.to_owned(),
+            data: span,
+        });
+        self.conclude(&mut state, trace, spans, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer as _};
+    use opentelemetry::{Context, KeyValue};
+
+    use super::*;
+    use crate::SpanCapture;
+
+    /// Ends the spans of one trade's trace (API consumer `api-1` only);
+    /// `json: false` leaves out the Kafka Streams send.
+    fn trade(capture: &SpanCapture, filtered: bool, json: bool) {
+        let span = |service: &str, name: &str, kind: SpanKind, parent: &Context| {
+            let tracer = capture.tracer(service);
+            let span = tracer
+                .span_builder(name.to_owned())
+                .with_kind(kind)
+                .start_with_context(&tracer, parent);
+            parent.with_span(span)
+        };
+        let root = span("datagen", TRADE_SEND, SpanKind::Producer, &Context::new());
+        let processor = span(PROCESSOR_SERVICE, TRADE_PROCESS, SpanKind::Consumer, &root);
+        let kstream = span(KSTREAM_SERVICE, TRADE_PROCESS, SpanKind::Consumer, &root);
+        if json {
+            span(KSTREAM_SERVICE, JSON_SEND, SpanKind::Producer, &kstream)
+                .span()
+                .end();
+        }
+        if filtered {
+            processor
+                .span()
+                .set_attribute(KeyValue::new(FILTERED_OUT_ATTRIBUTE, "symbol"));
+        } else {
+            let row = span(PROCESSOR_SERVICE, ROW_SEND, SpanKind::Producer, &processor);
+            span("api-1", ROW_PROCESS, SpanKind::Consumer, &row)
+                .span()
+                .end();
+            row.span().end();
+        }
+        kstream.span().end();
+        processor.span().end();
+        root.span().end();
+    }
+
+    #[test]
+    fn whole_traces_are_complete_and_forgotten_as_they_end() {
+        let check = Arc::new(TraceCheck::new(1).sample(1));
+        let capture = SpanCapture::builder().stream(check.clone()).build();
+        trade(&capture, false, true);
+        trade(&capture, true, true);
+        assert_eq!(check.judged(), (2, 0), "judged, still open");
+        let report = check.finish();
+        assert_eq!(report.summary.complete, 2);
+        assert_eq!(report.summary.broken, 0);
+        assert_eq!(report.summary.reached_api, 1);
+        assert!(report.summary.end_to_end_p50.is_some());
+        assert_eq!(report.sample.len(), 6, "the first trace, whole");
+        assert!(
+            capture.spans().is_empty(),
+            "a streaming capture keeps nothing"
+        );
+    }
+
+    #[test]
+    fn a_trace_missing_a_hop_is_broken_at_the_end_and_says_what_it_has() {
+        let check = Arc::new(TraceCheck::new(1));
+        let capture = SpanCapture::builder().stream(check.clone()).build();
+        trade(&capture, false, false);
+        assert_eq!(check.judged(), (0, 1), "it waits for the missing span");
+        let report = check.finish();
+        assert_eq!((report.summary.complete, report.summary.broken), (0, 1));
+        let (_, reason) = &report.broken_examples[0];
+        assert!(reason.contains("spans missing"), "{reason}");
+        assert!(
+            reason.contains("process stockapp.trades (kstream-service)"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn an_extra_span_breaks_a_trace() {
+        let check = Arc::new(TraceCheck::new(1));
+        let capture = SpanCapture::builder().stream(check.clone()).build();
+        // The reference tree with one API process span too many.
+        let tracer = capture.tracer("datagen");
+        let root = Context::new().with_span(
+            tracer
+                .span_builder(TRADE_SEND)
+                .with_kind(SpanKind::Producer)
+                .start(&tracer),
+        );
+        let child = |service: &str, name: &str, parent: &Context| {
+            parent.with_span(
+                capture
+                    .tracer(service)
+                    .start_with_context(name.to_owned(), parent),
+            )
+        };
+        let processor = child(PROCESSOR_SERVICE, TRADE_PROCESS, &root);
+        let row = child(PROCESSOR_SERVICE, ROW_SEND, &processor);
+        child("api-1", ROW_PROCESS, &row).span().end();
+        child("api-2", ROW_PROCESS, &row).span().end();
+        let kstream = child(KSTREAM_SERVICE, TRADE_PROCESS, &root);
+        let json = child(KSTREAM_SERVICE, JSON_SEND, &kstream);
+        for cx in [json, kstream, row, processor, root] {
+            cx.span().end();
+        }
+        let report = check.finish();
+        assert_eq!(report.summary.broken, 1);
+        assert!(
+            report.broken_examples[0].1.contains("reference tree has 6"),
+            "{:?}",
+            report.broken_examples
+        );
+    }
+}
