@@ -1,56 +1,43 @@
-//! Throughput of the whole stockapp pipeline (`datagen` → `stock-processor`
-//! → `api-1`, `api-2`) on the embedded broker, against the raw broker.
+//! Throughput, growth, memory and latency of the whole stockapp pipeline
+//! (`datagen` → `stock-processor` and `kstream-service` → `api-1`,
+//! `api-2`) on the embedded broker, against honest baselines.
 //!
-//! Every figure moves the same [`TRADES`] seeded trades (Avro values of
-//! about 40 bytes) and is reported by criterion in elements (trades) per
-//! second:
-//!
-//! * `pipeline/traced`: [`PipelineBuilder::start`] with every service's spans
-//!   going into a [`SpanCapture`], timed from `start` (topics, clients,
-//!   tasks) until [`RunningPipeline::wait_until_complete`] sees every trade
-//!   (and the 9 user profiles sent before them) through the processor and
-//!   both API consumers. A fresh embedded broker and capture per run; their
-//!   setup, the `stop` and the broker shutdown are not timed.
+//! * `pipeline/traced`: [`PipelineBuilder::start`] with every span going to
+//!   a streaming [`TraceCheck`] (what `kafka-trace-harness run` does), timed
+//!   from `start` until every trade went through every service; each run
+//!   also asserts that every trade's trace matches the reference tree.
 //! * `pipeline/untraced`: the same with [`PipelineBuilder::start_untraced`]
-//!   (an `AlwaysOff` sampler: context headers still travel, no span is
-//!   recorded). traced/untraced is what tracing costs the pipeline.
-//! * `pipeline/raw produce→fetch`: no pipeline, no tracing: the same Avro
-//!   trade records produced one record per produce call (as the datagen
-//!   service sends them) into a 3-partition topic, keyed to partitions the
-//!   same way, then fetched back with a plain `PartitionClient` loop per
-//!   partition. The mock cluster answers a fetch with one record batch per
-//!   partition, so the loop fetches from the next offset until it has them
-//!   all. This is the floor for one hop; the pipeline makes about three
-//!   produce calls per trade (the trade, its JSON copy, its window row) and
-//!   four reads (processor, two API consumers, the users table), so it can
-//!   never reach it.
+//!   (an `AlwaysOff` sampler: context headers travel, no span is recorded).
+//! * `raw/rskafka batched` and `raw/rdkafka linger`: no pipeline, no
+//!   tracing: the same trade records produced in batches (5 ms linger) and
+//!   consumed back once (`support/raw_batched.rs`): what a user would do
+//!   with a batching client instead. The pipeline moves each trade through
+//!   three topics and four readers, so it cannot reach this floor.
 //!
-//! `cargo bench --bench pipeline` ends with a summary line of both ratios
-//! (throughput, so below 1 means slower), computed from the medians of a
-//! few plain timed runs in the same process, plus what dominates the
-//! pipeline's time: the trades' split over the partitions and the cost of a
-//! `TracedConsumer::poll` once one partition is drained (every poll waits
-//! for its slowest partition, and an empty one answers only after the
-//! 2 ms `max_wait`, while a full one yields one batch, here one record).
+//! `cargo bench --bench pipeline` ends with summary lines, from plain runs
+//! in the same process: throughput at 1k, 10k and 100k trades (growth),
+//! traced/untraced and pipeline/raw ratios at 10k (medians, interleaved
+//! runs), peak memory per trade, and end-to-end p50/p99 at 1,000 trades/s
+//! offered. 1M trades take a minute and most of the machine's memory
+//! headroom in a bench process; `kafka-trace-harness run --trades 1000000`
+//! measures them (README).
+
+#[path = "support/raw_batched.rs"]
+mod raw_batched;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use kafka_trace_harness::stockapp::pipeline::PipelineBuilder;
-use kafka_trace_harness::stockapp::{AvroRecord, SchemaRegistry, TRADES_TOPIC};
-use kafka_trace_harness::{Broker, SpanCapture, TracedConsumer};
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
-use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
-use rskafka::record::Record;
+use kafka_trace_harness::stockapp::summary::TraceSummary;
+use kafka_trace_harness::stockapp::trace_check::TraceCheck;
+use kafka_trace_harness::{Broker, SpanCapture};
 use tokio::runtime::Runtime;
 
-/// Trades per run, for every figure.
-const TRADES: usize = 500;
-const SEED: u64 = 1;
 const PARTITIONS: u16 = 3;
-const DEADLINE: Duration = Duration::from_secs(120);
+const DEADLINE: Duration = Duration::from_secs(300);
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -61,29 +48,41 @@ fn runtime() -> Runtime {
 }
 
 /// `cargo bench` passes `--bench`; `cargo test --benches` does not, and
-/// then the summary makes one run of each kind instead of several.
+/// then the summary makes one small run of each kind.
 fn bench_mode() -> bool {
     std::env::args().any(|a| a == "--bench")
 }
 
-fn settings() -> PipelineBuilder {
+fn settings(trades: usize) -> PipelineBuilder {
     PipelineBuilder::new()
-        .seed(SEED)
-        .trades(TRADES)
+        .seed(raw_batched::SEED)
+        .trades(trades)
         .users(9)
         .api_consumers(2)
         .partitions(PARTITIONS)
 }
 
 /// One pipeline run on a fresh broker; only start → complete is timed.
-async fn pipeline_run(traced: bool) -> Duration {
-    let broker = Broker::builder().start().await.expect("broker");
-    let capture = SpanCapture::new();
+/// Traced runs return what the trace check found.
+async fn pipeline_run(
+    settings: PipelineBuilder,
+    trades: usize,
+    traced: bool,
+) -> (Duration, Option<TraceSummary>) {
+    // The retention deletes read records in long runs; the services fail
+    // on an unread one, so the watch is not needed here.
+    let broker = Broker::builder()
+        .watch_deleted_records(false)
+        .start()
+        .await
+        .expect("broker");
+    let check = Arc::new(TraceCheck::new(2));
+    let capture = SpanCapture::builder().stream(check.clone()).build();
     let started = Instant::now();
     let mut pipeline = if traced {
-        settings().start(&broker, &capture).await
+        settings.start(&broker, &capture).await
     } else {
-        settings().start_untraced(&broker).await
+        settings.start_untraced(&broker).await
     }
     .expect("start");
     let progress = pipeline
@@ -91,89 +90,38 @@ async fn pipeline_run(traced: bool) -> Duration {
         .await
         .expect("complete");
     let elapsed = started.elapsed();
-    assert_eq!(progress.trades_processed, TRADES);
+    assert_eq!(progress.trades_processed, trades);
     pipeline.stop().await.expect("stop");
     broker.shutdown().await.expect("shutdown");
-    elapsed
-}
-
-/// The pipeline's partitioner: Kafka's default (murmur2).
-fn partition_for_key(key: &str, partitions: i32) -> i32 {
-    kafka_trace_harness::traced::partitioner::partition_for_key(key.as_bytes(), partitions)
-}
-
-/// The datagen's trade records, Avro-framed, with their partitions.
-fn trade_records() -> Vec<(i32, Record)> {
-    let registry = SchemaRegistry::new();
-    let now = chrono::Utc::now();
-    settings()
-        .datagen()
-        .trades()
-        .map(|trade| {
-            let value = registry.encode_value(TRADES_TOPIC, &trade).expect("avro");
-            let partition = partition_for_key(trade.key(), i32::from(PARTITIONS));
-            let record = Record {
-                key: Some(trade.key().as_bytes().to_vec()),
-                value: Some(value),
-                headers: Default::default(),
-                timestamp: now,
-            };
-            (partition, record)
-        })
-        .collect()
-}
-
-/// Produces every record with its own produce call, then fetches every
-/// partition back from offset 0 until it has them all.
-async fn produce_then_fetch(clients: &[PartitionClient], records: &[(i32, Record)]) {
-    let mut expected = vec![0_i64; clients.len()];
-    for (partition, record) in records {
-        let index = *partition as usize;
-        clients[index]
-            .produce(vec![record.clone()], Compression::NoCompression)
-            .await
-            .expect("produce");
-        expected[index] += 1;
-    }
-    let mut fetched = 0;
-    for (client, &count) in clients.iter().zip(&expected) {
-        let mut next = 0;
-        while next < count {
-            let (batch, _high_watermark) = client
-                .fetch_records(next, 1..52_428_800, 2)
-                .await
-                .expect("fetch");
-            let before = next;
-            for r in batch.iter().filter(|r| r.offset >= before) {
-                next = next.max(r.offset + 1);
-                fetched += 1;
-            }
-        }
-    }
-    assert_eq!(fetched, records.len());
-}
-
-/// One raw run on a fresh broker and topic; only produce → fetch is timed.
-async fn raw_run(records: &[(i32, Record)]) -> Duration {
-    let broker = Broker::builder().start().await.expect("broker");
-    let topic = broker
-        .create_unique_topic("raw-trades", PARTITIONS)
-        .await
-        .expect("topic");
-    let client = broker.client().await.expect("client");
-    let mut clients = Vec::new();
-    for partition in 0..i32::from(PARTITIONS) {
-        clients.push(
-            client
-                .partition_client(topic.as_str(), partition, UnknownTopicHandling::Retry)
-                .await
-                .expect("partition"),
+    let summary = traced.then(|| {
+        let report = check.finish();
+        assert_eq!(
+            (report.summary.complete, report.summary.broken),
+            (trades, 0),
+            "{:?}",
+            report.broken_examples
         );
-    }
-    let started = Instant::now();
-    produce_then_fetch(&clients, records).await;
-    let elapsed = started.elapsed();
-    drop(clients);
+        report.summary
+    });
+    (elapsed, summary)
+}
+
+async fn timed(trades: usize, traced: bool) -> Duration {
+    pipeline_run(settings(trades), trades, traced).await.0
+}
+
+async fn raw_run(records: &[(i32, rskafka::record::Record)], rdkafka: bool) -> Duration {
+    let broker = Broker::builder()
+        .watch_deleted_records(false)
+        .start()
+        .await
+        .expect("broker");
+    let partitions = i32::from(PARTITIONS);
+    let elapsed = if rdkafka {
+        raw_batched::rdkafka_linger(&broker, "raw", partitions, records).await
+    } else {
+        raw_batched::rskafka_batched(&broker, "raw", partitions, records).await
+    };
     broker.shutdown().await.expect("shutdown");
     elapsed
 }
@@ -188,127 +136,132 @@ async fn total<F: Future<Output = Duration>>(iters: u64, run: impl Fn() -> F) ->
 
 fn pipeline(c: &mut Criterion) {
     let rt = runtime();
-    let records = trade_records();
-    let mut group = c.benchmark_group("pipeline");
-    group
-        .sampling_mode(SamplingMode::Flat)
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(7))
-        .throughput(Throughput::Elements(TRADES as u64));
-    group.bench_function(format!("traced, {TRADES} trades"), |b| {
-        b.to_async(&rt)
-            .iter_custom(|iters| total(iters, || pipeline_run(true)))
-    });
-    group.bench_function(format!("untraced, {TRADES} trades"), |b| {
-        b.to_async(&rt)
-            .iter_custom(|iters| total(iters, || pipeline_run(false)))
-    });
-    group.bench_function(format!("raw produce→fetch, {TRADES} records"), |b| {
-        b.to_async(&rt)
-            .iter_custom(|iters| total(iters, || raw_run(&records)))
-    });
-    group.finish();
+    let sizes: &[usize] = if bench_mode() {
+        &[1_000, 10_000]
+    } else {
+        &[100]
+    };
+    for &trades in sizes {
+        let records = raw_batched::trade_records(trades, i32::from(PARTITIONS));
+        let mut group = c.benchmark_group(format!("{trades} trades"));
+        group
+            .sampling_mode(SamplingMode::Flat)
+            .sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(8))
+            .throughput(Throughput::Elements(trades as u64));
+        group.bench_function("pipeline/traced", |b| {
+            b.to_async(&rt)
+                .iter_custom(|iters| total(iters, || timed(trades, true)))
+        });
+        group.bench_function("pipeline/untraced", |b| {
+            b.to_async(&rt)
+                .iter_custom(|iters| total(iters, || timed(trades, false)))
+        });
+        group.bench_function("raw/rskafka batched", |b| {
+            b.to_async(&rt)
+                .iter_custom(|iters| total(iters, || raw_run(&records, false)))
+        });
+        group.bench_function("raw/rdkafka linger", |b| {
+            b.to_async(&rt)
+                .iter_custom(|iters| total(iters, || raw_run(&records, true)))
+        });
+        group.finish();
+    }
 }
 
-/// The pipeline's trades per partition: the key is the symbol, and 7
-/// symbols over 3 partitions split the trades unevenly.
-fn trades_per_partition(records: &[(i32, Record)]) -> Vec<usize> {
-    let mut counts = vec![0; usize::from(PARTITIONS)];
-    for (partition, _) in records {
-        counts[*partition as usize] += 1;
-    }
-    counts
+/// Peak resident memory of this process so far (Linux), in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
-/// What one `TracedConsumer::poll` costs on a 3-partition topic whose
-/// records (one per batch, as the datagen sends them) are all on one
-/// partition: the state of the processor's trades consumer once a
-/// partition is drained. Returns (time per poll, records per poll).
-async fn skewed_poll(broker: &Broker, max_wait: Duration, records: usize) -> (Duration, f64) {
-    let topic = broker
-        .create_unique_topic("skewed", PARTITIONS)
-        .await
-        .expect("topic");
-    let client = broker.client().await.expect("client");
-    let partition = client
-        .partition_client(topic.as_str(), 0, UnknownTopicHandling::Retry)
-        .await
-        .expect("partition");
-    for (_, record) in trade_records().into_iter().take(records) {
-        partition
-            .produce(vec![record], Compression::NoCompression)
-            .await
-            .expect("produce");
-    }
-    let tracer = SdkTracerProvider::builder()
-        .with_sampler(Sampler::AlwaysOff)
-        .build()
-        .tracer("bench");
-    let mut consumer = TracedConsumer::builder("bench", topic)
-        .max_wait(max_wait)
-        .build(broker, tracer)
-        .await
-        .expect("consumer");
-    let (mut got, mut polls) = (0, 0_u32);
-    let started = Instant::now();
-    while got < records {
-        got += consumer.poll().await.expect("poll").len();
-        polls += 1;
-    }
-    (started.elapsed() / polls, got as f64 / f64::from(polls))
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
 }
 
-/// Both ratios, from medians of plain repeated runs in this process.
 fn summary(_: &mut Criterion) {
     let rt = runtime();
-    let runs = if bench_mode() { 7 } else { 1 };
-    let median = |mut samples: Vec<Duration>| {
-        samples.sort();
-        samples[samples.len() / 2]
+    let bench = bench_mode();
+    let per_second = |trades: usize, d: Duration| trades as f64 / d.as_secs_f64();
+
+    // Growth and memory: one traced run per size, smallest first, so the
+    // peak resident memory after each is that size's.
+    let sizes: &[usize] = if bench {
+        &[1_000, 10_000, 100_000]
+    } else {
+        &[100, 1_000]
     };
-    let records = trade_records();
-    let mut traced = Vec::new();
-    let mut untraced = Vec::new();
-    let mut raw = Vec::new();
-    // Interleaved, so a slow spell of the machine hits every kind alike.
-    for _ in 0..runs {
-        traced.push(rt.block_on(pipeline_run(true)));
-        untraced.push(rt.block_on(pipeline_run(false)));
-        raw.push(rt.block_on(raw_run(&records)));
+    let mut growth = Vec::new();
+    for &trades in sizes {
+        let elapsed = rt.block_on(timed(trades, true));
+        growth.push((trades, per_second(trades, elapsed), peak_rss()));
     }
-    let (traced, untraced, raw) = (median(traced), median(untraced), median(raw));
-    let per_second = |d: Duration| TRADES as f64 / d.as_secs_f64();
-    let ((skewed_2ms, per_poll_2ms), (skewed_0ms, per_poll_0ms)) = rt.block_on(async {
-        let broker = Broker::builder().start().await.expect("broker");
-        let records = if bench_mode() { 100 } else { 5 };
-        let polls = (
-            skewed_poll(&broker, Duration::from_millis(2), records).await,
-            skewed_poll(&broker, Duration::ZERO, records).await,
+
+    // Ratios at one size, interleaved so a slow spell hits every kind.
+    let (trades, runs) = if bench { (10_000, 5) } else { (100, 1) };
+    let records = raw_batched::trade_records(trades, i32::from(PARTITIONS));
+    let (mut traced, mut untraced, mut rskafka, mut rdkafka) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        traced.push(rt.block_on(timed(trades, true)));
+        untraced.push(rt.block_on(timed(trades, false)));
+        rskafka.push(rt.block_on(raw_run(&records, false)));
+        rdkafka.push(rt.block_on(raw_run(&records, true)));
+    }
+    let (traced, untraced, rskafka, rdkafka) = (
+        median(traced),
+        median(untraced),
+        median(rskafka),
+        median(rdkafka),
+    );
+
+    // End-to-end latency at an offered rate.
+    let offered = if bench { 5_000 } else { 200 };
+    let (_, latency) = rt.block_on(pipeline_run(settings(offered).rate(1_000.0), offered, true));
+    let latency = latency.expect("a traced run reports latency");
+
+    println!("\nsummary: throughput, traced, one run per size (growth):");
+    for (trades, rate, peak) in &growth {
+        let peak = peak.map_or("n/a".to_owned(), |b| format!("{} MB", b / 1_000_000));
+        println!("summary:   {trades:>7} trades: {rate:>8.0} trades/s, peak RSS so far {peak}");
+    }
+    if let (Some(first), Some(last)) = (growth.first(), growth.last()) {
+        println!(
+            "summary:   {} trades / {} trades throughput = {:.2}",
+            last.0,
+            first.0,
+            last.1 / first.1
         );
-        broker.shutdown().await.expect("shutdown");
-        polls
-    });
-    println!("\nsummary: {TRADES} trades, median of {runs} runs each:");
+        if let (Some(a), Some(b)) = (growth[growth.len().saturating_sub(2)].2, last.2) {
+            let more = last.0 - growth[growth.len().saturating_sub(2)].0;
+            println!(
+                "summary:   peak memory per trade (growth between the last two sizes) = {} bytes",
+                b.saturating_sub(a) / more as u64
+            );
+        }
+    }
     println!(
-        "summary: traced {traced:?} ({:.0} trades/s), untraced {untraced:?} ({:.0} trades/s), \
-         raw produce→fetch {raw:?} ({:.0} records/s)",
-        per_second(traced),
-        per_second(untraced),
-        per_second(raw),
+        "summary: {trades} trades, median of {runs} runs: traced {:.0}/s, untraced {:.0}/s, \
+         raw rskafka batched {:.0}/s, raw rdkafka linger {:.0}/s",
+        per_second(trades, traced),
+        per_second(trades, untraced),
+        per_second(trades, rskafka),
+        per_second(trades, rdkafka),
     );
     println!(
-        "summary: trades per partition {:?}; TracedConsumer::poll with data on 1 of 3 \
-         partitions: {skewed_2ms:?}/poll ({per_poll_2ms:.1} records) with the pipeline's 2 ms \
-         max_wait, {skewed_0ms:?}/poll ({per_poll_0ms:.1} records) with none",
-        trades_per_partition(&records),
-    );
-    println!(
-        "summary: traced/untraced throughput = {:.2}, pipeline/raw produce→fetch = {:.2} \
-         (untraced pipeline/raw = {:.2})",
+        "summary: traced/untraced = {:.2}, pipeline/raw rskafka batched = {:.2}, \
+         pipeline/raw rdkafka linger = {:.2}",
         untraced.as_secs_f64() / traced.as_secs_f64(),
-        raw.as_secs_f64() / traced.as_secs_f64(),
-        raw.as_secs_f64() / untraced.as_secs_f64(),
+        rskafka.as_secs_f64() / traced.as_secs_f64(),
+        rdkafka.as_secs_f64() / traced.as_secs_f64(),
+    );
+    println!(
+        "summary: end-to-end at 1000 trades/s offered ({offered} trades): p50 {:?}, p99 {:?}",
+        latency.end_to_end_p50, latency.end_to_end_p99
     );
 }
 

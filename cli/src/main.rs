@@ -85,6 +85,10 @@ struct RunArgs {
     /// rate.
     #[arg(long)]
     rate: Option<f64>,
+    /// How long each service's producer waits to fill a batch, in
+    /// milliseconds (librdkafka's `linger.ms`).
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
     /// Use an existing broker (host:port) instead of the embedded one.
     #[arg(long)]
     bootstrap: Option<String>,
@@ -363,7 +367,7 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         Some(provider) => PipelineMetrics::new(provider),
         None => metrics.metrics().clone(),
     };
-    let mut settings = PipelineBuilder::new();
+    let mut settings = PipelineBuilder::new().linger(Duration::from_millis(args.linger_ms));
     if let Some(rate) = args.rate {
         settings = settings.rate(rate);
     }

@@ -81,6 +81,8 @@ struct State {
     latencies_us: Vec<u32>,
     sample: Vec<CapturedSpan>,
     sampled: usize,
+    /// The first traces seen, kept whole for the sample.
+    candidates: FxHashSet<TraceId>,
     broken_examples: Vec<(TraceId, String)>,
     other_traces: usize,
     other_broken: usize,
@@ -144,8 +146,9 @@ impl TraceCheck {
             self.conclude(&mut state, trace, spans, true);
         }
         let unresolved = std::mem::take(&mut state.unresolved);
+        let mut dangling = FxHashSet::default();
         for (trace, target) in unresolved {
-            if !state.sends.contains(&target.span_id()) {
+            if !state.sends.contains(&target.span_id()) && dangling.insert(trace) {
                 state.complete = state.complete.saturating_sub(1);
                 state.broken += 1;
                 note_broken(
@@ -180,7 +183,7 @@ impl TraceCheck {
     /// Judges `trace`'s spans; a verdict other than `Open` (or any, at the
     /// end) is counted and the spans are dropped or sampled.
     fn conclude(&self, state: &mut State, trace: TraceId, spans: Vec<CapturedSpan>, last: bool) {
-        let verdict = match self.judge(&spans, state) {
+        let verdict = match self.judge(&spans) {
             Verdict::Open if last => Verdict::Broken(missing(&spans)),
             other => other,
         };
@@ -220,7 +223,7 @@ impl TraceCheck {
         }
     }
 
-    fn judge(&self, spans: &[CapturedSpan], state: &mut State) -> Verdict {
+    fn judge(&self, spans: &[CapturedSpan]) -> Verdict {
         let roots: Vec<&CapturedSpan> = spans
             .iter()
             .filter(|s| s.data.parent_span_id == SpanId::INVALID)
@@ -307,14 +310,6 @@ impl TraceCheck {
                 failed.data.name, failed.service
             ));
         }
-        let trace = root.data.span_context.trace_id();
-        for span in spans {
-            for link in span.data.links.iter() {
-                if !state.sends.contains(&link.span_context.span_id()) {
-                    state.unresolved.push((trace, link.span_context.clone()));
-                }
-            }
-        }
         Verdict::Complete(latency)
     }
 
@@ -374,7 +369,7 @@ fn structure_problem(spans: &[CapturedSpan]) -> Option<String> {
 }
 
 impl SpanStream for TraceCheck {
-    fn span_ended(&self, service: &str, span: SpanData) {
+    fn span_ended(&self, service: &str, mut span: SpanData) {
         if !span.span_context.is_sampled() {
             return;
         }
@@ -382,6 +377,25 @@ impl SpanStream for TraceCheck {
         let mut state = lock(&self.state);
         if span.span_kind == opentelemetry::trace::SpanKind::Producer {
             state.sends.insert(span.span_context.span_id());
+        }
+        // Links are checked now; a target that has not ended yet is checked
+        // again at the end.
+        for link in span.links.iter() {
+            if !state.sends.contains(&link.span_context.span_id()) {
+                state.unresolved.push((trace, link.span_context.clone()));
+            }
+        }
+        let whole = state.candidates.contains(&trace)
+            || (state.candidates.len() < 2 * self.sample_size && state.candidates.insert(trace));
+        if !whole {
+            // An open trace keeps only what its verdict needs: a window
+            // row's send carries up to 127 links, and thousands of traces
+            // are open at full speed.
+            span.links = Default::default();
+            span.events = Default::default();
+            span.attributes
+                .retain(|kv| kv.key.as_str() == FILTERED_OUT_ATTRIBUTE);
+            span.attributes.shrink_to_fit();
         }
         let mut spans = state.open.remove(&trace).unwrap_or_default();
         spans.push(CapturedSpan {

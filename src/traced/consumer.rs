@@ -41,9 +41,13 @@ pub struct TracedConsumerBuilder {
     start: StartFrom,
     parent: ConsumerParent,
     max_wait: Duration,
+    max_partition_records: usize,
     store: Option<OffsetStore>,
     deadline: Option<Duration>,
 }
+
+/// Default of [`TracedConsumerBuilder::max_partition_records`].
+pub const DEFAULT_MAX_PARTITION_RECORDS: usize = 10_000;
 
 impl TracedConsumerBuilder {
     /// How long building, one [`poll`](TracedConsumer::poll) or one fetch
@@ -78,6 +82,15 @@ impl TracedConsumerBuilder {
     /// poll returns quickly when records exist, and an idle poll is cheap.
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = max_wait;
+        self
+    }
+
+    /// At most this many records per partition in one poll (more stay on
+    /// the broker for the next): bounds the records, and open `process`
+    /// spans, a poll hands out. Default [`DEFAULT_MAX_PARTITION_RECORDS`];
+    /// at least 1.
+    pub fn max_partition_records(mut self, records: usize) -> Self {
+        self.max_partition_records = records.max(1);
         self
     }
 
@@ -263,6 +276,7 @@ impl TracedConsumer {
             start: StartFrom::Earliest,
             parent: ConsumerParent::Extracted,
             max_wait: Duration::from_millis(50),
+            max_partition_records: DEFAULT_MAX_PARTITION_RECORDS,
             store: None,
             deadline: None,
         }
@@ -357,7 +371,8 @@ impl TracedConsumer {
         // partition waits `max_wait` and must not delay the others.
         let fetches = self.partitions.iter().map(|(id, client)| {
             let from = self.fetched[id];
-            async move { (*id, from, drain(client, from, max_wait).await) }
+            let most = self.settings.max_partition_records;
+            async move { (*id, from, drain(client, from, max_wait, most).await) }
         });
         let mut batches = futures::future::join_all(fetches).await;
         // Partition order, then offset order: deterministic for tests.
@@ -518,8 +533,7 @@ struct Drained {
 /// Fetches from `from` until the partition's high watermark: the mock
 /// cluster answers one batch per fetch, so a backlog takes several fetches,
 /// and only the first may wait.
-async fn drain(client: &PartitionClient, from: i64, max_wait_ms: i32) -> Drained {
-    const MAX_PER_POLL: usize = 10_000;
+async fn drain(client: &PartitionClient, from: i64, max_wait_ms: i32, most: usize) -> Drained {
     let mut records = Vec::new();
     let mut next = from;
     loop {
@@ -540,7 +554,9 @@ async fn drain(client: &PartitionClient, from: i64, max_wait_ms: i32) -> Drained
                 records.push(r);
             }
         }
-        if records.len() == before || next >= high_watermark || records.len() >= MAX_PER_POLL {
+        if records.len() == before || next >= high_watermark || records.len() >= most {
+            // The rest of a batch is fetched again by the next poll.
+            records.truncate(most);
             return Drained {
                 records,
                 error: None,

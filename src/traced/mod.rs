@@ -21,7 +21,10 @@ pub use batching::{
     BatchingStats, BatchingTracedProducer, BatchingTracedProducerBuilder, DEFAULT_LINGER,
     DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_RECORDS,
 };
-pub use consumer::{ConsumedRecord, ConsumerParent, TracedConsumer, TracedConsumerBuilder};
+pub use consumer::{
+    ConsumedRecord, ConsumerParent, DEFAULT_MAX_PARTITION_RECORDS, TracedConsumer,
+    TracedConsumerBuilder,
+};
 pub use offsets::{OffsetStore, StartFrom};
 pub use producer::TracedProducer;
 pub use retry::SEND_ATTEMPT_FAILED_EVENT;

@@ -39,13 +39,18 @@ pub(crate) struct DatagenPlan {
     pub(crate) partitions: i32,
 }
 
-/// Records (trades, and the rows made of them) sent but not yet read by
-/// the slowest service reading them, past which datagen waits. The embedded
-/// broker keeps 5 MiB per partition and silently deletes older records; a
-/// stockapp record is at most about 200 bytes with its headers, so 10,000
-/// unread records (2 MiB, were they all on one partition) never reach the
-/// limit, and still buffer half a second at 20,000 trades/s.
-pub(crate) const MAX_UNREAD: usize = 10_000;
+/// Records (trades, and the rows made of them) stored but not yet read by
+/// the slowest service reading them, past which datagen waits.
+pub(crate) const MAX_UNREAD: usize = 5_000;
+/// Trades datagen has sent but the broker has not yet acknowledged, past
+/// which it waits for acknowledgements.
+///
+/// The embedded broker keeps 5 MiB per partition and silently deletes
+/// older records; a stockapp record is at most about 200 bytes with its
+/// headers, so even were every unread and unacknowledged record on one
+/// partition (15,000 records, 3 MB) none would be deleted unread, and the
+/// pipeline still buffers half a second at 20,000 trades/s.
+const MAX_UNACKNOWLEDGED: usize = 2_500;
 
 /// Which topic an acknowledged record went to.
 enum Sent {
@@ -82,7 +87,7 @@ pub(crate) async fn run(
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         ticks
     });
-    let mut in_flight = InFlight::new(MAX_UNREAD);
+    let mut in_flight = InFlight::new(MAX_UNACKNOWLEDGED);
     let now = chrono::Utc::now();
     for user in datagen.users() {
         let record = avro_record(registry, USERS_TOPIC, &user, now)?;
@@ -95,12 +100,9 @@ pub(crate) async fn run(
         if let Some(ticks) = &mut ticks {
             ticks.tick().await;
         }
-        while progress.unread() + in_flight.len() >= MAX_UNREAD {
-            count(in_flight.settle().await?, progress, metrics);
-            if progress.unread() + in_flight.len() < MAX_UNREAD {
-                break;
-            }
+        while progress.unread() >= MAX_UNREAD {
             progress.wait_for_readers().await;
+            count(in_flight.settle().await?, progress, metrics);
         }
         // Without a clock, a trade happens when it is sent.
         let timestamp = clock

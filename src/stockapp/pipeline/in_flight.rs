@@ -33,7 +33,8 @@ impl<T> InFlight<T> {
         self.pending.push(settled.boxed());
     }
 
-    pub(crate) fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.pending.len()
     }
 

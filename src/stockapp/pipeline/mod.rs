@@ -47,6 +47,10 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 /// would hold up the others.
 const POLL_WAIT: Duration = Duration::from_millis(2);
 
+/// Records per partition a service's poll takes: the records it holds,
+/// with their open spans, while their outputs are stored.
+const POLL_RECORDS: usize = 500;
+
 /// Outputs a service keeps in flight (sent, not yet acknowledged) before
 /// it waits for the oldest: enough for many full batches per partition.
 const MAX_IN_FLIGHT: usize = 10_000;
@@ -295,6 +299,7 @@ impl PipelineBuilder {
                 TracedConsumer::builder(PROCESSOR_SERVICE, topic)
                     .start_from(StartFrom::Earliest)
                     .max_wait(max_wait)
+                    .max_partition_records(POLL_RECORDS)
                     .build(broker, tracer.clone())
             };
             let service = ProcessorService {
@@ -322,6 +327,7 @@ impl PipelineBuilder {
                 trades: TracedConsumer::builder(KSTREAM_SERVICE, TRADES_TOPIC)
                     .start_from(StartFrom::Earliest)
                     .max_wait(POLL_WAIT)
+                    .max_partition_records(POLL_RECORDS)
                     .build(broker, tracer.clone())
                     .await?,
                 producer: producer(tracer).await?,
@@ -343,6 +349,7 @@ impl PipelineBuilder {
                     consumer: TracedConsumer::builder(name.clone(), DOLLARS_BY_ZIP_TOPIC)
                         .start_from(StartFrom::Earliest)
                         .max_wait(POLL_WAIT)
+                        .max_partition_records(POLL_RECORDS)
                         .build(broker, tracer.clone())
                         .await?,
                     producer: producer(tracer).await?,
