@@ -15,7 +15,8 @@
 //!     └── send stockapp.trades-json         kstream-service
 //! ```
 
-use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::trace::{SpanContext, SpanId, Status, TraceId};
@@ -33,6 +34,9 @@ const TRADE_PROCESS: &str = "process stockapp.trades";
 const ROW_SEND: &str = "send stockapp.dollarsbyzip";
 const ROW_PROCESS: &str = "process stockapp.dollarsbyzip";
 const JSON_SEND: &str = "send stockapp.trades-json";
+
+/// Spans of a filtered trade's trace: send, two process spans, JSON send.
+const MIN_TRADE_SPANS: usize = 4;
 
 /// Broken traces whose reasons are kept for the report.
 const BROKEN_EXAMPLES: usize = 10;
@@ -58,10 +62,32 @@ const BROKEN_EXAMPLES: usize = 10;
 /// ```
 #[derive(Debug)]
 pub struct TraceCheck {
+    judge: Arc<Judge>,
+    /// Spans go to the checking thread, started with the first span; `None`
+    /// if it could not start (spans are then judged where they end).
+    queue: OnceLock<Option<SyncSender<Message>>>,
+}
+
+/// The checking itself, shared with the checking thread.
+#[derive(Debug)]
+struct Judge {
     api_consumers: usize,
     sample_size: usize,
     state: Mutex<State>,
 }
+
+// Nearly every message is a span: boxing it would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Message {
+    Span(String, SpanData),
+    /// Answered once every span queued before it is judged.
+    Flush(SyncSender<()>),
+}
+
+/// Spans queued for the checking thread before an ending span waits: a
+/// bound on memory, not a loss (a full queue blocks, it never drops).
+const QUEUE: usize = 16_384;
 
 #[derive(Debug, Default)]
 struct State {
@@ -118,28 +144,88 @@ impl TraceCheck {
     /// trace.
     pub fn new(api_consumers: usize) -> Self {
         Self {
-            api_consumers,
-            sample_size: 0,
-            state: Mutex::default(),
+            judge: Arc::new(Judge {
+                api_consumers,
+                sample_size: 0,
+                state: Mutex::default(),
+            }),
+            queue: OnceLock::new(),
         }
     }
 
     /// Keeps the first `traces` complete trade traces whole, to show.
     #[must_use]
     pub fn sample(mut self, traces: usize) -> Self {
-        self.sample_size = traces;
+        // Before the first span, nothing else holds the judge.
+        if let Some(judge) = Arc::get_mut(&mut self.judge) {
+            judge.sample_size = traces;
+        }
         self
     }
 
-    /// Trade traces judged so far and traces still open: for progress.
+    /// Trade traces judged so far and traces still open, once every span
+    /// ended before the call is judged.
     pub fn judged(&self) -> (usize, usize) {
-        let state = lock(&self.state);
+        self.flush();
+        let state = lock(&self.judge.state);
         (state.trade_traces, state.open.len())
     }
 
     /// Judges every trace still open (a trade trace missing spans is
-    /// broken) and every link not resolved before, and reports.
+    /// broken) and every link not resolved before, and reports; call it
+    /// once every span has ended.
     pub fn finish(&self) -> TraceCheckReport {
+        self.flush();
+        self.judge.finish()
+    }
+
+    /// Waits until the checking thread has judged every span queued.
+    fn flush(&self) {
+        if let Some(Some(queue)) = self.queue.get() {
+            let (done, wait) = sync_channel(1);
+            if queue.send(Message::Flush(done)).is_ok() {
+                // The thread ends only when the queue is dropped.
+                let _ = wait.recv();
+            }
+        }
+    }
+
+    /// The checking thread's queue: spans are judged off the threads that
+    /// end them, which are the pipeline's.
+    fn queue(&self) -> Option<&SyncSender<Message>> {
+        self.queue
+            .get_or_init(|| {
+                let (queue, spans) = sync_channel::<Message>(QUEUE);
+                let judge = Arc::clone(&self.judge);
+                std::thread::Builder::new()
+                    .name("trace-check".into())
+                    .spawn(move || judge.run(&spans))
+                    .ok()
+                    .map(|_| queue)
+            })
+            .as_ref()
+    }
+}
+
+impl Judge {
+    fn run(&self, spans: &Receiver<Message>) {
+        while let Ok(first) = spans.recv() {
+            let mut state = lock(&self.state);
+            let mut next = Some(first);
+            // Whatever else is queued, under one lock.
+            while let Some(message) = next {
+                match message {
+                    Message::Span(service, span) => self.take(&mut state, service, span),
+                    Message::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+                next = spans.try_recv().ok();
+            }
+        }
+    }
+
+    fn finish(&self) -> TraceCheckReport {
         let mut state = lock(&self.state);
         let open: Vec<_> = state.open.drain().collect();
         for (trace, spans) in open {
@@ -234,13 +320,12 @@ impl TraceCheck {
             [_] => return Verdict::Other,
             _ => return Verdict::Broken(format!("{} roots", roots.len())),
         };
-        let ids: FxHashSet<SpanId> = spans
+        // A handful of spans: a linear search beats building a set.
+        let has = |id: SpanId| spans.iter().any(|s| s.data.span_context.span_id() == id);
+        if spans
             .iter()
-            .map(|s| s.data.span_context.span_id())
-            .collect();
-        if spans.iter().any(|s| {
-            s.data.parent_span_id != SpanId::INVALID && !ids.contains(&s.data.parent_span_id)
-        }) {
+            .any(|s| s.data.parent_span_id != SpanId::INVALID && !has(s.data.parent_span_id))
+        {
             return Verdict::Open;
         }
         let children = |parent: &CapturedSpan, name: &str| -> Vec<&CapturedSpan> {
@@ -369,12 +454,27 @@ fn structure_problem(spans: &[CapturedSpan]) -> Option<String> {
 }
 
 impl SpanStream for TraceCheck {
-    fn span_ended(&self, service: &str, mut span: SpanData) {
+    fn span_ended(&self, service: &str, span: SpanData) {
         if !span.span_context.is_sampled() {
             return;
         }
+        let message = Message::Span(service.to_owned(), span);
+        let unsent = match self.queue() {
+            Some(queue) => queue.send(message).err().map(|e| e.0),
+            None => Some(message),
+        };
+        // No checking thread: judged here rather than lost.
+        if let Some(Message::Span(service, span)) = unsent {
+            self.judge.take(&mut lock(&self.judge.state), service, span);
+        }
+    }
+}
+
+impl Judge {
+    /// Takes one ended span into its trace, judging the trace once it may
+    /// be whole.
+    fn take(&self, state: &mut State, service: String, mut span: SpanData) {
         let trace = span.span_context.trace_id();
-        let mut state = lock(&self.state);
         if span.span_kind == opentelemetry::trace::SpanKind::Producer {
             state.sends.insert(span.span_context.span_id());
         }
@@ -397,12 +497,19 @@ impl SpanStream for TraceCheck {
                 .retain(|kv| kv.key.as_str() == FILTERED_OUT_ATTRIBUTE);
             span.attributes.shrink_to_fit();
         }
-        let mut spans = state.open.remove(&trace).unwrap_or_default();
+        let spans = state.open.entry(trace).or_default();
         spans.push(CapturedSpan {
-            service: service.to_owned(),
+            service,
             data: span,
         });
-        self.conclude(&mut state, trace, spans, false);
+        // No trade trace has fewer spans (a filtered trade's): judging
+        // earlier could only say "open".
+        if spans.len() < MIN_TRADE_SPANS {
+            return;
+        }
+        if let Some(spans) = state.open.remove(&trace) {
+            self.conclude(state, trace, spans, false);
+        }
     }
 }
 
