@@ -41,7 +41,7 @@ pub(crate) struct DatagenPlan {
 
 /// Records (trades, and the rows made of them) stored but not yet read by
 /// the slowest service reading them, past which datagen waits.
-pub(crate) const MAX_UNREAD: usize = 5_000;
+pub(crate) const MAX_UNREAD: usize = 10_000;
 /// Trades datagen has sent but the broker has not yet acknowledged, past
 /// which it waits for acknowledgements.
 ///
@@ -50,7 +50,7 @@ pub(crate) const MAX_UNREAD: usize = 5_000;
 /// headers, so even were every unread and unacknowledged record on one
 /// partition (15,000 records, 3 MB) none would be deleted unread, and the
 /// pipeline still buffers half a second at 20,000 trades/s.
-const MAX_UNACKNOWLEDGED: usize = 2_500;
+const MAX_UNACKNOWLEDGED: usize = 5_000;
 
 /// Which topic an acknowledged record went to.
 enum Sent {
