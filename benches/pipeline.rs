@@ -16,8 +16,8 @@
 //!
 //! `cargo bench --bench pipeline` ends with summary lines, from plain runs
 //! in the same process: throughput at 1k, 10k and 100k trades (growth),
-//! traced/untraced and pipeline/raw ratios at 10k (medians, interleaved
-//! runs), peak memory per trade, and end-to-end p50/p99 at 1,000 trades/s
+//! traced/untraced and pipeline/raw ratios at 100k (medians of 3
+//! interleaved runs), peak memory per trade, and end-to-end p50/p99 at 1,000 trades/s
 //! offered. 1M trades take a minute and most of the machine's memory
 //! headroom in a bench process; `kafka-trace-harness run --trades 1000000`
 //! measures them (README).
@@ -35,6 +35,12 @@ use kafka_trace_harness::stockapp::summary::TraceSummary;
 use kafka_trace_harness::stockapp::trace_check::TraceCheck;
 use kafka_trace_harness::{Broker, SpanCapture};
 use tokio::runtime::Runtime;
+
+/// The program's allocator: the pipeline allocates per record in every
+/// service, and the system allocator made the bench a different program
+/// from the one `run` measures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const PARTITIONS: u16 = 3;
 const DEADLINE: Duration = Duration::from_secs(300);
@@ -202,7 +208,7 @@ fn summary(_: &mut Criterion) {
     }
 
     // Ratios at one size, interleaved so a slow spell hits every kind.
-    let (trades, runs) = if bench { (10_000, 5) } else { (100, 1) };
+    let (trades, runs) = if bench { (100_000, 3) } else { (100, 1) };
     let records = raw_batched::trade_records(trades, i32::from(PARTITIONS));
     let (mut traced, mut untraced, mut rskafka, mut rdkafka) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -68,7 +68,7 @@ impl SpanSink {
 /// it over OTLP), so it should be quick.
 pub trait SpanStream: Send + Sync {
     /// `span`, recorded by `service`, has ended.
-    fn span_ended(&self, service: &str, span: SpanData);
+    fn span_ended(&self, service: &Arc<str>, span: SpanData);
 }
 
 /// Settings for a [`SpanCapture`]; every default is set in
@@ -137,7 +137,7 @@ impl SpanCaptureBuilder {
     /// #[derive(Default)]
     /// struct Count(AtomicUsize);
     /// impl SpanStream for Count {
-    ///     fn span_ended(&self, _service: &str, _span: SpanData) {
+    ///     fn span_ended(&self, _service: &Arc<str>, _span: SpanData) {
     ///         self.0.fetch_add(1, Ordering::Relaxed);
     ///     }
     /// }

@@ -24,7 +24,7 @@ pub struct RunSpans {
 }
 
 impl SpanStream for RunSpans {
-    fn span_ended(&self, service: &str, span: SpanData) {
+    fn span_ended(&self, service: &Arc<str>, span: SpanData) {
         if let Some(file) = &self.file {
             file.add(service, span.clone());
         }

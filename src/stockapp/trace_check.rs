@@ -19,7 +19,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use opentelemetry::trace::{SpanContext, SpanId, Status, TraceId};
+use opentelemetry::trace::{SpanId, Status, TraceId};
 use opentelemetry_sdk::trace::SpanData;
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -37,6 +37,9 @@ const JSON_SEND: &str = "send stockapp.trades-json";
 
 /// Spans of a filtered trade's trace: send, two process spans, JSON send.
 const MIN_TRADE_SPANS: usize = 4;
+
+/// Unresolved link targets kept before the ones resolved since are pruned.
+const PRUNE_UNRESOLVED: usize = 10_000;
 
 /// Broken traces whose reasons are kept for the report.
 const BROKEN_EXAMPLES: usize = 10;
@@ -80,26 +83,29 @@ struct Judge {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Message {
-    Span(String, SpanData),
+    Span(Arc<str>, SpanData),
     /// Answered once every span queued before it is judged.
     Flush(SyncSender<()>),
 }
 
 /// Spans queued for the checking thread before an ending span waits: a
 /// bound on memory, not a loss (a full queue blocks, it never drops).
-const QUEUE: usize = 16_384;
+const QUEUE: usize = 4_096;
 
 #[derive(Debug, Default)]
 struct State {
     /// Spans of traces not yet judged, by trace.
-    open: FxHashMap<TraceId, Vec<CapturedSpan>>,
+    open: FxHashMap<TraceId, Vec<Seen>>,
     /// Every root `send` span seen (a trade's or a user profile's): what
     /// the stockapp's links point at. Span ids only (random 64 bits): a
     /// million trades cost about 18 MB here.
     sends: FxHashSet<SpanId>,
     /// Link targets not seen yet when their trace was judged; checked
     /// again at the end (a target may end after the span linking to it).
-    unresolved: Vec<(TraceId, SpanContext)>,
+    unresolved: Vec<(TraceId, SpanId)>,
+    /// Size of `unresolved` at which the targets that ended since are
+    /// dropped from it, so that it holds only what is still missing.
+    prune_at: usize,
     trade_traces: usize,
     complete: usize,
     broken: usize,
@@ -113,6 +119,22 @@ struct State {
     broken_examples: Vec<(TraceId, String)>,
     other_traces: usize,
     other_broken: usize,
+}
+
+/// What a verdict needs of one span; the span itself only for traces that
+/// may be sampled. An open trace costs a few hundred bytes, not the spans'
+/// attributes and links (a window row's send has up to 127 links).
+#[derive(Debug)]
+struct Seen {
+    service: Arc<str>,
+    name: std::borrow::Cow<'static, str>,
+    span: SpanId,
+    parent: SpanId,
+    start: std::time::SystemTime,
+    end: std::time::SystemTime,
+    error: bool,
+    filtered: bool,
+    whole: Option<SpanData>,
 }
 
 /// What a [`TraceCheck`] found over a run.
@@ -235,13 +257,13 @@ impl Judge {
         let unresolved = std::mem::take(&mut state.unresolved);
         let mut dangling = FxHashSet::default();
         for (trace, target) in unresolved {
-            if !state.sends.contains(&target.span_id()) && dangling.insert(trace) {
+            if !state.sends.contains(&target) && dangling.insert(trace) {
                 state.complete = state.complete.saturating_sub(1);
                 state.broken += 1;
                 note_broken(
                     &mut state,
                     trace,
-                    format!("a link to span {} that never ended", target.span_id()),
+                    format!("a link to span {target} that never ended"),
                 );
             }
         }
@@ -269,7 +291,7 @@ impl Judge {
 
     /// Judges `trace`'s spans; a verdict other than `Open` (or any, at the
     /// end) is counted and the spans are dropped or sampled.
-    fn conclude(&self, state: &mut State, trace: TraceId, spans: Vec<CapturedSpan>, last: bool) {
+    fn conclude(&self, state: &mut State, trace: TraceId, spans: Vec<Seen>, last: bool) {
         let verdict = match self.judge(&spans) {
             Verdict::Open if last => Verdict::Broken(missing(&spans)),
             other => other,
@@ -297,9 +319,14 @@ impl Judge {
                         .latencies_us
                         .push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
                 }
-                if state.sampled < self.sample_size {
+                if state.sampled < self.sample_size && spans.iter().all(|s| s.whole.is_some()) {
                     state.sampled += 1;
-                    state.sample.extend(spans);
+                    state.sample.extend(spans.into_iter().filter_map(|s| {
+                        s.whole.map(|data| CapturedSpan {
+                            service: s.service.to_string(),
+                            data,
+                        })
+                    }));
                 }
             }
             Verdict::Broken(reason) => {
@@ -310,49 +337,45 @@ impl Judge {
         }
     }
 
-    fn judge(&self, spans: &[CapturedSpan]) -> Verdict {
-        let roots: Vec<&CapturedSpan> = spans
+    fn judge(&self, spans: &[Seen]) -> Verdict {
+        let roots: Vec<&Seen> = spans
             .iter()
-            .filter(|s| s.data.parent_span_id == SpanId::INVALID)
+            .filter(|s| s.parent == SpanId::INVALID)
             .collect();
         let root = match roots.as_slice() {
             [] => return Verdict::Open,
-            [root] if root.data.name == TRADE_SEND => *root,
+            [root] if root.name == TRADE_SEND => *root,
             [_] => return Verdict::Other,
             _ => return Verdict::Broken(format!("{} roots", roots.len())),
         };
         // A handful of spans: a linear search beats building a set.
-        let has = |id: SpanId| spans.iter().any(|s| s.data.span_context.span_id() == id);
+        let has = |id: SpanId| spans.iter().any(|s| s.span == id);
         if spans
             .iter()
-            .any(|s| s.data.parent_span_id != SpanId::INVALID && !has(s.data.parent_span_id))
+            .any(|s| s.parent != SpanId::INVALID && !has(s.parent))
         {
             return Verdict::Open;
         }
-        let children = |parent: &CapturedSpan, name: &str| -> Vec<&CapturedSpan> {
-            let id = parent.data.span_context.span_id();
+        let children = |parent: &Seen, name: &str| -> Vec<&Seen> {
+            let id = parent.span;
             spans
                 .iter()
-                .filter(|s| s.data.parent_span_id == id && s.data.name == name)
+                .filter(|s| s.parent == id && s.name == name)
                 .collect()
         };
         let processes = children(root, TRADE_PROCESS);
-        let of = |service: &str| -> Vec<&CapturedSpan> {
+        let of = |service: &str| -> Vec<&Seen> {
             processes
                 .iter()
                 .copied()
-                .filter(|s| s.service == service)
+                .filter(|s| &*s.service == service)
                 .collect()
         };
         let (processor, kstream) = (of(PROCESSOR_SERVICE), of(KSTREAM_SERVICE));
         let ([processor], [kstream]) = (processor.as_slice(), kstream.as_slice()) else {
             return self.open_or_broken(spans, "one process span of each trade reader");
         };
-        let filtered = processor
-            .data
-            .attributes
-            .iter()
-            .any(|kv| kv.key.as_str() == FILTERED_OUT_ATTRIBUTE);
+        let filtered = processor.filtered;
         let expected = 4 + if filtered { 0 } else { 1 + self.api_consumers };
         if spans.len() < expected {
             return Verdict::Open;
@@ -373,7 +396,7 @@ impl Judge {
                 return Verdict::Broken("a trade neither filtered out nor sent as a row".into());
             };
             let api = children(row, ROW_PROCESS);
-            let services: FxHashSet<&str> = api.iter().map(|s| s.service.as_str()).collect();
+            let services: FxHashSet<&str> = api.iter().map(|s| &*s.service).collect();
             if api.len() != self.api_consumers || services.len() != self.api_consumers {
                 return Verdict::Broken(format!(
                     "the row reached {} API consumers of {}",
@@ -383,24 +406,21 @@ impl Judge {
             }
             latency = api
                 .iter()
-                .map(|s| s.data.end_time)
+                .map(|s| s.end)
                 .max()
-                .and_then(|end| end.duration_since(root.data.start_time).ok());
+                .and_then(|end| end.duration_since(root.start).ok());
         }
-        if let Some(failed) = spans
-            .iter()
-            .find(|s| matches!(s.data.status, Status::Error { .. }))
-        {
+        if let Some(failed) = spans.iter().find(|s| s.error) {
             return Verdict::Broken(format!(
                 "{} of {} has error status",
-                failed.data.name, failed.service
+                failed.name, failed.service
             ));
         }
         Verdict::Complete(latency)
     }
 
     /// Too few spans yet, or already too many for the reference tree.
-    fn open_or_broken(&self, spans: &[CapturedSpan], what: &str) -> Verdict {
+    fn open_or_broken(&self, spans: &[Seen], what: &str) -> Verdict {
         if spans.len() >= 5 + self.api_consumers {
             Verdict::Broken(format!("not {what}"))
         } else {
@@ -416,10 +436,10 @@ fn note_broken(state: &mut State, trace: TraceId, reason: String) {
 }
 
 /// What an incomplete trace lacks, for the report.
-fn missing(spans: &[CapturedSpan]) -> String {
+fn missing(spans: &[Seen]) -> String {
     let names: Vec<String> = spans
         .iter()
-        .map(|s| format!("{} ({})", s.data.name, s.service))
+        .map(|s| format!("{} ({})", s.name, s.service))
         .collect();
     match structure_problem(spans) {
         Some(problem) => format!("{problem}; it has {}", names.join(", ")),
@@ -431,35 +451,24 @@ fn missing(spans: &[CapturedSpan]) -> String {
 }
 
 /// A missing root or parent, or several roots.
-fn structure_problem(spans: &[CapturedSpan]) -> Option<String> {
-    let ids: FxHashSet<SpanId> = spans
-        .iter()
-        .map(|s| s.data.span_context.span_id())
-        .collect();
-    let roots = spans
-        .iter()
-        .filter(|s| s.data.parent_span_id == SpanId::INVALID)
-        .count();
+fn structure_problem(spans: &[Seen]) -> Option<String> {
+    let ids: FxHashSet<SpanId> = spans.iter().map(|s| s.span).collect();
+    let roots = spans.iter().filter(|s| s.parent == SpanId::INVALID).count();
     if roots != 1 {
         return Some(format!("{roots} roots"));
     }
     spans
         .iter()
-        .find(|s| s.data.parent_span_id != SpanId::INVALID && !ids.contains(&s.data.parent_span_id))
-        .map(|orphan| {
-            format!(
-                "{} ({}) has no parent here",
-                orphan.data.name, orphan.service
-            )
-        })
+        .find(|s| s.parent != SpanId::INVALID && !ids.contains(&s.parent))
+        .map(|orphan| format!("{} ({}) has no parent here", orphan.name, orphan.service))
 }
 
 impl SpanStream for TraceCheck {
-    fn span_ended(&self, service: &str, span: SpanData) {
+    fn span_ended(&self, service: &Arc<str>, span: SpanData) {
         if !span.span_context.is_sampled() {
             return;
         }
-        let message = Message::Span(service.to_owned(), span);
+        let message = Message::Span(Arc::clone(service), span);
         let unsent = match self.queue() {
             Some(queue) => queue.send(message).err().map(|e| e.0),
             None => Some(message),
@@ -474,7 +483,7 @@ impl SpanStream for TraceCheck {
 impl Judge {
     /// Takes one ended span into its trace, judging the trace once it may
     /// be whole.
-    fn take(&self, state: &mut State, service: String, mut span: SpanData) {
+    fn take(&self, state: &mut State, service: Arc<str>, mut span: SpanData) {
         let trace = span.span_context.trace_id();
         if span.span_kind == opentelemetry::trace::SpanKind::Producer
             && span.parent_span_id == SpanId::INVALID
@@ -484,27 +493,40 @@ impl Judge {
         // Links are checked now; a target that has not ended yet is checked
         // again at the end.
         for link in span.links.iter() {
-            if !state.sends.contains(&link.span_context.span_id()) {
-                state.unresolved.push((trace, link.span_context.clone()));
+            let target = link.span_context.span_id();
+            if !state.sends.contains(&target) {
+                state.unresolved.push((trace, target));
             }
+        }
+        if state.unresolved.len() >= state.prune_at.max(PRUNE_UNRESOLVED) {
+            let State {
+                unresolved, sends, ..
+            } = &mut *state;
+            unresolved.retain(|(_, target)| !sends.contains(target));
+            state.prune_at = 2 * state.unresolved.len();
         }
         let whole = state.candidates.contains(&trace)
             || (state.candidates.len() < 2 * self.sample_size && state.candidates.insert(trace));
-        if !whole {
-            // An open trace keeps only what its verdict needs: a window
-            // row's send carries up to 127 links, and thousands of traces
-            // are open at full speed.
-            span.links = Default::default();
-            span.events = Default::default();
-            span.attributes
-                .retain(|kv| kv.key.as_str() == FILTERED_OUT_ATTRIBUTE);
-            span.attributes.shrink_to_fit();
-        }
-        let spans = state.open.entry(trace).or_default();
-        spans.push(CapturedSpan {
+        let seen = Seen {
             service,
-            data: span,
-        });
+            span: span.span_context.span_id(),
+            parent: span.parent_span_id,
+            start: span.start_time,
+            end: span.end_time,
+            error: matches!(span.status, Status::Error { .. }),
+            filtered: span
+                .attributes
+                .iter()
+                .any(|kv| kv.key.as_str() == FILTERED_OUT_ATTRIBUTE),
+            name: if whole {
+                span.name.clone()
+            } else {
+                std::mem::take(&mut span.name)
+            },
+            whole: whole.then_some(span),
+        };
+        let spans = state.open.entry(trace).or_default();
+        spans.push(seen);
         // No trade trace has fewer spans (a filtered trade's): judging
         // earlier could only say "open".
         if spans.len() < MIN_TRADE_SPANS {
