@@ -38,6 +38,9 @@ const JSON_SEND: &str = "send stockapp.trades-json";
 /// Spans of a filtered trade's trace: send, two process spans, JSON send.
 const MIN_TRADE_SPANS: usize = 4;
 
+/// Link targets remembered as found before the set starts again.
+const LINKED_CACHE: usize = 16_384;
+
 /// Unresolved link targets kept before the ones resolved since are pruned.
 const PRUNE_UNRESOLVED: usize = 10_000;
 
@@ -103,6 +106,9 @@ struct State {
     /// Link targets not seen yet when their trace was judged; checked
     /// again at the end (a target may end after the span linking to it).
     unresolved: Vec<(TraceId, SpanId)>,
+    /// Link targets found in `sends` lately: a small set that stays in
+    /// cache, where `sends` (a million entries) does not.
+    linked: FxHashSet<SpanId>,
     /// Size of `unresolved` at which the targets that ended since are
     /// dropped from it, so that it holds only what is still missing.
     prune_at: usize,
@@ -494,7 +500,17 @@ impl Judge {
         // again at the end.
         for link in span.links.iter() {
             let target = link.span_context.span_id();
-            if !state.sends.contains(&target) {
+            // A window row links the same recent trades as the rows before
+            // it: found once in the large set, then in the small one.
+            if state.linked.contains(&target) {
+                continue;
+            }
+            if state.sends.contains(&target) {
+                if state.linked.len() >= LINKED_CACHE {
+                    state.linked.clear();
+                }
+                state.linked.insert(target);
+            } else {
                 state.unresolved.push((trace, target));
             }
         }
