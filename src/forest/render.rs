@@ -143,7 +143,7 @@ impl Render {
         problems: bool,
     ) -> (String, Vec<String>) {
         let layout = Layout::new(self, forest, &traces);
-        let ordered = layout.order_traces(traces);
+        let ordered = layout.order_traces(forest, traces);
         let rootless: FxHashSet<TraceId> = forest
             .problems()
             .iter()
@@ -539,7 +539,9 @@ impl Layout {
             kids.extend(span.children().map(|c| c.index()));
             let (class_of, classes) = (&layout.class_of, &layout.classes);
             kids.sort_unstable_by(|&a, &b| {
-                compare_classes(classes, class_of[a], class_of[b]).then(a.cmp(&b))
+                compare_classes(classes, class_of[a], class_of[b])
+                    .then_with(|| ids(forest, a).cmp(&ids(forest, b)))
+                    .then(a.cmp(&b))
             });
             key.clear();
             key.push(text_rank[layout.text_of[i] as usize]);
@@ -587,13 +589,14 @@ impl Layout {
     }
 
     /// Each trace's roots in content order, and the traces ordered by
-    /// their roots' content, ties broken by span index.
-    fn order_traces(&self, traces: Vec<Vec<usize>>) -> Vec<Vec<usize>> {
+    /// their roots' content, ties broken by span and parent ids (the same
+    /// spans captured in another order get the same ordinals), then index.
+    fn order_traces(&self, forest: &SpanForest, traces: Vec<Vec<usize>>) -> Vec<Vec<usize>> {
         let rank = |i: usize| self.class_rank[self.class_of[i] as usize];
         let mut keyed: Vec<(Vec<u32>, Vec<usize>)> = traces
             .into_iter()
             .map(|mut roots| {
-                roots.sort_unstable_by_key(|&r| (rank(r), r));
+                roots.sort_unstable_by_key(|&r| (rank(r), ids(forest, r), r));
                 (roots.iter().map(|&r| rank(r)).collect(), roots)
             })
             .collect();
@@ -609,6 +612,17 @@ impl Layout {
             .map(|&t| self.texts[t as usize].1 + 16)
             .sum()
     }
+}
+
+/// A span's id and its parent's: what tells apart spans whose content
+/// renders alike.
+fn ids(forest: &SpanForest, index: usize) -> Option<([u8; 8], [u8; 8])> {
+    forest.get(index).map(|span| {
+        (
+            span.span_id().to_bytes(),
+            span.data().parent_span_id.to_bytes(),
+        )
+    })
 }
 
 /// Content order of two classes: span text first, then children in order,
