@@ -85,6 +85,10 @@ struct RunArgs {
     /// rate.
     #[arg(long)]
     rate: Option<f64>,
+    /// Record no span (context headers still travel, marked not sampled):
+    /// what tracing costs the pipeline is the difference.
+    #[arg(long)]
+    untraced: bool,
     /// How long each service's producer waits to fill a batch, in
     /// milliseconds (librdkafka's `linger.ms`).
     #[arg(long, default_value_t = 5)]
@@ -371,16 +375,20 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(rate) = args.rate {
         settings = settings.rate(rate);
     }
-    let mut pipeline = settings
+    let settings = settings
         .metrics(pipeline_metrics)
         .seed(args.seed)
         .trades(args.trades)
         .users(args.users)
         .api_consumers(args.api_consumers)
         .services(args.services)
-        .registry(registry)
-        .start(&broker, &capture)
-        .await?;
+        .registry(registry);
+    let started = if args.untraced {
+        settings.start_untraced(&broker).await
+    } else {
+        settings.start(&broker, &capture).await
+    };
+    let mut pipeline = started?;
     let api_server = match (args.http_port, pipeline.api_states().first()) {
         (Some(port), Some(state)) => {
             let server = ApiServer::builder(state.clone()).port(port).start().await?;

@@ -144,10 +144,21 @@ fn run_writes_the_summary_and_otlp_json_of_every_trace() {
     );
     let text = std::fs::read_to_string(&spans_out).expect("the --spans-out file");
     let _ = std::fs::remove_file(&spans_out);
-    let otlp: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
-    let resource_spans = otlp["resourceSpans"]
-        .as_array()
-        .expect("resourceSpans array");
+    // OTLP JSON Lines: one export request per line.
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line valid JSON"))
+        .collect();
+    assert!(!lines.is_empty(), "no line in the --spans-out file");
+    let resource_spans: Vec<serde_json::Value> = lines
+        .iter()
+        .flat_map(|request| {
+            request["resourceSpans"]
+                .as_array()
+                .expect("resourceSpans array")
+                .clone()
+        })
+        .collect();
     let service_of = |rs: &serde_json::Value| {
         rs["resource"]["attributes"]
             .as_array()
@@ -193,6 +204,21 @@ fn run_writes_the_summary_and_otlp_json_of_every_trace() {
         let parent = parent.unwrap_or_else(|| panic!("no send span is the parent of {process}"));
         assert_eq!(parent["traceId"], process["traceId"], "{process}");
     }
+}
+
+#[test]
+fn an_untraced_run_moves_every_trade_and_records_no_trace() {
+    let (status, stdout) = run_with_deadline(
+        &["run", "--trades", "40", "--untraced", "--show-traces", "0"],
+        Duration::from_secs(120),
+    );
+    assert!(status.success(), "{status:?}\n{stdout}");
+    assert!(stdout.contains("sent 9 users, 40 trades"), "{stdout}");
+    assert!(
+        stdout.contains("read 40 trades; sent 40 trades-json"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 trade traces"), "{stdout}");
 }
 
 /// Kills `child` when dropped, so a failed assertion leaves no broker

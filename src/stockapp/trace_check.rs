@@ -344,17 +344,17 @@ impl Judge {
     }
 
     fn judge(&self, spans: &[Seen]) -> Verdict {
-        let roots: Vec<&Seen> = spans
-            .iter()
-            .filter(|s| s.parent == SpanId::INVALID)
-            .collect();
-        let root = match roots.as_slice() {
-            [] => return Verdict::Open,
-            [root] if root.name == TRADE_SEND => *root,
-            [_] => return Verdict::Other,
-            _ => return Verdict::Broken(format!("{} roots", roots.len())),
+        let mut roots = spans.iter().filter(|s| s.parent == SpanId::INVALID);
+        let root = match (roots.next(), roots.next()) {
+            (None, _) => return Verdict::Open,
+            (Some(root), None) if root.name == TRADE_SEND => root,
+            (Some(_), None) => return Verdict::Other,
+            (Some(_), Some(_)) => {
+                let count = 2 + roots.count();
+                return Verdict::Broken(format!("{count} roots"));
+            }
         };
-        // A handful of spans: a linear search beats building a set.
+        // A handful of spans: linear searches beat building sets.
         let has = |id: SpanId| spans.iter().any(|s| s.span == id);
         if spans
             .iter()
@@ -362,23 +362,17 @@ impl Judge {
         {
             return Verdict::Open;
         }
-        let children = |parent: &Seen, name: &str| -> Vec<&Seen> {
+        let children = |parent: &Seen, name: &'static str| {
             let id = parent.span;
             spans
                 .iter()
-                .filter(|s| s.parent == id && s.name == name)
-                .collect()
+                .filter(move |s| s.parent == id && s.name == name)
         };
-        let processes = children(root, TRADE_PROCESS);
-        let of = |service: &str| -> Vec<&Seen> {
-            processes
-                .iter()
-                .copied()
-                .filter(|s| &*s.service == service)
-                .collect()
-        };
-        let (processor, kstream) = (of(PROCESSOR_SERVICE), of(KSTREAM_SERVICE));
-        let ([processor], [kstream]) = (processor.as_slice(), kstream.as_slice()) else {
+        let process_of =
+            |service: &str| only(children(root, TRADE_PROCESS).filter(|s| &*s.service == service));
+        let (Some(processor), Some(kstream)) =
+            (process_of(PROCESSOR_SERVICE), process_of(KSTREAM_SERVICE))
+        else {
             return self.open_or_broken(spans, "one process span of each trade reader");
         };
         let filtered = processor.filtered;
@@ -392,26 +386,26 @@ impl Judge {
                 spans.len()
             ));
         }
-        if children(kstream, JSON_SEND).len() != 1 {
+        if only(children(kstream, JSON_SEND)).is_none() {
             return Verdict::Broken("the Kafka Streams process span has no JSON send".into());
         }
         let mut latency = None;
         if !filtered {
-            let rows = children(processor, ROW_SEND);
-            let [row] = rows.as_slice() else {
+            let Some(row) = only(children(processor, ROW_SEND)) else {
                 return Verdict::Broken("a trade neither filtered out nor sent as a row".into());
             };
-            let api = children(row, ROW_PROCESS);
-            let services: FxHashSet<&str> = api.iter().map(|s| &*s.service).collect();
-            if api.len() != self.api_consumers || services.len() != self.api_consumers {
+            let mut services: Vec<&str> = children(row, ROW_PROCESS).map(|s| &*s.service).collect();
+            let reached = services.len();
+            services.sort_unstable();
+            services.dedup();
+            if reached != self.api_consumers || services.len() != self.api_consumers {
                 return Verdict::Broken(format!(
                     "the row reached {} API consumers of {}",
                     services.len(),
                     self.api_consumers
                 ));
             }
-            latency = api
-                .iter()
+            latency = children(row, ROW_PROCESS)
                 .map(|s| s.end)
                 .max()
                 .and_then(|end| end.duration_since(root.start).ok());
@@ -432,6 +426,14 @@ impl Judge {
         } else {
             Verdict::Open
         }
+    }
+}
+
+/// The one item of `items`, if there is exactly one.
+fn only<T>(mut items: impl Iterator<Item = T>) -> Option<T> {
+    match (items.next(), items.next()) {
+        (Some(item), None) => Some(item),
+        _ => None,
     }
 }
 
@@ -523,6 +525,7 @@ impl Judge {
         }
         let whole = state.candidates.contains(&trace)
             || (state.candidates.len() < 2 * self.sample_size && state.candidates.insert(trace));
+        let processor = &*service == PROCESSOR_SERVICE;
         let seen = Seen {
             service,
             span: span.span_context.span_id(),
@@ -530,10 +533,12 @@ impl Judge {
             start: span.start_time,
             end: span.end_time,
             error: matches!(span.status, Status::Error { .. }),
-            filtered: span
-                .attributes
-                .iter()
-                .any(|kv| kv.key.as_str() == FILTERED_OUT_ATTRIBUTE),
+            // Only the processor says why it filtered a trade out.
+            filtered: processor
+                && span
+                    .attributes
+                    .iter()
+                    .any(|kv| kv.key.as_str() == FILTERED_OUT_ATTRIBUTE),
             name: if whole {
                 span.name.clone()
             } else {
@@ -541,11 +546,19 @@ impl Judge {
             },
             whole: whole.then_some(span),
         };
-        let spans = state.open.entry(trace).or_default();
+        // Room for a whole trade trace with two API consumers at once.
+        let spans = state
+            .open
+            .entry(trace)
+            .or_insert_with(|| Vec::with_capacity(MIN_TRADE_SPANS + 4));
         spans.push(seen);
         // No trade trace has fewer spans (a filtered trade's): judging
         // earlier could only say "open".
         if spans.len() < MIN_TRADE_SPANS {
+            return;
+        }
+        // Judged in place: only a verdict takes the trace out.
+        if matches!(self.judge(spans), Verdict::Open | Verdict::Other) {
             return;
         }
         if let Some(spans) = state.open.remove(&trace) {
