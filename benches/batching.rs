@@ -6,6 +6,9 @@
 //! `cargo bench --bench batching` ends with a one-line summary of the
 //! ratios measured in that run (medians of a few timed rounds each).
 
+#[path = "support/shared.rs"]
+mod shared;
+
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -14,19 +17,12 @@ use kafka_trace_harness::{Broker, SpanCapture, TracedProducer};
 use opentelemetry::Context;
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
+use shared::runtime;
 use tokio::runtime::Runtime;
 
 const SIZES: [usize; 2] = [1_000, 10_000];
 /// Timed rounds per variant and size for the summary line.
 const SUMMARY_ROUNDS: usize = 5;
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn record(i: usize) -> Record {
     Record {

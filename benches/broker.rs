@@ -5,24 +5,19 @@
 //! `cargo bench --bench broker` ends with a summary of the two figures the
 //! broker issue asks for (ready time, p50 produce of 100 records).
 
+#[path = "support/shared.rs"]
+mod shared;
+
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kafka_trace_harness::Broker;
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
-use tokio::runtime::Runtime;
+use shared::runtime;
 
 const BATCH_SIZES: [usize; 5] = [1, 10, 100, 200, 1_000];
 const FETCH_RECORDS: usize = 5_000;
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn records(count: usize) -> Vec<Record> {
     (0..count)

@@ -22,6 +22,9 @@
 //! headroom in a bench process; `kafka-trace-harness run --trades 1000000`
 //! measures them (README).
 
+#[path = "support/shared.rs"]
+mod shared;
+
 #[path = "support/raw_batched.rs"]
 mod raw_batched;
 
@@ -34,7 +37,7 @@ use kafka_trace_harness::stockapp::pipeline::PipelineBuilder;
 use kafka_trace_harness::stockapp::summary::TraceSummary;
 use kafka_trace_harness::stockapp::trace_check::TraceCheck;
 use kafka_trace_harness::{Broker, SpanCapture};
-use tokio::runtime::Runtime;
+use shared::{bench_mode, runtime};
 
 /// The program's allocator: the pipeline allocates per record in every
 /// service, and the system allocator made the bench a different program
@@ -44,20 +47,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const PARTITIONS: u16 = 3;
 const DEADLINE: Duration = Duration::from_secs(300);
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// `cargo bench` passes `--bench`; `cargo test --benches` does not, and
-/// then the summary makes one small run of each kind.
-fn bench_mode() -> bool {
-    std::env::args().any(|a| a == "--bench")
-}
 
 fn settings(trades: usize) -> PipelineBuilder {
     PipelineBuilder::new()

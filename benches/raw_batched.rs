@@ -12,6 +12,9 @@
 //! `cargo bench --bench raw_batched` ends with a summary: records/s of
 //! both and the rdkafka/rskafka ratio, from medians of a few plain runs.
 
+#[path = "support/shared.rs"]
+mod shared;
+
 #[path = "support/raw_batched.rs"]
 mod raw_batched;
 
@@ -23,29 +26,13 @@ use criterion::{
 };
 use kafka_trace_harness::Broker;
 use rskafka::record::Record;
-use tokio::runtime::Runtime;
+use shared::{bench_mode, runtime};
 
 const SIZES: [usize; 2] = [1_000, 10_000];
 /// The stockapp pipeline's partitions of the trades topic.
 const PARTITIONS: i32 = 3;
 /// Plain runs per client and size for the summary (with `--bench`).
 const SUMMARY_RUNS: usize = 5;
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// `cargo bench` passes `--bench`; `cargo test --benches` does not (and
-/// `cargo bench -- --test` adds `--test`), and then the summary makes one
-/// run of each kind instead of several.
-fn bench_mode() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test")
-}
 
 #[derive(Clone, Copy)]
 enum Client {

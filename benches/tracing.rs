@@ -1,6 +1,9 @@
 //! Costs of the tracing core: propagation per record, traced vs untraced
 //! produce→consume on the embedded broker, forest build and render.
 
+#[path = "support/shared.rs"]
+mod shared;
+
 use std::borrow::Cow;
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
@@ -24,16 +27,9 @@ use opentelemetry_sdk::trace::{
 };
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::{Record, RecordAndOffset};
+use shared::runtime;
 
 const RECORDS: usize = 100;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn record() -> Record {
     Record {
