@@ -571,7 +571,7 @@ impl Judge {
 mod tests {
     use std::sync::Arc;
 
-    use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer as _};
+    use opentelemetry::trace::{Span as _, SpanContext, SpanKind, TraceContextExt, Tracer as _};
     use opentelemetry::{Context, KeyValue};
 
     use super::*;
@@ -579,7 +579,9 @@ mod tests {
 
     /// Ends the spans of one trade's trace (API consumer `api-1` only);
     /// `json: false` leaves out the Kafka Streams send.
-    fn trade(capture: &SpanCapture, filtered: bool, json: bool) {
+    /// `link`: a span the processor's process span links to (a joined
+    /// user's send, say).
+    fn trade(capture: &SpanCapture, filtered: bool, json: bool, link: Option<SpanContext>) {
         let span = |service: &str, name: &str, kind: SpanKind, parent: &Context| {
             let tracer = capture.tracer(service);
             let span = tracer
@@ -591,6 +593,9 @@ mod tests {
         let root = span("datagen", TRADE_SEND, SpanKind::Producer, &Context::new());
         let processor = span(PROCESSOR_SERVICE, TRADE_PROCESS, SpanKind::Consumer, &root);
         let kstream = span(KSTREAM_SERVICE, TRADE_PROCESS, SpanKind::Consumer, &root);
+        if let Some(target) = link {
+            processor.span().add_link(target, Vec::new());
+        }
         if json {
             span(KSTREAM_SERVICE, JSON_SEND, SpanKind::Producer, &kstream)
                 .span()
@@ -616,8 +621,8 @@ mod tests {
     fn whole_traces_are_complete_and_forgotten_as_they_end() {
         let check = Arc::new(TraceCheck::new(1).sample(1));
         let capture = SpanCapture::builder().stream(check.clone()).build();
-        trade(&capture, false, true);
-        trade(&capture, true, true);
+        trade(&capture, false, true, None);
+        trade(&capture, true, true, None);
         assert_eq!(check.judged(), (2, 0), "judged, still open");
         let report = check.finish();
         assert_eq!(report.summary.complete, 2);
@@ -635,7 +640,7 @@ mod tests {
     fn a_trace_missing_a_hop_is_broken_at_the_end_and_says_what_it_has() {
         let check = Arc::new(TraceCheck::new(1));
         let capture = SpanCapture::builder().stream(check.clone()).build();
-        trade(&capture, false, false);
+        trade(&capture, false, false, None);
         assert_eq!(check.judged(), (0, 1), "it waits for the missing span");
         let report = check.finish();
         assert_eq!((report.summary.complete, report.summary.broken), (0, 1));
@@ -645,6 +650,41 @@ mod tests {
             reason.contains("process stockapp.trades (kstream-service)"),
             "{reason}"
         );
+    }
+
+    #[test]
+    fn a_link_to_a_send_that_ended_is_fine_and_one_to_a_span_never_seen_breaks_the_trace() {
+        let check = Arc::new(TraceCheck::new(1));
+        let capture = SpanCapture::builder().stream(check.clone()).build();
+        let tracer = capture.tracer("datagen");
+        let user_send = tracer
+            .span_builder("send stockapp.users")
+            .with_kind(SpanKind::Producer)
+            .start(&tracer);
+        let user = user_send.span_context().clone();
+        drop(user_send);
+        trade(&capture, false, true, Some(user));
+        let never = SpanContext::new(
+            TraceId::from(7_u128),
+            SpanId::from(9_u64),
+            opentelemetry::trace::TraceFlags::SAMPLED,
+            false,
+            Default::default(),
+        );
+        trade(&capture, false, true, Some(never));
+        let report = check.finish();
+        assert_eq!(
+            (report.summary.complete, report.summary.broken),
+            (1, 1),
+            "{:?}",
+            report.broken_examples
+        );
+        assert!(
+            report.broken_examples[0].1.contains("never ended"),
+            "{:?}",
+            report.broken_examples
+        );
+        assert_eq!(report.other_traces, 1, "the user profile's send");
     }
 
     #[test]
