@@ -82,8 +82,7 @@ impl SpansFile {
         }
     }
 
-    /// Writes the last line and waits for the writer; returns the spans
-    /// written.
+    /// Writes the last line and waits for the writer, reporting its error.
     pub fn finish(&self) -> std::io::Result<()> {
         let rest = std::mem::replace(
             &mut *self.batch.lock().unwrap_or_else(PoisonError::into_inner),

@@ -258,7 +258,8 @@ impl Judge {
         let mut state = lock(&self.state);
         let open: Vec<_> = state.open.drain().collect();
         for (trace, spans) in open {
-            self.conclude(&mut state, trace, spans, true);
+            let verdict = self.judge(&spans);
+            self.conclude(&mut state, trace, spans, verdict);
         }
         let unresolved = std::mem::take(&mut state.unresolved);
         let mut dangling = FxHashSet::default();
@@ -295,20 +296,13 @@ impl Judge {
         }
     }
 
-    /// Judges `trace`'s spans; a verdict other than `Open` (or any, at the
-    /// end) is counted and the spans are dropped or sampled.
-    fn conclude(&self, state: &mut State, trace: TraceId, spans: Vec<Seen>, last: bool) {
-        let verdict = match self.judge(&spans) {
-            Verdict::Open if last => Verdict::Broken(missing(&spans)),
-            other => other,
-        };
+    /// Counts `trace`'s verdict; its spans are dropped or sampled. A trace
+    /// still open at the end is broken.
+    fn conclude(&self, state: &mut State, trace: TraceId, spans: Vec<Seen>, verdict: Verdict) {
         match verdict {
             Verdict::Open => {
-                state.open.insert(trace, spans);
-            }
-            Verdict::Other if !last => {
-                // User profiles get a process span later; judged at the end.
-                state.open.insert(trace, spans);
+                let reason = missing(&spans);
+                self.conclude(state, trace, spans, Verdict::Broken(reason));
             }
             Verdict::Other => {
                 state.other_traces += 1;
@@ -557,12 +551,15 @@ impl Judge {
         if spans.len() < MIN_TRADE_SPANS {
             return;
         }
-        // Judged in place: only a verdict takes the trace out.
-        if matches!(self.judge(spans), Verdict::Open | Verdict::Other) {
+        // Judged in place: only a verdict takes the trace out. Traces that
+        // are not a trade's (user profiles get a process span later) are
+        // judged at the end.
+        let verdict = self.judge(spans);
+        if matches!(verdict, Verdict::Open | Verdict::Other) {
             return;
         }
         if let Some(spans) = state.open.remove(&trace) {
-            self.conclude(state, trace, spans, false);
+            self.conclude(state, trace, spans, verdict);
         }
     }
 }

@@ -36,6 +36,13 @@ pub(crate) struct ApiStep {
     pub(crate) dead_lettered: usize,
 }
 
+impl std::ops::AddAssign for ApiStep {
+    fn add_assign(&mut self, other: Self) {
+        self.rows_in += other.rows_in;
+        self.dead_lettered += other.dead_lettered;
+    }
+}
+
 impl ApiConsumerService {
     /// Reads `stockapp.dollarsbyzip`: one `process` span per row, child of
     /// the processor's `send` span; the row becomes the latest of its window.
@@ -76,10 +83,7 @@ impl ApiConsumerService {
                 );
             }
         }
-        for settled in self.in_flight.settle().await? {
-            step.rows_in += settled.rows_in;
-            step.dead_lettered += settled.dead_lettered;
-        }
+        step += self.in_flight.settle().await?;
         if step.rows_in > 0
             && let Some(m) = &self.metrics
         {
@@ -102,11 +106,6 @@ impl ApiConsumerService {
 
     /// Waits for every dead-letter copy still in flight (at stop).
     pub(crate) async fn drain(&mut self) -> Result<ApiStep> {
-        let mut step = ApiStep::default();
-        for settled in self.in_flight.drain().await? {
-            step.rows_in += settled.rows_in;
-            step.dead_lettered += settled.dead_lettered;
-        }
-        Ok(step)
+        self.in_flight.drain().await
     }
 }

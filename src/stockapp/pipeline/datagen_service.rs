@@ -52,11 +52,28 @@ pub(crate) const MAX_UNREAD: usize = 10_000;
 /// pipeline still buffers half a second at 20,000 trades/s.
 const MAX_UNACKNOWLEDGED: usize = 5_000;
 
-/// Which topic an acknowledged record went to.
-enum Sent {
-    User,
-    Trade,
+/// Acknowledged records, by topic.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sent {
+    users: usize,
+    trades: usize,
 }
+
+impl std::ops::AddAssign for Sent {
+    fn add_assign(&mut self, other: Self) {
+        self.users += other.users;
+        self.trades += other.trades;
+    }
+}
+
+const USER: Sent = Sent {
+    users: 1,
+    trades: 0,
+};
+const TRADE: Sent = Sent {
+    users: 0,
+    trades: 1,
+};
 
 /// Sends every user, then every trade, each as the root `send` span of its
 /// own trace. Users go first, all stored before the first trade, so every
@@ -93,7 +110,7 @@ pub(crate) async fn run(
         let record = avro_record(registry, USERS_TOPIC, &user, now)?;
         let partition = partition_for_key(user.key(), partitions);
         let stored = producer.send(&Context::new(), USERS_TOPIC, partition, record);
-        in_flight.push(async move { stored.await.map(|_| Sent::User).map_err(Into::into) });
+        in_flight.push(async move { stored.await.map(|_| USER).map_err(Into::into) });
     }
     count(in_flight.drain().await?, progress, metrics);
     for (index, trade) in datagen.trades().enumerate() {
@@ -111,21 +128,23 @@ pub(crate) async fn run(
         let record = avro_record(registry, TRADES_TOPIC, &trade, timestamp)?;
         let partition = partition_for_key(trade.key(), partitions);
         let stored = producer.send(&Context::new(), TRADES_TOPIC, partition, record);
-        in_flight.push(async move { stored.await.map(|_| Sent::Trade).map_err(Into::into) });
+        in_flight.push(async move { stored.await.map(|_| TRADE).map_err(Into::into) });
         count(in_flight.settle().await?, progress, metrics);
     }
     count(in_flight.drain().await?, progress, metrics);
     Ok(())
 }
 
-fn count(sent: Vec<Sent>, progress: &Progress, metrics: Option<&PipelineMetrics>) {
-    let trades = sent.iter().filter(|s| matches!(s, Sent::Trade)).count();
-    let users = sent.len() - trades;
-    progress.datagen_users.fetch_add(users, Ordering::SeqCst);
-    progress.datagen_trades.fetch_add(trades, Ordering::SeqCst);
+fn count(sent: Sent, progress: &Progress, metrics: Option<&PipelineMetrics>) {
+    progress
+        .datagen_users
+        .fetch_add(sent.users, Ordering::SeqCst);
+    progress
+        .datagen_trades
+        .fetch_add(sent.trades, Ordering::SeqCst);
     if let Some(metrics) = metrics {
-        metrics.count_out(DATAGEN_SERVICE, USERS_TOPIC, users as u64);
-        metrics.count_out(DATAGEN_SERVICE, TRADES_TOPIC, trades as u64);
+        metrics.count_out(DATAGEN_SERVICE, USERS_TOPIC, sent.users as u64);
+        metrics.count_out(DATAGEN_SERVICE, TRADES_TOPIC, sent.trades as u64);
     }
 }
 

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use crate::stockapp::error::Result;
 
 /// Acknowledgements a service waits for, each resolving to the counts of
-/// the work it settles (the consumed record is finished, so committed,
+/// the work it settles, summed as they settle (the consumed record is finished, so committed,
 /// inside the future, once its outputs are stored: at-least-once).
 ///
 /// Settled oldest first: a partition's batches are acknowledged in order,
@@ -24,7 +24,7 @@ pub(crate) struct InFlight<T> {
     limit: usize,
 }
 
-impl<T> InFlight<T> {
+impl<T: Default + std::ops::AddAssign> InFlight<T> {
     pub(crate) fn new(limit: usize) -> Self {
         Self {
             pending: VecDeque::new(),
@@ -44,30 +44,30 @@ impl<T> InFlight<T> {
     /// Everything already acknowledged at the front of the queue, without
     /// waiting; then waits while more than the limit are pending. The first
     /// failed output fails the service (its record stays uncommitted).
-    pub(crate) async fn settle(&mut self) -> Result<Vec<T>> {
-        let mut done = Vec::new();
+    pub(crate) async fn settle(&mut self) -> Result<T> {
+        let mut done = T::default();
         while let Some(front) = self.pending.front_mut() {
             match front.as_mut().now_or_never() {
                 Some(result) => {
                     self.pending.pop_front();
-                    done.push(result?);
+                    done += result?;
                 }
                 None => break,
             }
         }
         while self.pending.len() > self.limit {
             if let Some(front) = self.pending.pop_front() {
-                done.push(front.await?);
+                done += front.await?;
             }
         }
         Ok(done)
     }
 
     /// Waits for every pending output (each has its producer's deadline).
-    pub(crate) async fn drain(&mut self) -> Result<Vec<T>> {
-        let mut done = Vec::new();
+    pub(crate) async fn drain(&mut self) -> Result<T> {
+        let mut done = T::default();
         while let Some(front) = self.pending.pop_front() {
-            done.push(front.await?);
+            done += front.await?;
         }
         Ok(done)
     }
@@ -84,15 +84,15 @@ mod tests {
         let (first_tx, first_rx) = oneshot::channel::<u32>();
         let (second_tx, second_rx) = oneshot::channel::<u32>();
         in_flight.push(async move { Ok(first_rx.await.unwrap_or(0)) });
-        assert!(in_flight.settle().await.expect("nothing failed").is_empty());
+        assert_eq!(in_flight.settle().await.expect("nothing failed"), 0);
         in_flight.push(async move { Ok(second_rx.await.unwrap_or(0)) });
         first_tx.send(1).expect("receiver alive");
         // Two pending, limit one: settle takes the done one; then one is
         // left, within the limit.
-        assert_eq!(in_flight.settle().await.expect("nothing failed"), vec![1]);
+        assert_eq!(in_flight.settle().await.expect("nothing failed"), 1);
         assert_eq!(in_flight.len(), 1);
         second_tx.send(2).expect("receiver alive");
-        assert_eq!(in_flight.drain().await.expect("nothing failed"), vec![2]);
+        assert_eq!(in_flight.drain().await.expect("nothing failed"), 2);
     }
 
     #[tokio::test]
@@ -108,7 +108,7 @@ mod tests {
             "two pending, limit one"
         );
         first_tx.send(1).expect("receiver alive");
-        assert_eq!(settle.await.expect("nothing failed"), vec![1]);
+        assert_eq!(settle.await.expect("nothing failed"), 1);
         assert_eq!(in_flight.len(), 1);
     }
 

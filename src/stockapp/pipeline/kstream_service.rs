@@ -75,27 +75,30 @@ impl KstreamService {
                 metrics.record_processing(KSTREAM_SERVICE, TRADES_TOPIC, started.elapsed());
             }
         }
-        let settled = self.in_flight.settle().await?;
-        Ok(self.report(settled))
+        let step = self.in_flight.settle().await?;
+        self.report(&step);
+        Ok(step)
     }
 
     /// Waits for every copy still in flight (at stop).
     pub(crate) async fn drain(&mut self) -> Result<KstreamStep> {
-        let settled = self.in_flight.drain().await?;
-        Ok(self.report(settled))
+        let step = self.in_flight.drain().await?;
+        self.report(&step);
+        Ok(step)
     }
 
-    fn report(&self, settled: Vec<KstreamStep>) -> KstreamStep {
-        let mut step = KstreamStep::default();
-        for one in settled {
-            step.trades_in += one.trades_in;
-            step.json_out += one.json_out;
-            step.failed += one.failed;
-        }
+    fn report(&self, step: &KstreamStep) {
         if let Some(metrics) = &self.metrics {
             metrics.count_in(KSTREAM_SERVICE, TRADES_TOPIC, step.trades_in as u64);
             metrics.count_out(KSTREAM_SERVICE, TRADES_JSON_TOPIC, step.json_out as u64);
         }
-        step
+    }
+}
+
+impl std::ops::AddAssign for KstreamStep {
+    fn add_assign(&mut self, other: Self) {
+        self.trades_in += other.trades_in;
+        self.json_out += other.json_out;
+        self.failed += other.failed;
     }
 }

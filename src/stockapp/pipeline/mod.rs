@@ -11,6 +11,7 @@ mod in_flight;
 mod kstream_service;
 mod processor_service;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -314,10 +315,11 @@ impl PipelineBuilder {
                 seen_trades: Default::default(),
                 in_flight: in_flight::InFlight::new(MAX_IN_FLIGHT),
             };
-            tasks.spawn(run_processor(
+            tasks.spawn(run_service(
                 service,
                 Arc::clone(&progress),
                 stop_rx.clone(),
+                count_processor,
             ));
         }
 
@@ -336,7 +338,12 @@ impl PipelineBuilder {
                 metrics: self.metrics.clone(),
                 in_flight: in_flight::InFlight::new(MAX_IN_FLIGHT),
             };
-            tasks.spawn(run_kstream(service, Arc::clone(&progress), stop_rx.clone()));
+            tasks.spawn(run_service(
+                service,
+                Arc::clone(&progress),
+                stop_rx.clone(),
+                count_kstream,
+            ));
         }
 
         let mut api_states = Vec::new();
@@ -376,11 +383,17 @@ impl PipelineBuilder {
                         None => None,
                     },
                 };
-                tasks.spawn(run_api(
+                let row = index - 1;
+                tasks.spawn(run_service(
                     service,
-                    index - 1,
                     Arc::clone(&progress),
                     stop_rx.clone(),
+                    move |progress: &Progress, step: api_service::ApiStep| {
+                        progress.api_rows[row].fetch_add(step.rows_in, Ordering::SeqCst);
+                        progress
+                            .dead_lettered
+                            .fetch_add(step.dead_lettered, Ordering::SeqCst);
+                    },
                 ));
                 api_states.push(state);
             }
@@ -681,76 +694,78 @@ impl RunningPipeline {
     }
 }
 
-async fn run_processor(
-    mut service: ProcessorService,
+/// What a service task runs in a loop.
+trait ServiceLoop: Send {
+    /// Counts of what one step settled.
+    type Step;
+    fn step(&mut self) -> impl Future<Output = Result<Self::Step>> + Send;
+    /// Waits for the outputs still in flight.
+    fn drain(&mut self) -> impl Future<Output = Result<Self::Step>> + Send;
+}
+
+impl ServiceLoop for ProcessorService {
+    type Step = ProcessorStep;
+    fn step(&mut self) -> impl Future<Output = Result<ProcessorStep>> + Send {
+        ProcessorService::step(self)
+    }
+    fn drain(&mut self) -> impl Future<Output = Result<ProcessorStep>> + Send {
+        ProcessorService::drain(self)
+    }
+}
+
+impl ServiceLoop for KstreamService {
+    type Step = kstream_service::KstreamStep;
+    fn step(&mut self) -> impl Future<Output = Result<Self::Step>> + Send {
+        KstreamService::step(self)
+    }
+    fn drain(&mut self) -> impl Future<Output = Result<Self::Step>> + Send {
+        KstreamService::drain(self)
+    }
+}
+
+impl ServiceLoop for ApiConsumerService {
+    type Step = api_service::ApiStep;
+    fn step(&mut self) -> impl Future<Output = Result<Self::Step>> + Send {
+        ApiConsumerService::step(self)
+    }
+    fn drain(&mut self) -> impl Future<Output = Result<Self::Step>> + Send {
+        ApiConsumerService::drain(self)
+    }
+}
+
+/// Steps `service` until stopped, then waits for its outputs still in
+/// flight (their records then commit); each step's counts go to `count`,
+/// and datagen hears that a reader advanced.
+async fn run_service<S: ServiceLoop>(
+    mut service: S,
     progress: Arc<Progress>,
     stop: watch::Receiver<bool>,
+    count: impl Fn(&Progress, S::Step) + Send,
 ) -> Result<()> {
-    let count = |step: ProcessorStep| {
-        progress
-            .trades_in
-            .fetch_add(step.trades_in, Ordering::SeqCst);
-        progress.users_in.fetch_add(step.users_in, Ordering::SeqCst);
-        progress.rows_out.fetch_add(step.rows_out, Ordering::SeqCst);
-        progress
-            .duplicates
-            .fetch_add(step.duplicates, Ordering::SeqCst);
-        progress
-            .redeliveries
-            .fetch_add(step.redeliveries, Ordering::SeqCst);
-        progress
-            .dead_lettered
-            .fetch_add(step.dead_lettered, Ordering::SeqCst);
-        progress.readers_advanced();
-    };
     while !*stop.borrow() {
-        count(service.step().await?);
+        count(&progress, service.step().await?);
+        progress.readers_advanced();
     }
-    // Outputs already sent are waited for: their records then commit.
-    count(service.drain().await?);
+    count(&progress, service.drain().await?);
+    progress.readers_advanced();
     Ok(())
 }
 
-async fn run_kstream(
-    mut service: KstreamService,
-    progress: Arc<Progress>,
-    stop: watch::Receiver<bool>,
-) -> Result<()> {
-    let count = |step: kstream_service::KstreamStep| {
-        progress
-            .kstream_trades_in
-            .fetch_add(step.trades_in, Ordering::SeqCst);
-        progress.json_out.fetch_add(step.json_out, Ordering::SeqCst);
-        progress
-            .kstream_failed
-            .fetch_add(step.failed, Ordering::SeqCst);
-        progress.readers_advanced();
-    };
-    while !*stop.borrow() {
-        count(service.step().await?);
-    }
-    count(service.drain().await?);
-    Ok(())
+fn count_processor(progress: &Progress, step: ProcessorStep) {
+    let add = |counter: &AtomicUsize, n: usize| counter.fetch_add(n, Ordering::SeqCst);
+    add(&progress.trades_in, step.trades_in);
+    add(&progress.users_in, step.users_in);
+    add(&progress.rows_out, step.rows_out);
+    add(&progress.duplicates, step.duplicates);
+    add(&progress.redeliveries, step.redeliveries);
+    add(&progress.dead_lettered, step.dead_lettered);
 }
 
-async fn run_api(
-    mut service: ApiConsumerService,
-    index: usize,
-    progress: Arc<Progress>,
-    stop: watch::Receiver<bool>,
-) -> Result<()> {
-    let count = |step: api_service::ApiStep| {
-        progress.api_rows[index].fetch_add(step.rows_in, Ordering::SeqCst);
-        progress
-            .dead_lettered
-            .fetch_add(step.dead_lettered, Ordering::SeqCst);
-        progress.readers_advanced();
-    };
-    while !*stop.borrow() {
-        count(service.step().await?);
-    }
-    count(service.drain().await?);
-    Ok(())
+fn count_kstream(progress: &Progress, step: kstream_service::KstreamStep) {
+    let add = |counter: &AtomicUsize, n: usize| counter.fetch_add(n, Ordering::SeqCst);
+    add(&progress.kstream_trades_in, step.trades_in);
+    add(&progress.json_out, step.json_out);
+    add(&progress.kstream_failed, step.failed);
 }
 
 /// Creates `topic` unless it exists already (another program may have).

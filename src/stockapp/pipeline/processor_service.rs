@@ -98,23 +98,14 @@ impl ProcessorService {
                 metrics.record_processing(PROCESSOR_SERVICE, TRADES_TOPIC, started.elapsed());
             }
         }
-        let step = self.in_flight.settle().await?.into_iter().fold(
-            ProcessorStep::default(),
-            |mut sum, one| {
-                sum += one;
-                sum
-            },
-        );
+        let step = self.in_flight.settle().await?;
         self.report(&step);
         Ok(step)
     }
 
     /// Waits for every output still in flight (at stop).
     pub(crate) async fn drain(&mut self) -> Result<ProcessorStep> {
-        let mut step = ProcessorStep::default();
-        for one in self.in_flight.drain().await? {
-            step += one;
-        }
+        let step = self.in_flight.drain().await?;
         self.report(&step);
         Ok(step)
     }
