@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::in_flight::InFlight;
 use super::{DATAGEN_SERVICE, Progress, partition_for_key};
-use crate::stockapp::error::Result;
+use crate::stockapp::error::{Error, Result};
 use crate::stockapp::metrics::PipelineMetrics;
 use crate::stockapp::{AvroRecord, Datagen, SchemaRegistry, TRADES_TOPIC, USERS_TOPIC};
 use crate::traced::BatchingTracedProducer;
@@ -37,6 +37,9 @@ pub(crate) struct DatagenPlan {
     /// Trades per second offered; `None`: as fast as they are taken.
     pub(crate) rate: Option<f64>,
     pub(crate) partitions: i32,
+    /// How long datagen waits for a reader that does not advance at all
+    /// before it fails, naming the wait.
+    pub(crate) reader_deadline: std::time::Duration,
 }
 
 /// Records (trades, and the rows made of them) stored but not yet read by
@@ -94,6 +97,7 @@ pub(crate) async fn run(
         clock,
         rate,
         partitions,
+        reader_deadline,
     } = plan;
     let (clock, rate, partitions) = (*clock, *rate, *partitions);
     // An offered rate: trade n is due n / rate seconds after the first,
@@ -117,9 +121,20 @@ pub(crate) async fn run(
         if let Some(ticks) = &mut ticks {
             ticks.tick().await;
         }
+        let (mut read, mut since) = (progress.read_so_far(), std::time::Instant::now());
         while progress.unread() >= MAX_UNREAD {
             progress.wait_for_readers().await;
             count(in_flight.settle().await?, progress, metrics);
+            if progress.read_so_far() != read {
+                (read, since) = (progress.read_so_far(), std::time::Instant::now());
+            } else if since.elapsed() >= *reader_deadline {
+                return Err(Error::Pipeline(format!(
+                    "datagen waited {reader_deadline:?} for its readers to read on; none read \
+                     a record and they stayed {} records behind (datagen sends no more than \
+                     {MAX_UNREAD} ahead, so that the broker deletes no unread record)",
+                    progress.unread()
+                )));
+            }
         }
         // Without a clock, a trade happens when it is sent.
         let timestamp = clock

@@ -407,6 +407,7 @@ impl PipelineBuilder {
                 clock: self.clock,
                 rate: self.rate,
                 partitions,
+                reader_deadline: broker.client_deadline(),
             };
             let registry = registry.clone();
             let progress = Arc::clone(&progress);
@@ -507,6 +508,15 @@ impl Progress {
             unread = unread.max(load(&self.rows_out).saturating_sub(slowest));
         }
         unread
+    }
+
+    /// Records settled by every reader here, summed: changes whenever one
+    /// of them advances.
+    fn read_so_far(&self) -> usize {
+        let load = |n: &AtomicUsize| n.load(Ordering::SeqCst);
+        load(&self.trades_in)
+            + load(&self.kstream_trades_in)
+            + self.api_rows.iter().map(load).sum::<usize>()
     }
 
     /// Waits until a reader says it advanced, or briefly: a notice sent
