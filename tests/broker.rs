@@ -142,12 +142,11 @@ async fn sixteen_brokers_started_concurrently_all_work() {
 
 #[tokio::test]
 async fn nothing_listening_fails_clearly_within_the_deadline() {
-    // Bind then drop: the port is free and nothing accepts on it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Bound but never listening: connections are refused, and no parallel
+    // test's broker can take the port while this socket holds it.
+    let unanswered = tokio::net::TcpSocket::new_v4().unwrap();
+    unanswered.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = unanswered.local_addr().unwrap().port();
     let started = Instant::now();
     let result = Broker::builder()
         .backend(Backend::External {
@@ -168,6 +167,7 @@ async fn nothing_listening_fails_clearly_within_the_deadline() {
         matches!(err, Error::Client { .. } | Error::Timeout { .. }),
         "{err:?}"
     );
+    drop(unanswered);
 }
 
 #[tokio::test]
