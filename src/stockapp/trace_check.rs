@@ -72,6 +72,10 @@ pub struct TraceCheck {
     /// Spans go to the checking thread, started with the first span; `None`
     /// if it could not start (spans are then judged where they end).
     queue: OnceLock<Option<SyncSender<Message>>>,
+    /// Ended spans not yet queued: they go to the thread [`BATCH`] at a
+    /// time, so that a span costs a push rather than a channel message and
+    /// a wake-up.
+    batch: Mutex<Vec<(Arc<str>, SpanData)>>,
 }
 
 /// The checking itself, shared with the checking thread.
@@ -82,18 +86,20 @@ struct Judge {
     state: Mutex<State>,
 }
 
-// Nearly every message is a span: boxing it would cost an allocation each.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Message {
-    Span(Arc<str>, SpanData),
+    Spans(Vec<(Arc<str>, SpanData)>),
     /// Answered once every span queued before it is judged.
     Flush(SyncSender<()>),
 }
 
-/// Spans queued for the checking thread before an ending span waits: a
-/// bound on memory, not a loss (a full queue blocks, it never drops).
-const QUEUE: usize = 4_096;
+/// Spans sent to the checking thread at once.
+const BATCH: usize = 64;
+
+/// Batches queued for the checking thread before an ending span waits: a
+/// bound on memory (4,096 spans), not a loss (a full queue blocks, it
+/// never drops).
+const QUEUE: usize = 64;
 
 #[derive(Debug, Default)]
 struct State {
@@ -179,6 +185,7 @@ impl TraceCheck {
                 state: Mutex::default(),
             }),
             queue: OnceLock::new(),
+            batch: Mutex::default(),
         }
     }
 
@@ -208,13 +215,34 @@ impl TraceCheck {
         self.judge.finish()
     }
 
-    /// Waits until the checking thread has judged every span queued.
+    /// Waits until the checking thread has judged every span ended so far.
     fn flush(&self) {
+        let batch = std::mem::take(&mut *lock(&self.batch));
+        self.judge_batch(batch);
         if let Some(Some(queue)) = self.queue.get() {
             let (done, wait) = sync_channel(1);
             if queue.send(Message::Flush(done)).is_ok() {
                 // The thread ends only when the queue is dropped.
                 let _ = wait.recv();
+            }
+        }
+    }
+
+    /// Queues spans for the checking thread, or judges them here if it
+    /// could not start: judged late rather than lost.
+    fn judge_batch(&self, batch: Vec<(Arc<str>, SpanData)>) {
+        if batch.is_empty() {
+            return;
+        }
+        let message = Message::Spans(batch);
+        let unsent = match self.queue() {
+            Some(queue) => queue.send(message).err().map(|e| e.0),
+            None => Some(message),
+        };
+        if let Some(Message::Spans(spans)) = unsent {
+            let mut state = lock(&self.judge.state);
+            for (service, span) in spans {
+                self.judge.take(&mut state, service, span);
             }
         }
     }
@@ -244,7 +272,11 @@ impl Judge {
             // Whatever else is queued, under one lock.
             while let Some(message) = next {
                 match message {
-                    Message::Span(service, span) => self.take(&mut state, service, span),
+                    Message::Spans(spans) => {
+                        for (service, span) in spans {
+                            self.take(&mut state, service, span);
+                        }
+                    }
                     Message::Flush(done) => {
                         let _ = done.send(());
                     }
@@ -470,15 +502,15 @@ impl SpanStream for TraceCheck {
         if !span.span_context.is_sampled() {
             return;
         }
-        let message = Message::Span(Arc::clone(service), span);
-        let unsent = match self.queue() {
-            Some(queue) => queue.send(message).err().map(|e| e.0),
-            None => Some(message),
+        let full = {
+            let mut batch = lock(&self.batch);
+            batch.push((Arc::clone(service), span));
+            if batch.len() < BATCH {
+                return;
+            }
+            std::mem::replace(&mut *batch, Vec::with_capacity(BATCH))
         };
-        // No checking thread: judged here rather than lost.
-        if let Some(Message::Span(service, span)) = unsent {
-            self.judge.take(&mut lock(&self.judge.state), service, span);
-        }
+        self.judge_batch(full);
     }
 }
 
