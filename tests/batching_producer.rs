@@ -2,7 +2,7 @@
 //! each keeps its own span, offset and parent, retries show on every span
 //! of a batch, and nothing pending is lost silently.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use kafka_trace_harness::broker::{ApiKey, ErrorCode};
@@ -11,27 +11,9 @@ use kafka_trace_harness::traced::{BatchingTracedProducer, SEND_ATTEMPT_FAILED_EV
 use kafka_trace_harness::{Broker, SpanCapture, SpanForest, SpanView, TracedConsumer};
 use opentelemetry::trace::{Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, Value};
-use rskafka::record::Record;
 
-/// Every test's outer bound: a hang fails here instead of hanging CI.
-const TEST_DEADLINE: Duration = Duration::from_secs(60);
-const DEADLINE: Duration = Duration::from_secs(10);
-
-fn record(n: usize) -> Record {
-    Record {
-        key: Some(format!("key-{n}").into_bytes()),
-        value: Some(format!("value-{n}").into_bytes()),
-        headers: BTreeMap::new(),
-        timestamp: chrono::Utc::now(),
-    }
-}
-
-/// Runs `test` within [`TEST_DEADLINE`].
-async fn bounded<F: Future<Output = ()>>(what: &str, test: F) {
-    if tokio::time::timeout(TEST_DEADLINE, test).await.is_err() {
-        panic!("{what} did not end within {TEST_DEADLINE:?}");
-    }
-}
+mod support;
+use support::{DEADLINE, bounded, record};
 
 fn int(span: &SpanView<'_>, key: &str) -> Option<i64> {
     match span.attribute(key) {

@@ -21,25 +21,8 @@ use opentelemetry::{Context, Value};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
 
-/// Every test's outer bound: a hang fails here instead of hanging CI.
-const TEST_DEADLINE: Duration = Duration::from_secs(60);
-const DEADLINE: Duration = Duration::from_secs(10);
-
-fn record(n: usize) -> Record {
-    Record {
-        key: Some(format!("key-{n}").into_bytes()),
-        value: Some(format!("value-{n}").into_bytes()),
-        headers: BTreeMap::new(),
-        timestamp: chrono::Utc::now(),
-    }
-}
-
-/// Runs `test` within [`TEST_DEADLINE`].
-async fn bounded<F: Future<Output = ()>>(what: &str, test: F) {
-    if tokio::time::timeout(TEST_DEADLINE, test).await.is_err() {
-        panic!("{what} did not end within {TEST_DEADLINE:?}");
-    }
-}
+mod support;
+use support::{DEADLINE, bounded, record};
 
 /// Sends `count` records in order on `partition`, one at a time, counting
 /// acknowledgements in `acked`; returns the offsets acknowledged.
