@@ -17,10 +17,11 @@
 //! `cargo bench --bench pipeline` ends with summary lines, from plain runs
 //! in the same process: throughput at 1k, 10k and 100k trades (growth),
 //! traced/untraced and pipeline/raw ratios at 100k (medians of 3
-//! interleaved runs), peak memory per trade, and end-to-end p50/p99 at 1,000 trades/s
-//! offered. 1M trades take a minute and most of the machine's memory
-//! headroom in a bench process; `kafka-trace-harness run --trades 1000000`
-//! measures them (README).
+//! interleaved runs), peak memory per trade, traced against untraced at
+//! 20,000 trades/s offered (throughput and CPU per trade), and end-to-end
+//! p50/p99 at 1,000 trades/s offered. 1M trades take a minute and most of
+//! the machine's memory headroom in a bench process;
+//! `kafka-trace-harness run --trades 1000000` measures them (README).
 
 #[path = "support/shared.rs"]
 mod shared;
@@ -57,13 +58,29 @@ fn settings(trades: usize) -> PipelineBuilder {
         .partitions(PARTITIONS)
 }
 
+/// What one pipeline run measured, from `start` until every trade went
+/// through every service.
+struct Run {
+    elapsed: Duration,
+    /// CPU time of the whole process (services, broker, trace check).
+    cpu: Option<Duration>,
+    /// What the trace check found, for a traced run.
+    summary: Option<TraceSummary>,
+}
+
+/// CPU time this process has used so far (Linux: user + system time from
+/// `/proc/self/stat`, in the kernel's fixed 100 ticks per second).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which may hold spaces: state is the
+    // first, utime the 12th and stime the 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// One pipeline run on a fresh broker; only start → complete is timed.
-/// Traced runs return what the trace check found.
-async fn pipeline_run(
-    settings: PipelineBuilder,
-    trades: usize,
-    traced: bool,
-) -> (Duration, Option<TraceSummary>) {
+async fn pipeline_run(settings: PipelineBuilder, trades: usize, traced: bool) -> Run {
     // The retention deletes read records in long runs; the services fail
     // on an unread one, so the watch is not needed here.
     let broker = Broker::builder()
@@ -73,6 +90,7 @@ async fn pipeline_run(
         .expect("broker");
     let check = Arc::new(TraceCheck::new(2));
     let capture = SpanCapture::builder().stream(check.clone()).build();
+    let cpu_before = process_cpu();
     let started = Instant::now();
     let mut pipeline = if traced {
         settings.start(&broker, &capture).await
@@ -85,6 +103,9 @@ async fn pipeline_run(
         .await
         .expect("complete");
     let elapsed = started.elapsed();
+    let cpu = process_cpu()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     assert_eq!(progress.trades_processed, trades);
     pipeline.stop().await.expect("stop");
     broker.shutdown().await.expect("shutdown");
@@ -98,11 +119,15 @@ async fn pipeline_run(
         );
         report.summary
     });
-    (elapsed, summary)
+    Run {
+        elapsed,
+        cpu,
+        summary,
+    }
 }
 
 async fn timed(trades: usize, traced: bool) -> Duration {
-    pipeline_run(settings(trades), trades, traced).await.0
+    pipeline_run(settings(trades), trades, traced).await.elapsed
 }
 
 async fn raw_run(records: &[(i32, rskafka::record::Record)], rdkafka: bool) -> Duration {
@@ -214,10 +239,38 @@ fn summary(_: &mut Criterion) {
         median(rdkafka),
     );
 
+    // Traced against untraced at the speed of the throughput target
+    // (20,000 trades/s offered): what each delivers there, and what CPU
+    // each spends per trade to do it.
+    let (paced_rate, paced_trades) = if bench {
+        (20_000.0, 100_000)
+    } else {
+        (2_000.0, 200)
+    };
+    let (mut paced_traced, mut paced_untraced) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        for (traced, runs) in [(true, &mut paced_traced), (false, &mut paced_untraced)] {
+            let settings = settings(paced_trades).rate(paced_rate);
+            runs.push(rt.block_on(pipeline_run(settings, paced_trades, traced)));
+        }
+    }
+    let paced = |runs: Vec<Run>| {
+        let per_trade = |d: Duration| d / paced_trades as u32;
+        let cpu = runs
+            .iter()
+            .map(|run| run.cpu.map(per_trade))
+            .collect::<Option<Vec<_>>>()
+            .map(median);
+        (median(runs.iter().map(|run| run.elapsed).collect()), cpu)
+    };
+    let (paced_traced, paced_untraced) = (paced(paced_traced), paced(paced_untraced));
+
     // End-to-end latency at an offered rate.
     let offered = if bench { 5_000 } else { 200 };
-    let (_, latency) = rt.block_on(pipeline_run(settings(offered).rate(1_000.0), offered, true));
-    let latency = latency.expect("a traced run reports latency");
+    let latency = rt
+        .block_on(pipeline_run(settings(offered).rate(1_000.0), offered, true))
+        .summary
+        .expect("a traced run reports latency");
 
     println!("\nsummary: throughput, traced, one run per size (growth):");
     for (trades, rate, peak) in &growth {
@@ -254,6 +307,23 @@ fn summary(_: &mut Criterion) {
         rskafka.as_secs_f64() / traced.as_secs_f64(),
         rdkafka.as_secs_f64() / traced.as_secs_f64(),
     );
+    let cpu = |cpu: Option<Duration>| cpu.map_or("n/a".to_owned(), |d| format!("{d:?}"));
+    println!(
+        "summary: at {paced_rate:.0} trades/s offered ({paced_trades} trades, median of {runs} \
+         runs): traced {:.0}/s at {} CPU per trade, untraced {:.0}/s at {} CPU per trade",
+        per_second(paced_trades, paced_traced.0),
+        cpu(paced_traced.1),
+        per_second(paced_trades, paced_untraced.0),
+        cpu(paced_untraced.1),
+    );
+    if let (Some(traced_cpu), Some(untraced_cpu)) = (paced_traced.1, paced_untraced.1) {
+        println!(
+            "summary: at {paced_rate:.0} trades/s offered: traced/untraced throughput = {:.2}, \
+             CPU per trade untraced/traced = {:.2}",
+            paced_untraced.0.as_secs_f64() / paced_traced.0.as_secs_f64(),
+            untraced_cpu.as_secs_f64() / traced_cpu.as_secs_f64(),
+        );
+    }
     println!(
         "summary: end-to-end at 1000 trades/s offered ({offered} trades): p50 {:?}, p99 {:?}",
         latency.end_to_end_p50, latency.end_to_end_p99
