@@ -121,21 +121,7 @@ pub(crate) async fn run(
         if let Some(ticks) = &mut ticks {
             ticks.tick().await;
         }
-        let (mut read, mut since) = (progress.read_so_far(), std::time::Instant::now());
-        while progress.unread() >= MAX_UNREAD {
-            progress.wait_for_readers().await;
-            count(in_flight.settle().await?, progress, metrics);
-            if progress.read_so_far() != read {
-                (read, since) = (progress.read_so_far(), std::time::Instant::now());
-            } else if since.elapsed() >= *reader_deadline {
-                return Err(Error::Pipeline(format!(
-                    "datagen waited {reader_deadline:?} for its readers to read on; none read \
-                     a record and they stayed {} records behind (datagen sends no more than \
-                     {MAX_UNREAD} ahead, so that the broker deletes no unread record)",
-                    progress.unread()
-                )));
-            }
-        }
+        wait_while_readers_behind(progress, &mut in_flight, metrics, *reader_deadline).await?;
         // Without a clock, a trade happens when it is sent.
         let timestamp = clock
             .and_then(|c| chrono::DateTime::from_timestamp_millis(c.timestamp_ms(index)))
@@ -147,6 +133,33 @@ pub(crate) async fn run(
         count(in_flight.settle().await?, progress, metrics);
     }
     count(in_flight.drain().await?, progress, metrics);
+    Ok(())
+}
+
+/// Waits while a reader here is [`MAX_UNREAD`] records behind, settling
+/// acknowledgements meanwhile; fails, naming the wait, once no reader has
+/// read a record for `reader_deadline`.
+async fn wait_while_readers_behind(
+    progress: &Progress,
+    in_flight: &mut InFlight<Sent>,
+    metrics: Option<&PipelineMetrics>,
+    reader_deadline: std::time::Duration,
+) -> Result<()> {
+    let (mut read, mut since) = (progress.read_so_far(), std::time::Instant::now());
+    while progress.unread() >= MAX_UNREAD {
+        progress.wait_for_readers().await;
+        count(in_flight.settle().await?, progress, metrics);
+        if progress.read_so_far() != read {
+            (read, since) = (progress.read_so_far(), std::time::Instant::now());
+        } else if since.elapsed() >= reader_deadline {
+            return Err(Error::Pipeline(format!(
+                "datagen waited {reader_deadline:?} for its readers to read on; none read a \
+                 record and they stayed {} records behind (datagen sends no more than \
+                 {MAX_UNREAD} ahead, so that the broker deletes no unread record)",
+                progress.unread()
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -175,4 +188,72 @@ fn avro_record<T: AvroRecord>(
         headers: Default::default(),
         timestamp,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::stockapp::pipeline::Services;
+
+    /// A pipeline's counters with every service here and `sent` trades
+    /// acknowledged, none read yet.
+    fn progress_with_sent(sent: usize) -> Progress {
+        let progress = Progress::new(Services::ALL, 2);
+        progress.datagen_trades.store(sent, Ordering::SeqCst);
+        progress
+    }
+
+    #[tokio::test]
+    async fn readers_that_never_read_fail_datagen_naming_the_wait() {
+        let progress = progress_with_sent(MAX_UNREAD);
+        let deadline = Duration::from_millis(100);
+        let started = Instant::now();
+        let waited =
+            wait_while_readers_behind(&progress, &mut InFlight::new(1), None, deadline).await;
+        let Err(Error::Pipeline(message)) = waited else {
+            panic!("stuck readers must fail datagen, got {waited:?}");
+        };
+        assert!(started.elapsed() >= deadline, "{:?}", started.elapsed());
+        assert!(
+            message.contains("waited") && message.contains("readers"),
+            "{message}"
+        );
+        assert!(message.contains(&MAX_UNREAD.to_string()), "{message}");
+    }
+
+    #[tokio::test]
+    async fn slow_readers_that_keep_reading_hold_datagen_without_failing_it() {
+        // Ten records to read before datagen may go on, one every quarter
+        // of the deadline: each read is well within the deadline, all ten
+        // together are not, so only a deadline that restarts whenever a
+        // reader reads lets datagen go on.
+        let progress = Arc::new(progress_with_sent(MAX_UNREAD + 9));
+        let deadline = Duration::from_millis(200);
+        let reader = {
+            let progress = Arc::clone(&progress);
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    // A slow reader, not a synchronisation.
+                    tokio::time::sleep(deadline / 4).await;
+                    progress.trades_in.fetch_add(1, Ordering::SeqCst);
+                    progress.kstream_trades_in.fetch_add(1, Ordering::SeqCst);
+                    progress.readers_advanced();
+                }
+            })
+        };
+        let started = Instant::now();
+        let waited = tokio::time::timeout(
+            Duration::from_secs(30),
+            wait_while_readers_behind(&progress, &mut InFlight::new(1), None, deadline),
+        )
+        .await
+        .expect("datagen goes on once readers are within reach");
+        waited.expect("readers that read on do not fail datagen");
+        assert!(started.elapsed() >= deadline * 2, "{:?}", started.elapsed());
+        assert_eq!(progress.unread(), MAX_UNREAD - 1);
+        reader.await.expect("reader task");
+    }
 }
