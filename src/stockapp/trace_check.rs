@@ -666,6 +666,34 @@ mod tests {
     }
 
     #[test]
+    fn spans_ended_on_many_threads_at_once_are_all_judged() {
+        // More spans than a batch, ended concurrently, and a count that
+        // leaves a partial batch behind: none may wait unjudged or be lost.
+        const THREADS: usize = 8;
+        const TRADES: usize = 37;
+        let check = Arc::new(TraceCheck::new(1));
+        let capture = SpanCapture::builder().stream(check.clone()).build();
+        std::thread::scope(|scope| {
+            for thread in 0..THREADS {
+                let capture = &capture;
+                scope.spawn(move || {
+                    for n in 0..TRADES {
+                        trade(capture, (thread + n) % 3 == 0, true, None);
+                    }
+                });
+            }
+        });
+        assert_eq!(check.judged(), (THREADS * TRADES, 0), "judged, still open");
+        let report = check.finish();
+        assert_eq!(
+            (report.summary.complete, report.summary.broken),
+            (THREADS * TRADES, 0),
+            "{:?}",
+            report.broken_examples
+        );
+    }
+
+    #[test]
     fn a_trace_missing_a_hop_is_broken_at_the_end_and_says_what_it_has() {
         let check = Arc::new(TraceCheck::new(1));
         let capture = SpanCapture::builder().stream(check.clone()).build();
