@@ -17,11 +17,13 @@
 //! `cargo bench --bench pipeline` ends with summary lines, from plain runs
 //! in the same process: throughput at 1k, 10k and 100k trades (growth),
 //! traced/untraced and pipeline/raw ratios at 100k (medians of 3
-//! interleaved runs), peak memory per trade, traced against untraced at
-//! 20,000 trades/s offered (throughput and CPU per trade), and end-to-end
-//! p50/p99 at 1,000 trades/s offered. 1M trades take a minute and most of
-//! the machine's memory headroom in a bench process;
-//! `kafka-trace-harness run --trades 1000000` measures them (README).
+//! interleaved runs; pipeline/raw also per record moved, since the
+//! pipeline produces and reads several records per trade), peak memory per
+//! trade, traced against untraced at 20,000 trades/s offered (throughput
+//! and CPU per trade), and end-to-end p50/p99 at 1,000 trades/s offered.
+//! 1M trades take a minute and most of the machine's memory headroom in a
+//! bench process; `kafka-trace-harness run --trades 1000000` measures them
+//! (README).
 
 #[path = "support/shared.rs"]
 mod shared;
@@ -66,6 +68,10 @@ struct Run {
     cpu: Option<Duration>,
     /// What the trace check found, for a traced run.
     summary: Option<TraceSummary>,
+    /// Records the broker took or handed out: every record produced
+    /// (users, trades, rows, JSON copies) and every record read (by the
+    /// processor, the Kafka Streams app and each API consumer).
+    records_moved: usize,
 }
 
 /// CPU time this process has used so far (Linux: user + system time from
@@ -107,6 +113,14 @@ async fn pipeline_run(settings: PipelineBuilder, trades: usize, traced: bool) ->
         .zip(cpu_before)
         .map(|(after, before)| after - before);
     assert_eq!(progress.trades_processed, trades);
+    let records_moved = progress.users_sent
+        + progress.trades_sent
+        + progress.rows_sent
+        + progress.json_sent
+        + progress.users_processed
+        + progress.trades_processed
+        + progress.kstream_trades_processed
+        + progress.api_rows.iter().sum::<usize>();
     pipeline.stop().await.expect("stop");
     broker.shutdown().await.expect("shutdown");
     let summary = traced.then(|| {
@@ -123,11 +137,18 @@ async fn pipeline_run(settings: PipelineBuilder, trades: usize, traced: bool) ->
         elapsed,
         cpu,
         summary,
+        records_moved,
     }
 }
 
 async fn timed(trades: usize, traced: bool) -> Duration {
     pipeline_run(settings(trades), trades, traced).await.elapsed
+}
+
+/// A traced run's time and the records it moved.
+async fn timed_moving(trades: usize) -> (Duration, usize) {
+    let run = pipeline_run(settings(trades), trades, true).await;
+    (run.elapsed, run.records_moved)
 }
 
 async fn raw_run(records: &[(i32, rskafka::record::Record)], rdkafka: bool) -> Duration {
@@ -226,8 +247,12 @@ fn summary(_: &mut Criterion) {
     let records = raw_batched::trade_records(trades, i32::from(PARTITIONS));
     let (mut traced, mut untraced, mut rskafka, mut rdkafka) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Every run moves the same records (same seed).
+    let mut records_moved = 0;
     for _ in 0..runs {
-        traced.push(rt.block_on(timed(trades, true)));
+        let (elapsed, moved) = rt.block_on(timed_moving(trades));
+        traced.push(elapsed);
+        records_moved = moved;
         untraced.push(rt.block_on(timed(trades, false)));
         rskafka.push(rt.block_on(raw_run(&records, false)));
         rdkafka.push(rt.block_on(raw_run(&records, true)));
@@ -306,6 +331,16 @@ fn summary(_: &mut Criterion) {
         untraced.as_secs_f64() / traced.as_secs_f64(),
         rskafka.as_secs_f64() / traced.as_secs_f64(),
         rdkafka.as_secs_f64() / traced.as_secs_f64(),
+    );
+    // The baselines move each record twice (produced once, read once);
+    // the pipeline moves each trade through three topics and four readers.
+    let moved_per_trade = records_moved as f64 / trades as f64;
+    println!(
+        "summary: per record moved (produced or read; the pipeline moves {moved_per_trade:.2} \
+         per trade, the baselines 2): pipeline/raw rskafka batched = {:.2}, \
+         pipeline/raw rdkafka linger = {:.2}",
+        rskafka.as_secs_f64() / traced.as_secs_f64() * moved_per_trade / 2.0,
+        rdkafka.as_secs_f64() / traced.as_secs_f64() * moved_per_trade / 2.0,
     );
     let cpu = |cpu: Option<Duration>| cpu.map_or("n/a".to_owned(), |d| format!("{d:?}"));
     println!(
