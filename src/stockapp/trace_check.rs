@@ -135,7 +135,9 @@ struct State {
 
 /// What a verdict needs of one span; the span itself only for traces that
 /// may be sampled. An open trace costs a few hundred bytes, not the spans'
-/// attributes and links (a window row's send has up to 127 links).
+/// attributes and links (a window row's send has up to 127 links): the
+/// span is boxed, since a `SpanData` held in place would make every `Seen`
+/// its size (several hundred bytes), sampled or not.
 #[derive(Debug)]
 struct Seen {
     service: Arc<str>,
@@ -146,7 +148,7 @@ struct Seen {
     end: std::time::SystemTime,
     error: bool,
     filtered: bool,
-    whole: Option<SpanData>,
+    whole: Option<Box<SpanData>>,
 }
 
 /// What a [`TraceCheck`] found over a run.
@@ -356,7 +358,7 @@ impl Judge {
                     state.sample.extend(spans.into_iter().filter_map(|s| {
                         s.whole.map(|data| CapturedSpan {
                             service: s.service.to_string(),
-                            data,
+                            data: *data,
                         })
                     }));
                 }
@@ -570,7 +572,7 @@ impl Judge {
             } else {
                 std::mem::take(&mut span.name)
             },
-            whole: whole.then_some(span),
+            whole: whole.then(|| Box::new(span)),
         };
         // Room for a whole trade trace with two API consumers at once.
         let spans = state
@@ -663,6 +665,16 @@ mod tests {
             capture.spans().is_empty(),
             "a streaming capture keeps nothing"
         );
+    }
+
+    #[test]
+    fn an_open_span_costs_what_a_verdict_needs_not_a_whole_span() {
+        // Open traces are what the check holds (up to some 15,000 of them
+        // in a run): a span kept in place would make each of their spans
+        // several hundred bytes.
+        let seen = std::mem::size_of::<Seen>();
+        assert!(seen <= 128, "Seen takes {seen} bytes");
+        assert!(std::mem::size_of::<SpanData>() > 2 * seen);
     }
 
     #[test]
