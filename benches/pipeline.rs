@@ -144,12 +144,6 @@ async fn timed(trades: usize, traced: bool) -> Duration {
     pipeline_run(settings(trades), trades, traced).await.elapsed
 }
 
-/// A traced run's time and the records it moved.
-async fn timed_moving(trades: usize) -> (Duration, usize) {
-    let run = pipeline_run(settings(trades), trades, true).await;
-    (run.elapsed, run.records_moved)
-}
-
 async fn raw_run(records: &[(i32, rskafka::record::Record)], rdkafka: bool) -> Duration {
     let broker = Broker::builder()
         .watch_deleted_records(false)
@@ -250,9 +244,9 @@ fn summary(_: &mut Criterion) {
     // Every run moves the same records (same seed).
     let mut records_moved = 0;
     for _ in 0..runs {
-        let (elapsed, moved) = rt.block_on(timed_moving(trades));
-        traced.push(elapsed);
-        records_moved = moved;
+        let run = rt.block_on(pipeline_run(settings(trades), trades, true));
+        traced.push(run.elapsed);
+        records_moved = run.records_moved;
         untraced.push(rt.block_on(timed(trades, false)));
         rskafka.push(rt.block_on(raw_run(&records, false)));
         rdkafka.push(rt.block_on(raw_run(&records, true)));

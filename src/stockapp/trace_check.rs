@@ -242,10 +242,7 @@ impl TraceCheck {
             None => Some(message),
         };
         if let Some(Message::Spans(spans)) = unsent {
-            let mut state = lock(&self.judge.state);
-            for (service, span) in spans {
-                self.judge.take(&mut state, service, span);
-            }
+            self.judge.take_all(&mut lock(&self.judge.state), spans);
         }
     }
 
@@ -274,11 +271,7 @@ impl Judge {
             // Whatever else is queued, under one lock.
             while let Some(message) = next {
                 match message {
-                    Message::Spans(spans) => {
-                        for (service, span) in spans {
-                            self.take(&mut state, service, span);
-                        }
-                    }
+                    Message::Spans(spans) => self.take_all(&mut state, spans),
                     Message::Flush(done) => {
                         let _ = done.send(());
                     }
@@ -517,6 +510,13 @@ impl SpanStream for TraceCheck {
 }
 
 impl Judge {
+    /// Takes a batch of ended spans, in the order they ended.
+    fn take_all(&self, state: &mut State, spans: Vec<(Arc<str>, SpanData)>) {
+        for (service, span) in spans {
+            self.take(state, service, span);
+        }
+    }
+
     /// Takes one ended span into its trace, judging the trace once it may
     /// be whole.
     fn take(&self, state: &mut State, service: Arc<str>, mut span: SpanData) {
