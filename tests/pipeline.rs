@@ -7,6 +7,7 @@ use kafka_trace_harness::stockapp::pipeline::{
     FILTERED_OUT_ATTRIBUTE, PipelineBuilder, PipelineProgress, RunningPipeline, TradeClock,
 };
 use kafka_trace_harness::stockapp::processor::window_start;
+use kafka_trace_harness::stockapp::summary::showcase_traces;
 use kafka_trace_harness::stockapp::{DLQ_TOPIC, StockTrade, TRADES_TOPIC, User};
 use kafka_trace_harness::{Broker, ExpectedSpan, SpanCapture};
 use opentelemetry::trace::SpanKind;
@@ -123,6 +124,15 @@ async fn the_streaming_trace_check_finds_every_trade_trace_complete() {
     assert_eq!(report.summary.reached_api, progress.rows_sent);
     assert_eq!(report.other_traces, 9, "one per user profile");
     assert_eq!(report.other_broken, 0);
+    // The user profiles' traces come first; the sample is of trades.
+    let sampled = report.sample.traces();
+    assert_eq!(sampled.len(), 2, "{sampled:?}");
+    for trace in &sampled {
+        let roots = trace.roots();
+        assert_eq!(roots.len(), 1);
+        assert_eq!(roots[0].name(), "send stockapp.trades");
+    }
+    assert_eq!(showcase_traces(&report.sample, 2).len(), 2);
     assert!(capture.spans().is_empty());
     broker.shutdown().await.expect("no record deleted");
 }
@@ -166,6 +176,15 @@ async fn every_trade_leaves_the_reference_trace_and_the_api_serves_exact_totals(
         json_branch(),
     ]);
     forest.assert_traces(kept_joined, &reference);
+    // What `run` prints: full trees first, a filtered trade's last.
+    let shown = showcase_traces(&forest, 3);
+    assert_eq!(shown.len(), 3);
+    assert_eq!(
+        shown[0].len(),
+        7,
+        "the reference tree with two API consumers"
+    );
+    assert_eq!(shown[2].len(), 4, "a trade that ends at its process span");
     // Kept, but no profile to join: the ksqlDB branch ends at `process`.
     forest.assert_traces(
         kept_unjoined,

@@ -112,22 +112,25 @@ pub(crate) fn percentile(values: &[Duration], p: usize) -> Option<Duration> {
     Some(values[rank - 1])
 }
 
-/// The trades traces worth showing: the ones that reached the most
-/// services first (a full reference tree), then a filtered one.
+/// The trade traces worth showing, at most `count`: the ones that reached
+/// the most services (a full reference tree), and last a shorter one (a
+/// filtered trade's) if there is one.
 pub fn showcase_traces(forest: &SpanForest, count: usize) -> Vec<Trace<'_>> {
     let mut traces: Vec<Trace<'_>> = forest
         .traces()
         .into_iter()
         .filter(|t| trade_root(t).is_some())
         .collect();
+    if count == 0 || traces.is_empty() {
+        return Vec::new();
+    }
     traces.sort_by_key(|t| std::cmp::Reverse(t.len()));
-    let mut shown: Vec<Trace<'_>> = traces
-        .iter()
-        .take(count.saturating_sub(1))
-        .cloned()
-        .collect();
-    if let Some(short) = traces.iter().rev().find(|t| t.len() == 2) {
-        shown.push(*short);
+    let longest = traces[0].len();
+    let shortest = traces[traces.len() - 1];
+    let mut shown: Vec<Trace<'_>> = traces.iter().take(count).copied().collect();
+    if shortest.len() < longest && shown.last().is_some_and(|t| t.len() == longest) {
+        shown.pop();
+        shown.push(shortest);
     }
     shown
 }

@@ -15,6 +15,7 @@
 //!     └── send stockapp.trades-json         kstream-service
 //! ```
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -72,10 +73,29 @@ pub struct TraceCheck {
     /// Spans go to the checking thread, started with the first span; `None`
     /// if it could not start (spans are then judged where they end).
     queue: OnceLock<Option<SyncSender<Message>>>,
-    /// Ended spans not yet queued: they go to the thread [`BATCH`] at a
-    /// time, so that a span costs a push rather than a channel message and
-    /// a wake-up.
-    batch: Mutex<Vec<(Arc<str>, SpanData)>>,
+    /// Ended spans not yet queued, already reduced to what a verdict
+    /// needs: they go to the thread [`BATCH`] at a time, so that a span
+    /// costs a push rather than a channel message and a wake-up.
+    batch: Mutex<Batch>,
+}
+
+/// Ended spans on their way to the checking thread. Each span is reduced
+/// where it ended and dropped there, while it is still in that core's
+/// cache: the checking thread reads a few flat vectors instead of cold
+/// `SpanData` it would also have to free across threads.
+#[derive(Debug, Default)]
+struct Batch {
+    spans: Vec<(TraceId, Seen)>,
+    /// The root `send` spans among them: what links point at.
+    sends: Vec<SpanId>,
+    /// Their links' targets, with the linking span's trace.
+    links: Vec<(TraceId, SpanId)>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.spans.is_empty() && self.sends.is_empty() && self.links.is_empty()
+    }
 }
 
 /// The checking itself, shared with the checking thread.
@@ -83,12 +103,16 @@ pub struct TraceCheck {
 struct Judge {
     api_consumers: usize,
     sample_size: usize,
+    /// Whether ending spans are still kept whole, for the sample: cleared
+    /// once the sample is complete, so that the rest of the run only
+    /// reduces spans.
+    sampling: AtomicBool,
     state: Mutex<State>,
 }
 
 #[derive(Debug)]
 enum Message {
-    Spans(Vec<(Arc<str>, SpanData)>),
+    Spans(Batch),
     /// Answered once every span queued before it is judged.
     Flush(SyncSender<()>),
 }
@@ -126,16 +150,18 @@ struct State {
     latencies_us: Vec<u32>,
     sample: Vec<CapturedSpan>,
     sampled: usize,
-    /// The first traces seen, kept whole for the sample.
+    /// Open traces kept whole for the sample: the first ones seen, and a
+    /// later one in the place of each that concluded or turned out not to
+    /// be a trade's (user profiles come first).
     candidates: FxHashSet<TraceId>,
     broken_examples: Vec<(TraceId, String)>,
     other_traces: usize,
     other_broken: usize,
 }
 
-/// What a verdict needs of one span; the span itself only for traces that
-/// may be sampled. An open trace costs a few hundred bytes, not the spans'
-/// attributes and links (a window row's send has up to 127 links): the
+/// What a verdict needs of one span; the span itself only while the
+/// sample is being taken. An open trace costs a few hundred bytes, not the
+/// spans' attributes and links (a window row's send has up to 127 links): the
 /// span is boxed, since a `SpanData` held in place would make every `Seen`
 /// its size (several hundred bytes), sampled or not.
 #[derive(Debug)]
@@ -184,6 +210,7 @@ impl TraceCheck {
             judge: Arc::new(Judge {
                 api_consumers,
                 sample_size: 0,
+                sampling: AtomicBool::new(false),
                 state: Mutex::default(),
             }),
             queue: OnceLock::new(),
@@ -197,6 +224,7 @@ impl TraceCheck {
         // Before the first span, nothing else holds the judge.
         if let Some(judge) = Arc::get_mut(&mut self.judge) {
             judge.sample_size = traces;
+            judge.sampling = AtomicBool::new(traces > 0);
         }
         self
     }
@@ -232,7 +260,7 @@ impl TraceCheck {
 
     /// Queues spans for the checking thread, or judges them here if it
     /// could not start: judged late rather than lost.
-    fn judge_batch(&self, batch: Vec<(Arc<str>, SpanData)>) {
+    fn judge_batch(&self, batch: Batch) {
         if batch.is_empty() {
             return;
         }
@@ -326,6 +354,7 @@ impl Judge {
     /// Counts `trace`'s verdict; its spans are dropped or sampled. A trace
     /// still open at the end is broken.
     fn conclude(&self, state: &mut State, trace: TraceId, spans: Vec<Seen>, verdict: Verdict) {
+        state.candidates.remove(&trace);
         match verdict {
             Verdict::Open => {
                 let reason = missing(&spans);
@@ -348,6 +377,9 @@ impl Judge {
                 }
                 if state.sampled < self.sample_size && spans.iter().all(|s| s.whole.is_some()) {
                     state.sampled += 1;
+                    if state.sampled == self.sample_size {
+                        self.sampling.store(false, Ordering::Relaxed);
+                    }
                     state.sample.extend(spans.into_iter().filter_map(|s| {
                         s.whole.map(|data| CapturedSpan {
                             service: s.service.to_string(),
@@ -493,43 +525,85 @@ fn structure_problem(spans: &[Seen]) -> Option<String> {
 }
 
 impl SpanStream for TraceCheck {
-    fn span_ended(&self, service: &Arc<str>, span: SpanData) {
+    fn span_ended(&self, service: &Arc<str>, mut span: SpanData) {
         if !span.span_context.is_sampled() {
             return;
         }
-        let full = {
+        let trace = span.span_context.trace_id();
+        let whole = self.judge.sampling.load(Ordering::Relaxed);
+        let mut seen = Seen::of(service, &mut span, whole);
+        let (full, dropped) = {
             let mut batch = lock(&self.batch);
-            batch.push((Arc::clone(service), span));
-            if batch.len() < BATCH {
-                return;
-            }
-            std::mem::replace(&mut *batch, Vec::with_capacity(BATCH))
+            batch.note_targets(trace, &span);
+            let dropped = if whole {
+                seen.whole = Some(Box::new(span));
+                None
+            } else {
+                Some(span)
+            };
+            batch.spans.push((trace, seen));
+            let full = (batch.spans.len() >= BATCH).then(|| std::mem::take(&mut *batch));
+            (full, dropped)
         };
-        self.judge_batch(full);
+        // Freed here, still in this core's cache, and outside the lock.
+        drop(dropped);
+        if let Some(full) = full {
+            self.judge_batch(full);
+        }
+    }
+}
+
+impl Seen {
+    /// What a verdict needs of `span`; its name is taken unless the span
+    /// is to be kept `whole`.
+    fn of(service: &Arc<str>, span: &mut SpanData, whole: bool) -> Self {
+        Self {
+            service: Arc::clone(service),
+            span: span.span_context.span_id(),
+            parent: span.parent_span_id,
+            start: span.start_time,
+            end: span.end_time,
+            error: matches!(span.status, Status::Error { .. }),
+            // Only the processor says why it filtered a trade out.
+            filtered: &**service == PROCESSOR_SERVICE
+                && span
+                    .attributes
+                    .iter()
+                    .any(|kv| kv.key.as_str() == FILTERED_OUT_ATTRIBUTE),
+            name: if whole {
+                span.name.clone()
+            } else {
+                std::mem::take(&mut span.name)
+            },
+            whole: None,
+        }
+    }
+}
+
+impl Batch {
+    /// Notes `span` as a link target if it is a root `send`, and the
+    /// targets of its links.
+    fn note_targets(&mut self, trace: TraceId, span: &SpanData) {
+        if span.span_kind == opentelemetry::trace::SpanKind::Producer
+            && span.parent_span_id == SpanId::INVALID
+        {
+            self.sends.push(span.span_context.span_id());
+        }
+        self.links.extend(
+            span.links
+                .iter()
+                .map(|link| (trace, link.span_context.span_id())),
+        );
     }
 }
 
 impl Judge {
     /// Takes a batch of ended spans, in the order they ended.
-    fn take_all(&self, state: &mut State, spans: Vec<(Arc<str>, SpanData)>) {
-        for (service, span) in spans {
-            self.take(state, service, span);
-        }
-    }
-
-    /// Takes one ended span into its trace, judging the trace once it may
-    /// be whole.
-    fn take(&self, state: &mut State, service: Arc<str>, mut span: SpanData) {
-        let trace = span.span_context.trace_id();
-        if span.span_kind == opentelemetry::trace::SpanKind::Producer
-            && span.parent_span_id == SpanId::INVALID
-        {
-            state.sends.insert(span.span_context.span_id());
-        }
+    fn take_all(&self, state: &mut State, batch: Batch) {
+        state.sends.extend(batch.sends);
         // Links are checked now; a target that has not ended yet is checked
         // again at the end.
-        for link in span.links.iter() {
-            let target = link.span_context.span_id();
+        for (trace, target) in batch.links {
             // A window row links the same recent trades as the rows before
             // it: found once in the large set, then in the small one.
             if state.linked.contains(&target) {
@@ -551,29 +625,17 @@ impl Judge {
             unresolved.retain(|(_, target)| !sends.contains(target));
             state.prune_at = 2 * state.unresolved.len();
         }
-        let whole = state.candidates.contains(&trace)
-            || (state.candidates.len() < 2 * self.sample_size && state.candidates.insert(trace));
-        let processor = &*service == PROCESSOR_SERVICE;
-        let seen = Seen {
-            service,
-            span: span.span_context.span_id(),
-            parent: span.parent_span_id,
-            start: span.start_time,
-            end: span.end_time,
-            error: matches!(span.status, Status::Error { .. }),
-            // Only the processor says why it filtered a trade out.
-            filtered: processor
-                && span
-                    .attributes
-                    .iter()
-                    .any(|kv| kv.key.as_str() == FILTERED_OUT_ATTRIBUTE),
-            name: if whole {
-                span.name.clone()
-            } else {
-                std::mem::take(&mut span.name)
-            },
-            whole: whole.then(|| Box::new(span)),
-        };
+        for (trace, seen) in batch.spans {
+            self.take(state, trace, seen);
+        }
+    }
+
+    /// Takes one ended span into its trace, judging the trace once it may
+    /// be whole.
+    fn take(&self, state: &mut State, trace: TraceId, mut seen: Seen) {
+        if seen.whole.is_some() && !self.keeps_whole(state, trace, &seen) {
+            seen.whole = None;
+        }
         // Room for a whole trade trace with two API consumers at once.
         let spans = state
             .open
@@ -595,6 +657,32 @@ impl Judge {
         if let Some(spans) = state.open.remove(&trace) {
             self.conclude(state, trace, spans, verdict);
         }
+    }
+
+    /// Whether `seen`, which came whole, stays whole for the sample: a
+    /// trace is a candidate from its first span while there is room, and
+    /// gives its place up once its root shows it is not a trade's.
+    fn keeps_whole(&self, state: &mut State, trace: TraceId, seen: &Seen) -> bool {
+        if state.sampled >= self.sample_size {
+            return false;
+        }
+        if !state.candidates.contains(&trace) {
+            let first = !state.open.contains_key(&trace);
+            if !(first && state.candidates.len() < 2 * self.sample_size) {
+                return false;
+            }
+            state.candidates.insert(trace);
+        }
+        if seen.parent == SpanId::INVALID && seen.name != TRADE_SEND {
+            state.candidates.remove(&trace);
+            if let Some(spans) = state.open.get_mut(&trace) {
+                for span in spans {
+                    span.whole = None;
+                }
+            }
+            return false;
+        }
+        true
     }
 }
 
@@ -664,6 +752,33 @@ mod tests {
         assert!(
             capture.spans().is_empty(),
             "a streaming capture keeps nothing"
+        );
+    }
+
+    #[test]
+    fn traces_that_are_not_a_trades_give_their_place_in_the_sample_up() {
+        // As in a run: user profiles' sends end before any trade's span.
+        let check = Arc::new(TraceCheck::new(1).sample(1));
+        let capture = SpanCapture::builder().stream(check.clone()).build();
+        let tracer = capture.tracer("datagen");
+        for _ in 0..3 {
+            tracer
+                .span_builder("send stockapp.users")
+                .with_kind(SpanKind::Producer)
+                .start(&tracer)
+                .end();
+        }
+        trade(&capture, false, true, None);
+        trade(&capture, true, true, None);
+        let report = check.finish();
+        assert_eq!(report.summary.complete, 2);
+        assert_eq!(report.other_traces, 3);
+        let sampled = report.sample.traces();
+        assert_eq!(sampled.len(), 1, "{sampled:?}");
+        assert_eq!(sampled[0].len(), 6, "the first trade's trace, whole");
+        assert!(
+            !check.judge.sampling.load(Ordering::Relaxed),
+            "spans are no longer kept whole once the sample is taken"
         );
     }
 
