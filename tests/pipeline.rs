@@ -185,6 +185,9 @@ async fn every_trade_leaves_the_reference_trace_and_the_api_serves_exact_totals(
         "the reference tree with two API consumers"
     );
     assert_eq!(shown[2].len(), 4, "a trade that ends at its process span");
+    let one = showcase_traces(&forest, 1);
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].len(), 7, "one trace shown: a whole reference tree");
     // Kept, but no profile to join: the ksqlDB branch ends at `process`.
     forest.assert_traces(
         kept_unjoined,

@@ -113,8 +113,8 @@ pub(crate) fn percentile(values: &[Duration], p: usize) -> Option<Duration> {
 }
 
 /// The trade traces worth showing, at most `count`: the ones that reached
-/// the most services (a full reference tree), and last a shorter one (a
-/// filtered trade's) if there is one.
+/// the most services (a full reference tree), and last, when more than one
+/// is shown, a shorter one (a filtered trade's) if there is one.
 pub fn showcase_traces(forest: &SpanForest, count: usize) -> Vec<Trace<'_>> {
     let mut traces: Vec<Trace<'_>> = forest
         .traces()
@@ -128,7 +128,7 @@ pub fn showcase_traces(forest: &SpanForest, count: usize) -> Vec<Trace<'_>> {
     let longest = traces[0].len();
     let shortest = traces[traces.len() - 1];
     let mut shown: Vec<Trace<'_>> = traces.iter().take(count).copied().collect();
-    if shortest.len() < longest && shown.last().is_some_and(|t| t.len() == longest) {
+    if count > 1 && shortest.len() < longest && shown.last().is_some_and(|t| t.len() == longest) {
         shown.pop();
         shown.push(shortest);
     }
