@@ -83,9 +83,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, Injector};
-use opentelemetry::trace::{
-    Link, Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _,
-};
+use opentelemetry::trace::{Link, Span as _, SpanContext, SpanKind, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use rdkafka::ClientConfig;
@@ -104,7 +102,7 @@ use crate::propagation::{
 };
 use crate::traced::ConsumerParent;
 use crate::traced::attributes::{
-    SpanTemplate, attr, extraction_events, partition_id, server, shared,
+    SpanTemplate, attr, extraction_events, mark_failed, partition_id, server, shared,
 };
 
 /// Reads header `index`, or `None` when it does not exist or rdkafka
@@ -590,10 +588,7 @@ where
                 }
                 span.set_attribute(KeyValue::new(attr::OFFSET, delivery.offset));
             }
-            Err(e) => {
-                span.set_attribute(KeyValue::new(attr::ERROR_TYPE, e.error_type()));
-                span.set_status(Status::error(e.to_string()));
-            }
+            Err(e) => mark_failed(&span, e.error_type(), e.to_string()),
         }
         span.end();
         result
@@ -761,9 +756,11 @@ impl ConsumedMessage {
 
     /// Marks the process span failed (`error.type` and Error status).
     pub fn fail(&self, error_type: &str, description: impl Into<String>) {
-        let span = self.context.span();
-        span.set_attribute(KeyValue::new(attr::ERROR_TYPE, error_type.to_owned()));
-        span.set_status(Status::error(description.into()));
+        mark_failed(
+            &self.context.span(),
+            error_type.to_owned(),
+            description.into(),
+        );
     }
 
     /// Adds an attribute to the process span.

@@ -61,6 +61,17 @@ pub(crate) fn server(bootstrap: &str) -> Vec<KeyValue> {
     }
 }
 
+/// Marks `span` failed as the conventions have it: a low-cardinality
+/// `error.type` attribute and Error status with `description`.
+pub(crate) fn mark_failed(
+    span: &opentelemetry::trace::SpanRef<'_>,
+    error_type: impl Into<opentelemetry::Value>,
+    description: String,
+) {
+    span.set_attribute(KeyValue::new(attr::ERROR_TYPE, error_type));
+    span.set_status(opentelemetry::trace::Status::error(description));
+}
+
 /// A string attribute value whose clones share one allocation.
 pub(crate) fn shared(text: &str) -> StringValue {
     StringValue::from(Arc::<str>::from(text))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use opentelemetry::trace::{Link, SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::trace::{Link, SpanKind, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use rskafka::client::Client;
@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::attributes::{SpanTemplate, attr, partition_id, server};
+use super::attributes::{SpanTemplate, attr, mark_failed, partition_id, server};
 use super::connect;
 use super::retry::{
     SEND_ATTEMPT_FAILED_EVENT, failed_attempt, is_transient_error, retry_backoff, send_error_type,
@@ -320,8 +320,7 @@ impl Pending {
         if attempts > 1 {
             span.set_attribute(KeyValue::new(attr::SEND_ATTEMPTS, i64::from(attempts)));
         }
-        span.set_attribute(KeyValue::new(attr::ERROR_TYPE, error_type.to_owned()));
-        span.set_status(Status::error(error.to_string()));
+        mark_failed(&span, error_type.to_owned(), error.to_string());
         span.end();
         if let Some(reply) = self.reply.take() {
             let _ = reply.send(Err(error));

@@ -4,16 +4,16 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use opentelemetry::trace::{
-    Link, Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _,
-};
+use opentelemetry::trace::{Link, Span as _, SpanContext, SpanKind, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
 use rustc_hash::FxHashMap;
 
-use super::attributes::{SpanTemplate, attr, extraction_events, partition_id, server, shared};
+use super::attributes::{
+    SpanTemplate, attr, extraction_events, mark_failed, partition_id, server, shared,
+};
 use super::offsets::{OffsetStore, StartFrom};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -709,9 +709,11 @@ impl ConsumedRecord {
 
     /// Marks the process span failed (`error.type` and Error status).
     pub fn fail(&self, error_type: &str, description: impl Into<String>) {
-        let span = self.context.span();
-        span.set_attribute(KeyValue::new(attr::ERROR_TYPE, error_type.to_owned()));
-        span.set_status(Status::error(description.into()));
+        mark_failed(
+            &self.context.span(),
+            error_type.to_owned(),
+            description.into(),
+        );
     }
 
     /// Adds an attribute to the process span (for example why a record was

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opentelemetry::trace::{Link, SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::trace::{Link, SpanKind, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use rskafka::client::Client;
@@ -11,7 +11,7 @@ use rskafka::client::partition::{Compression, PartitionClient};
 use rskafka::record::Record;
 use rustc_hash::FxHashMap;
 
-use super::attributes::{SpanTemplate, attr, partition_id, server};
+use super::attributes::{SpanTemplate, attr, mark_failed, partition_id, server};
 use super::connect;
 use super::retry::{
     SEND_ATTEMPT_FAILED_EVENT, failed_attempt, is_transient_error, retry_backoff, send_error_type,
@@ -264,10 +264,7 @@ impl TracedProducer {
         }
         match &result {
             Ok(offset) => span.set_attribute(KeyValue::new(attr::OFFSET, *offset)),
-            Err(e) => {
-                span.set_attribute(KeyValue::new(attr::ERROR_TYPE, send_error_type(e)));
-                span.set_status(Status::error(e.to_string()));
-            }
+            Err(e) => mark_failed(&span, send_error_type(e), e.to_string()),
         }
         span.end();
         result
