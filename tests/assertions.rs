@@ -798,31 +798,59 @@ mod any_forest {
                         Link::new(context(trace, id), attributes, 0)
                     })
                     .collect();
-                let mut span_links = SpanLinks::default();
-                span_links.links.append(&mut links);
-                CapturedSpan {
-                    service: ["x", "y"][service].to_owned(),
-                    data: SpanData {
-                        span_context: context(trace, id),
-                        parent_span_id: SpanId::from(parent),
-                        parent_span_is_remote: false,
-                        span_kind: if consumer {
-                            SpanKind::Consumer
-                        } else {
-                            SpanKind::Internal
-                        },
-                        name: Cow::Borrowed(NAMES[name]),
-                        start_time: SystemTime::UNIX_EPOCH,
-                        end_time: SystemTime::UNIX_EPOCH,
-                        attributes: n.map(|n| KeyValue::new("n", n)).into_iter().collect(),
-                        dropped_attributes_count: 0,
-                        events: SpanEvents::default(),
-                        links: span_links,
-                        status: Status::Unset,
-                        instrumentation_scope: InstrumentationScope::builder("test").build(),
-                    },
+                let mut span = span(context(trace, id), SpanId::from(parent));
+                span.service = ["x", "y"][service].to_owned();
+                span.data.name = Cow::Borrowed(NAMES[name]);
+                if consumer {
+                    span.data.span_kind = SpanKind::Consumer;
                 }
+                span.data.attributes = n.map(|n| KeyValue::new("n", n)).into_iter().collect();
+                span.data.links.links.append(&mut links);
+                span
             })
+    }
+
+    /// An internal span `a` of service `x`, with no attributes or links.
+    fn span(span_context: SpanContext, parent_span_id: SpanId) -> CapturedSpan {
+        CapturedSpan {
+            service: "x".to_owned(),
+            data: SpanData {
+                span_context,
+                parent_span_id,
+                parent_span_is_remote: false,
+                span_kind: SpanKind::Internal,
+                name: Cow::Borrowed(NAMES[0]),
+                start_time: SystemTime::UNIX_EPOCH,
+                end_time: SystemTime::UNIX_EPOCH,
+                attributes: Vec::new(),
+                dropped_attributes_count: 0,
+                events: SpanEvents::default(),
+                links: SpanLinks::default(),
+                status: Status::Unset,
+                instrumentation_scope: InstrumentationScope::builder("test").build(),
+            },
+        }
+    }
+
+    #[test]
+    fn traces_whose_roots_render_alike_get_the_same_ordinals_in_any_capture_order() {
+        // Two one-span traces that render alike; the second span names the
+        // first as its parent, across traces. The report names that span
+        // by ordinal, so the traces' order must not follow capture order.
+        let first = span(context(2, 1), SpanId::INVALID);
+        let second = span(context(1, 2), SpanId::from(1));
+        let report = |spans: Vec<CapturedSpan>| {
+            SpanForest::new(spans)
+                .try_assert_trace(&ExpectedSpan::new("b"))
+                .expect_err("no span is named b")
+                .to_string()
+        };
+        let forward = report(vec![first.clone(), second.clone()]);
+        assert!(
+            forward.contains("names a parent in another trace"),
+            "{forward}"
+        );
+        assert_eq!(report(vec![second, first]), forward);
     }
 
     fn node(name: usize, any_depth: bool, extra: bool, test: usize) -> ExpectedSpan {

@@ -589,17 +589,76 @@ impl Layout {
     }
 
     /// Each trace's roots in content order, and the traces ordered by
-    /// their roots' content, ties broken by span and parent ids (the same
-    /// spans captured in another order get the same ordinals), then index.
+    /// their roots' content. Traces that render alike are ordered by where
+    /// the others first link to them, then by their roots' span and parent
+    /// ids, then by trace id: never by capture order, so the same spans
+    /// captured in another order get the same ordinals, and a span's links
+    /// to alike traces name them in link order (ids are random, links are
+    /// the code's own order).
     fn order_traces(&self, forest: &SpanForest, traces: Vec<Vec<usize>>) -> Vec<Vec<usize>> {
         let rank = |i: usize| self.class_rank[self.class_of[i] as usize];
-        let mut keyed: Vec<(Vec<u32>, Vec<usize>)> = traces
+        let mut keyed: Vec<(TraceKey, Vec<usize>)> = traces
             .into_iter()
             .map(|mut roots| {
                 roots.sort_unstable_by_key(|&r| (rank(r), ids(forest, r), r));
-                (roots.iter().map(|&r| rank(r)).collect(), roots)
+                let key = TraceKey {
+                    ranks: roots.iter().map(|&r| rank(r)).collect(),
+                    mention: u32::MAX,
+                    ids: roots.iter().map(|&r| ids(forest, r)).collect(),
+                    trace: roots
+                        .first()
+                        .and_then(|&r| forest.get(r))
+                        .map(|span| span.trace_id().to_bytes()),
+                };
+                (key, roots)
             })
             .collect();
+        keyed.sort_unstable();
+        let alike = |a: &(TraceKey, Vec<usize>), b: &(TraceKey, Vec<usize>)| a.0.ranks == b.0.ranks;
+        if !keyed.windows(2).any(|w| alike(&w[0], &w[1])) {
+            return keyed.into_iter().map(|(_, roots)| roots).collect();
+        }
+        let mut tied = vec![false; keyed.len()];
+        for (i, w) in keyed.windows(2).enumerate() {
+            if alike(&w[0], &w[1]) {
+                tied[i] = true;
+                tied[i + 1] = true;
+            }
+        }
+        let mut mentions: FxHashMap<[u8; 16], u32> = keyed
+            .iter()
+            .zip(&tied)
+            .filter(|(_, tied)| **tied)
+            .filter_map(|((key, _), _)| key.trace.map(|trace| (trace, u32::MAX)))
+            .collect();
+        // Links from the traces whose place is settled, in rendering order.
+        let mut next = 0;
+        let mut stack = Vec::new();
+        for ((_, roots), _) in keyed.iter().zip(&tied).filter(|(_, tied)| !**tied) {
+            stack.extend(roots.iter().rev());
+            while let Some(index) = stack.pop() {
+                stack.extend(self.children(index).iter().rev());
+                if !self.has_tail(index) {
+                    continue;
+                }
+                let Some(span) = forest.get(index) else {
+                    continue;
+                };
+                for target in span.links().filter_map(|(_, target)| target) {
+                    if let Some(mention) = mentions.get_mut(&target.trace_id().to_bytes())
+                        && *mention == u32::MAX
+                    {
+                        *mention = next;
+                        next += 1;
+                    }
+                }
+            }
+        }
+        for (key, _) in &mut keyed {
+            if let Some(&mention) = key.trace.as_ref().and_then(|t| mentions.get(t)) {
+                key.mention = mention;
+            }
+        }
         keyed.sort_unstable();
         keyed.into_iter().map(|(_, roots)| roots).collect()
     }
@@ -612,6 +671,17 @@ impl Layout {
             .map(|&t| self.texts[t as usize].1 + 16)
             .sum()
     }
+}
+
+/// What orders a trace among the others: its roots' content, where a
+/// settled trace first links to it, its roots' ids, then its own id; all
+/// independent of capture order.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct TraceKey {
+    ranks: Vec<u32>,
+    mention: u32,
+    ids: Vec<Option<([u8; 8], [u8; 8])>>,
+    trace: Option<[u8; 16]>,
 }
 
 /// A span's id and its parent's: what tells apart spans whose content
