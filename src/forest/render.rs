@@ -614,16 +614,15 @@ impl Layout {
             })
             .collect();
         keyed.sort_unstable();
-        let alike = |a: &(TraceKey, Vec<usize>), b: &(TraceKey, Vec<usize>)| a.0.ranks == b.0.ranks;
-        if !keyed.windows(2).any(|w| alike(&w[0], &w[1])) {
-            return keyed.into_iter().map(|(_, roots)| roots).collect();
-        }
         let mut tied = vec![false; keyed.len()];
         for (i, w) in keyed.windows(2).enumerate() {
-            if alike(&w[0], &w[1]) {
+            if w[0].0.ranks == w[1].0.ranks {
                 tied[i] = true;
                 tied[i + 1] = true;
             }
+        }
+        if !tied.contains(&true) {
+            return keyed.into_iter().map(|(_, roots)| roots).collect();
         }
         let mut mentions: FxHashMap<[u8; 16], u32> = keyed
             .iter()
