@@ -9,6 +9,9 @@ use kafka_trace_harness::{
 use opentelemetry::trace::{Link, SpanContext, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue, Value};
 
+#[path = "support/spans.rs"]
+mod spans;
+
 /// The stockapp trace for one trade, with `api_services` consumers of the
 /// dollars topic, plus a users trace the processor links to.
 fn stockapp(api_services: &[&str]) -> SpanForest {
@@ -750,29 +753,15 @@ fn a_report_on_a_huge_trace_stays_short() {
 }
 
 mod any_forest {
-    use std::borrow::Cow;
-    use std::time::SystemTime;
-
     use kafka_trace_harness::{CapturedSpan, Problem};
-    use opentelemetry::InstrumentationScope;
-    use opentelemetry::trace::{SpanId, Status, TraceFlags, TraceId, TraceState};
-    use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
     use proptest::collection::vec;
     use proptest::prelude::*;
 
     use super::*;
 
-    const NAMES: [&str; 3] = ["a", "b", "c"];
+    use super::spans::{context, span};
 
-    fn context(trace: u128, id: u64) -> SpanContext {
-        SpanContext::new(
-            TraceId::from(trace),
-            SpanId::from(id),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        )
-    }
+    const NAMES: [&str; 3] = ["a", "b", "c"];
 
     /// A span from small id ranges, so that orphans, several roots,
     /// cycles, duplicate ids and dangling links all occur; attribute `n`
@@ -798,9 +787,7 @@ mod any_forest {
                         Link::new(context(trace, id), attributes, 0)
                     })
                     .collect();
-                let mut span = span(context(trace, id), SpanId::from(parent));
-                span.service = ["x", "y"][service].to_owned();
-                span.data.name = Cow::Borrowed(NAMES[name]);
+                let mut span = span(["x", "y"][service], NAMES[name], trace, id, parent);
                 if consumer {
                     span.data.span_kind = SpanKind::Consumer;
                 }
@@ -810,35 +797,13 @@ mod any_forest {
             })
     }
 
-    /// An internal span `a` of service `x`, with no attributes or links.
-    fn span(span_context: SpanContext, parent_span_id: SpanId) -> CapturedSpan {
-        CapturedSpan {
-            service: "x".to_owned(),
-            data: SpanData {
-                span_context,
-                parent_span_id,
-                parent_span_is_remote: false,
-                span_kind: SpanKind::Internal,
-                name: Cow::Borrowed(NAMES[0]),
-                start_time: SystemTime::UNIX_EPOCH,
-                end_time: SystemTime::UNIX_EPOCH,
-                attributes: Vec::new(),
-                dropped_attributes_count: 0,
-                events: SpanEvents::default(),
-                links: SpanLinks::default(),
-                status: Status::Unset,
-                instrumentation_scope: InstrumentationScope::builder("test").build(),
-            },
-        }
-    }
-
     #[test]
     fn traces_whose_roots_render_alike_get_the_same_ordinals_in_any_capture_order() {
         // Two one-span traces that render alike; the second span names the
         // first as its parent, across traces. The report names that span
         // by ordinal, so the traces' order must not follow capture order.
-        let first = span(context(2, 1), SpanId::INVALID);
-        let second = span(context(1, 2), SpanId::from(1));
+        let first = span("x", "a", 2, 1, 0);
+        let second = span("x", "a", 1, 2, 1);
         let report = |spans: Vec<CapturedSpan>| {
             SpanForest::new(spans)
                 .try_assert_trace(&ExpectedSpan::new("b"))

@@ -1,46 +1,12 @@
 //! The span forest: relations, lookups and structural problems.
 
-use std::borrow::Cow;
-use std::time::SystemTime;
-
 use kafka_trace_harness::{CapturedSpan, Problem, SpanForest};
-use opentelemetry::trace::{
-    Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::{InstrumentationScope, KeyValue, Value};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use opentelemetry::trace::{Link, SpanId, SpanKind, TraceId};
+use opentelemetry::{KeyValue, Value};
 
-fn context(trace: u128, span: u64) -> SpanContext {
-    SpanContext::new(
-        TraceId::from(trace),
-        SpanId::from(span),
-        TraceFlags::SAMPLED,
-        false,
-        TraceState::NONE,
-    )
-}
-
-/// A span of `trace` with id `id`, parent id `parent` (0 = none).
-fn span(service: &str, name: &'static str, trace: u128, id: u64, parent: u64) -> CapturedSpan {
-    CapturedSpan {
-        service: service.to_owned(),
-        data: SpanData {
-            span_context: context(trace, id),
-            parent_span_id: SpanId::from(parent),
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Internal,
-            name: Cow::Borrowed(name),
-            start_time: SystemTime::UNIX_EPOCH,
-            end_time: SystemTime::UNIX_EPOCH,
-            attributes: Vec::new(),
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: Status::Unset,
-            instrumentation_scope: InstrumentationScope::builder("test").build(),
-        },
-    }
-}
+#[path = "support/spans.rs"]
+mod spans;
+use spans::{context, span};
 
 fn with_link(mut s: CapturedSpan, trace: u128, id: u64) -> CapturedSpan {
     s.data
