@@ -11,6 +11,8 @@ pub mod integrations;
 #[cfg(feature = "otlp")]
 pub mod otlp;
 pub mod propagation;
+#[cfg(feature = "report")]
+pub mod report;
 #[cfg(feature = "stockapp")]
 pub mod stockapp;
 pub mod traced;

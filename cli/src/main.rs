@@ -1,5 +1,6 @@
 //! `kafka-trace-harness`: the harness as a program.
 
+mod report_cmd;
 mod run_spans;
 
 use std::io::Write;
@@ -22,7 +23,6 @@ use kafka_trace_harness::stockapp::pipeline::{PipelineBuilder, Services};
 use kafka_trace_harness::stockapp::summary::{
     TraceSummary, render_metrics, render_summary, render_trace_tree, showcase_traces,
 };
-use kafka_trace_harness::stockapp::trace_check::TraceCheck;
 use kafka_trace_harness::stockapp::{ApiServer, RegistryServer, SchemaRegistry, TRADES_JSON_TOPIC};
 use kafka_trace_harness::{Backend, Broker, SpanCapture};
 
@@ -41,6 +41,11 @@ enum Command {
     /// Run the embedded broker until Ctrl-C or SIGTERM; prints its bootstrap
     /// address on the first line of standard output.
     Broker(BrokerArgs),
+    /// Read OTLP JSON Lines files (`run --spans-out`, or OpenTelemetry's
+    /// file exporter in any language): print their trace trees and
+    /// problems, write the HTML report with --html; exit status 1 when a
+    /// trace is broken.
+    Report(report_cmd::ReportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -134,6 +139,14 @@ struct RunArgs {
     /// Trace trees to print.
     #[arg(long, default_value_t = 3)]
     show_traces: usize,
+    /// Write the run's HTML trace report to this file: every broken trace
+    /// (up to 5,000) and a sample of the others, with the service map and
+    /// summary of all of them.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// Traces the HTML report shows besides the broken ones.
+    #[arg(long, default_value_t = kafka_trace_harness::report::DEFAULT_MAX_TRACES)]
+    html_traces: usize,
 }
 
 fn parse_services(list: &str) -> Result<Services, String> {
@@ -163,6 +176,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command {
+        Some(Command::Report(args)) => return report_cmd::main(args),
+        command => command,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -173,10 +190,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
+    let result = match command {
         Some(Command::Broker(args)) => runtime.block_on(run_broker(args)),
         Some(Command::Run(args)) => runtime.block_on(run_pipeline(args)),
         None => runtime.block_on(run_pipeline(RunArgs::default())),
+        Some(Command::Report(_)) => unreachable!("handled before the runtime starts"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -322,7 +340,11 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     // and checked at the end.
     let streaming =
         (args.services == Services::ALL && !receive_otlp).then(|| run_spans::RunSpans {
-            check: Arc::new(TraceCheck::new(args.api_consumers).sample(args.show_traces)),
+            check: Arc::new(report_cmd::run_check(
+                args.api_consumers,
+                args.show_traces,
+                args.html.is_some().then_some(args.html_traces),
+            )),
             file: None,
         });
     let (capture, run_spans) = match streaming {
@@ -432,34 +454,54 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("warning: {e}");
     }
     let colour = std::io::stdout().is_terminal();
-    match &run_spans {
+    // What is printed is also the HTML report's summary.
+    let mut summary_text = String::new();
+    let check_report = match &run_spans {
         Some(spans) => {
             let report = spans.check.finish();
             for trace in showcase_traces(&report.sample, args.show_traces) {
                 println!("{}", render_trace_tree(&trace, colour));
             }
-            print!("{}", render_summary(&progress, &report.summary));
+            summary_text.push_str(&render_summary(&progress, &report.summary));
             for (trace, reason) in &report.broken_examples {
-                println!("  broken trace {trace}: {reason}");
+                summary_text.push_str(&format!("  broken trace {trace}: {reason}\n"));
             }
             if report.other_broken > 0 {
-                println!(
-                    "  {} of {} other traces (user profiles, dead letters) are broken",
+                summary_text.push_str(&format!(
+                    "  {} of {} other traces (user profiles, dead letters) are broken\n",
                     report.other_broken, report.other_traces
-                );
+                ));
             }
+            print!("{summary_text}");
+            Some(report)
         }
         None => {
             let forest = capture.forest();
             for trace in showcase_traces(&forest, args.show_traces) {
                 println!("{}", render_trace_tree(&trace, colour));
             }
-            print!("{}", render_summary(&progress, &TraceSummary::of(&forest)));
+            summary_text.push_str(&render_summary(&progress, &TraceSummary::of(&forest)));
+            print!("{summary_text}");
+            None
         }
-    }
+    };
     match &stdout_metrics {
         Some(provider) => provider.shutdown()?,
-        None => print!("{}", render_metrics(&metrics.collect()?)),
+        None => {
+            let text = render_metrics(&metrics.collect()?);
+            print!("{text}");
+            summary_text.push_str(&text);
+        }
+    }
+    if let Some(path) = &args.html {
+        report_cmd::write_run_report(
+            path,
+            args.html_traces,
+            args.trades,
+            check_report,
+            || capture.forest(),
+            &summary_text,
+        )?;
     }
     if let Some(json) = api_json {
         println!("GET / of api-1:\n{json}");

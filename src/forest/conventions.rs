@@ -508,7 +508,7 @@ impl SpanForest {
     #[track_caller]
     pub fn assert_messaging_conventions(&self, conventions: MessagingConventions) {
         if let Err(e) = self.try_assert_messaging_conventions(conventions) {
-            panic!("{e}");
+            self.fail_assertion(&e);
         }
     }
 

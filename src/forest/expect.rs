@@ -1273,11 +1273,22 @@ fn unified_diff(expected: &str, actual: &str) -> String {
 }
 
 impl SpanForest {
+    /// Panics with `error`, naming the HTML report of this forest that it
+    /// wrote (see [`crate::report::REPORT_ENV`]) on the message's last line.
+    #[track_caller]
+    pub(crate) fn fail_assertion(&self, error: &Error) -> ! {
+        #[cfg(feature = "report")]
+        if let Some(line) = crate::report::write_failure_report(self, true) {
+            panic!("{error}\n\n{line}");
+        }
+        panic!("{error}");
+    }
+
     /// Panics unless at least one trace has the `expected` shape.
     #[track_caller]
     pub fn assert_trace(&self, expected: &ExpectedSpan) {
         if let Err(e) = self.try_assert_trace(expected) {
-            panic!("{e}");
+            self.fail_assertion(&e);
         }
     }
 
@@ -1298,7 +1309,7 @@ impl SpanForest {
     #[track_caller]
     pub fn assert_traces(&self, count: usize, expected: &ExpectedSpan) {
         if let Err(e) = self.try_assert_traces(count, expected) {
-            panic!("{e}");
+            self.fail_assertion(&e);
         }
     }
 
@@ -1338,7 +1349,7 @@ impl SpanForest {
     #[track_caller]
     pub fn assert_every_parent(&self, child: SpanKind, parent: SpanKind) {
         if let Err(e) = self.try_assert_every_parent(child, parent) {
-            panic!("{e}");
+            self.fail_assertion(&e);
         }
     }
 
@@ -1415,7 +1426,7 @@ impl SpanForest {
     #[track_caller]
     pub fn assert_no_problems(&self) {
         if let Err(e) = self.try_assert_no_problems() {
-            panic!("{e}");
+            self.fail_assertion(&e);
         }
     }
 

@@ -682,6 +682,34 @@ struct Received {
     reasons: Vec<String>,
 }
 
+/// The spans of an OTLP export request (as read from an OTLP JSON Lines
+/// file, say), converted as the receiver converts them, each with its
+/// resource's `service.name`; and the spans rejected (bad ids), with the
+/// reasons of the first few.
+///
+/// ```
+/// use kafka_trace_harness::integrations::otlp_receiver::captured_spans;
+/// use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+///
+/// let (spans, rejected, _reasons) = captured_spans(ExportTraceServiceRequest::default());
+/// assert!(spans.is_empty());
+/// assert_eq!(rejected, 0);
+/// ```
+pub fn captured_spans(
+    request: ExportTraceServiceRequest,
+) -> (Vec<crate::CapturedSpan>, usize, Vec<String>) {
+    let received = convert(request);
+    let spans = received
+        .spans
+        .into_iter()
+        .map(|(service, data)| crate::CapturedSpan {
+            service: service.to_string(),
+            data,
+        })
+        .collect();
+    (spans, received.rejected, received.reasons)
+}
+
 fn convert(request: ExportTraceServiceRequest) -> Received {
     let mut received = Received::default();
     for resource_spans in request.resource_spans {

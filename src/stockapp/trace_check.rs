@@ -29,6 +29,7 @@ use super::summary::TraceSummary;
 use crate::SpanStream;
 use crate::capture::lock;
 use crate::forest::tree::{CapturedSpan, SpanForest};
+use crate::report::ServiceMap;
 
 const TRADE_SEND: &str = "send stockapp.trades";
 const TRADE_PROCESS: &str = "process stockapp.trades";
@@ -103,6 +104,10 @@ impl Batch {
 struct Judge {
     api_consumers: usize,
     sample_size: usize,
+    /// Broken traces kept whole, at most (0: none), for the HTML report.
+    keep_broken: usize,
+    /// Whether concluded traces are counted into a service map.
+    map: bool,
     /// Whether ending spans are still kept whole, for the sample: cleared
     /// once the sample is complete, so that the rest of the run only
     /// reduces spans.
@@ -157,6 +162,12 @@ struct State {
     broken_examples: Vec<(TraceId, String)>,
     other_traces: usize,
     other_broken: usize,
+    /// Broken traces kept whole, and why each is broken.
+    broken_kept: Vec<CapturedSpan>,
+    broken_reasons: Vec<(TraceId, String)>,
+    /// Broken traces not kept once `keep_broken` were.
+    broken_not_kept: usize,
+    service_map: ServiceMap,
 }
 
 /// What a verdict needs of one span; the span itself only while the
@@ -168,6 +179,7 @@ struct State {
 struct Seen {
     service: Arc<str>,
     name: std::borrow::Cow<'static, str>,
+    kind: opentelemetry::trace::SpanKind,
     span: SpanId,
     parent: SpanId,
     start: std::time::SystemTime,
@@ -190,6 +202,15 @@ pub struct TraceCheckReport {
     pub other_broken: usize,
     /// The sampled complete trade traces, whole.
     pub sample: SpanForest,
+    /// Broken traces kept whole ([`TraceCheck::keep_broken`]).
+    pub broken_kept: SpanForest,
+    /// Why each trace of `broken_kept` is broken.
+    pub broken_reasons: Vec<(TraceId, String)>,
+    /// Broken traces not kept whole, once the limit was reached.
+    pub broken_not_kept: usize,
+    /// Every span and hop of every trace judged
+    /// ([`TraceCheck::service_map`]; empty unless asked).
+    pub service_map: ServiceMap,
 }
 
 enum Verdict {
@@ -210,6 +231,8 @@ impl TraceCheck {
             judge: Arc::new(Judge {
                 api_consumers,
                 sample_size: 0,
+                keep_broken: 0,
+                map: false,
                 sampling: AtomicBool::new(false),
                 state: Mutex::default(),
             }),
@@ -225,6 +248,30 @@ impl TraceCheck {
         if let Some(judge) = Arc::get_mut(&mut self.judge) {
             judge.sample_size = traces;
             judge.sampling = AtomicBool::new(traces > 0);
+        }
+        self
+    }
+
+    /// Also keeps up to `traces` broken traces whole (every span is then
+    /// kept whole until its trace is judged), for the HTML report.
+    #[must_use]
+    pub fn keep_broken(mut self, traces: usize) -> Self {
+        if let Some(judge) = Arc::get_mut(&mut self.judge) {
+            judge.keep_broken = traces;
+            if traces > 0 {
+                judge.sampling = AtomicBool::new(true);
+            }
+        }
+        self
+    }
+
+    /// Also counts every judged trace's spans and hops into a
+    /// [`ServiceMap`] (parent hops only: links between traces are not
+    /// followed here).
+    #[must_use]
+    pub fn service_map(mut self) -> Self {
+        if let Some(judge) = Arc::get_mut(&mut self.judge) {
+            judge.map = true;
         }
         self
     }
@@ -348,6 +395,10 @@ impl Judge {
             other_traces: state.other_traces,
             other_broken: state.other_broken,
             sample: SpanForest::new(std::mem::take(&mut state.sample)),
+            broken_kept: SpanForest::new(std::mem::take(&mut state.broken_kept)),
+            broken_reasons: std::mem::take(&mut state.broken_reasons),
+            broken_not_kept: state.broken_not_kept,
+            service_map: std::mem::take(&mut state.service_map),
         }
     }
 
@@ -355,6 +406,9 @@ impl Judge {
     /// still open at the end is broken.
     fn conclude(&self, state: &mut State, trace: TraceId, spans: Vec<Seen>, verdict: Verdict) {
         state.candidates.remove(&trace);
+        if self.map && !matches!(verdict, Verdict::Open) {
+            count_hops(&mut state.service_map, &spans);
+        }
         match verdict {
             Verdict::Open => {
                 let reason = missing(&spans);
@@ -362,8 +416,9 @@ impl Judge {
             }
             Verdict::Other => {
                 state.other_traces += 1;
-                if structure_problem(&spans).is_some() {
+                if let Some(problem) = structure_problem(&spans) {
                     state.other_broken += 1;
+                    self.keep_broken_trace(state, trace, spans, problem);
                 }
             }
             Verdict::Complete(latency) => {
@@ -377,7 +432,7 @@ impl Judge {
                 }
                 if state.sampled < self.sample_size && spans.iter().all(|s| s.whole.is_some()) {
                     state.sampled += 1;
-                    if state.sampled == self.sample_size {
+                    if state.sampled == self.sample_size && self.keep_broken == 0 {
                         self.sampling.store(false, Ordering::Relaxed);
                     }
                     state.sample.extend(spans.into_iter().filter_map(|s| {
@@ -391,9 +446,35 @@ impl Judge {
             Verdict::Broken(reason) => {
                 state.trade_traces += 1;
                 state.broken += 1;
+                self.keep_broken_trace(state, trace, spans, reason.clone());
                 note_broken(state, trace, reason);
             }
         }
+    }
+
+    /// Keeps a broken trace whole, if asked and there is room.
+    fn keep_broken_trace(
+        &self,
+        state: &mut State,
+        trace: TraceId,
+        spans: Vec<Seen>,
+        reason: String,
+    ) {
+        if self.keep_broken == 0 {
+            return;
+        }
+        if state.broken_reasons.len() >= self.keep_broken || spans.iter().any(|s| s.whole.is_none())
+        {
+            state.broken_not_kept += 1;
+            return;
+        }
+        state.broken_reasons.push((trace, reason));
+        state.broken_kept.extend(spans.into_iter().filter_map(|s| {
+            s.whole.map(|data| CapturedSpan {
+                service: s.service.to_string(),
+                data: *data,
+            })
+        }));
     }
 
     fn judge(&self, spans: &[Seen]) -> Verdict {
@@ -482,6 +563,33 @@ impl Judge {
     }
 }
 
+/// Counts the spans of a judged trace, and each hop in it: a consumer
+/// span whose parent is a producer span of another service (the topic
+/// taken from the consumer's name, `process <topic>`).
+fn count_hops(map: &mut ServiceMap, spans: &[Seen]) {
+    use opentelemetry::trace::SpanKind;
+    for span in spans {
+        map.add_span(&span.service, span.error);
+        if span.kind != SpanKind::Consumer || span.parent == SpanId::INVALID {
+            continue;
+        }
+        if let Some(producer) = spans
+            .iter()
+            .find(|p| p.span == span.parent && p.kind == SpanKind::Producer)
+            && producer.service != span.service
+        {
+            map.add_hop(
+                &producer.service,
+                &span.service,
+                crate::report::topic_from_name(&span.name),
+                producer.start,
+                span.start,
+                span.error,
+            );
+        }
+    }
+}
+
 /// The one item of `items`, if there is exactly one.
 fn only<T>(mut items: impl Iterator<Item = T>) -> Option<T> {
     match (items.next(), items.next()) {
@@ -561,6 +669,7 @@ impl Seen {
             service: Arc::clone(service),
             span: span.span_context.span_id(),
             parent: span.parent_span_id,
+            kind: span.span_kind.clone(),
             start: span.start_time,
             end: span.end_time,
             error: matches!(span.status, Status::Error { .. }),
@@ -663,6 +772,10 @@ impl Judge {
     /// trace is a candidate from its first span while there is room, and
     /// gives its place up once its root shows it is not a trade's.
     fn keeps_whole(&self, state: &mut State, trace: TraceId, seen: &Seen) -> bool {
+        if self.keep_broken > 0 {
+            // Any trace may turn out broken: all are whole until judged.
+            return true;
+        }
         if state.sampled >= self.sample_size {
             return false;
         }
