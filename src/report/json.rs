@@ -316,6 +316,111 @@ mod tests {
         );
     }
 
+    /// Spans with every field set: attribute types, events, links, error
+    /// status, a remote parent, trace state; two services, two scopes.
+    #[cfg(feature = "otlp")]
+    fn varied_spans() -> Vec<CapturedSpan> {
+        use std::borrow::Cow;
+        use std::time::Duration;
+
+        use opentelemetry::trace::{Link, SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+        use opentelemetry::{InstrumentationScope, StringValue};
+        use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789 + ms);
+        let cx = |trace: u128, span: u64, remote| {
+            SpanContext::new(
+                TraceId::from(trace),
+                SpanId::from(span),
+                TraceFlags::SAMPLED,
+                remote,
+                TraceState::from_key_value([("vendor", "x")]).unwrap(),
+            )
+        };
+        let mut events = SpanEvents::default();
+        events.events.push(opentelemetry::trace::Event::new(
+            "retry",
+            at(5),
+            vec![KeyValue::new("attempt", 2)],
+            1,
+        ));
+        events.dropped_count = 3;
+        let mut links = SpanLinks::default();
+        links.links.push(Link::new(
+            cx(2, 20, true),
+            vec![KeyValue::new("why", "join")],
+            0,
+        ));
+        let scope = |name: &'static str| {
+            InstrumentationScope::builder(name)
+                .with_version("1.2")
+                .with_attributes([KeyValue::new("scope.attr", true)])
+                .build()
+        };
+        let span = |service: &str, id: u64, parent: u64, kind, scope_name, status| CapturedSpan {
+            service: service.to_owned(),
+            data: SpanData {
+                span_context: cx(1, id, false),
+                parent_span_id: SpanId::from(parent),
+                parent_span_is_remote: parent != 0,
+                span_kind: kind,
+                name: Cow::Owned(format!("span {id} \"quoted\" <b>")),
+                start_time: at(0),
+                end_time: at(1_000_000),
+                attributes: vec![
+                    KeyValue::new("s", "text\nline"),
+                    KeyValue::new("i", -7_i64),
+                    KeyValue::new("f", 1.25),
+                    KeyValue::new("b", false),
+                    KeyValue::new(
+                        "a",
+                        Value::Array(Array::String(vec![StringValue::from("x"), "y".into()])),
+                    ),
+                    KeyValue::new("ai", Value::Array(Array::I64(vec![1, 2]))),
+                ],
+                dropped_attributes_count: 4,
+                events: events.clone(),
+                links: links.clone(),
+                status,
+                instrumentation_scope: scope(scope_name),
+            },
+        };
+        vec![
+            span("datagen", 10, 0, SpanKind::Producer, "a", Status::Ok),
+            span(
+                "api",
+                11,
+                10,
+                SpanKind::Consumer,
+                "a",
+                Status::error("boom"),
+            ),
+            span("datagen", 12, 0, SpanKind::Internal, "b", Status::Unset),
+            span("", 13, 99, SpanKind::Server, "a", Status::Unset),
+        ]
+    }
+
+    #[cfg(feature = "otlp")]
+    #[test]
+    fn the_report_request_parses_to_what_the_otlp_module_writes() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+        let spans = varied_spans();
+        let ours = export_request(&spans);
+        let theirs =
+            crate::otlp::spans_to_otlp_json(spans.iter().map(|c| (c.service.as_str(), &c.data)))
+                .unwrap();
+
+        let ours: ExportTraceServiceRequest = serde_json::from_str(&ours).unwrap();
+        let theirs: ExportTraceServiceRequest = serde_json::from_str(&theirs).unwrap();
+        assert_eq!(ours, theirs);
+        assert_eq!(
+            ours.resource_spans.len(),
+            3,
+            "datagen, api, unknown_service"
+        );
+    }
+
     #[test]
     fn numbers_that_json_cannot_hold_are_null() {
         let mut out = String::new();

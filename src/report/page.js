@@ -51,6 +51,7 @@
     return (m / 1000).toFixed(2) + ' s';
   }
   function fmtCount(n) { return Number(n).toLocaleString('en-US'); }
+  function plural(n, word) { return fmtCount(n) + ' ' + word + (n === 1 ? '' : 's'); }
   function anyValue(v) {
     if (!v) return '';
     if ('stringValue' in v) return v.stringValue;
@@ -182,13 +183,18 @@
       });
       if (!changed) break;
     }
-    var columns = [];
+    // Services on no hop stand apart, in a last column.
+    var connected = new Set();
+    pairs.forEach(function (p) { connected.add(p.from); connected.add(p.to); });
+    var columns = [], alone = [];
     map.services.forEach(function (s) {
+      if (!connected.has(s.name) && connected.size) { alone.push(s); return; }
       var d = depth.get(s.name);
       (columns[d] = columns[d] || []).push(s);
     });
     columns = columns.filter(Boolean);
-    var NODE_W = 180, NODE_H = 58, COL_GAP = 290, ROW_GAP = 40, PAD = 16;
+    if (alone.length) columns.push(alone);
+    var NODE_W = 180, NODE_H = 58, COL_GAP = 300, ROW_GAP = 40, PAD = 16;
     var incoming = new Map();
     var tallest = Math.max.apply(null, columns.map(function (c) { return c.length; }));
     var height = PAD * 2 + tallest * NODE_H + (tallest - 1) * ROW_GAP + 40;
@@ -243,7 +249,7 @@
       var stack = incoming.get(p.to) || 0;
       incoming.set(p.to, stack + boxH + 6);
       var lx, ly;
-      if (x2 > x1) { lx = x2 - 22 - boxW / 2; ly = y2 + stack; }
+      if (x2 > x1) { lx = Math.max(x2 - 22 - boxW / 2, x1 + 10 + boxW / 2); ly = y2 + stack; }
       else { lx = (a.x + b.x) / 2 + NODE_W / 2; ly = Math.max(a.y, b.y) + NODE_H + 30 + stack; }
       var label = svg('g', { class: 'label-group' + (problem ? ' problem' : '') });
       label.appendChild(svg('rect', { class: 'label-bg', x: lx - boxW / 2, y: ly - boxH / 2, width: boxW, height: boxH, rx: 4 }));
@@ -264,8 +270,8 @@
       g.appendChild(svg('text', { class: 'stat', x: 16, y: 42 }, stat));
       if (problem) {
         var bad = [];
-        if (s.errors) bad.push(fmtCount(s.errors) + ' errors');
-        if (s.problems) bad.push(fmtCount(s.problems) + ' problems');
+        if (s.errors) bad.push(plural(s.errors, 'error'));
+        if (s.problems) bad.push(plural(s.problems, 'problem'));
         g.appendChild(svg('text', { class: 'stat bad', x: 16 + stat.length * 6.3 + 8, y: 42 }, bad.join(', ')));
       }
       g.appendChild(svg('title', {}, s.name + ': ' + fmtCount(s.spans) + ' spans, ' + fmtCount(s.errors) + ' with error status, ' + fmtCount(s.problems) + ' problems'));
@@ -430,13 +436,17 @@
         el('span', { class: 'kind', text: KIND_BADGE[span.kind] || '?', title: 'kind ' + (KINDS[span.kind] || span.kind) }),
         error ? el('span', { class: 'err-mark', text: 'ERROR', title: span.status.message || 'error status' }) : null,
         span.parentSpanId && !span.parent ? el('span', { class: 'orphan-mark', text: 'parent lost', title: 'its parent span ' + span.parentSpanId + ' is not in this report' }) : null,
-        !error && problemSpans.has(span.spanId) ? el('span', { class: 'orphan-mark', text: 'problem' }) : null
+        !error && !(span.parentSpanId && !span.parent) && problemSpans.has(span.spanId) ? el('span', { class: 'orphan-mark', text: 'problem' }) : null
       ]);
-      var labelLeft = left + width > 80 ? null : left + width;
+      // The duration after the bar; before it if the bar reaches the
+      // right edge; inside it if it spans nearly everything.
+      var labelStyle = left + width <= 80 ? 'left:calc(' + (left + width) + '% + 6px)'
+        : left >= 15 ? 'right:calc(' + (100 - left) + '% + 6px)'
+        : 'left:calc(' + left + '% + 6px);color:#fff;font-weight:600';
       var timeline = el('div', { class: 'timeline' }, [
         el('div', { class: 'gridline', style: 'left:25%' }), el('div', { class: 'gridline', style: 'left:50%' }), el('div', { class: 'gridline', style: 'left:75%' }),
         el('div', { class: 'bar' + (error ? ' error' : ''), style: 'left:' + left + '%;width:' + width + '%;background-color:' + colourOf(span.service) }),
-        el('div', { class: 'bar-label', style: labelLeft === null ? 'right:' + (100 - left + 0.5) + '%' : 'left:calc(' + labelLeft + '% + 6px)', text: fmtDuration(span.end - span.start) })
+        el('div', { class: 'bar-label', style: labelStyle, text: fmtDuration(span.end - span.start) })
       ]);
       var row = el('div', {
         class: 'wf-row', role: 'treeitem', 'aria-level': String(span.depth + 1), 'aria-selected': 'false', tabindex: '-1',

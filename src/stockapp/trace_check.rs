@@ -869,6 +869,44 @@ mod tests {
     }
 
     #[test]
+    fn for_the_html_report_broken_traces_are_kept_whole_and_every_trace_is_mapped() {
+        let check = Arc::new(TraceCheck::new(1).sample(1).keep_broken(10).service_map());
+        let capture = SpanCapture::builder().stream(check.clone()).build();
+        trade(&capture, false, true, None);
+        trade(&capture, false, true, None);
+        trade(&capture, false, false, None); // no JSON send: broken
+        let report = check.finish();
+        assert_eq!((report.summary.complete, report.summary.broken), (2, 1));
+        assert_eq!(
+            report.sample.traces().len(),
+            1,
+            "the sample of complete ones"
+        );
+        assert_eq!(report.broken_kept.traces().len(), 1);
+        assert_eq!(report.broken_kept.len(), 5, "the broken trace, whole");
+        assert_eq!(report.broken_reasons.len(), 1);
+        assert_eq!(report.broken_not_kept, 0);
+        let count = |from: &str, to: &str| {
+            report
+                .service_map
+                .edges()
+                .iter()
+                .find(|e| e.from == from && e.to == to)
+                .map(|e| (e.topic.clone(), e.count))
+        };
+        assert_eq!(
+            count("datagen", PROCESSOR_SERVICE),
+            Some(("stockapp.trades".into(), 3)),
+            "every trace counted, sampled or not"
+        );
+        assert_eq!(count(KSTREAM_SERVICE, "api-1"), None);
+        assert_eq!(
+            count(PROCESSOR_SERVICE, "api-1"),
+            Some(("stockapp.dollarsbyzip".into(), 3))
+        );
+    }
+
+    #[test]
     fn traces_that_are_not_a_trades_give_their_place_in_the_sample_up() {
         // As in a run: user profiles' sends end before any trade's span.
         let check = Arc::new(TraceCheck::new(1).sample(1));
