@@ -1,5 +1,7 @@
 //! `kafka-trace-harness`: the harness as a program.
 
+mod export;
+mod receive;
 mod run_spans;
 
 use std::io::Write;
@@ -41,6 +43,9 @@ enum Command {
     /// Run the embedded broker until Ctrl-C or SIGTERM; prints its bootstrap
     /// address on the first line of standard output.
     Broker(BrokerArgs),
+    /// Run the OTLP receiver (HTTP and gRPC) until Ctrl-C or SIGTERM;
+    /// prints `http URL` and `grpc URL` first, what it received at the end.
+    Receive(receive::ReceiveArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -134,6 +139,8 @@ struct RunArgs {
     /// Trace trees to print.
     #[arg(long, default_value_t = 3)]
     show_traces: usize,
+    #[command(flatten)]
+    otlp: export::OtlpArgs,
 }
 
 fn parse_services(list: &str) -> Result<Services, String> {
@@ -176,6 +183,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Broker(args)) => runtime.block_on(run_broker(args)),
         Some(Command::Run(args)) => runtime.block_on(run_pipeline(args)),
+        Some(Command::Receive(args)) => runtime.block_on(receive::run(args)),
         None => runtime.block_on(run_pipeline(RunArgs::default())),
     };
     match result {
@@ -314,6 +322,7 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => Backend::Embedded,
     };
     let broker = Broker::builder().backend(backend).start().await?;
+    let otlp = export::start(&args.otlp)?;
     let receive_otlp = args.otlp_receiver
         || args.otlp_receiver_port.is_some()
         || args.otlp_receiver_grpc_port.is_some();
@@ -331,7 +340,9 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 spans.file = Some(run_spans::SpansFile::create(path)?);
             }
             let spans = Arc::new(spans);
-            let capture = SpanCapture::builder().stream(spans.clone()).build();
+            let capture = SpanCapture::builder()
+                .stream(export::tee(spans.clone(), &otlp))
+                .build();
             (capture, Some(spans))
         }
         None => (SpanCapture::new(), None),
@@ -371,6 +382,7 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         Some(provider) => PipelineMetrics::new(provider),
         None => metrics.metrics().clone(),
     };
+    let pipeline_metrics = export::metrics(pipeline_metrics, &otlp);
     let mut settings = PipelineBuilder::new().linger(Duration::from_millis(args.linger_ms));
     if let Some(rate) = args.rate {
         settings = settings.rate(rate);
@@ -464,6 +476,7 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(json) = api_json {
         println!("GET / of api-1:\n{json}");
     }
+    export::finish(otlp, run_spans.is_none().then_some(&capture), &args.otlp).await?;
     if let Some(path) = &args.spans_out {
         match run_spans.as_ref().and_then(|spans| spans.file.as_ref()) {
             Some(file) => file.finish()?,
