@@ -217,6 +217,14 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+
+    /// The live OTLP export could not start.
+    #[cfg(feature = "otlp-export")]
+    #[error("OTLP export: {reason}")]
+    OtlpExport {
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// What to do about records the embedded broker deleted.

@@ -6,7 +6,12 @@ pub mod broker;
 pub mod capture;
 mod error;
 pub mod forest;
-#[cfg(any(feature = "otlp-receiver", feature = "rdkafka", feature = "tracing"))]
+#[cfg(any(
+    feature = "otlp-receiver",
+    feature = "otlp-export",
+    feature = "rdkafka",
+    feature = "tracing"
+))]
 pub mod integrations;
 #[cfg(feature = "otlp")]
 pub mod otlp;

@@ -1,6 +1,8 @@
 //! `kafka-trace-harness`: the harness as a program.
 
 mod report_cmd;
+mod export;
+mod receive;
 mod run_spans;
 
 use std::io::Write;
@@ -46,6 +48,9 @@ enum Command {
     /// problems, write the HTML report with --html; exit status 1 when a
     /// trace is broken.
     Report(report_cmd::ReportArgs),
+    /// Run the OTLP receiver (HTTP and gRPC) until Ctrl-C or SIGTERM;
+    /// prints `http URL` and `grpc URL` first, what it received at the end.
+    Receive(receive::ReceiveArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -147,6 +152,8 @@ struct RunArgs {
     /// Traces the HTML report shows besides the broken ones.
     #[arg(long, default_value_t = kafka_trace_harness::report::DEFAULT_MAX_TRACES)]
     html_traces: usize,
+    #[command(flatten)]
+    otlp: export::OtlpArgs,
 }
 
 fn parse_services(list: &str) -> Result<Services, String> {
@@ -193,6 +200,7 @@ fn main() -> ExitCode {
     let result = match command {
         Some(Command::Broker(args)) => runtime.block_on(run_broker(args)),
         Some(Command::Run(args)) => runtime.block_on(run_pipeline(args)),
+        Some(Command::Receive(args)) => runtime.block_on(receive::run(args)),
         None => runtime.block_on(run_pipeline(RunArgs::default())),
         Some(Command::Report(_)) => unreachable!("handled before the runtime starts"),
     };
@@ -332,6 +340,7 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => Backend::Embedded,
     };
     let broker = Broker::builder().backend(backend).start().await?;
+    let otlp = export::start(&args.otlp)?;
     let receive_otlp = args.otlp_receiver
         || args.otlp_receiver_port.is_some()
         || args.otlp_receiver_grpc_port.is_some();
@@ -353,7 +362,9 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 spans.file = Some(run_spans::SpansFile::create(path)?);
             }
             let spans = Arc::new(spans);
-            let capture = SpanCapture::builder().stream(spans.clone()).build();
+            let capture = SpanCapture::builder()
+                .stream(export::tee(spans.clone(), &otlp))
+                .build();
             (capture, Some(spans))
         }
         None => (SpanCapture::new(), None),
@@ -393,6 +404,7 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         Some(provider) => PipelineMetrics::new(provider),
         None => metrics.metrics().clone(),
     };
+    let pipeline_metrics = export::metrics(pipeline_metrics, &otlp);
     let mut settings = PipelineBuilder::new().linger(Duration::from_millis(args.linger_ms));
     if let Some(rate) = args.rate {
         settings = settings.rate(rate);
@@ -506,6 +518,7 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(json) = api_json {
         println!("GET / of api-1:\n{json}");
     }
+    export::finish(otlp, run_spans.is_none().then_some(&capture), &args.otlp).await?;
     if let Some(path) = &args.spans_out {
         match run_spans.as_ref().and_then(|spans| spans.file.as_ref()) {
             Some(file) => file.finish()?,

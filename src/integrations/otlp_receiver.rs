@@ -11,7 +11,9 @@
 //! `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/protobuf` (or `http/json`), or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=<grpc_endpoint>` and
 //! `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc`. Request bodies may be
-//! gzip-compressed.
+//! gzip-compressed. Metrics sent to the same endpoints (`/v1/metrics`,
+//! gRPC `MetricsService/Export`) are counted, not kept
+//! ([`OtlpReceiver::metric_points`]).
 //!
 //! What a received span becomes: an SDK [`SpanData`] with its ids, parent,
 //! kind, times, attributes, events, links (with their attributes), status,
@@ -107,6 +109,9 @@ use tonic::codegen::{Service, http};
 use crate::capture::{Sink, SpanCapture};
 use crate::otlp::UNKNOWN_SERVICE;
 use crate::{Error, Result};
+
+mod metrics;
+pub use metrics::{GRPC_METRICS_PATH, HTTP_METRICS_PATH, MetricPoints};
 
 /// Path of OTLP/HTTP trace exports.
 pub const HTTP_TRACES_PATH: &str = "/v1/traces";
@@ -208,9 +213,14 @@ impl OtlpReceiverBuilder {
         let grpc_addr = local_addr("gRPC", &grpc_listener)?;
         let (stop, _) = watch::channel(());
         let sink = Arc::clone(capture.sink());
+        let metric_points = metrics::Counts::default();
 
         let router = Router::new()
             .route(HTTP_TRACES_PATH, post(export_http))
+            .route(
+                HTTP_METRICS_PATH,
+                post(metrics::export_http).with_state(Arc::clone(&metric_points)),
+            )
             .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
             .with_state(Arc::clone(&sink));
         let http_signal = stopped(stop.subscribe());
@@ -224,9 +234,17 @@ impl OtlpReceiverBuilder {
         let incoming =
             tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
         let grpc_signal = stopped(stop.subscribe());
+        let grpc_metrics = Arc::clone(&metric_points);
         let grpc = tokio::spawn(async move {
             tonic::transport::Server::builder()
-                .serve_with_incoming_shutdown(GrpcExport { sink }, incoming, grpc_signal)
+                .serve_with_incoming_shutdown(
+                    GrpcExport {
+                        sink,
+                        metrics: grpc_metrics,
+                    },
+                    incoming,
+                    grpc_signal,
+                )
                 .await
                 .map_err(|e| error_chain(&e))
         });
@@ -234,6 +252,7 @@ impl OtlpReceiverBuilder {
         Ok(OtlpReceiver {
             http_addr,
             grpc_addr,
+            metric_points,
             stop,
             servers: vec![("HTTP", http_addr, http), ("gRPC", grpc_addr, grpc)],
         })
@@ -283,6 +302,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 pub struct OtlpReceiver {
     http_addr: SocketAddr,
     grpc_addr: SocketAddr,
+    metric_points: metrics::Counts,
     /// Sending, or dropping it, stops both servers.
     stop: watch::Sender<()>,
     servers: Vec<Server>,
@@ -342,6 +362,15 @@ impl OtlpReceiver {
     /// The address OTLP/gRPC listens on.
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// Metric data points received so far, per service (resource
+    /// `service.name`) and instrument name.
+    pub fn metric_points(&self) -> MetricPoints {
+        self.metric_points
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Stops both servers: no new connections, requests in progress finish
@@ -583,6 +612,7 @@ impl Decoder for ExportCodec {
 #[derive(Clone)]
 struct GrpcExport {
     sink: Sink,
+    metrics: metrics::Counts,
 }
 
 type BoxedResponse = Pin<
@@ -602,9 +632,12 @@ impl Service<http::Request<tonic::body::Body>> for GrpcExport {
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if request.uri().path() == GRPC_METRICS_PATH {
+            return metrics::export_grpc(&self.metrics, request);
+        }
         if request.uri().path() != GRPC_EXPORT_PATH {
             let status = tonic::Status::unimplemented(format!(
-                "{} is not served here, only {GRPC_EXPORT_PATH}",
+                "{} is not served here, only {GRPC_EXPORT_PATH} and {GRPC_METRICS_PATH}",
                 request.uri().path()
             ));
             return Box::pin(std::future::ready(Ok(status.into_http())));

@@ -36,8 +36,9 @@
 //! # Ok::<(), kafka_trace_harness::stockapp::Error>(())
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider};
@@ -102,11 +103,62 @@ pub const LATENCY_BOUNDS_MS: [f64; 16] = [
 /// ```
 #[derive(Debug, Clone)]
 pub struct PipelineMetrics {
+    instruments: Instruments,
+    per_service: Option<Arc<PerService>>,
+}
+
+/// The instruments of one meter.
+#[derive(Debug, Clone)]
+struct Instruments {
     records_in: Counter<u64>,
     records_out: Counter<u64>,
     processing: Histogram<f64>,
     end_to_end: Histogram<f64>,
     consumer_lag: Gauge<u64>,
+}
+
+/// A provider per service, for exporters that send each service under a
+/// resource of its own; see [`PipelineMetrics::per_service`].
+struct PerService {
+    provider_of: ProviderOf,
+    instruments: RwLock<HashMap<String, Instruments>>,
+}
+
+type ProviderOf = Box<dyn Fn(&str) -> SdkMeterProvider + Send + Sync>;
+
+impl fmt::Debug for PerService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PerService")
+    }
+}
+
+impl PerService {
+    /// Records with the instruments of `service`'s provider, made on its
+    /// first measurement.
+    fn record(&self, service: &str, record: impl FnOnce(&Instruments)) {
+        if let Some(instruments) = self
+            .instruments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(service)
+        {
+            return record(instruments);
+        }
+        let mut all = self
+            .instruments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let instruments = all.entry(service.to_owned()).or_insert_with(|| {
+            Instruments::from_meter(&(self.provider_of)(service).meter_with_scope(scope()))
+        });
+        record(instruments);
+    }
+}
+
+fn scope() -> InstrumentationScope {
+    InstrumentationScope::builder(SCOPE_NAME)
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build()
 }
 
 fn service_topic(service: &str, topic: &str) -> [KeyValue; 2] {
@@ -123,14 +175,67 @@ fn millis(duration: Duration) -> f64 {
 impl PipelineMetrics {
     /// The instruments of a meter with scope [`SCOPE_NAME`] from `provider`.
     pub fn new(provider: &impl MeterProvider) -> Self {
-        let scope = InstrumentationScope::builder(SCOPE_NAME)
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build();
-        Self::from_meter(&provider.meter_with_scope(scope))
+        Self::from_meter(&provider.meter_with_scope(scope()))
     }
 
     /// The instruments of `meter`.
     pub fn from_meter(meter: &Meter) -> Self {
+        Self {
+            instruments: Instruments::from_meter(meter),
+            per_service: None,
+        }
+    }
+
+    /// Also records every measurement of a service into instruments of
+    /// its own, from `provider_of(service)`, asked once per service on its
+    /// first measurement (the consumer lag goes to the consumer group's
+    /// provider: the API services' groups are named after them). For
+    /// exporters that want each service under its own resource, such as
+    /// live OTLP export; the `service` attribute stays.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use kafka_trace_harness::stockapp::metrics::{MetricsCapture, RECORDS_IN};
+    /// use opentelemetry_sdk::Resource;
+    /// use opentelemetry_sdk::metrics::{InMemoryMetricExporter, SdkMeterProvider};
+    ///
+    /// let exporter = InMemoryMetricExporter::default();
+    /// let capture = MetricsCapture::new();
+    /// let per_service = exporter.clone();
+    /// let metrics = capture.metrics().clone().per_service(move |service| {
+    ///     SdkMeterProvider::builder()
+    ///         .with_periodic_exporter(per_service.clone())
+    ///         .with_resource(Resource::builder_empty().with_service_name(service.to_owned()).build())
+    ///         .build()
+    /// });
+    ///
+    /// metrics.count_in("api-1", "stockapp.dollarsbyzip", 2);
+    ///
+    /// assert_eq!(capture.collect()?.sum(RECORDS_IN, &[]), Some(2.0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn per_service(
+        mut self,
+        provider_of: impl Fn(&str) -> SdkMeterProvider + Send + Sync + 'static,
+    ) -> Self {
+        self.per_service = Some(Arc::new(PerService {
+            provider_of: Box::new(provider_of),
+            instruments: RwLock::default(),
+        }));
+        self
+    }
+
+    /// Records into the shared instruments, and the service's own if any.
+    fn record(&self, service: &str, record: impl Fn(&Instruments)) {
+        record(&self.instruments);
+        if let Some(per_service) = &self.per_service {
+            per_service.record(service, record);
+        }
+    }
+}
+
+impl Instruments {
+    fn from_meter(meter: &Meter) -> Self {
         Self {
             records_in: meter
                 .u64_counter(RECORDS_IN)
@@ -163,22 +268,27 @@ impl PipelineMetrics {
                 .build(),
         }
     }
+}
 
+impl PipelineMetrics {
     /// Counts `records` consumed by `service` from `topic`.
     pub fn count_in(&self, service: &str, topic: &str, records: u64) {
-        self.records_in.add(records, &service_topic(service, topic));
+        let attributes = service_topic(service, topic);
+        self.record(service, |i| i.records_in.add(records, &attributes));
     }
 
     /// Counts `records` produced by `service` to `topic`.
     pub fn count_out(&self, service: &str, topic: &str, records: u64) {
-        self.records_out
-            .add(records, &service_topic(service, topic));
+        let attributes = service_topic(service, topic);
+        self.record(service, |i| i.records_out.add(records, &attributes));
     }
 
     /// Records the time `service` spent on one record consumed from `topic`.
     pub fn record_processing(&self, service: &str, topic: &str, elapsed: Duration) {
-        self.processing
-            .record(millis(elapsed), &service_topic(service, topic));
+        let attributes = service_topic(service, topic);
+        self.record(service, |i| {
+            i.processing.record(millis(elapsed), &attributes)
+        });
     }
 
     /// Records the end-to-end latency of one record `service` consumed from
@@ -209,8 +319,10 @@ impl PipelineMetrics {
     ) -> Duration {
         let elapsed_ms = consumed_at_ms.saturating_sub(trade_timestamp_ms).max(0);
         let latency = Duration::from_millis(elapsed_ms.unsigned_abs());
-        self.end_to_end
-            .record(millis(latency), &service_topic(service, topic));
+        let attributes = service_topic(service, topic);
+        self.record(service, |i| {
+            i.end_to_end.record(millis(latency), &attributes)
+        });
         latency
     }
 
@@ -243,14 +355,12 @@ impl PipelineMetrics {
             .saturating_sub(next_offset)
             .max(0)
             .unsigned_abs();
-        self.consumer_lag.record(
-            lag,
-            &[
-                KeyValue::new(CONSUMER_GROUP, group.to_owned()),
-                KeyValue::new(TOPIC, topic.to_owned()),
-                KeyValue::new(PARTITION, partition.to_string()),
-            ],
-        );
+        let attributes = [
+            KeyValue::new(CONSUMER_GROUP, group.to_owned()),
+            KeyValue::new(TOPIC, topic.to_owned()),
+            KeyValue::new(PARTITION, partition.to_string()),
+        ];
+        self.record(group, |i| i.consumer_lag.record(lag, &attributes));
         lag
     }
 }

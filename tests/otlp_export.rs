@@ -1,0 +1,149 @@
+//! The live OTLP export as a library: each service under its own resource,
+//! a full queue drops and counts rather than waiting, and shutdown keeps
+//! its deadline against a collector that never answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_trace_harness::integrations::otlp_export::{OtlpExport, Protocol, SpanCounts};
+use kafka_trace_harness::{Condition, SpanCapture};
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry::trace::Tracer as _;
+
+/// Deadline of every wait in these tests.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_and_metrics_reach_the_collector_under_their_services_resources() {
+    let received = SpanCapture::new();
+    let receiver = received.otlp_receiver().await.unwrap();
+    let export = Arc::new(
+        OtlpExport::builder()
+            .endpoint(receiver.grpc_endpoint())
+            .protocol(Protocol::Grpc)
+            .start()
+            .unwrap(),
+    );
+    let capture = SpanCapture::builder().stream(export.clone()).build();
+
+    capture.tracer("datagen").in_span("send trades", |_| {});
+    capture
+        .tracer("api-1")
+        .in_span("process dollarsbyzip", |_| {});
+    export
+        .meter_provider("api-1")
+        .meter("test")
+        .u64_counter("rows")
+        .build()
+        .add(3, &[]);
+    let report = export.shutdown().await;
+
+    assert_eq!(
+        report.spans,
+        SpanCounts {
+            recorded: 2,
+            exported: 2,
+            ..SpanCounts::default()
+        },
+        "{report}"
+    );
+    assert!(report.is_complete(), "{report}");
+    assert_eq!(report.points.exported, 1, "{report}");
+    let forest = received
+        .wait_for(Condition::span_count(2), DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(forest.of_service("datagen").count(), 1);
+    assert_eq!(forest.of_service("api-1").count(), 1);
+    assert_eq!(receiver.metric_points()["api-1"]["rows"], 1);
+    receiver.shutdown().await.unwrap();
+}
+
+/// On a current-thread runtime the export task cannot run while the test
+/// ends spans, so the queue's one place fills at the first span: every
+/// other span must be dropped and counted, never waited for.
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_queue_drops_and_counts_instead_of_waiting() {
+    let received = SpanCapture::new();
+    let receiver = received.otlp_receiver().await.unwrap();
+    let export = Arc::new(
+        OtlpExport::builder()
+            .endpoint(receiver.http_endpoint())
+            .protocol(Protocol::HttpProtobuf)
+            .queue_capacity(1)
+            .start()
+            .unwrap(),
+    );
+    let capture = SpanCapture::builder().stream(export.clone()).build();
+    let tracer = capture.tracer("datagen");
+
+    for _ in 0..1_000 {
+        tracer.in_span("send trades", |_| {});
+    }
+    let report = export.shutdown().await;
+
+    assert_eq!(
+        report.spans,
+        SpanCounts {
+            recorded: 1_000,
+            exported: 1,
+            dropped: 999,
+            ..SpanCounts::default()
+        },
+        "{report}"
+    );
+    assert!(!report.is_complete());
+    let problem = report.problem().unwrap();
+    assert!(
+        problem.contains("999 of 1000 spans not exported"),
+        "{problem}"
+    );
+    received
+        .wait_for(Condition::span_count(1), DEADLINE)
+        .await
+        .unwrap();
+    receiver.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_keeps_its_deadline_against_a_collector_that_never_answers() {
+    // Accepts connections and never answers (the exporter's own timeout is
+    // 10 s).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            open.push(stream);
+        }
+    });
+    let deadline = Duration::from_millis(300);
+    let export = Arc::new(
+        OtlpExport::builder()
+            .endpoint(url)
+            .protocol(Protocol::HttpProtobuf)
+            .shutdown_deadline(deadline)
+            .start()
+            .unwrap(),
+    );
+    let capture = SpanCapture::builder().stream(export.clone()).build();
+
+    capture.tracer("datagen").in_span("send trades", |_| {});
+    let report = export.shutdown().await;
+
+    assert_eq!(
+        report.spans,
+        SpanCounts {
+            recorded: 1,
+            unsent: 1,
+            ..SpanCounts::default()
+        },
+        "{report}"
+    );
+    // Well under the exporter's 10 s timeout: the deadline cut it.
+    assert!(report.took < Duration::from_secs(5), "{:?}", report.took);
+    // Spans after shutdown are dropped, and counted.
+    capture.tracer("datagen").in_span("late", |_| {});
+    assert_eq!(export.span_counts().dropped, 1);
+    held.abort();
+}
