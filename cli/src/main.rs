@@ -1,5 +1,6 @@
 //! `kafka-trace-harness`: the harness as a program.
 
+mod datagen_cmd;
 mod run_spans;
 
 use std::io::Write;
@@ -41,6 +42,9 @@ enum Command {
     /// Run the embedded broker until Ctrl-C or SIGTERM; prints its bootstrap
     /// address on the first line of standard output.
     Broker(BrokerArgs),
+    /// Generate records from any Avro schema (`arg.properties` annotations,
+    /// fake values by field name), as JSON Lines or an Avro container file.
+    Datagen(datagen_cmd::DatagenArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -176,6 +180,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Broker(args)) => runtime.block_on(run_broker(args)),
         Some(Command::Run(args)) => runtime.block_on(run_pipeline(args)),
+        Some(Command::Datagen(args)) => runtime.block_on(datagen_cmd::run(args)),
         None => runtime.block_on(run_pipeline(RunArgs::default())),
     };
     match result {
