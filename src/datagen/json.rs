@@ -34,8 +34,29 @@ use super::plan::{Kind, NodeId, Plan};
 
 type Decoded = std::result::Result<Value, String>;
 
+/// Which JSON form is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    /// `options`: bytes as Latin-1 strings, union values bare or wrapped.
+    Options,
+    /// The generator's own JSON form: bytes as base64, unions as written.
+    Connect,
+}
+
 /// An `options` value (JSON) as the Avro value of node `id`.
 pub(crate) fn decode(plan: &Plan, id: NodeId, json: &Json) -> Decoded {
+    decode_form(plan, id, json, Form::Options)
+}
+
+/// A JSON value of either form as the Avro value of node `id`.
+pub(crate) fn decode_form(plan: &Plan, id: NodeId, json: &Json, form: Form) -> Decoded {
+    let decode = |plan: &Plan, id: NodeId, json: &Json| decode_form(plan, id, json, form);
+    let bytes_of = |s: &str| match form {
+        Form::Options => latin1(s),
+        Form::Connect => base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(|e| format!("not base64: {e}")),
+    };
     let node = &plan.nodes[id];
     let wrong = |expected: &str| format!("expected {expected}, found {}", kind_of(json));
     match (&node.kind, json) {
@@ -64,7 +85,7 @@ pub(crate) fn decode(plan: &Plan, id: NodeId, json: &Json) -> Decoded {
             })
         }
         (Kind::Floating { .. }, _) => Err(wrong("a number")),
-        (Kind::Bytes(_), Json::String(s)) => Ok(Value::Bytes(latin1(s)?)),
+        (Kind::Bytes(_), Json::String(s)) => Ok(Value::Bytes(bytes_of(s)?)),
         (Kind::Bytes(_), _) => Err(wrong("a string of bytes")),
         (Kind::String(_), Json::String(s)) => Ok(Value::String(s.clone())),
         (Kind::String(_), _) => Err(wrong("a string")),
@@ -109,7 +130,7 @@ pub(crate) fn decode(plan: &Plan, id: NodeId, json: &Json) -> Decoded {
             .ok_or_else(|| format!("{s:?} is not a symbol of the enum")),
         (Kind::Enum { .. }, _) => Err(wrong("an enum symbol")),
         (Kind::Fixed { size }, Json::String(s)) => {
-            let bytes = latin1(s)?;
+            let bytes = bytes_of(s)?;
             if bytes.len() != *size {
                 return Err(format!("expected {size} bytes, found {}", bytes.len()));
             }
@@ -117,7 +138,8 @@ pub(crate) fn decode(plan: &Plan, id: NodeId, json: &Json) -> Decoded {
         }
         (Kind::Fixed { .. }, _) => Err(wrong("a string of bytes")),
         (Kind::Union { branches, names }, json) => {
-            if let Json::Object(map) = json {
+            let optional = branches.len() == 2 && names.iter().any(|n| n == "null");
+            if let (Json::Object(map), false) = (json, form == Form::Connect && optional) {
                 if map.len() == 1 {
                     let (key, inner) = map.iter().next().expect("one entry");
                     if let Some(i) = names.iter().position(|n| n == key) {
