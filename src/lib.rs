@@ -4,6 +4,8 @@
 
 pub mod broker;
 pub mod capture;
+#[cfg(feature = "datagen")]
+pub mod datagen;
 mod error;
 pub mod forest;
 #[cfg(any(

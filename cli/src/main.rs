@@ -3,6 +3,7 @@
 mod report_cmd;
 mod export;
 mod receive;
+mod datagen_cmd;
 mod run_spans;
 
 use std::io::Write;
@@ -51,6 +52,9 @@ enum Command {
     /// Run the OTLP receiver (HTTP and gRPC) until Ctrl-C or SIGTERM;
     /// prints `http URL` and `grpc URL` first, what it received at the end.
     Receive(receive::ReceiveArgs),
+    /// Generate records from any Avro schema (`arg.properties` annotations,
+    /// fake values by field name), as JSON Lines or an Avro container file.
+    Datagen(datagen_cmd::DatagenArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -201,6 +205,7 @@ fn main() -> ExitCode {
         Some(Command::Broker(args)) => runtime.block_on(run_broker(args)),
         Some(Command::Run(args)) => runtime.block_on(run_pipeline(args)),
         Some(Command::Receive(args)) => runtime.block_on(receive::run(args)),
+        Some(Command::Datagen(args)) => runtime.block_on(datagen_cmd::run(args)),
         None => runtime.block_on(run_pipeline(RunArgs::default())),
         Some(Command::Report(_)) => unreachable!("handled before the runtime starts"),
     };
