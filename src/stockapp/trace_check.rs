@@ -343,6 +343,7 @@ impl Judge {
                 reached_api: state.reached_api,
                 end_to_end_p50: super::summary::percentile(&latencies, 50),
                 end_to_end_p99: super::summary::percentile(&latencies, 99),
+                services: Vec::new(),
             },
             broken_examples: state.broken_examples.clone(),
             other_traces: state.other_traces,
