@@ -459,9 +459,17 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("warning: {e}");
     }
     let colour = std::io::stdout().is_terminal();
-    match &run_spans {
-        Some(spans) => {
-            let report = spans.check.finish();
+    let checked = match &run_spans {
+        Some(spans) => Some(spans.check.finish()),
+        None => outside::check_forest(
+            &capture.forest(),
+            args.services,
+            args.api_consumers,
+            args.show_traces,
+        ),
+    };
+    match &checked {
+        Some(report) => {
             for trace in showcase_traces(&report.sample, args.show_traces) {
                 println!("{}", render_trace_tree(&trace, colour));
             }

@@ -7,9 +7,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kafka_trace_harness::SpanStream as _;
+use kafka_trace_harness::forest::{CapturedSpan, SpanForest};
 use kafka_trace_harness::integrations::otlp_receiver::SpanArrivals;
 use kafka_trace_harness::stockapp::outside::{OutsideReport, OutsideSpans, OutsideWait};
 use kafka_trace_harness::stockapp::pipeline::Services;
+use kafka_trace_harness::stockapp::summary::ServiceRecords;
+use kafka_trace_harness::stockapp::trace_check::{TraceCheck, TraceCheckReport};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct OutsideArgs {
@@ -76,4 +80,40 @@ pub async fn wait(
         }));
     }
     wait.wait(stop).await
+}
+
+/// The reference-tree check over a whole forest (a run that receives
+/// other programs' spans keeps them all), when the run played the trade's
+/// own path (datagen, processor, Kafka Streams app): another program's
+/// consumer of `stockapp.dollarsbyzip` is an API hop of the tree. `None`
+/// when the run played less, so that the tree is not the reference one.
+pub fn check_forest(
+    forest: &SpanForest,
+    services: Services,
+    api_consumers: usize,
+    sample: usize,
+) -> Option<TraceCheckReport> {
+    if !(services.datagen && services.processor && services.kstream) {
+        return None;
+    }
+    let api_consumers = if services.api { api_consumers } else { 0 };
+    let own = services.names(api_consumers);
+    let check = TraceCheck::new(api_consumers).sample(sample);
+    // Each trace's spans together, other programs' first: the check judges
+    // a trace once the run's own spans are in, and a hop it had not seen by
+    // then would be a trace of its own.
+    let mut spans: Vec<&CapturedSpan> = forest.captured().iter().collect();
+    spans.sort_by_key(|c| {
+        (
+            c.data.span_context.trace_id().to_bytes(),
+            own.contains(&c.service),
+            c.data.end_time,
+        )
+    });
+    for captured in spans {
+        check.span_ended(&Arc::from(captured.service.as_str()), captured.data.clone());
+    }
+    let mut report = check.finish();
+    report.summary.services = ServiceRecords::of(forest);
+    Some(report)
 }

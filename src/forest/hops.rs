@@ -73,6 +73,35 @@ fn text<'a>(attributes: &'a [KeyValue], keys: &[&str]) -> Option<std::borrow::Co
     })
 }
 
+/// The topic a span names (`messaging.destination.name`, or the older
+/// `messaging.destination`), without copying it.
+pub fn messaging_destination(attributes: &[KeyValue]) -> Option<std::borrow::Cow<'_, str>> {
+    text(attributes, DESTINATION)
+}
+
+/// What a span of `kind` with `attributes` does to records, read as
+/// [`messaging_hop`] reads it, without copying anything.
+pub fn hop_operation(kind: &SpanKind, attributes: &[KeyValue]) -> Option<HopOperation> {
+    let by_attribute = text(attributes, OPERATION).and_then(|op| match op.as_ref() {
+        "send" | "publish" | "create" => Some(HopOperation::Send),
+        "receive" => Some(HopOperation::Receive),
+        "process" | "deliver" => Some(HopOperation::Process),
+        _ => None,
+    });
+    by_attribute.or(match kind {
+        SpanKind::Producer => Some(HopOperation::Send),
+        SpanKind::Consumer => Some(HopOperation::Process),
+        _ => None,
+    })
+}
+
+/// Whether a span reads records of `topic` (processes or receives them),
+/// by the conventions, without copying anything.
+pub fn reads_topic(kind: &SpanKind, attributes: &[KeyValue], topic: &str) -> bool {
+    messaging_destination(attributes).is_some_and(|d| d == topic)
+        && hop_operation(kind, attributes).is_some_and(|op| op != HopOperation::Send)
+}
+
 /// The hop a span of `kind` with `attributes` describes, or `None` if it
 /// names no destination or does nothing to records (`settle`, an
 /// INTERNAL or CLIENT span with no operation).
@@ -82,18 +111,8 @@ fn text<'a>(attributes: &'a [KeyValue], keys: &[&str]) -> Option<std::borrow::Co
 /// defines) is a send if it is a PRODUCER span and a process if it is a
 /// CONSUMER span.
 pub fn messaging_hop(kind: &SpanKind, attributes: &[KeyValue]) -> Option<MessagingHop> {
-    let destination = text(attributes, DESTINATION)?;
-    let by_attribute = text(attributes, OPERATION).and_then(|op| match op.as_ref() {
-        "send" | "publish" | "create" => Some(HopOperation::Send),
-        "receive" => Some(HopOperation::Receive),
-        "process" | "deliver" => Some(HopOperation::Process),
-        _ => None,
-    });
-    let operation = by_attribute.or(match kind {
-        SpanKind::Producer => Some(HopOperation::Send),
-        SpanKind::Consumer => Some(HopOperation::Process),
-        _ => None,
-    })?;
+    let destination = messaging_destination(attributes)?;
+    let operation = hop_operation(kind, attributes)?;
     let records = attributes
         .iter()
         .find(|kv| kv.key.as_str() == BATCH_COUNT)

@@ -443,3 +443,107 @@ pub fn render_metrics(snapshot: &MetricsSnapshot) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer as _};
+    use opentelemetry::{Context, KeyValue};
+
+    use super::*;
+    use crate::SpanCapture;
+    use crate::stockapp::pipeline::Services;
+
+    /// A trade's trace whose send and API hop come from other programs,
+    /// named and attributed by the 1.24-era conventions.
+    fn outside_trade(capture: &SpanCapture) {
+        let span =
+            |service: &str, name: &str, kind: SpanKind, attrs: Vec<KeyValue>, parent: &Context| {
+                let tracer = capture.tracer(service);
+                let span = tracer
+                    .span_builder(name.to_owned())
+                    .with_kind(kind)
+                    .with_attributes(attrs)
+                    .start_with_context(&tracer, parent);
+                parent.with_span(span)
+            };
+        let legacy = |operation: &'static str, topic: &'static str| {
+            vec![
+                KeyValue::new("messaging.operation", operation),
+                KeyValue::new("messaging.destination.name", topic),
+            ]
+        };
+        let root = span(
+            "py-producer",
+            "stockapp.trades send",
+            SpanKind::Producer,
+            legacy("publish", TRADES_TOPIC),
+            &Context::new(),
+        );
+        let row = span(
+            "stock-processor",
+            "send stockapp.dollarsbyzip",
+            SpanKind::Producer,
+            legacy("publish", DOLLARS_BY_ZIP_TOPIC),
+            &root,
+        );
+        span(
+            "go-api",
+            "stockapp.dollarsbyzip process",
+            SpanKind::Consumer,
+            legacy("process", DOLLARS_BY_ZIP_TOPIC),
+            &row,
+        )
+        .span()
+        .end();
+        row.span().end();
+        root.span().end();
+    }
+
+    #[test]
+    fn api_hops_are_counted_by_the_conventions_whatever_their_names() {
+        let capture = SpanCapture::new();
+        outside_trade(&capture);
+        let summary = TraceSummary::of(&capture.forest());
+        assert_eq!(summary.trade_traces, 1);
+        assert_eq!(summary.reached_api, 1);
+        assert!(summary.end_to_end_p50.is_some());
+        let go = summary
+            .services
+            .iter()
+            .find(|s| s.service == "go-api")
+            .expect("go-api is tallied");
+        assert_eq!(go.read, [(DOLLARS_BY_ZIP_TOPIC.to_owned(), 1)]);
+        assert!(go.sent.is_empty());
+        let producer = summary
+            .services
+            .iter()
+            .find(|s| s.service == "py-producer")
+            .expect("py-producer is tallied");
+        assert_eq!(producer.sent, [(TRADES_TOPIC.to_owned(), 1)]);
+    }
+
+    #[test]
+    fn the_summary_lists_services_that_ran_and_outside_ones_from_their_spans() {
+        let capture = SpanCapture::new();
+        outside_trade(&capture);
+        let summary = TraceSummary::of(&capture.forest());
+        let progress = PipelineProgress {
+            services: Services::parse("processor").unwrap(),
+            rows_sent: 1,
+            ..PipelineProgress::default()
+        };
+        let text = render_summary(&progress, &summary);
+        assert!(!text.contains("datagen"), "{text}");
+        assert!(!text.contains("kstream-service"), "{text}");
+        assert!(text.contains("stock-processor  read"), "{text}");
+        assert!(
+            text.contains("go-api           read 1 stockapp.dollarsbyzip (outside the run"),
+            "{text}"
+        );
+        assert!(
+            text.contains("py-producer      sent 1 stockapp.trades (outside the run"),
+            "{text}"
+        );
+        assert!(text.contains("1 reached the API"), "{text}");
+    }
+}
