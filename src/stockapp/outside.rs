@@ -8,7 +8,8 @@
 //!   group (`messaging.consumer.group.name`, or the 1.24-era
 //!   `messaging.kafka.consumer.group`), or
 //! - the broker lists it (ListGroups, as `kafka-consumer-groups --list`
-//!   does) and it has committed an offset on a topic the run wrote.
+//!   does), has members, and has committed an offset on a topic the run
+//!   wrote.
 //!   librdkafka's mock cluster, the harness's own broker, cannot list
 //!   groups: there a group is found by the first two ways only.
 //!
@@ -533,7 +534,12 @@ impl GroupProbe {
             match self.admin.fetch_group_list(None, REQUEST_DEADLINE) {
                 Ok(list) => {
                     for info in list.groups() {
-                        if info.protocol_type() == "consumer" || info.protocol_type().is_empty() {
+                        // A group with no member (a past run's, say) reads
+                        // nothing now: waiting for it would only time out.
+                        let active = !matches!(info.state(), "Empty" | "Dead");
+                        let consumer =
+                            info.protocol_type() == "consumer" || info.protocol_type().is_empty();
+                        if active && consumer {
                             wanted
                                 .entry(info.name().to_owned())
                                 .or_insert((GroupSource::Listed, BTreeSet::new()));
@@ -580,8 +586,9 @@ impl GroupProbe {
                 })
                 .map(|(topic, _, _, _)| topic.as_str())
                 .collect();
-            if reads.is_empty() && source == GroupSource::Listed {
-                // A group of the broker that reads nothing the run wrote.
+            if reads.is_empty() && source != GroupSource::Named {
+                // A group that reads nothing the run wrote (its spans name
+                // other topics, or the broker lists it for other topics).
                 continue;
             }
             let topics = reads
