@@ -25,7 +25,9 @@ use opentelemetry_sdk::trace::SpanData;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::DOLLARS_BY_ZIP_TOPIC;
-use super::pipeline::{FILTERED_OUT_ATTRIBUTE, KSTREAM_SERVICE, PROCESSOR_SERVICE};
+use super::pipeline::{
+    DATAGEN_SERVICE, FILTERED_OUT_ATTRIBUTE, KSTREAM_SERVICE, PROCESSOR_SERVICE,
+};
 use super::summary::TraceSummary;
 use crate::SpanStream;
 use crate::capture::lock;
@@ -600,12 +602,17 @@ impl Seen {
                     .attributes
                     .iter()
                     .any(|kv| kv.key.as_str() == FILTERED_OUT_ATTRIBUTE),
+            // The run's trade readers never read rows: their spans (most
+            // of a run's) are not scanned.
             api_hop: span.name == ROW_PROCESS
-                || crate::forest::hops::reads_topic(
+                || (!matches!(
+                    &**service,
+                    DATAGEN_SERVICE | PROCESSOR_SERVICE | KSTREAM_SERVICE
+                ) && crate::forest::hops::reads_topic(
                     &span.span_kind,
                     &span.attributes,
                     DOLLARS_BY_ZIP_TOPIC,
-                ),
+                )),
             name: if whole {
                 span.name.clone()
             } else {
