@@ -30,12 +30,12 @@ pub struct OutsideArgs {
     /// named with its lag and the run fails.
     #[arg(long = "outside-deadline", default_value = "30", value_parser = parse_seconds)]
     pub deadline: Duration,
-    /// Seconds without a received span after which other programs' spans
-    /// count as all in [default: 6, more than the SDKs' 5 s batch delay].
-    /// Waited for when an outside span or group has been seen; given, it
-    /// is always waited for (with --otlp-receiver).
-    #[arg(long = "outside-quiet", value_parser = parse_seconds)]
-    pub quiet: Option<Duration>,
+    /// With --otlp-receiver: seconds without a received span after which
+    /// other programs' spans count as all in, waited for once the run's own
+    /// services are done (more than the OpenTelemetry SDKs' 5 s batch
+    /// delay; 0: do not wait for spans).
+    #[arg(long = "outside-quiet", default_value = "6", value_parser = parse_seconds)]
+    pub quiet: Duration,
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -61,11 +61,12 @@ pub async fn wait(
     let mut wait = OutsideWait::new(bootstrap, services.written_topics())
         .own_groups(services.names(api_consumers))
         .deadline(args.deadline)
-        .always_quiet(args.quiet.is_some())
+        .quiet(args.quiet)
+        // A run that receives OTLP expects other programs' spans: their
+        // first batch may still be on its way (the SDKs send every 5 s)
+        // when the run's own work is done, in a fraction of a second.
+        .always_quiet(arrivals.is_some())
         .list_groups(can_list_groups);
-    if let Some(quiet) = args.quiet {
-        wait = wait.quiet(quiet);
-    }
     for group in &args.groups {
         wait = wait.group(group.clone());
     }

@@ -22,10 +22,11 @@
 //! Spans: with a receiver, the wait also lasts until no span has arrived
 //! for a quiet period longer than the OpenTelemetry SDKs' batch delay
 //! (5 s by default in every SDK), so that the last batch is not refused by
-//! a receiver that closed. The quiet period is only waited for when there
-//! is something to wait for: a span or an outside group already seen, or
-//! the caller asked ([`OutsideWait::always_quiet`]). A run with no other
-//! program so pays nothing.
+//! a receiver that closed. The quiet period is waited for when there is
+//! something to wait for: a span or an outside group already seen, or the
+//! caller expects spans ([`OutsideWait::always_quiet`]; `kafka-trace-harness
+//! run` does with `--otlp-receiver`). A run with no receiver, and no
+//! outside group, pays nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

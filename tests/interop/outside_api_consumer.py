@@ -9,14 +9,18 @@ conventions (`stockapp.dollarsbyzip process`, `messaging.operation`,
 OTLP/HTTP exporter at its default batch settings (a batch every 5 s) to the
 run's receiver. On SIGTERM it writes the ids of every span it made.
 
-Scenarios, each with the run's own embedded broker (the run starts first and
-prints `broker on ADDRESS`; the outside program starts after):
-(a) an extra API consumer beside api-1 and api-2, datagen in the run;
-(b) the only API consumer (`--services datagen,processor,kstream`);
-in both, the run must end by itself, successfully, within its stated bounds,
-with every outside span in `--spans-out` under the processor's row send span,
-and the summary counting the outside service (records per stage, spans
-received, the API reached);
+Scenarios, each on a standalone `kafka-trace-harness broker` that outlives
+the run and the outside program:
+(a) an extra API consumer beside api-1 and api-2, datagen in the run: the
+    outside consumer starts first (its topic created through the broker's
+    admin channel, the run's receiver on a port chosen here), and the run is
+    not told its group: it learns it from the spans;
+(b) the only API consumer (`--services datagen,processor,kstream`), started
+    after the run, its group named with `--outside-group`;
+in both, the run must end by itself, successfully, within its stated bounds
+(30 s of waiting at most), with every outside span in `--spans-out` under
+the processor's row send span, and the summary counting the outside service
+(records per stage, spans received, the API reached, the group caught up);
 (c) a consumer group that commits one row and then stops reading: the run
 must end non-zero by `--outside-deadline`, naming the group and its lag.
 
@@ -27,6 +31,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -106,38 +111,69 @@ def start_outside(bootstrap, endpoint, group, service, ids_path, stall=False):
     )
 
 
-def scenario(binary, tmp, name, services, group, service, stall=False):
-    """Runs the run and the outside consumer; returns what the checks need."""
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def create_topic(admin, topic, partitions):
+    """Through the standalone broker's admin channel (the mock cluster has no CreateTopics)."""
+    host, port = admin.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=STARTUP) as conn:
+        conn.sendall(f"create {topic} {partitions}\n".encode())
+        answer = conn.makefile().readline().strip()
+    assert answer == "ok", f"creating {topic}: {answer}"
+
+
+def scenario(binary, tmp, name, services, group, service, stall=False, outside_first=False):
+    """Runs the run and the outside consumer; returns what the checks need.
+
+    outside_first: the outside consumer starts before the run (its topic
+    created beforehand, the run's receiver on a port chosen here) and the
+    run is not told its group: it learns it from the spans. Otherwise the
+    run starts first, told the group by --outside-group, and the outside
+    consumer after it.
+    """
     spans_out = os.path.join(tmp, f"{name}-spans.json")
     ids_path = os.path.join(tmp, f"{name}-ids.json")
     # The broker outlives the run and the outside program: the order a team
     # uses, so that the outside consumer can leave its group cleanly.
-    broker = subprocess.Popen([binary, "broker", "--port", "0"], stdout=subprocess.PIPE, text=True)
-    bootstrap = Lines(broker.stdout).wait_for("", STARTUP)
-    args = [binary, "run", "--bootstrap", bootstrap, "--trades", str(TRADES), "--show-traces", "2",
-            "--outside-group", group]
+    broker = subprocess.Popen([binary, "broker", "--port", "0", "--admin-port", "0"],
+                              stdout=subprocess.PIPE, text=True)
+    broker_lines = Lines(broker.stdout)
+    bootstrap = broker_lines.wait_for("", STARTUP)
+    args = [binary, "run", "--bootstrap", bootstrap, "--trades", str(TRADES), "--show-traces", "2"]
+    if not outside_first:
+        args += ["--outside-group", group]
     if services:
         args += ["--services", services]
+    endpoint = None
     if stall:
         args += ["--outside-deadline", str(STUCK_DEADLINE)]
     else:
-        args += ["--otlp-receiver", "--spans-out", spans_out]
-    started = time.monotonic()
-    run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        port = free_port()
+        endpoint = f"http://127.0.0.1:{port}"
+        args += ["--otlp-receiver", "--otlp-receiver-port", str(port), "--spans-out", spans_out]
     outside = None
+    run = None
     stdout = stderr = []
     try:
+        if outside_first:
+            create_topic(broker_lines.wait_for("admin ", STARTUP), ROWS, 1)
+            outside = start_outside(bootstrap, endpoint, group, service, ids_path, stall)
+            Lines(outside.stdout).wait_for("consuming", STARTUP)
+        started = time.monotonic()
+        run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         run_stdout, run_stderr = Lines(run.stdout), Lines(run.stderr)
-        endpoint = None
         if not stall:
             receiver = run_stderr.wait_for("OTLP receiver on ", STARTUP)
             endpoints = RECEIVER_LINE.fullmatch(receiver)
-            assert endpoints, f"unexpected receiver line: {receiver!r}"
-            endpoint = endpoints.group(1)
+            assert endpoints and endpoints.group(1) == endpoint, f"receiver line: {receiver!r}"
         assert run_stderr.wait_for("broker on ", STARTUP) == bootstrap
-        outside = start_outside(bootstrap, endpoint, group, service,
-                                ids_path, stall)
-        Lines(outside.stdout).wait_for("consuming", STARTUP)
+        if not outside_first:
+            outside = start_outside(bootstrap, endpoint, group, service, ids_path, stall)
+            Lines(outside.stdout).wait_for("consuming", STARTUP)
         # The run ends by itself: no signal.
         bound = STARTUP + (STUCK_DEADLINE if stall else DEADLINE)
         try:
@@ -149,7 +185,7 @@ def scenario(binary, tmp, name, services, group, service, stall=False):
         stdout = run_stdout.drain()
         stderr = run_stderr.drain()
     finally:
-        if run.poll() is None:
+        if run is not None and run.poll() is None:
             run.kill()
             run.wait(EXIT)
         outside_exit = None if outside is None else stop(outside, "the outside consumer")
@@ -164,7 +200,7 @@ def scenario(binary, tmp, name, services, group, service, stall=False):
     return code, took, stdout, stderr, made, spans
 
 
-def check_flow(name, code, took, stdout, stderr, made, spans, service, group, with_api):
+def check_flow(name, code, took, stdout, stderr, made, spans, service, group, with_api, found_by):
     failures = []
 
     def check(condition, what):
@@ -200,8 +236,8 @@ def check_flow(name, code, took, stdout, stderr, made, spans, service, group, wi
     check("datagen          sent" in text, "datagen is not listed")
     waited = re.search(r"other programs   waited ([\d.]+) s", text)
     check(waited and float(waited.group(1)) <= DEADLINE + 1, f"waited: {waited and waited.group(0)}")
-    check(re.search(rf"group {re.escape(group)}\s+caught up", text),
-          f"the group is not reported caught up: {text}")
+    check(re.search(rf"group {re.escape(group)}\s+caught up: .*\({found_by}\)", text),
+          f"the group is not reported caught up, {found_by}: {text}")
     return failures
 
 
@@ -209,18 +245,20 @@ def main(binary):
     binary = os.path.abspath(binary)
     failures = []
     with tempfile.TemporaryDirectory(prefix="outside-api-consumer-") as tmp:
-        # (a) beside api-1 and api-2, datagen in the run.
+        # (a) beside api-1 and api-2, datagen in the run; the outside
+        # consumer runs first and the run learns its group from its spans.
         service = "python-api"
-        result = scenario(binary, tmp, "beside", None, "python-api-group", service)
+        result = scenario(binary, tmp, "beside", None, "python-api-group", service,
+                          outside_first=True)
         failures += check_flow("beside", *result, service=service, group="python-api-group",
-                               with_api=True)
+                               with_api=True, found_by="named by its spans")
         print(f"(a) beside api-1/api-2: run took {result[1]:.1f} s, {len(result[4])} outside spans")
 
-        # (b) the only API consumer.
+        # (b) the only API consumer, started after the run, its group named.
         service = "python-only-api"
         result = scenario(binary, tmp, "only", "datagen,processor,kstream", "python-only-group", service)
         failures += check_flow("only", *result, service=service, group="python-only-group",
-                               with_api=False)
+                               with_api=False, found_by="named by --outside-group")
         print(f"(b) the only API consumer: run took {result[1]:.1f} s, {len(result[4])} outside spans")
 
         # (c) a group that commits one row and stops reading.
