@@ -55,6 +55,14 @@ const BROKEN_EXAMPLES: usize = 10;
 /// against the reference tree as its spans arrive, and forgets each trace
 /// once it is complete.
 ///
+/// Another program's consumer of `stockapp.dollarsbyzip` (recognised by the
+/// conventions, whatever its span's name) is an API hop beside `api-1` …
+/// `api-N`, or the only one with `TraceCheck::new(0)`. A trace is judged
+/// once the run's own spans are in, so such a hop counts if it arrived
+/// before them: other programs' spans, which come over OTLP seconds later,
+/// are fed first when checking a kept forest (as `kafka-trace-harness run`
+/// does with `--otlp-receiver`).
+///
 /// Memory: the traces still open, one span id per `send` span (link
 /// targets), one latency per trade, and a bounded sample of whole traces.
 ///
