@@ -27,6 +27,27 @@
 //! caller expects spans ([`OutsideWait::always_quiet`]; `kafka-trace-harness
 //! run` does with `--otlp-receiver`). A run with no receiver, and no
 //! outside group, pays nothing.
+//!
+//! ```
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use kafka_trace_harness::Broker;
+//! use kafka_trace_harness::stockapp::outside::{OutsideWait, WaitEnd};
+//!
+//! let broker = Broker::builder().start().await?;
+//! let topic = broker.create_unique_topic("rows", 1).await?;
+//! // A group named, but no program behind it ever reads: named at the deadline.
+//! let report = OutsideWait::new(broker.bootstrap_servers(), [topic.as_str()])
+//!     .group("billing-api")
+//!     .list_groups(false) // the embedded broker cannot list groups
+//!     .deadline(Duration::from_millis(300))
+//!     .wait(std::future::pending())
+//!     .await;
+//! assert_eq!(report.end, WaitEnd::Deadline);
+//! assert!(report.problems()[0].contains("\"billing-api\" did not catch up"));
+//! # Ok(()) }
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
