@@ -182,6 +182,8 @@ pub struct OutsideReport {
     pub spans: Option<OutsideSpans>,
     /// Whether the quiet period applied.
     pub quiet_applied: bool,
+    /// How long before the end of the wait the last outside span arrived.
+    pub last_span_age: Option<Duration>,
     /// The quiet period.
     pub quiet: Duration,
     /// The deadline.
@@ -222,14 +224,13 @@ impl OutsideReport {
             })
             .collect();
         if self.quiet_applied
-            && let Some(spans) = &self.spans
-            && let Some((_, at)) = spans.last_arrival
-            && at.elapsed() < self.quiet
+            && let Some(age) = self.last_span_age
+            && age < self.quiet
         {
             problems.push(format!(
-                "outside spans were still arriving {why} (the last {} ago, less than \
+                "outside spans were still arriving {why} (the last {} before, less than \
                  --outside-quiet {}): later ones are refused",
-                seconds(at.elapsed()),
+                seconds(age),
                 seconds(self.quiet)
             ));
         }
@@ -279,12 +280,12 @@ impl OutsideReport {
             for (service, count) in &spans.by_service {
                 let _ = writeln!(out, "  spans {service:<16} {count} received over OTLP");
             }
-            if let Some((wall, at)) = spans.last_arrival {
+            if let (Some((wall, _)), Some(age)) = (spans.last_arrival, self.last_span_age) {
                 let _ = writeln!(
                     out,
-                    "  last span        arrived {} before the receiver closed ({})",
-                    seconds(at.elapsed()),
-                    chrono::DateTime::<chrono::Utc>::from(wall).format("%H:%M:%S%.3f UTC")
+                    "  last span        arrived at {}, {} before the wait ended",
+                    chrono::DateTime::<chrono::Utc>::from(wall).format("%H:%M:%S%.3f UTC"),
+                    seconds(age)
                 );
             }
         }
@@ -465,6 +466,10 @@ impl OutsideWait {
                 listing_error: listing_error.clone(),
                 spans: spans.clone(),
                 quiet_applied,
+                last_span_age: spans
+                    .as_ref()
+                    .and_then(|s| s.last_arrival)
+                    .map(|(_, at)| at.elapsed()),
                 quiet: settings.quiet,
                 deadline: settings.deadline,
                 waited: started.elapsed(),
@@ -722,6 +727,7 @@ mod tests {
             listing_error: None,
             spans: None,
             quiet_applied: false,
+            last_span_age: None,
             quiet: DEFAULT_OUTSIDE_QUIET,
             deadline: Duration::from_secs(2),
             waited: Duration::from_secs(2),
@@ -758,5 +764,35 @@ mod tests {
         assert!(report.is_complete());
         assert!(report.problems().is_empty());
         assert_eq!(report.render(), "");
+    }
+
+    #[test]
+    fn spans_still_arriving_at_the_deadline_are_a_problem_and_the_last_is_dated() {
+        let mut report = report(WaitEnd::Deadline, vec![]);
+        report.quiet_applied = true;
+        report.last_span_age = Some(Duration::from_millis(1500));
+        report.spans = Some(OutsideSpans {
+            by_service: [("go-api".to_owned(), 12)].into(),
+            last_arrival: Some((SystemTime::UNIX_EPOCH, Instant::now())),
+            consumer_groups: BTreeSet::new(),
+        });
+        assert_eq!(
+            report.problems(),
+            [
+                "outside spans were still arriving within --outside-deadline 2.0 s (the last \
+                 1.5 s before, less than --outside-quiet 6.0 s): later ones are refused"
+            ]
+        );
+        let text = report.render();
+        assert!(
+            text.contains("spans go-api           12 received over OTLP"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "last span        arrived at 00:00:00.000 UTC, 1.5 s before the wait ended"
+            ),
+            "{text}"
+        );
     }
 }
