@@ -1,9 +1,10 @@
 //! `kafka-trace-harness`: the harness as a program.
 
-mod report_cmd;
-mod export;
-mod receive;
 mod datagen_cmd;
+mod export;
+mod outside;
+mod receive;
+mod report_cmd;
 mod run_spans;
 
 use std::io::Write;
@@ -27,7 +28,7 @@ use kafka_trace_harness::stockapp::summary::{
     TraceSummary, render_metrics, render_summary, render_trace_tree, showcase_traces,
 };
 use kafka_trace_harness::stockapp::{ApiServer, RegistryServer, SchemaRegistry, TRADES_JSON_TOPIC};
-use kafka_trace_harness::{Backend, Broker, SpanCapture};
+use kafka_trace_harness::{Backend, BackendKind, Broker, SpanCapture};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Kafka broker and tracing harness for tests")]
@@ -158,6 +159,8 @@ struct RunArgs {
     html_traces: usize,
     #[command(flatten)]
     otlp: export::OtlpArgs,
+    #[command(flatten)]
+    outside: outside::OutsideArgs,
 }
 
 fn parse_services(list: &str) -> Result<Services, String> {
@@ -437,10 +440,15 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         _ => None,
     };
 
+    eprintln!("broker on {}", broker.bootstrap_servers());
     let bar = ProgressBar::new(args.trades as u64).with_style(
         ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} trades {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    let mut stop = std::pin::pin!(stop.wait());
+    // Whether the run's own services finished on their own (then other
+    // programs get their turn), not stopped by Ctrl-C.
+    let mut completed = false;
     if args.services.datagen {
         // Done when everything generated went through every service here.
         let complete =
@@ -448,8 +456,8 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 bar.set_position(progress.trades_processed as u64);
             });
         tokio::select! {
-            done = complete => { done?; }
-            () = stop.wait() => eprintln!("stopped before every generated record went through"),
+            done = complete => { done?; completed = true; }
+            () = &mut stop => eprintln!("stopped before every generated record went through"),
         }
     } else {
         // Other programs play the missing parts: run until Ctrl-C.
@@ -457,12 +465,31 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             "processing records from {}; Ctrl-C stops",
             broker.bootstrap_servers()
         );
-        stop.wait().await;
+        (&mut stop).await;
     }
     let api_json = pipeline.api_states().first().map(|state| state.to_json());
     let progress = pipeline.stop().await?;
     bar.set_position(progress.trades_processed as u64);
     bar.finish_and_clear();
+
+    // Other programs' consumers catch up and their spans come in before
+    // the receiver closes.
+    let outside_report = match completed {
+        true => Some(
+            outside::wait(
+                &args.outside,
+                broker.bootstrap_servers(),
+                // librdkafka's mock cluster has no ListGroups.
+                broker.kind() != BackendKind::Embedded,
+                args.services,
+                args.api_consumers,
+                otlp_receiver.as_ref().map(OtlpReceiver::arrivals),
+                &mut stop,
+            )
+            .await,
+        ),
+        false => None,
+    };
 
     // Received spans stop here: the summary and --spans-out see them all.
     if let Some(receiver) = otlp_receiver
@@ -473,9 +500,17 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let colour = std::io::stdout().is_terminal();
     // What is printed is also the HTML report's summary.
     let mut summary_text = String::new();
-    let check_report = match &run_spans {
-        Some(spans) => {
-            let report = spans.check.finish();
+    let checked = match &run_spans {
+        Some(spans) => Some(spans.check.finish()),
+        None => outside::check_forest(
+            &capture.forest(),
+            args.services,
+            args.api_consumers,
+            args.show_traces,
+        ),
+    };
+    let check_report = match checked {
+        Some(report) => {
             for trace in showcase_traces(&report.sample, args.show_traces) {
                 println!("{}", render_trace_tree(&trace, colour));
             }
@@ -502,6 +537,11 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             None
         }
     };
+    if let Some(report) = &outside_report {
+        let text = report.render();
+        print!("{text}");
+        summary_text.push_str(&text);
+    }
     match &stdout_metrics {
         Some(provider) => provider.shutdown()?,
         None => {
@@ -560,6 +600,14 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             "note: the embedded broker's retention deleted {} records of {} partition {} ({note})",
             deleted.count, deleted.topic, deleted.partition
         );
+    }
+    if let Some(report) = outside_report
+        && !report.is_complete()
+    {
+        if let Some(note) = &report.listing_error {
+            eprintln!("note: {note}");
+        }
+        return Err(report.problems().join("\n").into());
     }
     Ok(())
 }

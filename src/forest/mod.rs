@@ -4,6 +4,7 @@
 
 pub mod conventions;
 pub mod expect;
+pub mod hops;
 pub mod render;
 pub mod tree;
 

@@ -212,8 +212,12 @@ impl OtlpReceiverBuilder {
         let http_addr = local_addr("HTTP", &http_listener)?;
         let grpc_addr = local_addr("gRPC", &grpc_listener)?;
         let (stop, _) = watch::channel(());
-        let sink = Arc::clone(capture.sink());
         let metric_points = metrics::Counts::default();
+        let arrivals = SpanArrivals::default();
+        let intake = Intake {
+            sink: Arc::clone(capture.sink()),
+            arrivals: arrivals.clone(),
+        };
 
         let router = Router::new()
             .route(HTTP_TRACES_PATH, post(export_http))
@@ -222,7 +226,7 @@ impl OtlpReceiverBuilder {
                 post(metrics::export_http).with_state(Arc::clone(&metric_points)),
             )
             .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-            .with_state(Arc::clone(&sink));
+            .with_state(intake.clone());
         let http_signal = stopped(stop.subscribe());
         let http = tokio::spawn(async move {
             axum::serve(http_listener, router)
@@ -239,7 +243,7 @@ impl OtlpReceiverBuilder {
             tonic::transport::Server::builder()
                 .serve_with_incoming_shutdown(
                     GrpcExport {
-                        sink,
+                        intake,
                         metrics: grpc_metrics,
                     },
                     incoming,
@@ -253,6 +257,7 @@ impl OtlpReceiverBuilder {
             http_addr,
             grpc_addr,
             metric_points,
+            arrivals,
             stop,
             servers: vec![("HTTP", http_addr, http), ("gRPC", grpc_addr, grpc)],
         })
@@ -303,6 +308,7 @@ pub struct OtlpReceiver {
     http_addr: SocketAddr,
     grpc_addr: SocketAddr,
     metric_points: metrics::Counts,
+    arrivals: SpanArrivals,
     /// Sending, or dropping it, stops both servers.
     stop: watch::Sender<()>,
     servers: Vec<Server>,
@@ -352,6 +358,12 @@ impl OtlpReceiver {
     /// URL of OTLP/gRPC, `http://127.0.0.1:PORT` (plain text, no TLS).
     pub fn grpc_endpoint(&self) -> String {
         format!("http://{}", self.grpc_addr)
+    }
+
+    /// What this receiver has taken in so far, and goes on taking in: a
+    /// handle that stays valid after [`shutdown`](Self::shutdown).
+    pub fn arrivals(&self) -> SpanArrivals {
+        self.arrivals.clone()
     }
 
     /// The address OTLP/HTTP listens on.
@@ -490,7 +502,7 @@ struct RpcStatus {
     message: String,
 }
 
-async fn export_http(State(sink): State<Sink>, headers: HeaderMap, body: Bytes) -> Response {
+async fn export_http(State(intake): State<Intake>, headers: HeaderMap, body: Bytes) -> Response {
     let format = match Format::of(&headers) {
         Ok(format) => format,
         Err(message) => return (StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response(),
@@ -502,7 +514,7 @@ async fn export_http(State(sink): State<Sink>, headers: HeaderMap, body: Bytes) 
         }
     };
     match format.decode(&body) {
-        Ok(request) => format.success(&accept(&sink, request)),
+        Ok(request) => format.success(&accept(&intake, request)),
         Err(message) => format.failure(
             StatusCode::BAD_REQUEST,
             tonic::Code::InvalidArgument,
@@ -611,7 +623,7 @@ impl Decoder for ExportCodec {
 /// The gRPC server's one service.
 #[derive(Clone)]
 struct GrpcExport {
-    sink: Sink,
+    intake: Intake,
     metrics: metrics::Counts,
 }
 
@@ -643,7 +655,7 @@ impl Service<http::Request<tonic::body::Body>> for GrpcExport {
             return Box::pin(std::future::ready(Ok(status.into_http())));
         }
         let handler = ExportHandler {
-            sink: Arc::clone(&self.sink),
+            intake: self.intake.clone(),
         };
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(ExportCodec)
@@ -656,7 +668,7 @@ impl Service<http::Request<tonic::body::Body>> for GrpcExport {
 
 /// Handles one decoded Export call.
 struct ExportHandler {
-    sink: Sink,
+    intake: Intake,
 }
 
 impl Service<tonic::Request<Decoded>> for ExportHandler {
@@ -673,7 +685,7 @@ impl Service<tonic::Request<Decoded>> for ExportHandler {
 
     fn call(&mut self, request: tonic::Request<Decoded>) -> Self::Future {
         std::future::ready(match request.into_inner() {
-            Ok(export) => Ok(tonic::Response::new(accept(&self.sink, export))),
+            Ok(export) => Ok(tonic::Response::new(accept(&self.intake, export))),
             Err(message) => Err(tonic::Status::invalid_argument(message)),
         })
     }
@@ -682,12 +694,95 @@ impl Service<tonic::Request<Decoded>> for ExportHandler {
 // ---------------------------------------------------------------------------
 // Received spans into the capture
 
+/// Where received spans go: the capture, and the tally of arrivals.
+#[derive(Clone)]
+struct Intake {
+    sink: Sink,
+    arrivals: SpanArrivals,
+}
+
+/// What an [`OtlpReceiver`] has taken in: spans per service, when the last
+/// arrived, and the consumer groups its consumer spans name. A cheap
+/// handle (clones share it), from [`OtlpReceiver::arrivals`].
+///
+/// This is what lets a caller keep the receiver open while another
+/// program's exporter is still sending, and say what came from where.
+#[derive(Debug, Clone, Default)]
+pub struct SpanArrivals(Arc<std::sync::Mutex<ArrivalsSnapshot>>);
+
+/// A copy of a receiver's [`SpanArrivals`] at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArrivalsSnapshot {
+    /// Spans accepted, by the `service.name` of their resource.
+    pub by_service: std::collections::BTreeMap<String, usize>,
+    /// When the last span was accepted, by the wall clock.
+    pub last: Option<SystemTime>,
+    /// The same on the monotonic clock, for measuring quiet periods.
+    pub last_instant: Option<std::time::Instant>,
+    /// (consumer group, topic) of every received consumer span that names
+    /// its group, by the conventions (1.24-era names too).
+    pub consumer_groups: std::collections::BTreeSet<(String, String)>,
+}
+
+impl ArrivalsSnapshot {
+    /// Spans accepted in all.
+    pub fn total(&self) -> usize {
+        self.by_service.values().sum()
+    }
+}
+
+impl SpanArrivals {
+    /// What has arrived so far.
+    pub fn snapshot(&self) -> ArrivalsSnapshot {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn record(&self, spans: &[(Arc<str>, SpanData)]) {
+        let mut arrivals = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut previous: Option<&Arc<str>> = None;
+        let mut run = 0;
+        let flush = |arrivals: &mut ArrivalsSnapshot, service: Option<&Arc<str>>, n: usize| {
+            if let Some(service) = service {
+                *arrivals.by_service.entry(service.to_string()).or_default() += n;
+            }
+        };
+        for (service, span) in spans {
+            if previous.is_some_and(|p| p == service) {
+                run += 1;
+            } else {
+                flush(&mut arrivals, previous, run);
+                previous = Some(service);
+                run = 1;
+            }
+            if let Some(hop) = crate::forest::hops::messaging_hop(&span.span_kind, &span.attributes)
+                && hop.operation != crate::forest::hops::HopOperation::Send
+                && let Some(group) = hop.consumer_group
+                && !arrivals
+                    .consumer_groups
+                    .contains(&(group.clone(), hop.destination.clone()))
+            {
+                arrivals.consumer_groups.insert((group, hop.destination));
+            }
+        }
+        flush(&mut arrivals, previous, run);
+        arrivals.last = Some(SystemTime::now());
+        arrivals.last_instant = Some(std::time::Instant::now());
+    }
+}
+
 /// Converts the request's spans, pushes the good ones into the sink and
 /// answers with the count and reasons of the rejected ones.
-fn accept(sink: &Sink, request: ExportTraceServiceRequest) -> ExportTraceServiceResponse {
+fn accept(intake: &Intake, request: ExportTraceServiceRequest) -> ExportTraceServiceResponse {
     let received = convert(request);
     if !received.spans.is_empty() {
-        sink.extend(received.spans);
+        intake.arrivals.record(&received.spans);
+        intake.sink.extend(received.spans);
     }
     let partial_success = (received.rejected > 0).then(|| {
         let mut message = format!(
@@ -1253,8 +1348,13 @@ mod tests {
 
         let answer = {
             let sink = Sink::default();
+            let arrivals = SpanArrivals::default();
+            let intake = Intake {
+                sink: Arc::clone(&sink),
+                arrivals: arrivals.clone(),
+            };
             let answer = accept(
-                &sink,
+                &intake,
                 request(
                     Some("svc"),
                     vec![short, good_span("fine"), zero, bad_link, zero_parent],
@@ -1266,6 +1366,9 @@ mod tests {
                 .map(|(_, s)| s.name.to_string())
                 .collect();
             assert_eq!(names, ["fine", "zero parent"]);
+            let arrived = arrivals.snapshot();
+            assert_eq!(arrived.by_service.get("svc"), Some(&2), "{arrived:?}");
+            assert!(arrived.last.is_some());
             answer
         };
 

@@ -50,6 +50,7 @@ pub mod datagen;
 mod error;
 mod http;
 pub mod metrics;
+pub mod outside;
 pub mod pipeline;
 pub mod processor;
 pub mod registry;

@@ -1,20 +1,20 @@
 //! What `kafka-trace-harness run` prints: trace trees in an APM-like view
 //! and a summary of the run.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::trace::{SpanKind, Status, TraceId};
 
 use super::pipeline::PipelineProgress;
+use crate::forest::hops::{HopOperation, MessagingHop, messaging_hop};
 use crate::forest::tree::{Problem, SpanForest, SpanView, Trace};
 use crate::stockapp::metrics::{self, MetricsSnapshot};
+use crate::stockapp::{DOLLARS_BY_ZIP_TOPIC, TRADES_TOPIC};
 
 /// Name of the span that starts every trade's trace.
 const TRADE_ROOT: &str = "send stockapp.trades";
-/// Name of the spans that end a trade's trace at an API consumer.
-const API_PROCESS: &str = "process stockapp.dollarsbyzip";
 
 /// Trace-level figures of a run, computed from the captured spans.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +32,76 @@ pub struct TraceSummary {
     pub end_to_end_p50: Option<Duration>,
     /// 99th percentile of the same.
     pub end_to_end_p99: Option<Duration>,
+    /// Records each service read and sent, by topic, counted from its
+    /// spans by the conventions: what the summary shows of services that
+    /// are not played by the run itself. Empty when the spans were checked
+    /// as they ended (a run playing every service, no other program).
+    pub services: Vec<ServiceRecords>,
+}
+
+/// Records one service handled, counted from its messaging spans by the
+/// conventions (span kind, `messaging.operation.type`,
+/// `messaging.destination.name`, or their 1.24-era names), whatever the
+/// spans are called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRecords {
+    /// The service (its resource's `service.name`).
+    pub service: String,
+    /// Records read, by topic: its `process` spans, or its `receive` spans'
+    /// records where it has no `process` span for that topic.
+    pub read: Vec<(String, u64)>,
+    /// Records sent, by topic.
+    pub sent: Vec<(String, u64)>,
+}
+
+impl ServiceRecords {
+    /// Tallies every messaging span of `forest`, by service, in service order.
+    pub fn of(forest: &SpanForest) -> Vec<Self> {
+        // (process, receive, send) records per (service, topic).
+        let mut tally: BTreeMap<(&str, String), [u64; 3]> = BTreeMap::new();
+        for span in forest.spans() {
+            let Some(hop) = hop_of(&span) else { continue };
+            let slot = match hop.operation {
+                HopOperation::Process => 0,
+                HopOperation::Receive => 1,
+                HopOperation::Send => 2,
+            };
+            tally.entry((span.service(), hop.destination)).or_default()[slot] += hop.records;
+        }
+        let mut out: Vec<Self> = Vec::new();
+        for ((service, topic), [process, receive, send]) in tally {
+            if out.last().is_none_or(|s| s.service != service) {
+                out.push(Self {
+                    service: service.to_owned(),
+                    read: Vec::new(),
+                    sent: Vec::new(),
+                });
+            }
+            let Some(entry) = out.last_mut() else {
+                continue;
+            };
+            let read = if process > 0 { process } else { receive };
+            if read > 0 {
+                entry.read.push((topic.clone(), read));
+            }
+            if send > 0 {
+                entry.sent.push((topic, send));
+            }
+        }
+        out
+    }
+}
+
+fn hop_of(span: &SpanView<'_>) -> Option<MessagingHop> {
+    messaging_hop(span.kind(), span.attributes())
+}
+
+/// Whether `span` is an API hop: it processed (or received) a row of
+/// `stockapp.dollarsbyzip`, by the conventions, in any service.
+pub fn is_api_hop(span: &SpanView<'_>) -> bool {
+    hop_of(span).is_some_and(|hop| {
+        hop.operation != HopOperation::Send && hop.destination == DOLLARS_BY_ZIP_TOPIC
+    })
 }
 
 impl TraceSummary {
@@ -45,6 +115,7 @@ impl TraceSummary {
             reached_api: 0,
             end_to_end_p50: None,
             end_to_end_p99: None,
+            services: ServiceRecords::of(forest),
         };
         let mut latencies = Vec::new();
         for trace in forest.traces() {
@@ -59,7 +130,7 @@ impl TraceSummary {
             }
             let last_api_end = trace
                 .spans()
-                .filter(|s| s.name() == API_PROCESS)
+                .filter(is_api_hop)
                 .map(|s| s.data().end_time)
                 .max();
             if let Some(end) = last_api_end {
@@ -81,9 +152,9 @@ fn trade_root<'f>(trace: &Trace<'f>) -> Option<SpanView<'f>> {
     // name it by older conventions ("stockapp.trades send").
     trace.roots().into_iter().find(|r| {
         r.name() == TRADE_ROOT
-            || (*r.kind() == opentelemetry::trace::SpanKind::Producer
-                && r.attribute("messaging.destination.name")
-                    .is_some_and(|v| v.as_str() == crate::stockapp::TRADES_TOPIC))
+            || hop_of(r).is_some_and(|hop| {
+                hop.operation == HopOperation::Send && hop.destination == TRADES_TOPIC
+            })
     })
 }
 
@@ -237,6 +308,11 @@ fn render_span(
 }
 
 /// The run's summary: records per stage, traces, latency, throughput.
+///
+/// Only the services that ran here are listed from the run's counters;
+/// every other service that left messaging spans (another program, its
+/// spans received over OTLP) is listed with what its spans say it read and
+/// sent.
 pub fn render_summary(progress: &PipelineProgress, traces: &TraceSummary) -> String {
     let mut out = String::new();
     let ms = |d: Option<Duration>| {
@@ -245,31 +321,63 @@ pub fn render_summary(progress: &PipelineProgress, traces: &TraceSummary) -> Str
         })
     };
     let seconds = progress.elapsed.as_secs_f64().max(f64::EPSILON);
+    let services = progress.services;
     let _ = writeln!(out, "records per stage");
-    let _ = writeln!(
-        out,
-        "  datagen          sent {} users, {} trades",
-        progress.users_sent, progress.trades_sent
-    );
-    let _ = writeln!(
-        out,
-        "  stock-processor  read {} users, {} trades; sent {} dollarsbyzip rows",
-        progress.users_processed, progress.trades_processed, progress.rows_sent
-    );
-    let _ = writeln!(
-        out,
-        "  kstream-service  read {} trades; sent {} trades-json",
-        progress.kstream_trades_processed, progress.json_sent
-    );
+    if services.datagen {
+        let _ = writeln!(
+            out,
+            "  datagen          sent {} users, {} trades",
+            progress.users_sent, progress.trades_sent
+        );
+    }
+    if services.processor {
+        let _ = writeln!(
+            out,
+            "  stock-processor  read {} users, {} trades; sent {} dollarsbyzip rows",
+            progress.users_processed, progress.trades_processed, progress.rows_sent
+        );
+    }
+    if services.kstream {
+        let _ = writeln!(
+            out,
+            "  kstream-service  read {} trades; sent {} trades-json",
+            progress.kstream_trades_processed, progress.json_sent
+        );
+    }
     for (i, rows) in progress.api_rows.iter().enumerate() {
         let _ = writeln!(out, "  api-{:<13}read {rows} rows", i + 1);
     }
-    let _ = writeln!(out, "  dead letters     {}", progress.dead_lettered);
-    let _ = writeln!(
-        out,
-        "  at-least-once    {} duplicate trades skipped, {} records redelivered",
-        progress.duplicates, progress.redeliveries
-    );
+    let own = own_services(progress);
+    for records in traces.services.iter().filter(|r| !own.contains(&r.service)) {
+        let list = |counts: &[(String, u64)]| {
+            counts
+                .iter()
+                .map(|(topic, n)| format!("{n} {topic}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut line = format!("  {:<16} ", records.service);
+        if !records.read.is_empty() {
+            let _ = write!(line, "read {}", list(&records.read));
+        }
+        if !records.sent.is_empty() {
+            if !records.read.is_empty() {
+                line.push_str("; ");
+            }
+            let _ = write!(line, "sent {}", list(&records.sent));
+        }
+        let _ = writeln!(out, "{line} (outside the run, from its spans)");
+    }
+    if services.processor || services.kstream || services.api {
+        let _ = writeln!(out, "  dead letters     {}", progress.dead_lettered);
+    }
+    if services.processor {
+        let _ = writeln!(
+            out,
+            "  at-least-once    {} duplicate trades skipped, {} records redelivered",
+            progress.duplicates, progress.redeliveries
+        );
+    }
     let _ = writeln!(
         out,
         "traces           {} trade traces: {} complete, {} broken; {} reached the API",
@@ -284,10 +392,20 @@ pub fn render_summary(progress: &PipelineProgress, traces: &TraceSummary) -> Str
     let _ = writeln!(
         out,
         "throughput       {:.0} trades/s over {:.2} s",
-        progress.trades_processed as f64 / seconds,
+        if services.processor {
+            progress.trades_processed
+        } else {
+            progress.trades_sent
+        } as f64
+            / seconds,
         seconds
     );
     out
+}
+
+/// Names of the services the run played itself.
+fn own_services(progress: &PipelineProgress) -> Vec<String> {
+    progress.services.names(progress.api_rows.len())
 }
 
 /// The metrics a run recorded, in a few lines: latency per service and the
@@ -324,4 +442,108 @@ pub fn render_metrics(snapshot: &MetricsSnapshot) -> String {
         let _ = writeln!(out, "{line}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer as _};
+    use opentelemetry::{Context, KeyValue};
+
+    use super::*;
+    use crate::SpanCapture;
+    use crate::stockapp::pipeline::Services;
+
+    /// A trade's trace whose send and API hop come from other programs,
+    /// named and attributed by the 1.24-era conventions.
+    fn outside_trade(capture: &SpanCapture) {
+        let span =
+            |service: &str, name: &str, kind: SpanKind, attrs: Vec<KeyValue>, parent: &Context| {
+                let tracer = capture.tracer(service);
+                let span = tracer
+                    .span_builder(name.to_owned())
+                    .with_kind(kind)
+                    .with_attributes(attrs)
+                    .start_with_context(&tracer, parent);
+                parent.with_span(span)
+            };
+        let legacy = |operation: &'static str, topic: &'static str| {
+            vec![
+                KeyValue::new("messaging.operation", operation),
+                KeyValue::new("messaging.destination.name", topic),
+            ]
+        };
+        let root = span(
+            "py-producer",
+            "stockapp.trades send",
+            SpanKind::Producer,
+            legacy("publish", TRADES_TOPIC),
+            &Context::new(),
+        );
+        let row = span(
+            "stock-processor",
+            "send stockapp.dollarsbyzip",
+            SpanKind::Producer,
+            legacy("publish", DOLLARS_BY_ZIP_TOPIC),
+            &root,
+        );
+        span(
+            "go-api",
+            "stockapp.dollarsbyzip process",
+            SpanKind::Consumer,
+            legacy("process", DOLLARS_BY_ZIP_TOPIC),
+            &row,
+        )
+        .span()
+        .end();
+        row.span().end();
+        root.span().end();
+    }
+
+    #[test]
+    fn api_hops_are_counted_by_the_conventions_whatever_their_names() {
+        let capture = SpanCapture::new();
+        outside_trade(&capture);
+        let summary = TraceSummary::of(&capture.forest());
+        assert_eq!(summary.trade_traces, 1);
+        assert_eq!(summary.reached_api, 1);
+        assert!(summary.end_to_end_p50.is_some());
+        let go = summary
+            .services
+            .iter()
+            .find(|s| s.service == "go-api")
+            .expect("go-api is tallied");
+        assert_eq!(go.read, [(DOLLARS_BY_ZIP_TOPIC.to_owned(), 1)]);
+        assert!(go.sent.is_empty());
+        let producer = summary
+            .services
+            .iter()
+            .find(|s| s.service == "py-producer")
+            .expect("py-producer is tallied");
+        assert_eq!(producer.sent, [(TRADES_TOPIC.to_owned(), 1)]);
+    }
+
+    #[test]
+    fn the_summary_lists_services_that_ran_and_outside_ones_from_their_spans() {
+        let capture = SpanCapture::new();
+        outside_trade(&capture);
+        let summary = TraceSummary::of(&capture.forest());
+        let progress = PipelineProgress {
+            services: Services::parse("processor").unwrap(),
+            rows_sent: 1,
+            ..PipelineProgress::default()
+        };
+        let text = render_summary(&progress, &summary);
+        assert!(!text.contains("datagen"), "{text}");
+        assert!(!text.contains("kstream-service"), "{text}");
+        assert!(text.contains("stock-processor  read"), "{text}");
+        assert!(
+            text.contains("go-api           read 1 stockapp.dollarsbyzip (outside the run"),
+            "{text}"
+        );
+        assert!(
+            text.contains("py-producer      sent 1 stockapp.trades (outside the run"),
+            "{text}"
+        );
+        assert!(text.contains("1 reached the API"), "{text}");
+    }
 }

@@ -24,7 +24,10 @@ use opentelemetry::trace::{SpanId, Status, TraceId};
 use opentelemetry_sdk::trace::SpanData;
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::pipeline::{FILTERED_OUT_ATTRIBUTE, KSTREAM_SERVICE, PROCESSOR_SERVICE};
+use super::DOLLARS_BY_ZIP_TOPIC;
+use super::pipeline::{
+    DATAGEN_SERVICE, FILTERED_OUT_ATTRIBUTE, KSTREAM_SERVICE, PROCESSOR_SERVICE,
+};
 use super::summary::TraceSummary;
 use crate::SpanStream;
 use crate::capture::lock;
@@ -52,6 +55,14 @@ const BROKEN_EXAMPLES: usize = 10;
 /// A [`SpanStream`] that checks every trade trace of a stockapp run
 /// against the reference tree as its spans arrive, and forgets each trace
 /// once it is complete.
+///
+/// Another program's consumer of `stockapp.dollarsbyzip` (recognised by the
+/// conventions, whatever its span's name) is an API hop beside `api-1` …
+/// `api-N`, or the only one with `TraceCheck::new(0)`. A trace is judged
+/// once the run's own spans are in, so such a hop counts if it arrived
+/// before them: other programs' spans, which come over OTLP seconds later,
+/// are fed first when checking a kept forest (as `kafka-trace-harness run`
+/// does with `--otlp-receiver`).
 ///
 /// Memory: the traces still open, one span id per `send` span (link
 /// targets), one latency per trade, and a bounded sample of whole traces.
@@ -186,6 +197,9 @@ struct Seen {
     end: std::time::SystemTime,
     error: bool,
     filtered: bool,
+    /// It read a row of `stockapp.dollarsbyzip`, by the conventions: an
+    /// API hop, in the run's API consumers or another program.
+    api_hop: bool,
     whole: Option<Box<SpanData>>,
 }
 
@@ -390,6 +404,7 @@ impl Judge {
                 reached_api: state.reached_api,
                 end_to_end_p50: super::summary::percentile(&latencies, 50),
                 end_to_end_p99: super::summary::percentile(&latencies, 99),
+                services: Vec::new(),
             },
             broken_examples: state.broken_examples.clone(),
             other_traces: state.other_traces,
@@ -510,7 +525,17 @@ impl Judge {
             return self.open_or_broken(spans, "one process span of each trade reader");
         };
         let filtered = processor.filtered;
-        let expected = 4 + if filtered { 0 } else { 1 + self.api_consumers };
+        // Another program's API consumer is a hop of the tree too, beside
+        // (or instead of) the run's own.
+        let outside_hops = spans
+            .iter()
+            .filter(|s| s.api_hop && !self.is_own_api(&s.service))
+            .count();
+        let expected = 4 + if filtered {
+            0
+        } else {
+            1 + self.api_consumers + outside_hops
+        };
         if spans.len() < expected {
             return Verdict::Open;
         }
@@ -528,7 +553,14 @@ impl Judge {
             let Some(row) = only(children(processor, ROW_SEND)) else {
                 return Verdict::Broken("a trade neither filtered out nor sent as a row".into());
             };
-            let mut services: Vec<&str> = children(row, ROW_PROCESS).map(|s| &*s.service).collect();
+            let hops = || spans.iter().filter(|s| s.parent == row.span && s.api_hop);
+            if hops().count() != self.api_consumers + outside_hops {
+                return Verdict::Broken("an API hop not under the row's send span".into());
+            }
+            let mut services: Vec<&str> = hops()
+                .filter(|s| self.is_own_api(&s.service))
+                .map(|s| &*s.service)
+                .collect();
             let reached = services.len();
             services.sort_unstable();
             services.dedup();
@@ -539,7 +571,7 @@ impl Judge {
                     self.api_consumers
                 ));
             }
-            latency = children(row, ROW_PROCESS)
+            latency = hops()
                 .map(|s| s.end)
                 .max()
                 .and_then(|end| end.duration_since(root.start).ok());
@@ -551,6 +583,14 @@ impl Judge {
             ));
         }
         Verdict::Complete(latency)
+    }
+
+    /// Whether `service` is one of the run's API consumers, `api-1` … `api-N`.
+    fn is_own_api(&self, service: &str) -> bool {
+        service
+            .strip_prefix("api-")
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| (1..=self.api_consumers).contains(&n))
     }
 
     /// Too few spans yet, or already too many for the reference tree.
@@ -679,6 +719,17 @@ impl Seen {
                     .attributes
                     .iter()
                     .any(|kv| kv.key.as_str() == FILTERED_OUT_ATTRIBUTE),
+            // The run's trade readers never read rows: their spans (most
+            // of a run's) are not scanned.
+            api_hop: span.name == ROW_PROCESS
+                || (!matches!(
+                    &**service,
+                    DATAGEN_SERVICE | PROCESSOR_SERVICE | KSTREAM_SERVICE
+                ) && crate::forest::hops::reads_topic(
+                    &span.span_kind,
+                    &span.attributes,
+                    DOLLARS_BY_ZIP_TOPIC,
+                )),
             name: if whole {
                 span.name.clone()
             } else {
@@ -1043,8 +1094,10 @@ mod tests {
         };
         let processor = child(PROCESSOR_SERVICE, TRADE_PROCESS, &root);
         let row = child(PROCESSOR_SERVICE, ROW_SEND, &processor);
+        // api-1 twice (an "api-2" would be another program: this run has
+        // one API consumer).
         child("api-1", ROW_PROCESS, &row).span().end();
-        child("api-2", ROW_PROCESS, &row).span().end();
+        child("api-1", ROW_PROCESS, &row).span().end();
         let kstream = child(KSTREAM_SERVICE, TRADE_PROCESS, &root);
         let json = child(KSTREAM_SERVICE, JSON_SEND, &kstream);
         for cx in [json, kstream, row, processor, root] {
@@ -1057,5 +1110,86 @@ mod tests {
             "{:?}",
             report.broken_examples
         );
+    }
+
+    /// Ends a trade's trace whose row is read by the run's `api-1` (if
+    /// `own_api`) and by another program's consumer named and attributed
+    /// by the 1.24-era conventions.
+    fn trade_with_outside_hop(capture: &SpanCapture, own_api: bool) {
+        let span = |service: &str, name: &str, kind: SpanKind, parent: &Context| {
+            let tracer = capture.tracer(service);
+            let span = tracer
+                .span_builder(name.to_owned())
+                .with_kind(kind)
+                .start_with_context(&tracer, parent);
+            parent.with_span(span)
+        };
+        let root = span("datagen", TRADE_SEND, SpanKind::Producer, &Context::new());
+        let processor = span(PROCESSOR_SERVICE, TRADE_PROCESS, SpanKind::Consumer, &root);
+        let kstream = span(KSTREAM_SERVICE, TRADE_PROCESS, SpanKind::Consumer, &root);
+        span(KSTREAM_SERVICE, JSON_SEND, SpanKind::Producer, &kstream)
+            .span()
+            .end();
+        let row = span(PROCESSOR_SERVICE, ROW_SEND, SpanKind::Producer, &processor);
+        let tracer = capture.tracer("go-api");
+        tracer
+            .span_builder("stockapp.dollarsbyzip process")
+            .with_kind(SpanKind::Consumer)
+            .with_attributes([
+                KeyValue::new("messaging.operation", "process"),
+                KeyValue::new("messaging.destination.name", DOLLARS_BY_ZIP_TOPIC),
+            ])
+            .start_with_context(&tracer, &row)
+            .end();
+        if own_api {
+            span("api-1", ROW_PROCESS, SpanKind::Consumer, &row)
+                .span()
+                .end();
+        }
+        row.span().end();
+        kstream.span().end();
+        processor.span().end();
+        root.span().end();
+    }
+
+    #[test]
+    fn another_programs_consumer_is_an_api_hop_beside_the_runs() {
+        let check = Arc::new(TraceCheck::new(1));
+        let capture = SpanCapture::builder().stream(check.clone()).build();
+        trade_with_outside_hop(&capture, true);
+        let report = check.finish();
+        assert_eq!(
+            (report.summary.complete, report.summary.broken),
+            (1, 0),
+            "{:?}",
+            report.broken_examples
+        );
+        assert_eq!(report.summary.reached_api, 1);
+    }
+
+    #[test]
+    fn another_programs_consumer_can_be_the_only_api() {
+        let check = Arc::new(TraceCheck::new(0));
+        let capture = SpanCapture::builder().stream(check.clone()).build();
+        trade_with_outside_hop(&capture, false);
+        let report = check.finish();
+        assert_eq!(
+            (report.summary.complete, report.summary.broken),
+            (1, 0),
+            "{:?}",
+            report.broken_examples
+        );
+        assert_eq!(report.summary.reached_api, 1);
+        assert!(report.summary.end_to_end_p50.is_some());
+    }
+
+    #[test]
+    fn a_missing_run_api_consumer_is_not_made_up_for_by_another_program() {
+        // Two API consumers in the run, only api-1 and another program read.
+        let check = Arc::new(TraceCheck::new(2));
+        let capture = SpanCapture::builder().stream(check.clone()).build();
+        trade_with_outside_hop(&capture, true);
+        let report = check.finish();
+        assert_eq!(report.summary.broken, 1, "{:?}", report.broken_examples);
     }
 }

@@ -81,6 +81,13 @@ pub struct Services {
     pub api: bool,
 }
 
+impl Default for Services {
+    /// Every service, as [`PipelineBuilder::new`] runs.
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
 impl Services {
     /// Every service.
     pub const ALL: Self = Self {
@@ -89,6 +96,44 @@ impl Services {
         kstream: true,
         api: true,
     };
+
+    /// The topics these services write: where another program reading
+    /// after them must catch up.
+    pub fn written_topics(&self) -> Vec<&'static str> {
+        let mut topics = Vec::new();
+        if self.datagen {
+            topics.extend([USERS_TOPIC, TRADES_TOPIC]);
+        }
+        if self.processor {
+            topics.push(DOLLARS_BY_ZIP_TOPIC);
+        }
+        if self.kstream {
+            topics.push(TRADES_JSON_TOPIC);
+        }
+        if self.processor || self.kstream || self.api {
+            topics.push(DLQ_TOPIC);
+        }
+        topics
+    }
+
+    /// Names of the services these are, as their spans and consumers are
+    /// named, for `api_consumers` API consumers.
+    pub fn names(&self, api_consumers: usize) -> Vec<String> {
+        let mut names = Vec::new();
+        for (runs, name) in [
+            (self.datagen, DATAGEN_SERVICE),
+            (self.processor, PROCESSOR_SERVICE),
+            (self.kstream, KSTREAM_SERVICE),
+        ] {
+            if runs {
+                names.push(name.to_owned());
+            }
+        }
+        if self.api {
+            names.extend((1..=api_consumers).map(api_service_name));
+        }
+        names
+    }
 
     /// Parses a comma-separated list of `datagen`, `processor`, `kstream`,
     /// `api`.
@@ -563,6 +608,8 @@ pub struct PipelineProgress {
     pub api_rows: Vec<usize>,
     /// Time since the start.
     pub elapsed: Duration,
+    /// The services running here (the others, if any, are other programs).
+    pub services: Services,
 }
 
 impl PipelineProgress {
@@ -615,6 +662,7 @@ impl RunningPipeline {
                 .map(|n| n.load(Ordering::SeqCst))
                 .collect(),
             elapsed: self.started.elapsed(),
+            services: self.settings.services,
         }
     }
 

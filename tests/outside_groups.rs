@@ -1,0 +1,113 @@
+//! The wait for other programs' consumer groups against a real broker:
+//! committed offsets (OffsetFetch, asked as the group) against end offsets.
+
+use std::time::Duration;
+
+use kafka_trace_harness::Broker;
+use kafka_trace_harness::stockapp::outside::{GroupSource, OutsideWait, WaitEnd};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::record::Record;
+
+/// Commits `offset` on `topic` partition 0 for `group`, as a consumer of
+/// another program would (without joining: a simple consumer's commit).
+fn commit(bootstrap: &str, group: &str, topic: &str, offset: i64) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, Offset::Offset(offset))
+        .expect("offset");
+    consumer.commit(&list, CommitMode::Sync).expect("commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_behind_is_named_with_its_lag_and_one_caught_up_ends_the_wait() {
+    let broker = Broker::builder().start().await.expect("embedded broker");
+    let topic = broker.create_unique_topic("rows", 1).await.expect("topic");
+    let record = |i: u8| Record {
+        key: None,
+        value: Some(vec![i]),
+        headers: Default::default(),
+        timestamp: chrono::Utc::now(),
+    };
+    broker
+        .client()
+        .await
+        .expect("client")
+        .partition_client(&topic, 0, UnknownTopicHandling::Retry)
+        .await
+        .expect("partition client")
+        .produce((0..3).map(record).collect(), Compression::NoCompression)
+        .await
+        .expect("produce");
+    let bootstrap = broker.bootstrap_servers().to_owned();
+    {
+        let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || commit(&bootstrap, "billing", &topic, 1))
+            .await
+            .unwrap();
+    }
+    let wait = || {
+        OutsideWait::new(bootstrap.clone(), [topic.as_str()])
+            .group("billing")
+            .list_groups(false)
+            .deadline(Duration::from_millis(600))
+    };
+
+    let behind = wait().wait(std::future::pending()).await;
+    assert_eq!(behind.end, WaitEnd::Deadline, "{behind:?}");
+    assert_eq!(behind.groups.len(), 1, "{behind:?}");
+    let billing = &behind.groups[0];
+    assert_eq!(billing.source, GroupSource::Named);
+    assert_eq!(billing.lag(), 2);
+    assert_eq!(
+        behind.problems(),
+        [format!(
+            "outside consumer group \"billing\" did not catch up within --outside-deadline \
+             0.6 s: lag 2 on {topic} (committed 1 of 3)"
+        )]
+    );
+
+    {
+        let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || commit(&bootstrap, "billing", &topic, 3))
+            .await
+            .unwrap();
+    }
+    let caught_up = wait().wait(std::future::pending()).await;
+    assert_eq!(caught_up.end, WaitEnd::Done, "{caught_up:?}");
+    assert!(caught_up.groups[0].caught_up());
+    assert!(caught_up.problems().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_outside_ends_the_wait_at_once_and_a_stop_ends_it_early() {
+    let broker = Broker::builder().start().await.expect("embedded broker");
+    let topic = broker.create_unique_topic("rows", 1).await.expect("topic");
+    let none = OutsideWait::new(broker.bootstrap_servers(), [topic.as_str()])
+        .list_groups(false)
+        .wait(std::future::pending())
+        .await;
+    assert_eq!(none.end, WaitEnd::Done);
+    assert!(none.groups.is_empty());
+    assert_eq!(none.render(), "");
+
+    let stopped = OutsideWait::new(broker.bootstrap_servers(), [topic.as_str()])
+        .group("never-there")
+        .list_groups(false)
+        .wait(std::future::ready(()))
+        .await;
+    assert_eq!(stopped.end, WaitEnd::Stopped);
+    assert!(
+        stopped.problems()[0]
+            .contains("\"never-there\" did not catch up before the run was stopped"),
+        "{:?}",
+        stopped.problems()
+    );
+}
