@@ -175,3 +175,48 @@ fn a_failing_assertion_names_the_html_report_of_its_traces() {
         "the assertion's own report comes first: {message}"
     );
 }
+
+#[test]
+fn a_runs_sample_says_links_out_of_it_were_not_kept_and_marks_its_problems_on_the_map() {
+    use opentelemetry::trace::Link;
+    // A kept trace whose span links to a trace the run did not keep, and
+    // a broken one whose parent was lost.
+    let mut linking = spans::span("processor", "process", 1, 10, 0);
+    linking
+        .data
+        .links
+        .links
+        .push(Link::with_context(spans::context(2, 20)));
+    let orphan = spans::span("api", "process", 3, 30, 99);
+    let forest = SpanForest::new(vec![linking, orphan]);
+    let mut map = ServiceMap::new();
+    map.add_span("processor", false);
+    map.add_span("api", false);
+
+    let html = HtmlReport::new()
+        .run_traces(1_000)
+        .service_map(map)
+        .to_html(&forest);
+
+    let summary: serde_json::Value = serde_json::from_str(script(&html, "kth-summary")).unwrap();
+    let kinds: Vec<_> = summary["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["orphan"], "a link out of the sample is no problem");
+    assert_eq!(
+        summary["linkTargets"]["00000000000000000000000000000002/0000000000000014"],
+        "not-kept"
+    );
+    assert_eq!(summary["traces"]["total"], 1_000);
+    let api = summary["map"]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "api")
+        .unwrap()
+        .clone();
+    assert_eq!(api["problems"], 1, "{api}");
+}

@@ -507,9 +507,7 @@ impl SpanForest {
     /// to `conventions`, or when there is no messaging span at all.
     #[track_caller]
     pub fn assert_messaging_conventions(&self, conventions: MessagingConventions) {
-        if let Err(e) = self.try_assert_messaging_conventions(conventions) {
-            self.fail_assertion(&e);
-        }
+        self.conclude_assertion(self.try_assert_messaging_conventions(conventions));
     }
 
     /// [`assert_messaging_conventions`](Self::assert_messaging_conventions),

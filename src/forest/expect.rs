@@ -1273,23 +1273,28 @@ fn unified_diff(expected: &str, actual: &str) -> String {
 }
 
 impl SpanForest {
-    /// Panics with `error`, naming the HTML report of this forest that it
-    /// wrote (see [`crate::report::REPORT_ENV`]) on the message's last line.
+    /// Panics with the assertion's report if `result` is an error, naming
+    /// on the message's last line the HTML report of this forest that it
+    /// wrote; writes that report after a passing assertion too when
+    /// [`crate::report::REPORT_ENV`] says `always`.
     #[track_caller]
-    pub(crate) fn fail_assertion(&self, error: &Error) -> ! {
+    pub(crate) fn conclude_assertion(&self, result: Result<()>) {
         #[cfg(feature = "report")]
-        if let Some(line) = crate::report::write_failure_report(self, true) {
-            panic!("{error}\n\n{line}");
+        let line = crate::report::write_failure_report(self, result.is_err());
+        #[cfg(not(feature = "report"))]
+        let line: Option<String> = None;
+        if let Err(error) = result {
+            match line {
+                Some(line) => panic!("{error}\n\n{line}"),
+                None => panic!("{error}"),
+            }
         }
-        panic!("{error}");
     }
 
     /// Panics unless at least one trace has the `expected` shape.
     #[track_caller]
     pub fn assert_trace(&self, expected: &ExpectedSpan) {
-        if let Err(e) = self.try_assert_trace(expected) {
-            self.fail_assertion(&e);
-        }
+        self.conclude_assertion(self.try_assert_trace(expected));
     }
 
     /// [`assert_trace`](Self::assert_trace), returning the report instead.
@@ -1308,9 +1313,7 @@ impl SpanForest {
     /// Panics unless exactly `count` traces have the `expected` shape.
     #[track_caller]
     pub fn assert_traces(&self, count: usize, expected: &ExpectedSpan) {
-        if let Err(e) = self.try_assert_traces(count, expected) {
-            self.fail_assertion(&e);
-        }
+        self.conclude_assertion(self.try_assert_traces(count, expected));
     }
 
     /// [`assert_traces`](Self::assert_traces), returning the report instead.
@@ -1348,9 +1351,7 @@ impl SpanForest {
     /// ```
     #[track_caller]
     pub fn assert_every_parent(&self, child: SpanKind, parent: SpanKind) {
-        if let Err(e) = self.try_assert_every_parent(child, parent) {
-            self.fail_assertion(&e);
-        }
+        self.conclude_assertion(self.try_assert_every_parent(child, parent));
     }
 
     /// [`assert_every_parent`](Self::assert_every_parent), returning the
@@ -1425,9 +1426,7 @@ impl SpanForest {
     /// Panics if the forest has any [`crate::Problem`].
     #[track_caller]
     pub fn assert_no_problems(&self) {
-        if let Err(e) = self.try_assert_no_problems() {
-            self.fail_assertion(&e);
-        }
+        self.conclude_assertion(self.try_assert_no_problems());
     }
 
     /// [`assert_no_problems`](Self::assert_no_problems), returning the

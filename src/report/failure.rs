@@ -25,9 +25,15 @@ pub enum ReportWhen {
 impl ReportWhen {
     /// From [`REPORT_ENV`]; unset or unknown values mean `on-failure`.
     pub fn from_env() -> Self {
-        match std::env::var(REPORT_ENV).as_deref().map(str::trim) {
-            Ok("never" | "0" | "off" | "false") => Self::Never,
-            Ok("always") => Self::Always,
+        Self::parse(std::env::var(REPORT_ENV).ok().as_deref())
+    }
+
+    /// A value of [`REPORT_ENV`]: `never` (or `off`, `0`, `false`),
+    /// `always`; anything else (or none) is `on-failure`.
+    pub fn parse(value: Option<&str>) -> Self {
+        match value.map(str::trim) {
+            Some("never" | "0" | "off" | "false") => Self::Never,
+            Some("always") => Self::Always,
             _ => Self::OnFailure,
         }
     }
@@ -113,4 +119,33 @@ pub fn write_failure_report(forest: &SpanForest, failed: bool) -> Option<String>
         ),
         Err(e) => format!("the HTML report could not be written: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_variable_says_never_always_or_on_failure() {
+        assert_eq!(ReportWhen::parse(None), ReportWhen::OnFailure);
+        assert_eq!(ReportWhen::parse(Some("on-failure")), ReportWhen::OnFailure);
+        assert_eq!(ReportWhen::parse(Some(" never ")), ReportWhen::Never);
+        assert_eq!(ReportWhen::parse(Some("0")), ReportWhen::Never);
+        assert_eq!(ReportWhen::parse(Some("always")), ReportWhen::Always);
+    }
+
+    #[test]
+    fn a_report_is_named_after_the_test_thread() {
+        let path = std::thread::Builder::new()
+            .name("forest::tests::a <b>".into())
+            .spawn(failure_report_path)
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(
+            path.ends_with("kafka-trace-harness/forest__tests__a__b_.html"),
+            "{}",
+            path.display()
+        );
+    }
 }

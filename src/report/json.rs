@@ -234,16 +234,16 @@ fn span(out: &mut String, span: &SpanData) {
     let _ = write!(out, ",\"code\":{code}}}}}");
 }
 
+/// One instrumentation scope's spans.
+type ScopeGroup<'a> = (&'a opentelemetry::InstrumentationScope, Vec<&'a SpanData>);
+
 /// The spans as one OTLP/JSON export request: one `resourceSpans` entry
 /// per service (in order of first appearance) with `service.name` as its
 /// only resource attribute, then one `scopeSpans` entry per
 /// instrumentation scope, as [`crate::otlp::OtlpTraces`] groups them.
 pub(crate) fn export_request<'a>(spans: impl IntoIterator<Item = &'a CapturedSpan>) -> String {
     // service → scopes → spans, each in order of first appearance.
-    let mut groups: Vec<(
-        &str,
-        Vec<(&opentelemetry::InstrumentationScope, Vec<&SpanData>)>,
-    )> = Vec::new();
+    let mut groups: Vec<(&str, Vec<ScopeGroup<'_>>)> = Vec::new();
     for captured in spans {
         let service = if captured.service.is_empty() {
             UNKNOWN_SERVICE

@@ -58,7 +58,12 @@ impl HopEdge {
     }
 }
 
-/// Services and the hops between them (see the [module docs](self)).
+/// Services and the hops between them, counted over every trace.
+///
+/// A hop is a consumer span in service B whose parent is a producer span
+/// of another service A, or, for a consumer span with no producer parent
+/// (a batch), a producer span of another service it links to; its latency
+/// is the consumer span's start minus the producer span's start.
 ///
 /// ```
 /// use kafka_trace_harness::SpanCapture;

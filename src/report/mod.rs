@@ -210,13 +210,23 @@ impl HtmlReport {
         }
 
         let data = json::export_request(shown_spans.iter().copied());
-        let computed;
         let map = match &self.map {
-            Some(map) => map,
-            None => {
-                computed = ServiceMap::of_forest(forest);
-                &computed
+            // Counted elsewhere over every span; the problems found here
+            // (in the traces kept) mark their services too. Errors and a
+            // run check's verdicts were counted, or name no service.
+            Some(map) => {
+                let mut map = map.clone();
+                for problem in &problems {
+                    if let ("error" | "trace-check", _) | (_, None) = (problem.kind, problem.span) {
+                        continue;
+                    }
+                    if let Some(span) = problem.span.and_then(|index| forest.get(index)) {
+                        map.add_problem(span.service());
+                    }
+                }
+                map
             }
+            None => ServiceMap::of_forest(forest),
         };
 
         let mut summary = String::with_capacity(4096);

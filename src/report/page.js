@@ -266,7 +266,7 @@
       g.appendChild(svg('rect', { width: NODE_W, height: NODE_H, rx: 8 }));
       g.appendChild(svg('rect', { width: 6, height: NODE_H, rx: 3, style: 'fill:' + colourOf(s.name) + ';stroke:none' }));
       g.appendChild(svg('text', { class: 'name', x: 16, y: 23 }, s.name.length > 22 ? s.name.slice(0, 21) + '…' : s.name));
-      var stat = fmtCount(s.spans) + ' spans';
+      var stat = plural(s.spans, 'span');
       g.appendChild(svg('text', { class: 'stat', x: 16, y: 42 }, stat));
       if (problem) {
         var bad = [];
@@ -382,7 +382,7 @@
       }, [
         el('div', { class: 'title', text: (root.service || '?') + ': ' + (root.name || '?') }),
         el('div', { class: 'dur', text: fmtDuration(t.end - t.start) }),
-        el('div', { class: 'meta' }, [fmtCount(t.spans.length) + ' spans · ' + t.services.size + ' services',
+        el('div', { class: 'meta' }, [plural(t.spans.length, 'span') + ' · ' + plural(t.services.size, 'service'),
           broken ? el('span', { class: 'probs', text: ' · ' + t.problems.length + (t.problems.length === 1 ? ' problem' : ' problems') }) : null]),
         el('div', { class: 'tid', text: t.id.slice(0, 12) })
       ]);

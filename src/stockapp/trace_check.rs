@@ -266,15 +266,15 @@ impl TraceCheck {
         self
     }
 
-    /// Also keeps up to `traces` broken traces whole (every span is then
-    /// kept whole until its trace is judged), for the HTML report.
+    /// Also keeps up to `traces` broken traces, for the HTML report: each
+    /// span as the check saw it (name, service, kind, ids, times, error),
+    /// whole only if it was being sampled. Keeping every span whole until
+    /// its trace is judged cost a run a quarter more CPU; a span's
+    /// attributes, events and links are in `--spans-out`.
     #[must_use]
     pub fn keep_broken(mut self, traces: usize) -> Self {
         if let Some(judge) = Arc::get_mut(&mut self.judge) {
             judge.keep_broken = traces;
-            if traces > 0 {
-                judge.sampling = AtomicBool::new(true);
-            }
         }
         self
     }
@@ -447,7 +447,7 @@ impl Judge {
                 }
                 if state.sampled < self.sample_size && spans.iter().all(|s| s.whole.is_some()) {
                     state.sampled += 1;
-                    if state.sampled == self.sample_size && self.keep_broken == 0 {
+                    if state.sampled == self.sample_size {
                         self.sampling.store(false, Ordering::Relaxed);
                     }
                     state.sample.extend(spans.into_iter().filter_map(|s| {
@@ -478,18 +478,14 @@ impl Judge {
         if self.keep_broken == 0 {
             return;
         }
-        if state.broken_reasons.len() >= self.keep_broken || spans.iter().any(|s| s.whole.is_none())
-        {
+        if state.broken_reasons.len() >= self.keep_broken {
             state.broken_not_kept += 1;
             return;
         }
         state.broken_reasons.push((trace, reason));
-        state.broken_kept.extend(spans.into_iter().filter_map(|s| {
-            s.whole.map(|data| CapturedSpan {
-                service: s.service.to_string(),
-                data: *data,
-            })
-        }));
+        state
+            .broken_kept
+            .extend(spans.into_iter().map(|s| s.into_captured(trace)));
     }
 
     fn judge(&self, spans: &[Seen]) -> Verdict {
@@ -701,7 +697,55 @@ impl SpanStream for TraceCheck {
     }
 }
 
+/// The attribute a span kept without its attributes says that in.
+pub const ATTRIBUTES_NOT_KEPT: &str = "kafka_trace_harness.attributes_not_kept";
+
 impl Seen {
+    /// The span, whole if it was kept so, else rebuilt from what the check
+    /// holds, saying so in [`ATTRIBUTES_NOT_KEPT`].
+    fn into_captured(self, trace: TraceId) -> CapturedSpan {
+        let data = match self.whole {
+            Some(data) => *data,
+            None => SpanData {
+                span_context: opentelemetry::trace::SpanContext::new(
+                    trace,
+                    self.span,
+                    opentelemetry::trace::TraceFlags::SAMPLED,
+                    false,
+                    opentelemetry::trace::TraceState::NONE,
+                ),
+                parent_span_id: self.parent,
+                parent_span_is_remote: false,
+                span_kind: self.kind,
+                name: self.name,
+                start_time: self.start,
+                end_time: self.end,
+                attributes: vec![opentelemetry::KeyValue::new(
+                    ATTRIBUTES_NOT_KEPT,
+                    "the run keeps what its trace check needs of each span; \
+                     write --spans-out and run `kafka-trace-harness report` on that file \
+                     to see every attribute, event and link",
+                )],
+                dropped_attributes_count: 0,
+                events: opentelemetry_sdk::trace::SpanEvents::default(),
+                links: opentelemetry_sdk::trace::SpanLinks::default(),
+                status: if self.error {
+                    Status::error("")
+                } else {
+                    Status::Unset
+                },
+                instrumentation_scope: opentelemetry::InstrumentationScope::builder(
+                    "kafka-trace-harness",
+                )
+                .build(),
+            },
+        };
+        CapturedSpan {
+            service: self.service.to_string(),
+            data,
+        }
+    }
+
     /// What a verdict needs of `span`; its name is taken unless the span
     /// is to be kept `whole`.
     fn of(service: &Arc<str>, span: &mut SpanData, whole: bool) -> Self {
@@ -823,10 +867,6 @@ impl Judge {
     /// trace is a candidate from its first span while there is room, and
     /// gives its place up once its root shows it is not a trade's.
     fn keeps_whole(&self, state: &mut State, trace: TraceId, seen: &Seen) -> bool {
-        if self.keep_broken > 0 {
-            // Any trace may turn out broken: all are whole until judged.
-            return true;
-        }
         if state.sampled >= self.sample_size {
             return false;
         }
@@ -934,7 +974,22 @@ mod tests {
             "the sample of complete ones"
         );
         assert_eq!(report.broken_kept.traces().len(), 1);
-        assert_eq!(report.broken_kept.len(), 5, "the broken trace, whole");
+        assert_eq!(
+            report.broken_kept.len(),
+            5,
+            "every span of the broken trace"
+        );
+        let kept: Vec<_> = report
+            .broken_kept
+            .spans()
+            .map(|s| s.name().to_owned())
+            .collect();
+        assert!(kept.contains(&ROW_SEND.to_owned()), "{kept:?}");
+        assert!(
+            report.broken_kept.problems().is_empty(),
+            "parents as captured: {:?}",
+            report.broken_kept.problems()
+        );
         assert_eq!(report.broken_reasons.len(), 1);
         assert_eq!(report.broken_not_kept, 0);
         let count = |from: &str, to: &str| {

@@ -135,6 +135,8 @@ def check_run_report(browser, path, shots):
     page.page.click(f'[data-trace-id="{present[0][0]}"]')
     page.page.click(f'#waterfall [data-span-id="{present[0][1]}"]')
     if shots:
+        page.page.evaluate("window.scrollTo(0, 0)")
+        page.page.screenshot(path=str(shots / "report.png"))
         page.page.screenshot(path=str(shots / "run-report.png"), full_page=True)
     page.check_clean()
     print(f"run report: {len(services)} services, {rows} trace rows checked, link followed")
