@@ -330,7 +330,7 @@ fn a_run_exports_everything_to_a_receiver(
     assert!(
         output
             .stdout
-            .contains(&format!("points exported, 0 failed, 0 unsent"))
+            .contains("points exported, 0 failed, 0 unsent")
             && output
                 .stdout
                 .contains(&format!(": {points} points exported")),
