@@ -443,12 +443,19 @@ fn a_collector_that_is_down_costs_the_run_only_a_reported_count() {
         warnings[0]
     );
 
-    // Asked to, the same run fails.
+    // Asked to, the same run fails, once it has written its spans.
+    let dir = TempDir::new("required");
+    let spans_out = dir.file("spans.jsonl");
     let mut required = args.to_vec();
-    required.push("--otlp-required");
+    required.extend([
+        "--otlp-required",
+        "--spans-out",
+        spans_out.to_str().unwrap(),
+    ]);
     let output = run(&required, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
     assert!(!output.status.success(), "{}", output.stdout);
     assert_traces_complete(&output);
+    assert_eq!(spans_of(&spans_out).len() as u64, recorded);
     assert!(
         output.stderr.contains("error: OTLP export incomplete"),
         "{}",
