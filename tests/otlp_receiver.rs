@@ -485,10 +485,11 @@ async fn malformed_http_requests_get_an_error_answer() {
     )
     .await;
     let get = http(addr, "GET", HTTP_TRACES_PATH, &[], b"").await;
-    let metrics = http(
+    // Metrics are counted (tests/otlp_export.rs); logs are not served.
+    let logs = http(
         addr,
         "POST",
-        "/v1/metrics",
+        "/v1/logs",
         &[("Content-Type", "application/x-protobuf")],
         b"",
     )
@@ -528,7 +529,7 @@ async fn malformed_http_requests_get_an_error_answer() {
     assert_eq!(bad_gzip.status, 400);
     assert_eq!(brotli.status, 415);
     assert_eq!(get.status, 405);
-    assert_eq!(metrics.status, 404);
+    assert_eq!(logs.status, 404);
     assert!(capture.spans().is_empty());
     // Still serving.
     let fine = post(&receiver, "application/json", b"{}").await;
@@ -610,7 +611,7 @@ async fn malformed_grpc_requests_are_invalid_argument() {
     let garbage = grpc_raw(&receiver, GRPC_EXPORT_PATH, vec![0xff, 0xff, 0xff]).await;
     let elsewhere = grpc_raw(
         &receiver,
-        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
         Vec::new(),
     )
     .await;

@@ -4,7 +4,9 @@
 use std::error::Error;
 use std::sync::Arc;
 
-use kafka_trace_harness::integrations::otlp_export::{OtlpExport, Protocol};
+use kafka_trace_harness::integrations::otlp_export::{
+    DEFAULT_QUEUE_CAPACITY, OtlpExport, Protocol,
+};
 use kafka_trace_harness::stockapp::metrics::PipelineMetrics;
 use kafka_trace_harness::{SpanCapture, SpanStream};
 use opentelemetry_sdk::trace::SpanData;
@@ -31,6 +33,10 @@ pub struct OtlpArgs {
     /// signal.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_name = "PROTOCOL", value_parser = parse_protocol)]
     pub otlp_protocol: Option<Protocol>,
+    /// Spans waiting for export at most; beyond, spans are dropped (and
+    /// counted) rather than slowing the run.
+    #[arg(long, value_name = "SPANS", default_value_t = DEFAULT_QUEUE_CAPACITY)]
+    pub otlp_queue: usize,
     /// Fail the run (exit status 1) when a span or metric point could not
     /// be exported; by default the run only says so.
     #[arg(long)]
@@ -56,7 +62,7 @@ pub fn start(args: &OtlpArgs) -> Result<Option<Arc<OtlpExport>>, Box<dyn Error>>
     if endpoint.is_none() && !signal_endpoint {
         return Ok(None);
     }
-    let mut builder = OtlpExport::builder();
+    let mut builder = OtlpExport::builder().queue_capacity(args.otlp_queue);
     if let Some(endpoint) = endpoint {
         builder = builder.endpoint(endpoint);
     }

@@ -563,7 +563,9 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(json) = api_json {
         println!("GET / of api-1:\n{json}");
     }
-    export::finish(otlp, run_spans.is_none().then_some(&capture), &args.otlp).await?;
+    // With --otlp-required a failed export fails the run, once its files
+    // are written and the broker stopped.
+    let exported = export::finish(otlp, run_spans.is_none().then_some(&capture), &args.otlp).await;
     if let Some(path) = &args.spans_out {
         match run_spans.as_ref().and_then(|spans| spans.file.as_ref()) {
             Some(file) => file.finish()?,
@@ -609,5 +611,5 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         return Err(report.problems().join("\n").into());
     }
-    Ok(())
+    exported
 }

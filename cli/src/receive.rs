@@ -6,8 +6,12 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use kafka_trace_harness::SpanCapture;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use kafka_trace_harness::integrations::otlp_receiver::OtlpReceiver;
+use kafka_trace_harness::{SpanCapture, SpanStream};
+use opentelemetry_sdk::trace::SpanData;
 
 use crate::StopSignal;
 
@@ -23,7 +27,7 @@ pub struct ReceiveArgs {
     #[arg(long, default_value_t = 0)]
     grpc_port: u16,
     /// At the end, write every span received as OTLP JSON Lines to this
-    /// file.
+    /// file (without it, spans are counted, not kept).
     #[arg(long)]
     spans_out: Option<PathBuf>,
 }
@@ -34,7 +38,11 @@ pub struct ReceiveArgs {
 /// POINTS` per instrument.
 pub async fn run(args: ReceiveArgs) -> Result<(), Box<dyn Error>> {
     let stop = StopSignal::install()?;
-    let capture = SpanCapture::new();
+    let counted = Arc::new(CountSpans::default());
+    let capture = match args.spans_out {
+        Some(_) => SpanCapture::new(),
+        None => SpanCapture::builder().stream(counted.clone()).build(),
+    };
     let receiver = OtlpReceiver::builder()
         .ip(args.host)
         .http_port(args.http_port)
@@ -50,15 +58,19 @@ pub async fn run(args: ReceiveArgs) -> Result<(), Box<dyn Error>> {
     stop.wait().await;
     let points = receiver.metric_points();
     receiver.shutdown().await?;
-    let spans = capture.spans();
-    if let Some(path) = &args.spans_out {
-        kafka_trace_harness::otlp::write_otlp_json(
-            path,
-            spans.iter().map(|c| (c.service.as_str(), &c.data)),
-        )?;
-    }
+    let received = match &args.spans_out {
+        Some(path) => {
+            let spans = capture.spans();
+            kafka_trace_harness::otlp::write_otlp_json(
+                path,
+                spans.iter().map(|c| (c.service.as_str(), &c.data)),
+            )?;
+            spans.len() as u64
+        }
+        None => counted.0.load(Ordering::Relaxed),
+    };
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "spans {}", spans.len())?;
+    writeln!(stdout, "spans {received}")?;
     for (service, metrics) in points {
         for (name, count) in metrics {
             writeln!(stdout, "metric {service} {name} {count}")?;
@@ -66,4 +78,14 @@ pub async fn run(args: ReceiveArgs) -> Result<(), Box<dyn Error>> {
     }
     stdout.flush()?;
     Ok(())
+}
+
+/// Counts the spans received, keeping none.
+#[derive(Default)]
+struct CountSpans(AtomicU64);
+
+impl SpanStream for CountSpans {
+    fn span_ended(&self, _service: &Arc<str>, _span: SpanData) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
 }

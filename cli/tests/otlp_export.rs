@@ -265,13 +265,15 @@ fn a_run_exports_everything_to_a_receiver(
         "--spans-out",
         sent_file.to_str().unwrap(),
     ];
-    let endpoint_arg;
-    if let Some(flag) = args.first() {
-        endpoint_arg = flag
-            .replace("{http}", &receiver.http)
-            .replace("{grpc}", &receiver.grpc);
-        run_args.extend(["--otlp-endpoint", endpoint_arg.as_str()]);
-    }
+    // `{http}` and `{grpc}` in the arguments are the receiver's URLs.
+    let args: Vec<String> = args
+        .iter()
+        .map(|arg| {
+            arg.replace("{http}", &receiver.http)
+                .replace("{grpc}", &receiver.grpc)
+        })
+        .collect();
+    run_args.extend(args.iter().map(String::as_str));
 
     let output = run(&run_args, &env);
     let received = receiver.stop();
@@ -330,7 +332,7 @@ fn a_run_exports_everything_to_a_receiver(
     assert!(
         output
             .stdout
-            .contains(&format!("points exported, 0 failed, 0 unsent"))
+            .contains("points exported, 0 failed, 0 unsent")
             && output
                 .stdout
                 .contains(&format!(": {points} points exported")),
@@ -343,8 +345,9 @@ fn a_run_exports_everything_to_a_receiver(
 fn a_run_exports_every_span_and_metric_over_grpc_to_a_receiver_in_another_process() {
     a_run_exports_everything_to_a_receiver(
         "grpc",
-        |_| vec![("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "grpc".into())],
-        &["{grpc}"],
+        // The base URL from its variable, the protocol from the flag.
+        |receiver| vec![("OTEL_EXPORTER_OTLP_ENDPOINT".into(), receiver.grpc.clone())],
+        &["--otlp-protocol", "grpc"],
         "(grpc)",
     );
 }
@@ -354,7 +357,7 @@ fn a_run_exports_every_span_and_metric_over_http_protobuf_by_default() {
     a_run_exports_everything_to_a_receiver(
         "http-protobuf",
         |_| vec![],
-        &["{http}"],
+        &["--otlp-endpoint", "{http}"],
         "/v1/traces (http/protobuf)",
     );
 }
@@ -440,12 +443,19 @@ fn a_collector_that_is_down_costs_the_run_only_a_reported_count() {
         warnings[0]
     );
 
-    // Asked to, the same run fails.
+    // Asked to, the same run fails, once it has written its spans.
+    let dir = TempDir::new("required");
+    let spans_out = dir.file("spans.jsonl");
     let mut required = args.to_vec();
-    required.push("--otlp-required");
+    required.extend([
+        "--otlp-required",
+        "--spans-out",
+        spans_out.to_str().unwrap(),
+    ]);
     let output = run(&required, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
     assert!(!output.status.success(), "{}", output.stdout);
     assert_traces_complete(&output);
+    assert_eq!(spans_of(&spans_out).len() as u64, recorded);
     assert!(
         output.stderr.contains("error: OTLP export incomplete"),
         "{}",

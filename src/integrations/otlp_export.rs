@@ -7,7 +7,7 @@
 //!
 //! The export never slows the code that ends spans: [`OtlpExport`] is a
 //! [`SpanStream`] that puts each span in a bounded queue (a full queue
-//! drops the span and counts it), and a task on the tokio runtime batches
+//! drops the span and counts it), and a thread of its own batches
 //! spans per service and exports them, a few requests at a time. Metrics go
 //! through one [`SdkMeterProvider`] per service
 //! ([`OtlpExport::meter_provider`]) whose periodic reader exports through
@@ -332,9 +332,11 @@ impl OtlpExportBuilder {
     }
 
     /// Checks the settings (an exporter of each signal is built once) and
-    /// starts the export task on the current tokio runtime. Errors: not in
-    /// a tokio runtime, a bad protocol or endpoint ([`Error::Config`],
-    /// [`Error::OtlpExport`]).
+    /// starts the span export on a thread of its own (with a
+    /// single-threaded tokio runtime, so that encoding and sending never
+    /// hold up the caller's runtime); metrics are sent through the current
+    /// runtime. Errors: not in a tokio runtime, a bad protocol or endpoint
+    /// ([`Error::Config`], [`Error::OtlpExport`]).
     pub fn start(self) -> Result<OtlpExport> {
         let runtime = Handle::try_current().map_err(|e| Error::OtlpExport {
             reason: format!("the export needs a tokio runtime: {e}"),
@@ -349,7 +351,15 @@ impl OtlpExportBuilder {
         let counts = Arc::new(SpanCounters::default());
         let (queue, queued) = mpsc::channel(self.queue_capacity);
         let (stop, stopped) = oneshot::channel();
-        let task = runtime.spawn(export_spans(
+        let (finished, task) = oneshot::channel();
+        let failed = |e: std::io::Error| Error::OtlpExport {
+            reason: format!("starting the span export's thread: {e}"),
+        };
+        let export_runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(failed)?;
+        let export = export_spans(
             queued,
             stopped,
             Batching {
@@ -358,7 +368,14 @@ impl OtlpExportBuilder {
                 batch_delay: self.batch_delay,
             },
             Arc::clone(&counts),
-        ));
+        );
+        std::thread::Builder::new()
+            .name("otlp-span-export".to_owned())
+            .spawn(move || {
+                export_runtime.block_on(export);
+                let _ = finished.send(());
+            })
+            .map_err(failed)?;
         Ok(OtlpExport {
             queue,
             closing: AtomicBool::new(false),
@@ -464,7 +481,7 @@ pub struct OtlpExport {
     closing: AtomicBool,
     counts: Arc<SpanCounters>,
     #[allow(clippy::type_complexity)]
-    task: Mutex<Option<(oneshot::Sender<Instant>, tokio::task::JoinHandle<()>)>>,
+    task: Mutex<Option<(oneshot::Sender<Instant>, oneshot::Receiver<()>)>>,
     meters: Mutex<HashMap<String, SdkMeterProvider>>,
     point_counts: Arc<PointCounters>,
     runtime: Handle,
@@ -596,9 +613,8 @@ impl OtlpExport {
             let _ = stop.send(deadline);
             // The task honours the deadline itself; this is a backstop.
             let backstop = self.shutdown_deadline + Duration::from_secs(1);
-            if tokio::time::timeout(backstop, &mut task).await.is_err() {
-                task.abort();
-            }
+            // Past it, the thread is left to end with the process.
+            let _ = tokio::time::timeout(backstop, &mut task).await;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let metrics_timed_out = tokio::time::timeout(left, futures::future::join_all(meters))
