@@ -1,5 +1,7 @@
 //! `kafka-trace-harness datagen`: records from any Avro schema, written as
-//! JSON Lines or an Avro container file.
+//! JSON Lines or an Avro container file, or produced to a topic.
+
+mod produce;
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -34,8 +36,26 @@ pub struct DatagenArgs {
     #[arg(long, value_enum, default_value_t = Format::Json)]
     format: Format,
     /// Write here instead of standard output.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "topic")]
     out: Option<PathBuf>,
+    /// Produce the records to this topic (partition 0), each in a root
+    /// `send` span, instead of writing them.
+    #[arg(long, requires = "bootstrap")]
+    topic: Option<String>,
+    /// The Kafka cluster to produce to (host:port).
+    #[arg(long, requires = "topic")]
+    bootstrap: Option<String>,
+    /// Register the schema (subject `<topic>-value`) with this Confluent
+    /// Schema Registry and produce Avro in Confluent's wire format, as the
+    /// datagen connector does; without it, values are the JSON form.
+    #[arg(long, requires = "topic")]
+    schema_registry: Option<String>,
+    /// The record field whose value is the Kafka key.
+    #[arg(long, requires = "topic")]
+    key_field: Option<String>,
+    /// Records per second (default: as fast as the broker takes them).
+    #[arg(long, requires = "topic")]
+    rate: Option<f64>,
 }
 
 /// Records between two progress-bar updates.
@@ -43,6 +63,17 @@ const PROGRESS_EVERY: u64 = 4096;
 
 pub async fn run(args: DatagenArgs) -> Result<(), Box<dyn std::error::Error>> {
     let schema = DatagenSchema::from_file(&args.schema)?;
+    if let Some(topic) = &args.topic {
+        let target = produce::Target {
+            topic,
+            bootstrap: args.bootstrap.as_deref().unwrap_or_default(),
+            registry: args.schema_registry.as_deref(),
+            key_field: args.key_field.as_deref(),
+            rate: args.rate,
+        };
+        produce::produce(&schema, schema.generator(args.seed), args.count, target).await?;
+        return Ok(());
+    }
     let out: Box<dyn Write> = match &args.out {
         Some(path) => Box::new(
             File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?,

@@ -2,8 +2,8 @@
 //!
 //! A field name is matched after lower-casing and dropping `_`, `-` and `.`,
 //! so `first_name`, `firstName` and `FIRST-NAME` are all `firstname`. The
-//! whole name must match one in [`TABLE`], or end with one of the suffixes
-//! in its row (e.g. `billing_email` ends with `email`). Values come from the
+//! whole name must match one in [`TABLE`], or end with one of its names of
+//! four letters or more (e.g. `billing_email` ends with `email`). Values come from the
 //! `fake` crate's English locale, drawn from the generator's seeded RNG, so
 //! they are as reproducible as the rest. Timestamps are drawn from a fixed
 //! window, [`RECENT_FROM_MS`]..[`RECENT_TO_MS`], not from the clock, so that
@@ -76,7 +76,7 @@ enum Gives {
 
 /// The field names recognised: (names, what it gives, the Avro types it
 /// applies to). A field also matches when its name ends with one of the
-/// names of three letters or more.
+/// names of four letters or more.
 ///
 /// The README's table is this one; a unit test keeps them equal.
 pub(crate) const TABLE: &[(&[&str], Fake, &str)] = &[
@@ -220,7 +220,7 @@ impl Fake {
         TABLE
             .iter()
             .flat_map(|(names, fake, _)| names.iter().map(move |n| (*n, *fake)))
-            .filter(|(n, fake)| n.len() >= 3 && key.ends_with(n) && fits(*fake))
+            .filter(|(n, fake)| n.len() >= 4 && key.ends_with(n) && fits(*fake))
             .max_by_key(|(n, _)| n.len())
             .map(|(_, fake)| fake)
     }

@@ -1223,7 +1223,22 @@ fn compile_regex(
     // reach a length annotation.
     let max_repeat = (max.unwrap_or(min + 16).max(16)).min(10_000) as u32;
     let regex = rand_regex::Regex::compile(p, max_repeat).map_err(|e| {
-        DatagenError::at(path, format!("regex {pattern:?} cannot be generated: {e}"))
+        let why = match e {
+            rand_regex::Error::Anchor => {
+                "anchors (but a leading ^ and a trailing $) and word boundaries are not supported"
+                    .to_owned()
+            }
+            rand_regex::Error::Unsatisfiable => "no string matches it".to_owned(),
+            rand_regex::Error::Syntax(e) => match *e {
+                regex_syntax::Error::Parse(e) => e.kind().to_string(),
+                regex_syntax::Error::Translate(e) => e.kind().to_string(),
+                other => other.to_string().replace('\n', " "),
+            },
+        };
+        DatagenError::at(
+            path,
+            format!("regex {pattern:?} cannot be generated: {why}"),
+        )
     })?;
     if !regex.is_utf8() {
         return Err(DatagenError::at(

@@ -1,8 +1,9 @@
 //! Seeded generators for the Confluent datagen quickstarts `Stock_Trades` and
 //! `Users_`.
 //!
-//! Value domains come from the `arg.properties` blocks of the schemas in
-//! `fixtures/` (the same files the datagen connector ships). Datagen's
+//! The records come from the bundled schemas in `fixtures/` (the same files
+//! the datagen connector ships) through the generic generator
+//! ([`crate::datagen`]), which honours their `arg.properties`: datagen's
 //! `range` is `min` inclusive, `max` exclusive, so quantities are `1..=4999`
 //! and prices `5..=999` pennies.
 //!
@@ -23,39 +24,17 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use apache_avro::Schema;
-use rand_chacha::ChaCha8Rng;
-use rand_chacha::rand_core::{RngCore, SeedableRng};
+use apache_avro::types::Value;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::avro::{self, AvroBodyError};
+use crate::datagen::{DatagenSchema, SchemaGenerator};
 
 /// The `Stock_Trades` datagen schema (`ksql.StockTrade`), verbatim.
 pub const STOCK_TRADE_SCHEMA: &str = include_str!("../../fixtures/stock_trades.avsc");
 /// The `Users_` datagen schema (`ksql.users`), verbatim.
 pub const USER_SCHEMA: &str = include_str!("../../fixtures/users.avsc");
-
-const SIDES: [&str; 2] = ["BUY", "SELL"];
-const SYMBOLS: [&str; 7] = ["ZBZX", "ZJZZT", "ZTEST", "ZVV", "ZVZZT", "ZWZZT", "ZXZZT"];
-const ACCOUNTS: [&str; 3] = ["ABC123", "LMN456", "XYZ789"];
-const QUANTITY_RANGE: (i64, i64) = (1, 5000);
-const PRICE_RANGE: (i64, i64) = (5, 1000);
-const REGISTERTIME_RANGE: (i64, i64) = (1_487_715_775_521, 1_519_273_364_600);
-const GENDERS: [&str; 3] = ["MALE", "FEMALE", "OTHER"];
-const INTERESTS: [[&str; 2]; 4] = [
-    ["Game", "News"],
-    ["Game", "Sport"],
-    ["News", "Movies"],
-    ["News", "Travel"],
-];
-/// `(phone, city, state, zipcode)` of the five contact-info maps.
-const CONTACT_INFOS: [(&str, &str, &str, &str); 5] = [
-    ("6503349999", "San Mateo", "CA", "94403"),
-    ("9492229999", "Irvine", "CA", "92617"),
-    ("6503889999", "Palo Alto", "CA", "94301"),
-    ("4083366881", "San Jose", "CA", "95112"),
-    ("6502215368", "San Carlos", "CA", "94070"),
-];
 
 /// Default seed of [`DatagenBuilder`].
 pub const DEFAULT_SEED: u64 = 0;
@@ -108,6 +87,17 @@ fn parse_fixture(json: &str) -> Schema {
 
 static STOCK_TRADE_PARSED: LazyLock<Schema> = LazyLock::new(|| parse_fixture(STOCK_TRADE_SCHEMA));
 static USER_PARSED: LazyLock<Schema> = LazyLock::new(|| parse_fixture(USER_SCHEMA));
+
+/// Compiles one of the fixture schemas for the generator; as with
+/// [`parse_fixture`], a failure is a bug in this crate (checked by tests).
+fn generate_from(json: &str) -> DatagenSchema {
+    DatagenSchema::parse_str(json)
+        .expect("fixture schema compiles for datagen (checked by unit tests)")
+}
+
+static STOCK_TRADE_GENERATOR: LazyLock<DatagenSchema> =
+    LazyLock::new(|| generate_from(STOCK_TRADE_SCHEMA));
+static USER_GENERATOR: LazyLock<DatagenSchema> = LazyLock::new(|| generate_from(USER_SCHEMA));
 
 /// One stock trade as the `Stock_Trades` datagen emits it (`ksql.StockTrade`).
 ///
@@ -292,40 +282,6 @@ impl DatagenBuilder {
 const TRADE_STREAM: u64 = 0;
 const USER_STREAM: u64 = 1;
 
-/// A seeded random source whose output depends only on the seed and the
-/// ChaCha8 algorithm (value-stable across `rand_chacha` releases), not on
-/// any sampling code of `rand` that could change between versions.
-#[derive(Debug, Clone)]
-struct Draw(ChaCha8Rng);
-
-impl Draw {
-    fn new(seed: u64, stream: u64) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(stream);
-        Self(rng)
-    }
-
-    /// Uniform in `0..n` for `n > 0`. The modulo bias is below `n / 2^64`,
-    /// far below anything a test could notice for these small domains.
-    fn below(&mut self, n: u64) -> u64 {
-        self.0.next_u64() % n
-    }
-
-    fn pick<'a, T: ?Sized>(&mut self, options: &[&'a T]) -> &'a T {
-        options[self.below(options.len() as u64) as usize]
-    }
-
-    /// Uniform in `min..max` (max exclusive, as datagen's `range`).
-    fn range(&mut self, (min, max): (i64, i64)) -> i64 {
-        min + self.below((max - min) as u64) as i64
-    }
-
-    /// A string matching `<prefix>[1-9]`.
-    fn numbered(&mut self, prefix: &str) -> String {
-        format!("{prefix}{}", 1 + self.below(9))
-    }
-}
-
 /// Endless seeded `Stock_Trades` records.
 ///
 /// ```
@@ -336,13 +292,13 @@ impl Draw {
 /// assert!((1..5000).contains(&trade.quantity));
 /// assert!((5..1000).contains(&trade.price));
 /// ```
-#[derive(Debug, Clone)]
-pub struct TradeGenerator(Draw);
+#[derive(Debug)]
+pub struct TradeGenerator(SchemaGenerator);
 
 impl TradeGenerator {
     /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Self {
-        Self(Draw::new(seed, TRADE_STREAM))
+        Self(STOCK_TRADE_GENERATOR.generator_on_stream(seed, TRADE_STREAM))
     }
 }
 
@@ -350,21 +306,14 @@ impl Iterator for TradeGenerator {
     type Item = StockTrade;
 
     fn next(&mut self) -> Option<StockTrade> {
-        let draw = &mut self.0;
-        // Schema field order, so the draw order is documented by the schema.
-        let side = draw.pick(&SIDES).to_owned();
-        let quantity = draw.range(QUANTITY_RANGE) as i32;
-        let symbol = draw.pick(&SYMBOLS).to_owned();
-        let price = draw.range(PRICE_RANGE) as i32;
-        let account = draw.pick(&ACCOUNTS).to_owned();
-        let userid = draw.numbered("User_");
+        let mut fields = Fields::of(self.0.next_value());
         Some(StockTrade {
-            side,
-            quantity,
-            symbol,
-            price,
-            account,
-            userid,
+            side: fields.string("side"),
+            quantity: fields.int("quantity"),
+            symbol: fields.string("symbol"),
+            price: fields.int("price"),
+            account: fields.string("account"),
+            userid: fields.string("userid"),
         })
     }
 }
@@ -379,13 +328,13 @@ impl Iterator for TradeGenerator {
 /// assert!(user.userid.starts_with("User_"));
 /// assert_eq!(user.contactinfo["state"], "CA");
 /// ```
-#[derive(Debug, Clone)]
-pub struct UserGenerator(Draw);
+#[derive(Debug)]
+pub struct UserGenerator(SchemaGenerator);
 
 impl UserGenerator {
     /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Self {
-        Self(Draw::new(seed, USER_STREAM))
+        Self(USER_GENERATOR.generator_on_stream(seed, USER_STREAM))
     }
 }
 
@@ -393,40 +342,127 @@ impl Iterator for UserGenerator {
     type Item = User;
 
     fn next(&mut self) -> Option<User> {
-        let draw = &mut self.0;
-        let registertime = draw.range(REGISTERTIME_RANGE);
-        let userid = draw.numbered("User_");
-        let regionid = draw.numbered("Region_");
-        let gender = draw.pick(&GENDERS).to_owned();
-        let interests = INTERESTS[draw.below(INTERESTS.len() as u64) as usize]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        let (phone, city, state, zipcode) =
-            CONTACT_INFOS[draw.below(CONTACT_INFOS.len() as u64) as usize];
-        let contactinfo = [
-            ("phone", phone),
-            ("city", city),
-            ("state", state),
-            ("zipcode", zipcode),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let mut fields = Fields::of(self.0.next_value());
         Some(User {
-            registertime,
-            userid,
-            regionid,
-            gender,
-            interests,
-            contactinfo,
+            registertime: fields.long("registertime"),
+            userid: fields.string("userid"),
+            regionid: fields.string("regionid"),
+            gender: fields.string("gender"),
+            interests: fields.strings("interests"),
+            contactinfo: fields.string_map("contactinfo"),
         })
+    }
+}
+
+/// The fields of a generated record, taken out by name (moved, not copied).
+///
+/// The generator follows the bundled schemas, whose types the record
+/// structs mirror (checked by the tests): a field of another type would be
+/// a bug in this crate, and reads as the type's zero value rather than
+/// stopping the pipeline.
+struct Fields(Vec<(String, Value)>);
+
+impl Fields {
+    fn of(value: Value) -> Self {
+        match value {
+            Value::Record(fields) => Self(fields),
+            _ => Self(Vec::new()),
+        }
+    }
+
+    fn take(&mut self, name: &str) -> Value {
+        self.0
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| std::mem::replace(v, Value::Null))
+            .unwrap_or(Value::Null)
+    }
+
+    fn string(&mut self, name: &str) -> String {
+        into_string(self.take(name))
+    }
+
+    fn int(&mut self, name: &str) -> i32 {
+        match self.take(name) {
+            Value::Int(v) => v,
+            _ => 0,
+        }
+    }
+
+    fn long(&mut self, name: &str) -> i64 {
+        match self.take(name) {
+            Value::Long(v) => v,
+            _ => 0,
+        }
+    }
+
+    fn strings(&mut self, name: &str) -> Vec<String> {
+        match self.take(name) {
+            Value::Array(items) => items.into_iter().map(into_string).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn string_map(&mut self, name: &str) -> BTreeMap<String, String> {
+        match self.take(name) {
+            Value::Map(entries) => entries
+                .into_iter()
+                .map(|(k, v)| (k, into_string(v)))
+                .collect(),
+            _ => BTreeMap::new(),
+        }
+    }
+}
+
+fn into_string(value: Value) -> String {
+    match value {
+        Value::String(s) => s,
+        _ => String::new(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The value domains of the schemas' annotations, written out here so
+    // that the tests check the generator against them independently.
+    const SIDES: [&str; 2] = ["BUY", "SELL"];
+    const SYMBOLS: [&str; 7] = ["ZBZX", "ZJZZT", "ZTEST", "ZVV", "ZVZZT", "ZWZZT", "ZXZZT"];
+    const ACCOUNTS: [&str; 3] = ["ABC123", "LMN456", "XYZ789"];
+    const REGISTERTIME_RANGE: (i64, i64) = (1_487_715_775_521, 1_519_273_364_600);
+    const GENDERS: [&str; 3] = ["MALE", "FEMALE", "OTHER"];
+    const INTERESTS: [[&str; 2]; 4] = [
+        ["Game", "News"],
+        ["Game", "Sport"],
+        ["News", "Movies"],
+        ["News", "Travel"],
+    ];
+    /// `(phone, city, state, zipcode)` of the five contact-info maps.
+    const CONTACT_INFOS: [(&str, &str, &str, &str); 5] = [
+        ("6503349999", "San Mateo", "CA", "94403"),
+        ("9492229999", "Irvine", "CA", "92617"),
+        ("6503889999", "Palo Alto", "CA", "94301"),
+        ("4083366881", "San Jose", "CA", "95112"),
+        ("6502215368", "San Carlos", "CA", "94070"),
+    ];
+
+    #[test]
+    fn the_fixture_schemas_compile_for_the_generator() {
+        DatagenSchema::parse_str(STOCK_TRADE_SCHEMA).unwrap();
+        DatagenSchema::parse_str(USER_SCHEMA).unwrap();
+    }
+
+    #[test]
+    fn every_symbol_and_user_shows_up() {
+        let trades: Vec<_> = TradeGenerator::new(1).take(2000).collect();
+        let symbols: std::collections::BTreeSet<_> =
+            trades.iter().map(|t| t.symbol.as_str()).collect();
+        assert_eq!(symbols.len(), SYMBOLS.len());
+        let users: std::collections::BTreeSet<_> =
+            trades.iter().map(|t| t.userid.as_str()).collect();
+        assert_eq!(users.len(), 9);
+    }
 
     #[test]
     fn fixture_schemas_parse_with_the_expected_names() {
