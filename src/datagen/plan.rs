@@ -756,6 +756,16 @@ impl Compiler {
             }
             Schema::Fixed(fixed) => {
                 a.only(&["options"], "fixed", &path)?;
+                if fixed.size > super::annotations::MAX_LENGTH {
+                    return Err(DatagenError::at(
+                        &path,
+                        format!(
+                            "a fixed of {} bytes is above the {} the generator makes",
+                            fixed.size,
+                            super::annotations::MAX_LENGTH
+                        ),
+                    ));
+                }
                 self.register(&fixed.name, id);
                 Kind::Fixed { size: fixed.size }
             }
