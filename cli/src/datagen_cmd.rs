@@ -119,7 +119,7 @@ pub fn progress_bar(count: u64) -> ProgressBar {
 }
 
 pub fn tick(bar: &ProgressBar, n: u64) {
-    if (n + 1) % PROGRESS_EVERY == 0 {
+    if (n + 1).is_multiple_of(PROGRESS_EVERY) {
         bar.set_position(n + 1);
     }
 }

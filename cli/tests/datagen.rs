@@ -20,12 +20,11 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn datagen(args: &[&str]) -> std::process::Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_kafka-trace-harness"))
+    Command::new(env!("CARGO_BIN_EXE_kafka-trace-harness"))
         .arg("datagen")
         .args(args)
         .output()
-        .expect("run datagen");
-    output
+        .expect("run datagen")
 }
 
 #[test]

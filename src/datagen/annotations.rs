@@ -277,14 +277,18 @@ fn parse_range(value: &Json, path: &str) -> Result<Range> {
     Ok(range)
 }
 
+/// The longest string, bytes, array or map a `length` may ask for.
+pub const MAX_LENGTH: usize = 1 << 20;
+
 fn length_number(value: &Json, name: &str, path: &str) -> Result<usize> {
     value
         .as_u64()
         .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n <= MAX_LENGTH)
         .ok_or_else(|| {
             DatagenError::at(
                 path,
-                format!("{name} must be a whole number ≥ 0, found {value}"),
+                format!("{name} must be a whole number in [0, {MAX_LENGTH}], found {value}"),
             )
         })
 }
@@ -351,6 +355,7 @@ mod tests {
         assert!(err(json!({"range": {}})).contains("range needs a min or a max"));
         assert!(err(json!({"iteration": {"step": 1}})).contains("iteration needs a start"));
         assert!(err(json!({"regex": 3})).contains("regex must be a string"));
+        assert!(err(json!({"length": u64::MAX})).contains("length must be a whole number in"));
         assert!(err(json!("x")).contains("arg.properties must be an object"));
     }
 

@@ -175,9 +175,8 @@ impl Draw<'_> {
                 while map.len() < n && attempts > 0 {
                     attempts -= 1;
                     let key = self.string(keys);
-                    if !map.contains_key(&key) {
-                        let value = self.value(*values, depth + 1, shortest);
-                        map.insert(key, value);
+                    if let std::collections::hash_map::Entry::Vacant(slot) = map.entry(key) {
+                        slot.insert(self.value(*values, depth + 1, shortest));
                     }
                 }
                 Value::Map(map)

@@ -139,14 +139,13 @@ pub(crate) fn decode_form(plan: &Plan, id: NodeId, json: &Json, form: Form) -> D
         (Kind::Fixed { .. }, _) => Err(wrong("a string of bytes")),
         (Kind::Union { branches, names }, json) => {
             let optional = branches.len() == 2 && names.iter().any(|n| n == "null");
-            if let (Json::Object(map), false) = (json, form == Form::Connect && optional) {
-                if map.len() == 1 {
-                    let (key, inner) = map.iter().next().expect("one entry");
-                    if let Some(i) = names.iter().position(|n| n == key) {
-                        return decode(plan, branches[i], inner)
-                            .map(|v| Value::Union(i as u32, Box::new(v)));
-                    }
-                }
+            if let (Json::Object(map), false) = (json, form == Form::Connect && optional)
+                && map.len() == 1
+                && let Some((key, inner)) = map.iter().next()
+                && let Some(i) = names.iter().position(|n| n == key)
+            {
+                return decode(plan, branches[i], inner)
+                    .map(|v| Value::Union(i as u32, Box::new(v)));
             }
             branches
                 .iter()

@@ -492,11 +492,11 @@ fn split_json<'j>(json: &'j Json, path: &str) -> Result<(Annotations, &'j Json)>
         Some(props) => Some(Annotations::parse(props, path)?),
         None => None,
     };
-    if !map.contains_key("logicalType") {
-        if let Some(inner @ (Json::Object(_) | Json::Array(_))) = map.get("type") {
-            let (inner_annotations, structure) = split_json(inner, path)?;
-            return Ok((own.unwrap_or(inner_annotations), structure));
-        }
+    if let (false, Some(inner @ (Json::Object(_) | Json::Array(_)))) =
+        (map.contains_key("logicalType"), map.get("type"))
+    {
+        let (inner_annotations, structure) = split_json(inner, path)?;
+        return Ok((own.unwrap_or(inner_annotations), structure));
     }
     Ok((own.unwrap_or_default(), json))
 }
@@ -756,6 +756,16 @@ impl Compiler {
             }
             Schema::Fixed(fixed) => {
                 a.only(&["options"], "fixed", &path)?;
+                if fixed.size > super::annotations::MAX_LENGTH {
+                    return Err(DatagenError::at(
+                        &path,
+                        format!(
+                            "a fixed of {} bytes is above the {} the generator makes",
+                            fixed.size,
+                            super::annotations::MAX_LENGTH
+                        ),
+                    ));
+                }
                 self.register(&fixed.name, id);
                 Kind::Fixed { size: fixed.size }
             }
@@ -918,13 +928,11 @@ impl Compiler {
                     ));
                 }
             }
-            if let Some(r) = restart {
-                if r < lo - 1 || r > hi {
-                    return Err(DatagenError::at(
-                        path,
-                        format!("iteration.restart {r} goes past {} values", ty.name()),
-                    ));
-                }
+            if let Some(r) = restart.filter(|r| *r < lo - 1 || *r > hi) {
+                return Err(DatagenError::at(
+                    path,
+                    format!("iteration.restart {r} goes past {} values", ty.name()),
+                ));
             }
             IntGen::Iterate(IntIteration {
                 slot: self.slot(),
@@ -979,7 +987,7 @@ impl Compiler {
             };
             // There must be a value of the type in [min, max).
             let lowest = if double { min } else { f32_at_least(min) };
-            if !(min < max) || !(lowest < max) {
+            if min >= max || lowest >= max {
                 return Err(DatagenError::at(
                     path,
                     format!("range.min ≥ max ({min} ≥ {max})"),
@@ -1221,7 +1229,7 @@ fn compile_regex(
     }
     // Unbounded repeats (`*`, `+`, `{n,}`) go up to this many, enough to
     // reach a length annotation.
-    let max_repeat = (max.unwrap_or(min + 16).max(16)).min(10_000) as u32;
+    let max_repeat = max.unwrap_or(min + 16).clamp(16, 10_000) as u32;
     let regex = rand_regex::Regex::compile(p, max_repeat).map_err(|e| {
         let why = match e {
             rand_regex::Error::Anchor => {
