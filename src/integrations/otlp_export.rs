@@ -519,6 +519,22 @@ impl OtlpExport {
         OtlpExportBuilder::new()
     }
 
+    /// Like [`SpanStream::span_ended`], for a span the caller keeps too
+    /// (another stream's): it is copied only when the queue has room, so
+    /// an export that cannot keep up costs no copy of the spans it drops.
+    pub fn offer(&self, service: &Arc<str>, span: &SpanData) {
+        self.counts.recorded.fetch_add(1, Ordering::Relaxed);
+        let room = !self.closing.load(Ordering::Relaxed) && self.queue.capacity() > 0;
+        if !room
+            || self
+                .queue
+                .try_send((Arc::clone(service), span.clone()))
+                .is_err()
+        {
+            self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Where spans go.
     pub fn traces_destination(&self) -> &Destination {
         &self.traces
