@@ -92,9 +92,13 @@ async fn a_full_queue_drops_and_counts_instead_of_waiting() {
     let capture = SpanCapture::builder().stream(export.clone()).build();
     let tracer = capture.tracer("datagen");
 
-    for _ in 0..1_000 {
+    for _ in 0..999 {
         tracer.in_span("send trades", |_| {});
     }
+    // A span another stream keeps, offered by reference.
+    let kept = SpanCapture::new();
+    kept.tracer("api-1").in_span("process", |_| {});
+    export.offer(&Arc::from("api-1"), &kept.spans()[0].data);
     let report = export.shutdown().await;
 
     let spans = report.spans;

@@ -86,7 +86,7 @@ struct Tee {
 
 impl SpanStream for Tee {
     fn span_ended(&self, service: &Arc<str>, span: SpanData) {
-        self.export.span_ended(service, span.clone());
+        self.export.offer(service, &span);
         self.run.span_ended(service, span);
     }
 }

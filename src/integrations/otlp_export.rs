@@ -25,10 +25,11 @@
 //! Headers (`OTEL_EXPORTER_OTLP_HEADERS` and the `_TRACES_` / `_METRICS_`
 //! forms), timeouts (`OTEL_EXPORTER_OTLP_TIMEOUT`, default 10 s) and the
 //! resource's extra attributes (`OTEL_RESOURCE_ATTRIBUTES`) are read by
-//! opentelemetry-otlp and the SDK themselves. Compression is not built in
-//! (asking for it is a configuration error).
+//! opentelemetry-otlp and the SDK themselves. Compression is not built in:
+//! `OTEL_EXPORTER_OTLP_COMPRESSION` is ignored, requests go uncompressed.
 //!
-//! ```no_run
+//! ```
+//! # #[cfg(feature = "otlp-receiver")]
 //! # #[tokio::main]
 //! # async fn main() -> kafka_trace_harness::Result<()> {
 //! use std::sync::Arc;
@@ -36,18 +37,27 @@
 //! use kafka_trace_harness::integrations::otlp_export::{OtlpExport, Protocol};
 //! use opentelemetry::trace::Tracer;
 //!
+//! // A collector: here the harness's own receiver (feature otlp-receiver).
+//! let collector = SpanCapture::new();
+//! let receiver = collector.otlp_receiver().await?;
+//!
 //! let export = Arc::new(
 //!     OtlpExport::builder()
-//!         .endpoint("http://localhost:4317")
+//!         .endpoint(receiver.grpc_endpoint())
 //!         .protocol(Protocol::Grpc)
 //!         .start()?,
 //! );
 //! let capture = SpanCapture::builder().stream(export.clone()).build();
 //! capture.tracer("datagen").in_span("send stockapp.trades", |_| {});
-//!
 //! let report = export.shutdown().await;
-//! println!("{report}");
+//!
+//! assert_eq!(report.spans.exported, 1);
+//! assert!(report.is_complete(), "{report}");
+//! assert_eq!(collector.forest().of_service("datagen").count(), 1);
+//! # receiver.shutdown().await?;
 //! # Ok(()) }
+//! # #[cfg(not(feature = "otlp-receiver"))]
+//! # fn main() {}
 //! ```
 
 use std::collections::HashMap;
@@ -517,6 +527,22 @@ impl OtlpExport {
     /// Settings for an export.
     pub fn builder() -> OtlpExportBuilder {
         OtlpExportBuilder::new()
+    }
+
+    /// Like [`SpanStream::span_ended`], for a span the caller keeps too
+    /// (another stream's): it is copied only when the queue has room, so
+    /// an export that cannot keep up costs no copy of the spans it drops.
+    pub fn offer(&self, service: &Arc<str>, span: &SpanData) {
+        self.counts.recorded.fetch_add(1, Ordering::Relaxed);
+        let room = !self.closing.load(Ordering::Relaxed) && self.queue.capacity() > 0;
+        if !room
+            || self
+                .queue
+                .try_send((Arc::clone(service), span.clone()))
+                .is_err()
+        {
+            self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Where spans go.

@@ -121,7 +121,9 @@ struct Instruments {
 /// resource of its own; see [`PipelineMetrics::per_service`].
 struct PerService {
     provider_of: ProviderOf,
-    instruments: RwLock<HashMap<String, Instruments>>,
+    /// Each service's instruments, and its provider, kept alive here: a
+    /// provider shuts down when its last handle drops.
+    instruments: RwLock<HashMap<String, (Instruments, SdkMeterProvider)>>,
 }
 
 type ProviderOf = Box<dyn Fn(&str) -> SdkMeterProvider + Send + Sync>;
@@ -136,7 +138,7 @@ impl PerService {
     /// Records with the instruments of `service`'s provider, made on its
     /// first measurement.
     fn record(&self, service: &str, record: impl FnOnce(&Instruments)) {
-        if let Some(instruments) = self
+        if let Some((instruments, _)) = self
             .instruments
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -148,8 +150,10 @@ impl PerService {
             .instruments
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        let instruments = all.entry(service.to_owned()).or_insert_with(|| {
-            Instruments::from_meter(&(self.provider_of)(service).meter_with_scope(scope()))
+        let (instruments, _) = all.entry(service.to_owned()).or_insert_with(|| {
+            let provider = (self.provider_of)(service);
+            let instruments = Instruments::from_meter(&provider.meter_with_scope(scope()));
+            (instruments, provider)
         });
         record(instruments);
     }
@@ -195,23 +199,36 @@ impl PipelineMetrics {
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
-    /// use kafka_trace_harness::stockapp::metrics::{MetricsCapture, RECORDS_IN};
+    /// use kafka_trace_harness::stockapp::metrics::{MetricsCapture, MetricsSnapshot, RECORDS_IN};
     /// use opentelemetry_sdk::Resource;
     /// use opentelemetry_sdk::metrics::{InMemoryMetricExporter, SdkMeterProvider};
     ///
+    /// // Arrange: every service's provider exports in memory.
     /// let exporter = InMemoryMetricExporter::default();
+    /// let providers = Arc::new(Mutex::new(Vec::new()));
+    /// let (per_service, made) = (exporter.clone(), providers.clone());
     /// let capture = MetricsCapture::new();
-    /// let per_service = exporter.clone();
     /// let metrics = capture.metrics().clone().per_service(move |service| {
-    ///     SdkMeterProvider::builder()
+    ///     let provider = SdkMeterProvider::builder()
     ///         .with_periodic_exporter(per_service.clone())
     ///         .with_resource(Resource::builder_empty().with_service_name(service.to_owned()).build())
-    ///         .build()
+    ///         .build();
+    ///     made.lock().unwrap().push(provider.clone());
+    ///     provider
     /// });
     ///
+    /// // Act
     /// metrics.count_in("api-1", "stockapp.dollarsbyzip", 2);
     ///
+    /// // Assert: in the shared instruments, and under api-1's own resource.
     /// assert_eq!(capture.collect()?.sum(RECORDS_IN, &[]), Some(2.0));
+    /// let providers = providers.lock().unwrap();
+    /// assert_eq!(providers.len(), 1);
+    /// providers[0].force_flush()?;
+    /// let exported = exporter.get_finished_metrics()?;
+    /// let service = exported[0].resource().get(&"service.name".into()).unwrap();
+    /// assert_eq!(service.as_str(), "api-1");
+    /// assert_eq!(MetricsSnapshot::from_resource_metrics(&exported[0]).sum(RECORDS_IN, &[]), Some(2.0));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn per_service(
