@@ -52,11 +52,23 @@
 //! v11 (see [`MOCK_VERSION_CAPS`]), the last layout without compact
 //! encodings, which the front reads.
 //!
+//! # Groups of one
+//!
+//! The mock holds a stable group's rejoin for the session timeout less
+//! 1 s; the front answers the rejoin of a group's sole member itself (see
+//! [`groups`]), so that a kafka-python consumer, which joins before it
+//! knows the topic's partitions and rejoins, gets its records at once.
+//! The front's own answers take the place of an ApiVersions v0 request
+//! it relays in their stead, so they keep their place among the
+//! connection's answers.
+//!
 //! # Faults
 //!
 //! [`TcpFront::cut_connections`], [`TcpFront::stall`] and
 //! [`TcpFront::set_latency`] act on every relayed connection. With no
 //! stall or latency in force, a relay pays one atomic load per read.
+
+mod groups;
 
 use std::collections::VecDeque;
 use std::io;
@@ -143,6 +155,8 @@ struct Shared {
     /// Bumped whenever the upstream answers a Produce request: a waiting
     /// fetch asks again.
     produced: watch::Sender<u64>,
+    /// The groups whose sole member's rejoin the front answers.
+    groups: groups::Groups,
 }
 
 impl TcpFront {
@@ -156,6 +170,7 @@ impl TcpFront {
             faults: Faults::new(),
             produced_bytes: Arc::default(),
             produced: watch::Sender::new(0),
+            groups: groups::Groups::default(),
         });
         let accept_task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         Ok(Self {
@@ -372,7 +387,18 @@ struct Pending {
     produces: Mutex<VecDeque<i32>>,
     /// The fetch being long-polled: the client sends nothing else meanwhile.
     fetch: Mutex<Option<WaitingFetch>>,
+    /// Group requests relayed whose answers the front reads, oldest first.
+    group_requests: Mutex<VecDeque<(i32, groups::Watched)>>,
+    /// Answers the front gives itself, each in place of the answer to an
+    /// ApiVersions v0 request relayed with the same correlation id.
+    own_answers: Mutex<VecDeque<(i32, Vec<u8>)>>,
 }
+
+/// Largest group request the front reads whole; a larger one is relayed
+/// as it is (and the group is then the mock's alone).
+const GROUP_REQUEST_HOLD: usize = 32 * 1024;
+/// Most group requests remembered per connection.
+const GROUP_REQUESTS_REMEMBERED: usize = 1024;
 
 /// Most Produce correlation ids remembered per connection.
 const PRODUCES_REMEMBERED: usize = 1024;
@@ -485,6 +511,43 @@ async fn forward_requests(
                     continue;
                 }
             }
+            if matches!(
+                header.api_key,
+                groups::JOIN_GROUP | groups::SYNC_GROUP | groups::HEARTBEAT | groups::LEAVE_GROUP
+            ) && header.frame_bytes <= GROUP_REQUEST_HOLD as u64
+            {
+                let frame_end = pos + header.frame_bytes as usize;
+                if frame_end > end {
+                    break; // held whole: wait for the rest
+                }
+                let frame = &buf[pos..frame_end];
+                match shared
+                    .groups
+                    .on_request(frame, header.api_key, header.api_version)
+                {
+                    groups::Decision::Relay(watched) => {
+                        if let Some(watched) = watched {
+                            let mut requests = locked(&pending.group_requests);
+                            if requests.len() == GROUP_REQUESTS_REMEMBERED {
+                                requests.pop_front();
+                            }
+                            requests.push_back((header.correlation_id, watched));
+                        }
+                    }
+                    groups::Decision::Answer(body) => {
+                        to.write_all(&buf[sent..pos]).await?;
+                        locked(&pending.own_answers).push_back((
+                            header.correlation_id,
+                            response_frame(header.correlation_id, &body),
+                        ));
+                        to.write_all(&api_versions_v0_request(header.correlation_id))
+                            .await?;
+                        pos = frame_end;
+                        sent = pos;
+                        continue;
+                    }
+                }
+            }
             remaining = header.frame_bytes;
             dropping = false;
             if header.api_key == PRODUCE {
@@ -522,6 +585,16 @@ async fn forward_requests(
         buf.copy_within(pos..end, 0);
         held = end - pos;
     }
+}
+
+/// A response frame: length, `correlation_id`, then `body`.
+fn response_frame(correlation_id: i32, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(8 + body.len());
+    let length = u32::try_from(4 + body.len()).unwrap_or(u32::MAX);
+    frame.extend_from_slice(&length.to_be_bytes());
+    frame.extend_from_slice(&correlation_id.to_be_bytes());
+    frame.extend_from_slice(body);
+    frame
 }
 
 /// Relays one fetch `request` (a whole frame) with `max_wait` 0, again
@@ -705,21 +778,35 @@ async fn forward_responses(
         } else {
             Duration::ZERO
         };
-        let scanned = scan_responses(&mut buf[..held + n], &mut remaining, pending, shared);
-        let ready = scanned.ready;
-        if ready > 0 {
-            if latency.is_zero() && delayed.is_empty() {
-                to.write_all(&buf[..ready]).await?;
-            } else {
-                delayed.push_back((Instant::now() + latency, buf[..ready].to_vec()));
+        let mut end = held + n;
+        // Until no own answer is left to put in: the bytes after one are
+        // scanned again without a read.
+        loop {
+            let scanned = scan_responses(&mut buf[..end], &mut remaining, pending, shared);
+            let ready = scanned.ready;
+            let mut out = [&buf[..ready], &[][..]];
+            if let Some((_, own)) = &scanned.own_answer {
+                out[1] = own;
+            }
+            for chunk in out.into_iter().filter(|chunk| !chunk.is_empty()) {
+                if latency.is_zero() && delayed.is_empty() {
+                    to.write_all(chunk).await?;
+                } else {
+                    delayed.push_back((Instant::now() + latency, chunk.to_vec()));
+                }
+            }
+            if let Some(answer) = scanned.fetch {
+                // The requests' side ended only if the relay is ending.
+                let _ = fetch_answers.send(answer);
+            }
+            let consumed = ready + scanned.own_answer.as_ref().map_or(0, |(skip, _)| *skip);
+            buf.copy_within(consumed..scanned.end, 0);
+            end = scanned.end - consumed;
+            if scanned.own_answer.is_none() {
+                break;
             }
         }
-        if let Some(answer) = scanned.fetch {
-            // The requests' side ended only if the relay is ending.
-            let _ = fetch_answers.send(answer);
-        }
-        buf.copy_within(ready..scanned.end, 0);
-        held = scanned.end - ready;
+        held = end;
     }
 }
 
@@ -732,6 +819,9 @@ struct Scanned {
     end: usize,
     /// What became of the long-polled fetch, if its answer was seen.
     fetch: Option<FetchAnswer>,
+    /// The front's own answer, to send after the `ready` bytes in place
+    /// of the next `.0` bytes (the answer it stands in for).
+    own_answer: Option<(usize, Vec<u8>)>,
 }
 
 /// Walks the response frames in `buf`, continuing a frame with `remaining`
@@ -765,6 +855,42 @@ fn scan_responses(
             break;
         };
         let frame_bytes = 4 + u64::from(length);
+        let mut own_answers = locked(&pending.own_answers);
+        if let Some((id, _)) = own_answers.front()
+            && *id == correlation_id
+        {
+            // The answer to the ApiVersions v0 request relayed in its
+            // stead: small, and taken whole.
+            if ((end - pos) as u64) < frame_bytes {
+                break;
+            }
+            let (_, own) = own_answers.pop_front().unwrap_or_default();
+            return Scanned {
+                ready: pos,
+                end,
+                fetch: fetch_answer,
+                own_answer: Some((frame_bytes as usize, own)),
+            };
+        }
+        drop(own_answers);
+        {
+            let mut requests = locked(&pending.group_requests);
+            if let Some(at) = requests.iter().position(|(id, _)| *id == correlation_id) {
+                let small = frame_bytes <= GROUP_REQUEST_HOLD as u64;
+                if small && ((end - pos) as u64) < frame_bytes {
+                    break;
+                }
+                let answered = requests.drain(..=at).last();
+                if let Some((_, watched)) = answered
+                    && small
+                {
+                    let frame = &buf[pos..pos + frame_bytes as usize];
+                    shared
+                        .groups
+                        .on_answer(watched, &frame[8.min(frame.len())..]);
+                }
+            }
+        }
         if let Some(&pending) = versions.front() {
             // A frame too large to be an ApiVersions answer is not one; the
             // front never holds more than this much back.
@@ -811,6 +937,7 @@ fn scan_responses(
         ready: pos,
         end,
         fetch: fetch_answer,
+        own_answer: None,
     }
 }
 
