@@ -217,12 +217,20 @@ async fn run_broker(args: BrokerArgs) -> Result<(), Box<dyn std::error::Error>> 
         .watch_deleted()
         .map(|seen| tokio::spawn(warn_of_deletions(seen)));
     stop.wait().await;
-    drop(admin);
+    if let Some(admin) = admin {
+        // Gives back every clone of the broker the channel held.
+        admin.shutdown().await;
+    }
     if let Some(warnings) = warnings {
         warnings.abort();
     }
-    if let Ok(broker) = Arc::try_unwrap(broker) {
-        broker.shutdown().await?;
+    // The final check (deleted records) must run: a clone still held
+    // somewhere is a bug, said rather than skipped.
+    match Arc::try_unwrap(broker) {
+        Ok(broker) => broker.shutdown().await?,
+        Err(_) => {
+            return Err("the broker is still in use at exit: its final check did not run".into());
+        }
     }
     Ok(())
 }

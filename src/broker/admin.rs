@@ -17,23 +17,43 @@ use tokio::net::{TcpListener, TcpStream};
 use super::Broker;
 use crate::error::{Error, Result};
 
-/// The admin channel of a standalone embedded broker; closed when dropped.
+/// The admin channel of a standalone embedded broker; closed when dropped,
+/// or by [`shutdown`](Self::shutdown), which also waits until no task of
+/// the channel holds the broker any more.
 #[derive(Debug)]
 pub struct AdminChannel {
     local_addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl AdminChannel {
     /// Serves topic creation for `broker` on `listen` (port 0 = a free port).
     pub async fn serve(broker: Arc<Broker>, listen: SocketAddr) -> Result<Self> {
-        let (local_addr, task) = serve(broker, listen).await?;
-        Ok(Self { local_addr, task })
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let (local_addr, task) = serve(broker, listen, stopped).await?;
+        Ok(Self {
+            local_addr,
+            task,
+            stop: Some(stop),
+        })
     }
 
     /// Where the channel listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Stops listening, ends every connection, and returns once every
+    /// clone of the broker the channel held is dropped: the caller can
+    /// then take the broker back (`Arc::try_unwrap`) and shut it down.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            // An error means the task has ended already.
+            let _ = stop.send(());
+        }
+        // A panicked answer would show here; the broker is released either way.
+        let _ = (&mut self.task).await;
     }
 }
 
@@ -46,6 +66,7 @@ impl Drop for AdminChannel {
 async fn serve(
     broker: Arc<Broker>,
     listen: SocketAddr,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(listen)
         .await
@@ -58,9 +79,23 @@ async fn serve(
         source,
     })?;
     let task = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(answer(Arc::clone(&broker), stream));
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        connections.spawn(answer(Arc::clone(&broker), stream));
+                    }
+                    Err(_) => break,
+                },
+                // Reap finished connections so the set does not grow.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
         }
+        // Aborts every connection and waits until each has let go of its
+        // clone of the broker.
+        connections.shutdown().await;
     });
     Ok((local, task))
 }
