@@ -1,5 +1,6 @@
 //! `kafka-trace-harness`: the harness as a program.
 
+mod ending;
 mod run_spans;
 
 use std::io::Write;
@@ -134,6 +135,15 @@ struct RunArgs {
     /// Trace trees to print.
     #[arg(long, default_value_t = 3)]
     show_traces: usize,
+    /// Exit 0 even when the run is not clean (broken traces, records a
+    /// service did not read, stopped early): for those who want only the
+    /// report.
+    #[arg(long)]
+    allow_broken: bool,
+    /// Test fault: the embedded broker answers nothing once the services
+    /// have started (Ctrl-C must still end the run within 5 s).
+    #[arg(long, hide = true)]
+    stall_broker: bool,
 }
 
 fn parse_services(list: &str) -> Result<Services, String> {
@@ -397,6 +407,10 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         settings.start(&broker, &capture).await
     };
     let mut pipeline = started?;
+    if args.stall_broker {
+        broker.stall(Duration::from_secs(24 * 3600))?;
+        eprintln!("fault: the broker answers nothing from now (--stall-broker)");
+    }
     let api_server = match (args.http_port, pipeline.api_states().first()) {
         (Some(port), Some(state)) => {
             let server = ApiServer::builder(state.clone()).port(port).start().await?;
@@ -410,6 +424,7 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} trades {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    let mut stopped_early = false;
     if args.services.datagen {
         // Done when everything generated went through every service here.
         let complete =
@@ -418,7 +433,10 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             });
         tokio::select! {
             done = complete => { done?; }
-            () = stop.wait() => eprintln!("stopped before every generated record went through"),
+            () = stop.wait() => {
+                stopped_early = true;
+                eprintln!("stopped before every generated record went through");
+            }
         }
     } else {
         // Other programs play the missing parts: run until Ctrl-C.
@@ -428,8 +446,12 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         );
         stop.wait().await;
     }
+    // From here a stop signal (or the first one's grace running out) ends
+    // the run, naming the step it could not finish.
+    let ending = ending::Ending::arm(stopped_early || !args.services.datagen);
     let api_json = pipeline.api_states().first().map(|state| state.to_json());
     let progress = pipeline.stop().await?;
+    ending.step("reporting");
     bar.set_position(progress.trades_processed as u64);
     bar.finish_and_clear();
 
@@ -440,9 +462,11 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("warning: {e}");
     }
     let colour = std::io::stdout().is_terminal();
+    let broken_counts;
     match &run_spans {
         Some(spans) => {
             let report = spans.check.finish();
+            broken_counts = (report.summary.broken, report.other_broken);
             for trace in showcase_traces(&report.sample, args.show_traces) {
                 println!("{}", render_trace_tree(&trace, colour));
             }
@@ -462,7 +486,9 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             for trace in showcase_traces(&forest, args.show_traces) {
                 println!("{}", render_trace_tree(&trace, colour));
             }
-            print!("{}", render_summary(&progress, &TraceSummary::of(&forest)));
+            let summary = TraceSummary::of(&forest);
+            broken_counts = (summary.broken, 0);
+            print!("{}", render_summary(&progress, &summary));
         }
     }
     match &stdout_metrics {
@@ -494,6 +520,7 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(server) = registry_server {
         server.shutdown().await?;
     }
+    ending.step("checking the broker's deleted records");
     // The embedded broker keeps 5 MiB per partition and deletes older
     // records. A service whose next record was deleted fails the run
     // (`RecordsDeleted`), and datagen waits for slow readers, so what was
@@ -509,5 +536,18 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             deleted.count, deleted.topic, deleted.partition
         );
     }
-    Ok(())
+    let outcome = ending::Outcome::of(
+        &progress,
+        args.services,
+        broken_counts.0,
+        broken_counts.1,
+        stopped_early,
+    );
+    if args.allow_broken {
+        for problem in &outcome.problems {
+            eprintln!("warning: {problem} (--allow-broken)");
+        }
+        return Ok(());
+    }
+    Ok(outcome.into_result()?)
 }
