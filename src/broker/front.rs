@@ -880,7 +880,7 @@ fn scan_responses(
                 if small && ((end - pos) as u64) < frame_bytes {
                     break;
                 }
-                let answered = requests.drain(..=at).last();
+                let answered = requests.drain(..=at).next_back();
                 if let Some((_, watched)) = answered
                     && small
                 {
