@@ -1,6 +1,7 @@
 //! `kafka-trace-harness`: the harness as a program.
 
 mod datagen_cmd;
+mod ending;
 mod export;
 mod outside;
 mod receive;
@@ -161,6 +162,15 @@ struct RunArgs {
     otlp: export::OtlpArgs,
     #[command(flatten)]
     outside: outside::OutsideArgs,
+    /// Exit 0 even when the run is not clean (broken traces, records a
+    /// service did not read, stopped early): for those who want only the
+    /// report.
+    #[arg(long)]
+    allow_broken: bool,
+    /// Test fault: the embedded broker answers nothing once the services
+    /// have started (Ctrl-C must still end the run within 5 s).
+    #[arg(long, hide = true)]
+    stall_broker: bool,
 }
 
 fn parse_services(list: &str) -> Result<Services, String> {
@@ -251,12 +261,20 @@ async fn run_broker(args: BrokerArgs) -> Result<(), Box<dyn std::error::Error>> 
         .watch_deleted()
         .map(|seen| tokio::spawn(warn_of_deletions(seen)));
     stop.wait().await;
-    drop(admin);
+    if let Some(admin) = admin {
+        // Gives back every clone of the broker the channel held.
+        admin.shutdown().await;
+    }
     if let Some(warnings) = warnings {
         warnings.abort();
     }
-    if let Ok(broker) = Arc::try_unwrap(broker) {
-        broker.shutdown().await?;
+    // The final check (deleted records) must run: a clone still held
+    // somewhere is a bug, said rather than skipped.
+    match Arc::try_unwrap(broker) {
+        Ok(broker) => broker.shutdown().await?,
+        Err(_) => {
+            return Err("the broker is still in use at exit: its final check did not run".into());
+        }
     }
     Ok(())
 }
@@ -431,6 +449,10 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         settings.start(&broker, &capture).await
     };
     let mut pipeline = started?;
+    if args.stall_broker {
+        broker.stall(Duration::from_secs(24 * 3600))?;
+        eprintln!("fault: the broker answers nothing from now (--stall-broker)");
+    }
     let api_server = match (args.http_port, pipeline.api_states().first()) {
         (Some(port), Some(state)) => {
             let server = ApiServer::builder(state.clone()).port(port).start().await?;
@@ -447,8 +469,9 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut stop = std::pin::pin!(stop.wait());
     // Whether the run's own services finished on their own (then other
-    // programs get their turn), not stopped by Ctrl-C.
+    // programs get their turn), or a stop signal came first.
     let mut completed = false;
+    let mut stopped_early = false;
     if args.services.datagen {
         // Done when everything generated went through every service here.
         let complete =
@@ -457,7 +480,10 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             });
         tokio::select! {
             done = complete => { done?; completed = true; }
-            () = &mut stop => eprintln!("stopped before every generated record went through"),
+            () = &mut stop => {
+                stopped_early = true;
+                eprintln!("stopped before every generated record went through");
+            }
         }
     } else {
         // Other programs play the missing parts: run until Ctrl-C.
@@ -467,8 +493,12 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         );
         (&mut stop).await;
     }
+    // From here a stop signal (or the first one's grace running out) ends
+    // the run, naming the step it could not finish.
+    let ending = ending::Ending::arm(stopped_early || !args.services.datagen);
     let api_json = pipeline.api_states().first().map(|state| state.to_json());
     let progress = pipeline.stop().await?;
+    ending.step("reporting");
     bar.set_position(progress.trades_processed as u64);
     bar.finish_and_clear();
 
@@ -500,6 +530,7 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let colour = std::io::stdout().is_terminal();
     // What is printed is also the HTML report's summary.
     let mut summary_text = String::new();
+    let broken_counts;
     let checked = match &run_spans {
         Some(spans) => Some(spans.check.finish()),
         None => outside::check_forest(
@@ -511,6 +542,7 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let check_report = match checked {
         Some(report) => {
+            broken_counts = (report.summary.broken, report.other_broken);
             for trace in showcase_traces(&report.sample, args.show_traces) {
                 println!("{}", render_trace_tree(&trace, colour));
             }
@@ -532,7 +564,9 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             for trace in showcase_traces(&forest, args.show_traces) {
                 println!("{}", render_trace_tree(&trace, colour));
             }
-            summary_text.push_str(&render_summary(&progress, &TraceSummary::of(&forest)));
+            let summary = TraceSummary::of(&forest);
+            broken_counts = (summary.broken, 0);
+            summary_text.push_str(&render_summary(&progress, &summary));
             print!("{summary_text}");
             None
         }
@@ -588,6 +622,7 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(server) = registry_server {
         server.shutdown().await?;
     }
+    ending.step("checking the broker's deleted records");
     // The embedded broker keeps 5 MiB per partition and deletes older
     // records. A service whose next record was deleted fails the run
     // (`RecordsDeleted`), and datagen waits for slow readers, so what was
@@ -603,13 +638,27 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             deleted.count, deleted.topic, deleted.partition
         );
     }
+    let mut outcome = ending::Outcome::of(
+        &progress,
+        args.services,
+        broken_counts.0,
+        broken_counts.1,
+        stopped_early,
+    );
     if let Some(report) = outside_report
         && !report.is_complete()
     {
         if let Some(note) = &report.listing_error {
             eprintln!("note: {note}");
         }
-        return Err(report.problems().join("\n").into());
+        outcome.problems.extend(report.problems());
     }
-    exported
+    if args.allow_broken {
+        for problem in &outcome.problems {
+            eprintln!("warning: {problem} (--allow-broken)");
+        }
+        return exported;
+    }
+    exported?;
+    Ok(outcome.into_result()?)
 }

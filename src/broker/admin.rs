@@ -11,29 +11,49 @@ use std::net::SocketAddr;
 use std::num::ParseIntError;
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Broker;
 use crate::error::{Error, Result};
 
-/// The admin channel of a standalone embedded broker; closed when dropped.
+/// The admin channel of a standalone embedded broker; closed when dropped,
+/// or by [`shutdown`](Self::shutdown), which also waits until no task of
+/// the channel holds the broker any more.
 #[derive(Debug)]
 pub struct AdminChannel {
     local_addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl AdminChannel {
     /// Serves topic creation for `broker` on `listen` (port 0 = a free port).
     pub async fn serve(broker: Arc<Broker>, listen: SocketAddr) -> Result<Self> {
-        let (local_addr, task) = serve(broker, listen).await?;
-        Ok(Self { local_addr, task })
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let (local_addr, task) = serve(broker, listen, stopped).await?;
+        Ok(Self {
+            local_addr,
+            task,
+            stop: Some(stop),
+        })
     }
 
     /// Where the channel listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Stops listening, ends every connection, and returns once every
+    /// clone of the broker the channel held is dropped: the caller can
+    /// then take the broker back (`Arc::try_unwrap`) and shut it down.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            // An error means the task has ended already.
+            let _ = stop.send(());
+        }
+        // A panicked answer would show here; the broker is released either way.
+        let _ = (&mut self.task).await;
     }
 }
 
@@ -46,6 +66,7 @@ impl Drop for AdminChannel {
 async fn serve(
     broker: Arc<Broker>,
     listen: SocketAddr,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(listen)
         .await
@@ -58,31 +79,62 @@ async fn serve(
         source,
     })?;
     let task = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(answer(Arc::clone(&broker), stream));
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        connections.spawn(answer(Arc::clone(&broker), stream));
+                    }
+                    Err(_) => break,
+                },
+                // Reap finished connections so the set does not grow.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
         }
+        // Aborts every connection and waits until each has let go of its
+        // clone of the broker.
+        connections.shutdown().await;
     });
     Ok((local, task))
 }
 
+/// Longest request line (newline included) the channel reads: a longer
+/// one gets an error and its connection is closed, so that no client can
+/// make the broker buffer without bound.
+pub const MAX_LINE_BYTES: usize = 1024;
+
 async fn answer(broker: Arc<Broker>, stream: TcpStream) {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let reply = match AdminCommand::parse(&line) {
-            Ok(AdminCommand::Create { topic, partitions }) => {
-                match broker.create_topic(&topic, partitions).await {
-                    Ok(()) => "ok".to_owned(),
-                    Err(e) => format!("error {e}"),
+    let mut reader = BufReader::new(read);
+    loop {
+        let mut line = Vec::new();
+        let limit = MAX_LINE_BYTES as u64 + 1;
+        match (&mut reader).take(limit).read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let too_long = line.len() > MAX_LINE_BYTES;
+        let reply = if too_long {
+            format!("error a request line is longer than {MAX_LINE_BYTES} bytes; {USAGE}")
+        } else {
+            match AdminCommand::parse(&String::from_utf8_lossy(&line)) {
+                Ok(AdminCommand::Create { topic, partitions }) => {
+                    match broker.create_topic(&topic, partitions).await {
+                        Ok(()) => "ok".to_owned(),
+                        Err(e) => format!("error {e}"),
+                    }
                 }
+                Err(e) => format!("error {e}"),
             }
-            Err(e) => format!("error {e}"),
         };
         // `{:?}` quoting in every message keeps a reply on one line.
         if write
             .write_all(format!("{reply}\n").as_bytes())
             .await
             .is_err()
+            || too_long
         {
             return;
         }
@@ -282,6 +334,41 @@ pub(crate) async fn create_topic(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_line_too_long_is_refused_and_its_connection_closed() {
+        let broker = Arc::new(Broker::start().await.expect("broker"));
+        let channel = AdminChannel::serve(Arc::clone(&broker), "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("admin channel");
+        let stream = TcpStream::connect(channel.local_addr()).await.unwrap();
+        let (read, mut write) = stream.into_split();
+        // 64 KiB of one line, then a valid command on the same connection.
+        let mut request = vec![b'x'; 64 * 1024];
+        request.extend_from_slice(b"\ncreate t 1\n");
+        write.write_all(&request).await.unwrap();
+        let mut replies = BufReader::new(read).lines();
+        let deadline = std::time::Duration::from_secs(10);
+        let first = tokio::time::timeout(deadline, replies.next_line())
+            .await
+            .expect("a reply within 10 s")
+            .unwrap()
+            .expect("a reply");
+        assert!(
+            first.starts_with("error a request line is longer than 1024 bytes"),
+            "{first}"
+        );
+        let next = tokio::time::timeout(deadline, replies.next_line())
+            .await
+            .expect("the connection closes within 10 s");
+        assert!(matches!(next, Ok(None) | Err(_)), "{next:?}");
+        channel.shutdown().await;
+        Arc::try_unwrap(broker)
+            .expect("the channel let go of the broker")
+            .shutdown()
+            .await
+            .unwrap();
+    }
 
     fn create(topic: &str, partitions: u16) -> AdminCommand {
         AdminCommand::Create {

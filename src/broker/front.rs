@@ -36,11 +36,39 @@
 //! [`MOCK_VERSION_CAPS`]): without that, kafka-python 3 and Java consumers
 //! could not join a group.
 //!
+//! # Fetch long-polling
+//!
+//! Kafka answers a fetch as soon as `min_bytes` are there, or when
+//! `max_wait` runs out. The mock answers an empty fetch only when
+//! `max_wait` runs out, even if records arrive meanwhile, so every client
+//! paid the whole wait per round trip. The front long-polls for it: it
+//! relays a fetch with `max_wait` 0, and an empty answer (no error, fewer
+//! record bytes than `min_bytes`) is dropped and the fetch asked again as
+//! soon as a produce through this front is answered (the records are then
+//! in the log), at the latest every [`FETCH_POLL_INTERVAL`], until the
+//! client's `max_wait` is over; then the last answer goes to the client.
+//! Like a Kafka broker, the front reads nothing more from that client
+//! while its fetch waits, so answers keep their order. Fetch is capped at
+//! v11 (see [`MOCK_VERSION_CAPS`]), the last layout without compact
+//! encodings, which the front reads.
+//!
+//! # Groups of one
+//!
+//! The mock holds a stable group's rejoin for the session timeout less
+//! 1 s; the front answers the rejoin of a group's sole member itself (see
+//! [`groups`]), so that a kafka-python consumer, which joins before it
+//! knows the topic's partitions and rejoins, gets its records at once.
+//! The front's own answers take the place of an ApiVersions v0 request
+//! it relays in their stead, so they keep their place among the
+//! connection's answers.
+//!
 //! # Faults
 //!
 //! [`TcpFront::cut_connections`], [`TcpFront::stall`] and
 //! [`TcpFront::set_latency`] act on every relayed connection. With no
 //! stall or latency in force, a relay pays one atomic load per read.
+
+mod groups;
 
 use std::collections::VecDeque;
 use std::io;
@@ -52,7 +80,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OnceCell, watch};
+use tokio::sync::{OnceCell, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
@@ -64,6 +92,21 @@ const BUFFER_BYTES: usize = 64 * 1024;
 const API_VERSIONS: i16 = 18;
 /// Kafka's Produce api key.
 const PRODUCE: i16 = 0;
+/// Kafka's Fetch api key.
+const FETCH: i16 = 1;
+/// Highest Fetch version the front offers, and so reads: v12 brings
+/// compact encodings.
+const FETCH_MAX_VERSION: i16 = 11;
+/// Largest fetch request the front holds whole to long-poll (a request
+/// names its partitions: some 2,000 of them fit). A larger one is relayed
+/// as it is and waits as the mock makes it.
+const FETCH_REQUEST_HOLD: usize = 32 * 1024;
+/// Largest fetch answer the front holds whole to see whether it is empty;
+/// a larger one carries records (or very many partitions) and goes on.
+const FETCH_ANSWER_HOLD: usize = 32 * 1024;
+/// How often a waiting fetch is asked again when no produce through this
+/// front wakes it (records written another way: `acks=0`, transactions).
+pub(crate) const FETCH_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Kafka's error code UNSUPPORTED_VERSION.
 const UNSUPPORTED_VERSION: i16 = 35;
 /// Frame length, api_key, api_version and correlation_id of a request.
@@ -78,7 +121,9 @@ const VERSIONS_ANSWER_HOLD: usize = 4 * 1024;
 /// wrongly, and librdkafka's own client never sends them. JoinGroup v6 and
 /// SyncGroup v4 read a compact array count as an int32 (the mock then drops
 /// the connection); LeaveGroup v3+ reads its members array as one member id.
-const MOCK_VERSION_CAPS: [(i16, i16); 3] = [(11, 5), (13, 2), (14, 3)];
+/// Fetch is capped so that the front can read its answers (see the module
+/// docs).
+const MOCK_VERSION_CAPS: [(i16, i16); 4] = [(FETCH, FETCH_MAX_VERSION), (11, 5), (13, 2), (14, 3)];
 /// Deadline for learning the mock's ApiVersions range; the mock is in
 /// process and answers in well under a millisecond.
 const VERSIONS_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -107,6 +152,11 @@ struct Shared {
     /// Bytes of every Produce request relayed: the dropped-record watch
     /// needs to look only once this passes what the mock cluster keeps.
     produced_bytes: Arc<AtomicU64>,
+    /// Bumped whenever the upstream answers a Produce request: a waiting
+    /// fetch asks again.
+    produced: watch::Sender<u64>,
+    /// The groups whose sole member's rejoin the front answers.
+    groups: groups::Groups,
 }
 
 impl TcpFront {
@@ -119,6 +169,8 @@ impl TcpFront {
             api_versions_max: OnceCell::new(),
             faults: Faults::new(),
             produced_bytes: Arc::default(),
+            produced: watch::Sender::new(0),
+            groups: groups::Groups::default(),
         });
         let accept_task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         Ok(Self {
@@ -313,15 +365,65 @@ async fn relay_both_ways(client: TcpStream, shared: &Shared) -> io::Result<()> {
     server.set_nodelay(true)?;
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    // ApiVersions requests relayed and not yet answered, oldest first. Both
-    // directions run in this one task, so the lock is never contended (a
-    // RefCell would make the task's future !Send).
-    let versions = Mutex::new(VecDeque::new());
+    // Both directions run in this one task, so the locks are never
+    // contended (a RefCell would make the task's future !Send).
+    let pending = Pending::default();
+    let (fetch_tx, fetch_rx) = mpsc::unbounded_channel();
     // Either side closing ends the relay: Kafka has no half-closed sessions.
     tokio::select! {
-        r = forward_requests(client_read, server_write, shared, &versions) => r,
-        r = forward_responses(server_read, client_write, shared, &versions) => r,
+        r = forward_requests(client_read, server_write, shared, &pending, fetch_rx) => r,
+        r = forward_responses(server_read, client_write, shared, &pending, fetch_tx) => r,
     }
+}
+
+/// Requests of one connection whose answers the front looks at.
+#[derive(Debug, Default)]
+struct Pending {
+    /// ApiVersions requests relayed and not yet answered, oldest first.
+    versions: Mutex<VecDeque<PendingVersions>>,
+    /// Correlation ids of Produce requests relayed and not yet answered,
+    /// oldest first (an `acks=0` one is never answered: it leaves when a
+    /// later one is, or when the queue is full).
+    produces: Mutex<VecDeque<i32>>,
+    /// The fetch being long-polled: the client sends nothing else meanwhile.
+    fetch: Mutex<Option<WaitingFetch>>,
+    /// Group requests relayed whose answers the front reads, oldest first.
+    group_requests: Mutex<VecDeque<(i32, groups::Watched)>>,
+    /// Answers the front gives itself, each in place of the answer to an
+    /// ApiVersions v0 request relayed with the same correlation id.
+    own_answers: Mutex<VecDeque<(i32, Vec<u8>)>>,
+}
+
+/// Largest group request the front reads whole; a larger one is relayed
+/// as it is (and the group is then the mock's alone).
+const GROUP_REQUEST_HOLD: usize = 32 * 1024;
+/// Most group requests remembered per connection.
+const GROUP_REQUESTS_REMEMBERED: usize = 1024;
+
+/// Most Produce correlation ids remembered per connection.
+const PRODUCES_REMEMBERED: usize = 1024;
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A fetch relayed with `max_wait` 0, asked again until it has an answer
+/// worth giving or its wait is over.
+#[derive(Debug, Clone, Copy)]
+struct WaitingFetch {
+    correlation_id: i32,
+    version: i16,
+    min_bytes: i32,
+    deadline: Instant,
+}
+
+/// What became of one relayed copy of a waiting fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FetchAnswer {
+    /// Relayed to the client: the wait is over.
+    Given,
+    /// Empty and dropped: ask again.
+    Empty,
 }
 
 /// An ApiVersions request on its way, whose answer the front adjusts.
@@ -337,12 +439,14 @@ struct PendingVersions {
 }
 
 /// Client to upstream: relays bytes as read, except ApiVersions requests
-/// above the upstream's range, which leave as ApiVersions v0.
+/// above the upstream's range, which leave as ApiVersions v0, and fetches,
+/// which the front long-polls (see the module docs).
 async fn forward_requests(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     shared: &Shared,
-    versions: &Mutex<VecDeque<PendingVersions>>,
+    pending: &Pending,
+    mut fetch_answers: mpsc::UnboundedReceiver<FetchAnswer>,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; BUFFER_BYTES];
     // buf[..held] is the start of a request header kept from the last read.
@@ -351,6 +455,7 @@ async fn forward_requests(
     let mut remaining: u64 = 0;
     let mut dropping = false;
     let mut faults = shared.faults.state.subscribe();
+    let mut produced = shared.produced.subscribe();
     loop {
         let n = from.read(&mut buf[held..]).await?;
         if n == 0 {
@@ -380,12 +485,80 @@ async fn forward_requests(
             let Some(header) = RequestHeader::parse(&buf[pos..end]) else {
                 break; // an incomplete header: wait for the rest
             };
+            if header.api_key == FETCH
+                && (0..=FETCH_MAX_VERSION).contains(&header.api_version)
+                && header.frame_bytes <= FETCH_REQUEST_HOLD as u64
+            {
+                let frame_end = pos + header.frame_bytes as usize;
+                if frame_end > end {
+                    break; // held whole: wait for the rest
+                }
+                if let Some(wait) = FetchWait::read(&buf[pos..frame_end]) {
+                    to.write_all(&buf[sent..pos]).await?;
+                    let request = &mut buf[pos..frame_end];
+                    long_poll(
+                        &mut to,
+                        request,
+                        header,
+                        wait,
+                        pending,
+                        &mut fetch_answers,
+                        &mut produced,
+                    )
+                    .await?;
+                    pos = frame_end;
+                    sent = pos;
+                    continue;
+                }
+            }
+            if matches!(
+                header.api_key,
+                groups::JOIN_GROUP | groups::SYNC_GROUP | groups::HEARTBEAT | groups::LEAVE_GROUP
+            ) && header.frame_bytes <= GROUP_REQUEST_HOLD as u64
+            {
+                let frame_end = pos + header.frame_bytes as usize;
+                if frame_end > end {
+                    break; // held whole: wait for the rest
+                }
+                let frame = &buf[pos..frame_end];
+                match shared
+                    .groups
+                    .on_request(frame, header.api_key, header.api_version)
+                {
+                    groups::Decision::Relay(watched) => {
+                        if let Some(watched) = watched {
+                            let mut requests = locked(&pending.group_requests);
+                            if requests.len() == GROUP_REQUESTS_REMEMBERED {
+                                requests.pop_front();
+                            }
+                            requests.push_back((header.correlation_id, watched));
+                        }
+                    }
+                    groups::Decision::Answer(body) => {
+                        to.write_all(&buf[sent..pos]).await?;
+                        locked(&pending.own_answers).push_back((
+                            header.correlation_id,
+                            response_frame(header.correlation_id, &body),
+                        ));
+                        to.write_all(&api_versions_v0_request(header.correlation_id))
+                            .await?;
+                        pos = frame_end;
+                        sent = pos;
+                        continue;
+                    }
+                }
+            }
             remaining = header.frame_bytes;
             dropping = false;
             if header.api_key == PRODUCE {
                 shared
                     .produced_bytes
                     .fetch_add(header.frame_bytes, Ordering::Relaxed);
+                let mut produces = locked(&pending.produces);
+                if produces.len() == PRODUCES_REMEMBERED {
+                    produces.pop_front();
+                }
+                produces.push_back(header.correlation_id);
             }
             if header.api_key != API_VERSIONS {
                 continue;
@@ -395,14 +568,11 @@ async fn forward_requests(
                 .await
                 .is_some_and(|max| header.api_version > max);
             // Recorded before the request leaves, so its answer is known.
-            versions
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push_back(PendingVersions {
-                    correlation_id: header.correlation_id,
-                    unsupported,
-                    classic: unsupported || (0..=2).contains(&header.api_version),
-                });
+            locked(&pending.versions).push_back(PendingVersions {
+                correlation_id: header.correlation_id,
+                unsupported,
+                classic: unsupported || (0..=2).contains(&header.api_version),
+            });
             if unsupported {
                 to.write_all(&buf[sent..pos]).await?;
                 sent = pos;
@@ -417,13 +587,156 @@ async fn forward_requests(
     }
 }
 
+/// A response frame: length, `correlation_id`, then `body`.
+fn response_frame(correlation_id: i32, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(8 + body.len());
+    let length = u32::try_from(4 + body.len()).unwrap_or(u32::MAX);
+    frame.extend_from_slice(&length.to_be_bytes());
+    frame.extend_from_slice(&correlation_id.to_be_bytes());
+    frame.extend_from_slice(body);
+    frame
+}
+
+/// Relays one fetch `request` (a whole frame) with `max_wait` 0, again
+/// whenever its answer comes back empty, until an answer went to the
+/// client. Asks again once a produce through this front is answered, at
+/// the latest every [`FETCH_POLL_INTERVAL`], and once more when the
+/// client's wait is over, whose answer goes to the client whatever it is.
+async fn long_poll(
+    to: &mut OwnedWriteHalf,
+    request: &mut [u8],
+    header: RequestHeader,
+    wait: FetchWait,
+    pending: &Pending,
+    answers: &mut mpsc::UnboundedReceiver<FetchAnswer>,
+    produced: &mut watch::Receiver<u64>,
+) -> io::Result<()> {
+    request[wait.max_wait_at..wait.max_wait_at + 4].copy_from_slice(&0i32.to_be_bytes());
+    let now = Instant::now();
+    let deadline = now
+        .checked_add(Duration::from_millis(u64::from(
+            wait.max_wait_ms.unsigned_abs(),
+        )))
+        .unwrap_or(now);
+    *locked(&pending.fetch) = Some(WaitingFetch {
+        correlation_id: header.correlation_id,
+        version: header.api_version,
+        min_bytes: wait.min_bytes,
+        deadline,
+    });
+    loop {
+        // Produces answered before this copy leaves are in its answer.
+        produced.borrow_and_update();
+        to.write_all(request).await?;
+        match answers.recv().await {
+            Some(FetchAnswer::Empty) => {}
+            // Given, or the responses' side is gone (the relay ends).
+            Some(FetchAnswer::Given) | None => return Ok(()),
+        }
+        let next_poll = Instant::now() + FETCH_POLL_INTERVAL;
+        tokio::select! {
+            // An error means the front is gone: the deadline still holds.
+            _ = produced.changed() => {}
+            () = tokio::time::sleep_until(next_poll.min(deadline)) => {}
+        }
+    }
+}
+
+/// Where a fetch request (v0 to v11) keeps its wait, and what it asks.
+#[derive(Debug, Clone, Copy)]
+struct FetchWait {
+    /// Offset of `max_wait_ms` in the frame, length prefix included.
+    max_wait_at: usize,
+    max_wait_ms: i32,
+    min_bytes: i32,
+}
+
+impl FetchWait {
+    /// `None` unless the fetch would wait: `max_wait` above 0, and
+    /// `min_bytes` above 0 (a Kafka broker answers at once otherwise).
+    fn read(frame: &[u8]) -> Option<Self> {
+        // Length, api key, version, correlation id, client id (nullable).
+        let client_id = usize::try_from(read_i16(frame, 12)?).unwrap_or(0);
+        // The body opens with replica_id, then max_wait_ms and min_bytes.
+        let max_wait_at = REQUEST_HEADER_BYTES + 2 + client_id + 4;
+        let wait = Self {
+            max_wait_at,
+            max_wait_ms: read_i32(frame, max_wait_at)?,
+            min_bytes: read_i32(frame, max_wait_at + 4)?,
+        };
+        (wait.max_wait_ms > 0 && wait.min_bytes > 0).then_some(wait)
+    }
+}
+
+/// Whether a fetch answer `frame` (length prefix included, v0 to v11)
+/// ends the wait, as a Kafka broker would decide: an error anywhere, at
+/// least `min_bytes` of records, or no partition asked. An answer the
+/// front cannot read ends it too: the client gets it as it is.
+fn fetch_answer_ends_wait(frame: &[u8], version: i16, min_bytes: i32) -> bool {
+    fetch_answer_read(frame, version, min_bytes).unwrap_or(true)
+}
+
+fn fetch_answer_read(frame: &[u8], version: i16, min_bytes: i32) -> Option<bool> {
+    // Length and correlation id.
+    let mut at = 8;
+    if version >= 1 {
+        at += 4; // throttle_time_ms
+    }
+    if version >= 7 {
+        if read_i16(frame, at)? != 0 {
+            return Some(true);
+        }
+        at += 6; // error_code, session_id
+    }
+    let topics = read_i32(frame, at)?;
+    at += 4;
+    let mut partitions_seen = 0usize;
+    let mut record_bytes: u64 = 0;
+    for _ in 0..topics.max(0) {
+        let name = usize::try_from(read_i16(frame, at)?).unwrap_or(0);
+        at += 2 + name;
+        let partitions = read_i32(frame, at)?;
+        at += 4;
+        for _ in 0..partitions.max(0) {
+            partitions_seen += 1;
+            // partition_index, then error_code.
+            if read_i16(frame, at + 4)? != 0 {
+                return Some(true);
+            }
+            at += 4 + 2 + 8; // index, error, high_watermark
+            if version >= 4 {
+                at += 8; // last_stable_offset
+            }
+            if version >= 5 {
+                at += 8; // log_start_offset
+            }
+            if version >= 4 {
+                let aborted = usize::try_from(read_i32(frame, at)?).unwrap_or(0);
+                at += 4 + aborted.checked_mul(16)?;
+            }
+            if version >= 11 {
+                at += 4; // preferred_read_replica
+            }
+            let records = u64::try_from(read_i32(frame, at)?).unwrap_or(0);
+            at = at.checked_add(4 + usize::try_from(records).ok()?)?;
+            if at > frame.len() {
+                return None;
+            }
+            record_bytes += records;
+        }
+    }
+    Some(partitions_seen == 0 || record_bytes >= u64::try_from(min_bytes).unwrap_or(0))
+}
+
 /// Upstream to client: relays bytes as read, adjusts ApiVersions answers
-/// (see [`adjust_versions_answer`]), and applies the latency in force.
+/// (see [`adjust_versions_answer`]), drops empty answers of a long-polled
+/// fetch, and applies the latency in force.
 async fn forward_responses(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     shared: &Shared,
-    versions: &Mutex<VecDeque<PendingVersions>>,
+    pending: &Pending,
+    fetch_answers: mpsc::UnboundedSender<FetchAnswer>,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; BUFFER_BYTES];
     // buf[..held] is the start of a response header kept from the last read.
@@ -465,34 +778,71 @@ async fn forward_responses(
         } else {
             Duration::ZERO
         };
-        let end = held + n;
-        let ready = scan_responses(&mut buf[..end], &mut remaining, versions);
-        if ready > 0 {
-            if latency.is_zero() && delayed.is_empty() {
-                to.write_all(&buf[..ready]).await?;
-            } else {
-                delayed.push_back((Instant::now() + latency, buf[..ready].to_vec()));
+        let mut end = held + n;
+        // Until no own answer is left to put in: the bytes after one are
+        // scanned again without a read.
+        loop {
+            let scanned = scan_responses(&mut buf[..end], &mut remaining, pending, shared);
+            let ready = scanned.ready;
+            let mut out = [&buf[..ready], &[][..]];
+            if let Some((_, own)) = &scanned.own_answer {
+                out[1] = own;
+            }
+            for chunk in out.into_iter().filter(|chunk| !chunk.is_empty()) {
+                if latency.is_zero() && delayed.is_empty() {
+                    to.write_all(chunk).await?;
+                } else {
+                    delayed.push_back((Instant::now() + latency, chunk.to_vec()));
+                }
+            }
+            if let Some(answer) = scanned.fetch {
+                // The requests' side ended only if the relay is ending.
+                let _ = fetch_answers.send(answer);
+            }
+            let consumed = ready + scanned.own_answer.as_ref().map_or(0, |(skip, _)| *skip);
+            buf.copy_within(consumed..scanned.end, 0);
+            end = scanned.end - consumed;
+            if scanned.own_answer.is_none() {
+                break;
             }
         }
-        buf.copy_within(ready..end, 0);
-        held = end - ready;
+        held = end;
     }
 }
 
+/// What [`scan_responses`] found in a buffer.
+#[derive(Debug)]
+struct Scanned {
+    /// Leading bytes that may be forwarded.
+    ready: usize,
+    /// Where the buffer's bytes now end (a dropped fetch answer shortens it).
+    end: usize,
+    /// What became of the long-polled fetch, if its answer was seen.
+    fetch: Option<FetchAnswer>,
+    /// The front's own answer, to send after the `ready` bytes in place
+    /// of the next `.0` bytes (the answer it stands in for).
+    own_answer: Option<(usize, Vec<u8>)>,
+}
+
 /// Walks the response frames in `buf`, continuing a frame with `remaining`
-/// bytes left from earlier reads, and adjusts the answer to the oldest
-/// pending ApiVersions request. Returns how many leading bytes may be
-/// forwarded; the rest is the start of a frame the front must see whole
-/// (or an incomplete length), kept for the next read.
+/// bytes left from earlier reads: adjusts the answer to the oldest pending
+/// ApiVersions request, notes answered produces, and drops an empty answer
+/// to the long-polled fetch. Bytes it cannot judge yet (the start of a
+/// frame the front must see whole, or an incomplete length) are kept for
+/// the next read.
 fn scan_responses(
     buf: &mut [u8],
     remaining: &mut u64,
-    versions: &Mutex<VecDeque<PendingVersions>>,
-) -> usize {
-    let end = buf.len();
+    pending: &Pending,
+    shared: &Shared,
+) -> Scanned {
+    let mut end = buf.len();
     let mut pos = 0;
+    let mut fetch_answer = None;
     // Once per read; never held across an await.
-    let mut versions = versions.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut versions = locked(&pending.versions);
+    let mut produces = locked(&pending.produces);
+    let mut fetch = locked(&pending.fetch);
     while pos < end {
         if *remaining > 0 {
             let take = (*remaining).min((end - pos) as u64);
@@ -500,10 +850,47 @@ fn scan_responses(
             pos += take as usize;
             continue;
         }
-        let Some(length) = read_u32(buf, pos) else {
+        let (Some(length), Some(correlation_id)) = (read_u32(buf, pos), read_i32(buf, pos + 4))
+        else {
             break;
         };
         let frame_bytes = 4 + u64::from(length);
+        let mut own_answers = locked(&pending.own_answers);
+        if let Some((id, _)) = own_answers.front()
+            && *id == correlation_id
+        {
+            // The answer to the ApiVersions v0 request relayed in its
+            // stead: small, and taken whole.
+            if ((end - pos) as u64) < frame_bytes {
+                break;
+            }
+            let (_, own) = own_answers.pop_front().unwrap_or_default();
+            return Scanned {
+                ready: pos,
+                end,
+                fetch: fetch_answer,
+                own_answer: Some((frame_bytes as usize, own)),
+            };
+        }
+        drop(own_answers);
+        {
+            let mut requests = locked(&pending.group_requests);
+            if let Some(at) = requests.iter().position(|(id, _)| *id == correlation_id) {
+                let small = frame_bytes <= GROUP_REQUEST_HOLD as u64;
+                if small && ((end - pos) as u64) < frame_bytes {
+                    break;
+                }
+                let answered = requests.drain(..=at).next_back();
+                if let Some((_, watched)) = answered
+                    && small
+                {
+                    let frame = &buf[pos..pos + frame_bytes as usize];
+                    shared
+                        .groups
+                        .on_answer(watched, &frame[8.min(frame.len())..]);
+                }
+            }
+        }
         if let Some(&pending) = versions.front() {
             // A frame too large to be an ApiVersions answer is not one; the
             // front never holds more than this much back.
@@ -511,14 +898,47 @@ fn scan_responses(
             if whole && ((end - pos) as u64) < frame_bytes {
                 break;
             }
-            if whole && read_i32(buf, pos + 4) == Some(pending.correlation_id) {
+            if whole && correlation_id == pending.correlation_id {
                 adjust_versions_answer(&mut buf[pos..pos + frame_bytes as usize], pending);
                 versions.pop_front();
             }
         }
+        if let Some(answered) = produces.iter().position(|&id| id == correlation_id) {
+            // Earlier ones (acks=0) will never be answered.
+            produces.drain(..=answered);
+            shared
+                .produced
+                .send_modify(|generation| *generation = generation.wrapping_add(1));
+        }
+        if let Some(waiting) = *fetch
+            && waiting.correlation_id == correlation_id
+        {
+            let small = frame_bytes <= FETCH_ANSWER_HOLD as u64;
+            if small && ((end - pos) as u64) < frame_bytes {
+                break;
+            }
+            let frame_end = pos + frame_bytes as usize;
+            let ends_wait = !small
+                || Instant::now() >= waiting.deadline
+                || fetch_answer_ends_wait(&buf[pos..frame_end], waiting.version, waiting.min_bytes);
+            if ends_wait {
+                *fetch = None;
+                fetch_answer = Some(FetchAnswer::Given);
+            } else {
+                buf.copy_within(frame_end..end, pos);
+                end -= frame_bytes as usize;
+                fetch_answer = Some(FetchAnswer::Empty);
+                continue;
+            }
+        }
         *remaining = frame_bytes;
     }
-    pos
+    Scanned {
+        ready: pos,
+        end,
+        fetch: fetch_answer,
+        own_answer: None,
+    }
 }
 
 /// Adjusts one ApiVersions answer `frame` (length prefix included), in

@@ -339,7 +339,8 @@ impl TracedConsumer {
     async fn next_batch(&mut self) -> Result<Vec<Fetched>> {
         if self.pending.is_empty() {
             let deadline = self.deadline;
-            match tokio::time::timeout(deadline, self.fetch_round()).await {
+            let round = self.fetch_round(round_end(deadline));
+            match tokio::time::timeout(deadline, round).await {
                 Ok(result) => result?,
                 Err(_) => return Err(self.timeout("fetching", deadline)),
             }
@@ -365,14 +366,20 @@ impl TracedConsumer {
     /// `pending`. Cancel-safe: nothing changes before every fetch has
     /// answered. A partition whose fetch failed keeps what it fetched
     /// before failing, and the first error is returned after that.
-    async fn fetch_round(&mut self) -> Result<()> {
+    ///
+    /// A partition with a backlog fetches again (the mock answers one
+    /// batch per fetch) only until `until`, so that a round ends with what
+    /// it has well before the caller's deadline cancels it: otherwise, with
+    /// a slow broker and many small batches, every round was cancelled
+    /// and fetched again from the same offsets, and never advanced.
+    async fn fetch_round(&mut self, until: Instant) -> Result<()> {
         let max_wait = i32::try_from(self.settings.max_wait.as_millis()).unwrap_or(i32::MAX);
         // All partitions at once, without spawning: a fetch on an empty
         // partition waits `max_wait` and must not delay the others.
         let fetches = self.partitions.iter().map(|(id, client)| {
             let from = self.fetched[id];
             let most = self.settings.max_partition_records;
-            async move { (*id, from, drain(client, from, max_wait, most).await) }
+            async move { (*id, from, drain(client, from, max_wait, most, until).await) }
         });
         let mut batches = futures::future::join_all(fetches).await;
         // Partition order, then offset order: deterministic for tests.
@@ -455,7 +462,8 @@ impl TracedConsumer {
             if remaining.is_zero() {
                 return Err(self.timeout(&what, deadline));
             }
-            match tokio::time::timeout(remaining, self.fetch_round()).await {
+            let round = self.fetch_round(round_end(remaining.min(self.deadline)));
+            match tokio::time::timeout(remaining, round).await {
                 Ok(result) => result?,
                 Err(_) => return Err(self.timeout(&what, deadline)),
             }
@@ -530,10 +538,23 @@ struct Drained {
     error: Option<rskafka::client::error::Error>,
 }
 
-/// Fetches from `from` until the partition's high watermark: the mock
-/// cluster answers one batch per fetch, so a backlog takes several fetches,
-/// and only the first may wait.
-async fn drain(client: &PartitionClient, from: i64, max_wait_ms: i32, most: usize) -> Drained {
+/// When a fetch round that may take `deadline` stops starting fetches:
+/// half way, so that the fetch in flight then has the other half.
+fn round_end(deadline: Duration) -> Instant {
+    Instant::now() + deadline / 2
+}
+
+/// Fetches from `from` until the partition's high watermark, or until
+/// `until` once something was fetched: the mock cluster answers one batch
+/// per fetch, so a backlog takes several fetches, and only the first may
+/// wait.
+async fn drain(
+    client: &PartitionClient,
+    from: i64,
+    max_wait_ms: i32,
+    most: usize,
+    until: Instant,
+) -> Drained {
     let mut records = Vec::new();
     let mut next = from;
     loop {
@@ -554,7 +575,11 @@ async fn drain(client: &PartitionClient, from: i64, max_wait_ms: i32, most: usiz
                 records.push(r);
             }
         }
-        if records.len() == before || next >= high_watermark || records.len() >= most {
+        if records.len() == before
+            || next >= high_watermark
+            || records.len() >= most
+            || Instant::now() >= until
+        {
             // The rest of a batch is fetched again by the next poll.
             records.truncate(most);
             return Drained {

@@ -1,0 +1,137 @@
+//! The embedded broker answers a waiting fetch as soon as records arrive,
+//! like Kafka, not when the fetch's `max_wait` runs out.
+//!
+//! Every fetch here waits up to 30 s, and each round must end well before
+//! the test's 10 s deadline: only an early answer passes.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use kafka_trace_harness::Broker;
+use rdkafka::Message;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::record::Record;
+
+/// How long every fetch may wait at the broker.
+const FETCH_WAIT: Duration = Duration::from_secs(30);
+/// How long a test waits for a record that was produced: a third of the
+/// fetch's wait, so a fetch answered only at its end fails.
+const DEADLINE: Duration = Duration::from_secs(10);
+const ROUNDS: i64 = 5;
+
+fn record(n: i64) -> Record {
+    Record {
+        key: Some(format!("k{n}").into_bytes()),
+        value: Some(format!("v{n}").into_bytes()),
+        headers: Default::default(),
+        timestamp: Utc::now(),
+    }
+}
+
+/// A partition client on a connection of its own, as a separate service has.
+async fn partition(broker: &Broker, topic: &str) -> PartitionClient {
+    broker
+        .client()
+        .await
+        .expect("client")
+        .partition_client(topic, 0, UnknownTopicHandling::Retry)
+        .await
+        .expect("partition client")
+}
+
+// Two workers: the fetch leaves from one while the produce leaves from
+// the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_fetch_is_answered_when_records_arrive() {
+    let broker = Broker::start().await.expect("broker");
+    let topic = broker
+        .create_unique_topic("long-poll-raw", 1)
+        .await
+        .expect("topic");
+    let producer = partition(&broker, &topic).await;
+    let consumer = std::sync::Arc::new(partition(&broker, &topic).await);
+    let wait_ms = i32::try_from(FETCH_WAIT.as_millis()).expect("wait");
+    for offset in 0..ROUNDS {
+        // The fetch for the next offset is on its way (or waiting at the
+        // broker) while the record is produced.
+        let (asking, asked) = tokio::sync::oneshot::channel();
+        let fetch = tokio::spawn({
+            let consumer = std::sync::Arc::clone(&consumer);
+            async move {
+                let _ = asking.send(());
+                consumer.fetch_records(offset, 1..1_000_000, wait_ms).await
+            }
+        });
+        asked.await.expect("the fetch task started");
+        producer
+            .produce(vec![record(offset)], Compression::NoCompression)
+            .await
+            .expect("produce");
+        let (records, _) = tokio::time::timeout(DEADLINE, fetch)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("round {offset}: no fetch answer within {DEADLINE:?} of the produce")
+            })
+            .expect("fetch task")
+            .expect("fetch");
+        assert_eq!(
+            records.first().map(|r| r.offset),
+            Some(offset),
+            "round {offset}"
+        );
+    }
+    broker.shutdown().await.expect("shutdown");
+}
+
+// Two workers: closing a librdkafka consumer blocks its thread while it
+// leaves the group, through the broker's front, which runs on this runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_librdkafka_group_consumer_gets_each_record_before_its_fetch_wait_ends() {
+    let broker = Broker::start().await.expect("broker");
+    let topic = broker
+        .create_unique_topic("long-poll-librdkafka", 1)
+        .await
+        .expect("topic");
+    let producer = partition(&broker, &topic).await;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .set("group.id", format!("{topic}-group"))
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", FETCH_WAIT.as_millis().to_string())
+        .set("log_level", "0")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&topic]).expect("subscribe");
+    let consumer = std::sync::Arc::new(consumer);
+    for offset in 0..ROUNDS {
+        producer
+            .produce(vec![record(offset)], Compression::NoCompression)
+            .await
+            .expect("produce");
+        let polling = std::sync::Arc::clone(&consumer);
+        let got = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + DEADLINE;
+            while std::time::Instant::now() < deadline {
+                match polling.poll(Duration::from_millis(100)) {
+                    Some(Ok(message)) => return Some(message.offset()),
+                    Some(Err(error)) => panic!("consumer error: {error}"),
+                    None => {}
+                }
+            }
+            None
+        })
+        .await
+        .expect("poll task");
+        assert_eq!(
+            got,
+            Some(offset),
+            "round {offset}: no record within {DEADLINE:?} of its produce"
+        );
+    }
+    tokio::task::spawn_blocking(move || drop(consumer))
+        .await
+        .expect("closing the consumer");
+    broker.shutdown().await.expect("shutdown");
+}
