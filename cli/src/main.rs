@@ -465,9 +465,7 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut stop = std::pin::pin!(stop.wait());
-    // Whether the run's own services finished on their own (then other
-    // programs get their turn), or a stop signal came first.
-    let mut completed = false;
+    // Whether a stop signal came before the run's own services finished.
     let mut stopped_early = false;
     if args.services.datagen {
         // Done when everything generated went through every service here.
@@ -476,7 +474,7 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 bar.set_position(progress.trades_processed as u64);
             });
         tokio::select! {
-            done = complete => { done?; completed = true; }
+            done = complete => { done?; }
             () = &mut stop => {
                 stopped_early = true;
                 eprintln!("stopped before every generated record went through");
@@ -501,6 +499,9 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     // Other programs' consumers catch up and their spans come in before
     // the receiver closes.
+    // Only a run whose own services finished on their own gives other
+    // programs their turn.
+    let completed = args.services.datagen && !stopped_early;
     let outside_report = match completed {
         true => Some(
             outside::wait(
