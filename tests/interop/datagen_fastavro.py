@@ -210,11 +210,10 @@ def main():
     binary = sys.argv[1]
     schemas = sorted((ROOT / "fixtures" / "datagen").glob("*.avsc"))
     schemas += [ROOT / "fixtures" / "stock_trades.avsc", ROOT / "fixtures" / "users.avsc"]
-    # shared/ lies beside the clone (CI) or beside the worktrees' folder.
-    references = [p / "shared" / "reference" / "datagen" for p in (ROOT.parent, ROOT.parent.parent)]
-    reference = next((r for r in references if r.is_dir()), None)
-    assert reference is not None, f"no reference schemas in {references}"
-    schemas += sorted(reference.iterdir())
+    # Confluent's quickstart schema files, kept in the repo.
+    reference = sorted((ROOT / "fixtures" / "datagen" / "reference").glob("*.avro"))
+    assert len(reference) == 2, f"expected the two quickstart schema files, found {reference}"
+    schemas += reference
     totals = {}
     with tempfile.TemporaryDirectory() as tmp:
         for schema_file in schemas:
