@@ -200,22 +200,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: starting the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let result = match cli.command {
-        Some(Command::Broker(args)) => runtime.block_on(run_broker(args)),
-        Some(Command::Run(args)) => runtime.block_on(run_pipeline(args)),
-        Some(Command::Receive(args)) => runtime.block_on(receive::run(args)),
-        Some(Command::Datagen(args)) => runtime.block_on(datagen_cmd::run(args)),
-        None => runtime.block_on(run_pipeline(RunArgs::default())),
+        Some(Command::Broker(args)) => block_on(run_broker(args)),
+        Some(Command::Run(args)) => block_on(run_pipeline(args)),
+        Some(Command::Receive(args)) => block_on(receive::run(args)),
+        Some(Command::Datagen(args)) => block_on(datagen_cmd::run(args)),
+        None => block_on(run_pipeline(RunArgs::default())),
         // Reading files needs no runtime; it has exit statuses of its own.
         Some(Command::Report(args)) => return report_cmd::main(args),
     };
@@ -226,6 +216,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs one async command on a runtime started for it.
+fn block_on(
+    command: impl Future<Output = Result<(), Box<dyn std::error::Error>>>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the async runtime: {e}"))?;
+    runtime.block_on(command)
 }
 
 async fn run_broker(args: BrokerArgs) -> Result<(), Box<dyn std::error::Error>> {
