@@ -407,6 +407,24 @@ fn assert_traces_complete(output: &RunOutput) {
     );
 }
 
+/// A run whose collector took nothing: it succeeded with every trace
+/// whole, and every span it recorded is counted as lost. Returns how many
+/// spans it recorded.
+fn assert_whole_run_that_exported_nothing(output: &RunOutput) -> u64 {
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        output.stdout,
+        output.stderr
+    );
+    assert_traces_complete(&output);
+    let [recorded, exported, dropped, failed, unsent] = span_counts(&output.stdout);
+    assert!(recorded > 1_000, "{}", output.stdout);
+    assert_eq!(exported, 0);
+    assert_eq!(dropped + failed + unsent, recorded, "{}", output.stdout);
+    recorded
+}
+
 #[test]
 fn a_collector_that_is_down_costs_the_run_only_a_reported_count() {
     // A port nothing listens on: bound, then released.
@@ -420,17 +438,7 @@ fn a_collector_that_is_down_costs_the_run_only_a_reported_count() {
 
     let output = run(&args, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
 
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        output.stdout,
-        output.stderr
-    );
-    assert_traces_complete(&output);
-    let [recorded, exported, dropped, failed, unsent] = span_counts(&output.stdout);
-    assert!(recorded > 1_000, "{}", output.stdout);
-    assert_eq!(exported, 0);
-    assert_eq!(dropped + failed + unsent, recorded, "{}", output.stdout);
+    let recorded = assert_whole_run_that_exported_nothing(&output);
     let warnings: Vec<&str> = output
         .stderr
         .lines()
@@ -512,17 +520,7 @@ fn a_collector_answering_503_costs_the_run_only_a_reported_count() {
         &[("OTEL_EXPORTER_OTLP_HEADERS", "x-team=payments")],
     );
 
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        output.stdout,
-        output.stderr
-    );
-    assert_traces_complete(&output);
-    let [recorded, exported, dropped, failed, unsent] = span_counts(&output.stdout);
-    assert!(recorded > 1_000, "{}", output.stdout);
-    assert_eq!(exported, 0);
-    assert_eq!(dropped + failed + unsent, recorded, "{}", output.stdout);
+    assert_whole_run_that_exported_nothing(&output);
     assert!(
         output
             .stderr
