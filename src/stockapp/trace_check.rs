@@ -1207,12 +1207,17 @@ mod tests {
         root.span().end();
     }
 
-    #[test]
-    fn another_programs_consumer_is_an_api_hop_beside_the_runs() {
-        let check = Arc::new(TraceCheck::new(1));
+    /// The check's report on one such trade, with `run_api_consumers` API
+    /// consumers in the run.
+    fn check_trade_with_outside_hop(run_api_consumers: usize, own_api: bool) -> TraceCheckReport {
+        let check = Arc::new(TraceCheck::new(run_api_consumers));
         let capture = SpanCapture::builder().stream(check.clone()).build();
-        trade_with_outside_hop(&capture, true);
-        let report = check.finish();
+        trade_with_outside_hop(&capture, own_api);
+        check.finish()
+    }
+
+    /// The trade's trace is complete and reached the API.
+    fn assert_complete_through_the_api(report: &TraceCheckReport) {
         assert_eq!(
             (report.summary.complete, report.summary.broken),
             (1, 0),
@@ -1223,28 +1228,21 @@ mod tests {
     }
 
     #[test]
+    fn another_programs_consumer_is_an_api_hop_beside_the_runs() {
+        assert_complete_through_the_api(&check_trade_with_outside_hop(1, true));
+    }
+
+    #[test]
     fn another_programs_consumer_can_be_the_only_api() {
-        let check = Arc::new(TraceCheck::new(0));
-        let capture = SpanCapture::builder().stream(check.clone()).build();
-        trade_with_outside_hop(&capture, false);
-        let report = check.finish();
-        assert_eq!(
-            (report.summary.complete, report.summary.broken),
-            (1, 0),
-            "{:?}",
-            report.broken_examples
-        );
-        assert_eq!(report.summary.reached_api, 1);
+        let report = check_trade_with_outside_hop(0, false);
+        assert_complete_through_the_api(&report);
         assert!(report.summary.end_to_end_p50.is_some());
     }
 
     #[test]
     fn a_missing_run_api_consumer_is_not_made_up_for_by_another_program() {
         // Two API consumers in the run, only api-1 and another program read.
-        let check = Arc::new(TraceCheck::new(2));
-        let capture = SpanCapture::builder().stream(check.clone()).build();
-        trade_with_outside_hop(&capture, true);
-        let report = check.finish();
+        let report = check_trade_with_outside_hop(2, true);
         assert_eq!(report.summary.broken, 1, "{:?}", report.broken_examples);
     }
 }
