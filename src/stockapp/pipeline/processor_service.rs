@@ -233,6 +233,9 @@ impl ProcessorService {
             }
             Err(reason) => {
                 span.set_attribute(KeyValue::new(FILTERED_OUT_ATTRIBUTE, reason.code()));
+                if reason.is_error() {
+                    consumed.fail(reason.code(), reason.to_string());
+                }
                 consumed.finish();
                 self.in_flight.push(std::future::ready(Ok(step)));
             }
