@@ -595,8 +595,9 @@ fn with_raw_name(headers: OwnedHeaders, name: &[u8], value: Option<&[u8]>) -> Ow
     // SAFETY: `list` is the writable list `headers` owns (rdkafka's
     // `BorrowedHeaders` view is that list's address), alive for the call;
     // librdkafka copies the name and value.
-    let err =
-        unsafe { rdsys::rd_kafka_header_add(list, name.as_ptr().cast(), name_len, value_ptr, value_len) };
+    let err = unsafe {
+        rdsys::rd_kafka_header_add(list, name.as_ptr().cast(), name_len, value_ptr, value_len)
+    };
     assert_eq!(err, rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
     headers
 }
@@ -641,9 +642,8 @@ fn a_rewrite_keeps_headers_whose_names_are_not_utf8() {
         .insert(header(TRACEPARENT, Some(STALE)))
         .insert(header("after", None));
 
-    let injected = without_any_panic(|| {
-        inject_with(&remote(9), &mut headers, ExistingTraceparent::Replace)
-    });
+    let injected =
+        without_any_panic(|| inject_with(&remote(9), &mut headers, ExistingTraceparent::Replace));
     assert_eq!(injected, Injected::Written);
     let mut kept = raw_lines(&headers);
     let written: Vec<_> = kept
@@ -662,7 +662,11 @@ fn a_rewrite_keeps_headers_whose_names_are_not_utf8() {
         ],
         "every other header kept, in order, null stays null"
     );
-    assert_eq!(written.len(), 2, "one traceparent, one tracestate: {written:?}");
+    assert_eq!(
+        written.len(),
+        2,
+        "one traceparent, one tracestate: {written:?}"
+    );
     let extracted = without_any_panic(|| extract(&headers));
     assert!(extracted.is_usable(), "{extracted:?}");
     assert_eq!(extracted.span_context().span_id(), SpanId::from(9));
@@ -702,7 +706,11 @@ async fn a_received_name_that_is_not_utf8_is_no_panic_and_survives_forwarding() 
                     let consumed = tracer.process(&message);
                     // Forwarding the headers: the process span's context replaces the upstream one.
                     let mut forwarded = message.headers().expect("headers").detach();
-                    inject_with(consumed.context(), &mut forwarded, ExistingTraceparent::Replace);
+                    inject_with(
+                        consumed.context(),
+                        &mut forwarded,
+                        ExistingTraceparent::Replace,
+                    );
                     (consumed, forwarded)
                 });
             }

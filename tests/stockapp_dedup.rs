@@ -54,7 +54,11 @@ async fn only_a_record_stored_twice_is_a_duplicate_not_another_trade_of_its_send
         propagation::inject_with(&cx, &mut headers, ExistingTraceparent::Keep);
         Record {
             key: Some(b"ZVZZT".to_vec()),
-            value: Some(registry.encode_value(TRADES_TOPIC, &trade(quantity)).expect("avro")),
+            value: Some(
+                registry
+                    .encode_value(TRADES_TOPIC, &trade(quantity))
+                    .expect("avro"),
+            ),
             headers,
             timestamp,
         }
@@ -97,6 +101,9 @@ async fn only_a_record_stored_twice_is_a_duplicate_not_another_trade_of_its_send
         .iter()
         .filter(|s| s.attribute(DUPLICATE_ATTRIBUTE).is_some())
         .count();
-    assert_eq!(duplicates, 1, "the second trade of the span is no duplicate");
+    assert_eq!(
+        duplicates, 1,
+        "the second trade of the span is no duplicate"
+    );
     broker.shutdown().await.expect("shutdown");
 }

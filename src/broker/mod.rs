@@ -251,7 +251,9 @@ impl BrokerBuilder {
             watch: None,
         };
         let gate = match &broker.running {
-            Running::Embedded(cluster) => Some(watch::ProduceGate::counting(cluster.produced_bytes())),
+            Running::Embedded(cluster) => {
+                Some(watch::ProduceGate::counting(cluster.produced_bytes()))
+            }
             // The harness image runs the same mock cluster, limits included;
             // its produce traffic is not counted here, so the watch always looks.
             #[cfg(feature = "container")]

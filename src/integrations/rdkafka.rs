@@ -167,8 +167,8 @@ fn raw_header_at(headers: &BorrowedHeaders, index: usize) -> Option<(&[u8], Opti
     // SAFETY: librdkafka keeps each name NUL-terminated and each value
     // `size` bytes long, inside the list, which outlives the borrow.
     let name = unsafe { CStr::from_ptr(name) }.to_bytes();
-    let value = (!value.is_null())
-        .then(|| unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) });
+    let value =
+        (!value.is_null()).then(|| unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) });
     Some((name, value))
 }
 
@@ -310,8 +310,7 @@ impl Injector for HeaderInjector<'_> {
 }
 
 /// [`Extractor`] reading any rdkafka header list
-/// ([`BorrowedHeaders`](rdkafka::message::BorrowedHeaders) of a received
-/// message, [`OwnedHeaders`]).
+/// ([`BorrowedHeaders`] of a received message, [`OwnedHeaders`]).
 ///
 /// A value that is not UTF-8, or longer than its header's limit, reads as
 /// absent; a null value reads as empty; of repeated names, the last one

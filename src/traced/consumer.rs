@@ -291,7 +291,6 @@ impl<T> TracedConsumer<T>
 where
     T: Tracer<Span: Send + Sync + 'static> + Send + Sync,
 {
-
     /// The consumer's name, reported as `messaging.consumer.group.name`.
     pub fn group(&self) -> &str {
         &self.settings.group
