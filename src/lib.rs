@@ -28,6 +28,7 @@ pub use broker::{
     Backend, BackendKind, Broker, BrokerBuilder, ContainerImage, DEFAULT_CLIENT_DEADLINE,
     unique_topic_name,
 };
+pub use capture::global::{ScopeGuard, install, unrouted_spans};
 pub use capture::{Condition, SpanCapture, SpanCaptureBuilder, SpanStream};
 pub use error::{Error, Result};
 pub use forest::{

@@ -270,6 +270,66 @@ async fn container_records_round_trip_byte_for_byte() {
     broker.shutdown().await.expect("container removed");
 }
 
+/// The harness image runs the mock cluster, whose retention deletes the
+/// oldest records beyond 5 MiB per partition: the container backend
+/// watches for that as the embedded one does. Also proves the published
+/// ports: the client reaches the advertised address from the host.
+#[tokio::test]
+#[cfg(feature = "container")]
+#[ignore = "needs Docker and the local image (scripts/build-image.sh); .ci/run runs it"]
+async fn a_harness_container_watches_for_deleted_records() {
+    let broker = Broker::builder()
+        .backend(Backend::Container(ContainerImage::local_harness()))
+        .timeout(Duration::from_secs(60))
+        .start()
+        .await
+        .expect("container broker");
+    assert!(
+        broker.bootstrap_servers().starts_with("127.0.0.1:"),
+        "{}",
+        broker.bootstrap_servers()
+    );
+    let mut seen = broker
+        .watch_deleted()
+        .expect("the harness container is watched");
+    let topic = broker
+        .create_unique_topic("retention", 1)
+        .await
+        .expect("topic");
+    let client = partition(&broker, &topic, 0).await;
+    // 12 batches of 512 KiB: more than the mock cluster's 5 MiB.
+    for _ in 0..12 {
+        let batch: Vec<Record> = (0..8)
+            .map(|n| Record {
+                value: Some(vec![b'x'; 64 * 1024]),
+                ..record(n)
+            })
+            .collect();
+        client
+            .produce(batch, Compression::NoCompression)
+            .await
+            .expect("produced");
+    }
+    let deadline = Duration::from_secs(20);
+    let waited = tokio::time::timeout(
+        deadline,
+        seen.wait_for(|deleted| deleted.iter().any(|d| d.topic == topic && d.count > 0)),
+    )
+    .await
+    .map(|seen| seen.is_ok());
+    assert_eq!(
+        waited,
+        Ok(true),
+        "the watch saw no deleted record of {topic} within {deadline:?}"
+    );
+    match broker.shutdown().await {
+        Err(Error::BrokerDeletedRecords { deleted, .. }) => {
+            assert!(deleted.iter().any(|d| d.topic == topic), "{deleted:?}");
+        }
+        other => panic!("expected BrokerDeletedRecords, got {other:?}"),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The TCP front: ApiVersions from new clients, malformed frames, and the
 // connection faults (cut, stall, latency).

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use kafka_trace_harness::integrations::rdkafka::{
     ConsumedMessage, ConsumerTracer, HeaderExtractor, HeaderInjector, SendError,
-    TracedFutureProducer, consumer_config, extract, inject, inject_with, producer_config,
+    TracedFutureProducer, consumer_config, extract, header_entries, inject, inject_with,
+    producer_config,
 };
 use kafka_trace_harness::propagation::{self, BAGGAGE, Headers, TRACEPARENT, TRACESTATE};
 use kafka_trace_harness::traced::{CONTEXT_UNUSABLE_EVENT, attr};
@@ -574,4 +575,204 @@ fn injection_into_owned_headers_matches_injection_into_the_map() {
         inject(&Context::new(), &mut OwnedHeaders::new()),
         Injected::NoSpan
     );
+}
+
+// ---------------------------------------------------------------------------
+// Header names that are not UTF-8 (Kafka allows any bytes).
+
+/// `headers` with one more header whose name is `name`, bytes as they are:
+/// rdkafka's `insert` only takes `&str` names, librdkafka takes any.
+fn with_raw_name(headers: OwnedHeaders, name: &[u8], value: Option<&[u8]>) -> OwnedHeaders {
+    use rdkafka::bindings as rdsys;
+    let list = std::ptr::from_ref(headers.as_borrowed())
+        .cast::<rdsys::rd_kafka_headers_t>()
+        .cast_mut();
+    let (value_ptr, value_len) = match value {
+        Some(v) => (v.as_ptr().cast(), isize::try_from(v.len()).expect("length")),
+        None => (std::ptr::null(), 0),
+    };
+    let name_len = isize::try_from(name.len()).expect("length");
+    // SAFETY: `list` is the writable list `headers` owns (rdkafka's
+    // `BorrowedHeaders` view is that list's address), alive for the call;
+    // librdkafka copies the name and value.
+    let err = unsafe {
+        rdsys::rd_kafka_header_add(list, name.as_ptr().cast(), name_len, value_ptr, value_len)
+    };
+    assert_eq!(err, rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
+    headers
+}
+
+fn raw_lines(headers: &OwnedHeaders) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    header_entries(headers)
+        .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+        .collect()
+}
+
+std::thread_local! {
+    static PANICKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` and fails if it panicked on this thread, even if the panic was
+/// caught inside (a caught panic still aborts under `panic = "abort"`).
+fn without_any_panic<R>(f: impl FnOnce() -> R) -> R {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICKED.with(|p| p.set(true));
+            default(info);
+        }));
+    });
+    PANICKED.with(|p| p.set(false));
+    let result = f();
+    assert!(
+        !PANICKED.with(std::cell::Cell::get),
+        "something panicked (caught or not)"
+    );
+    result
+}
+
+#[test]
+fn a_rewrite_keeps_headers_whose_names_are_not_utf8() {
+    const STALE: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let headers = OwnedHeaders::new().insert(header("before", Some(b"1")));
+    let headers = with_raw_name(headers, b"\xff\xfe-binary", Some(b"raw"));
+    let headers = with_raw_name(headers, b"caf\xe9", None);
+    let mut headers = headers
+        .insert(header(TRACEPARENT, Some(STALE)))
+        .insert(header("after", None));
+
+    let injected =
+        without_any_panic(|| inject_with(&remote(9), &mut headers, ExistingTraceparent::Replace));
+    assert_eq!(injected, Injected::Written);
+    let mut kept = raw_lines(&headers);
+    let written: Vec<_> = kept
+        .iter()
+        .filter(|(k, _)| k == TRACEPARENT.as_bytes() || k == TRACESTATE.as_bytes())
+        .cloned()
+        .collect();
+    kept.retain(|(k, _)| k != TRACEPARENT.as_bytes() && k != TRACESTATE.as_bytes());
+    assert_eq!(
+        kept,
+        [
+            (b"before".to_vec(), Some(b"1".to_vec())),
+            (b"\xff\xfe-binary".to_vec(), Some(b"raw".to_vec())),
+            (b"caf\xe9".to_vec(), None),
+            (b"after".to_vec(), None),
+        ],
+        "every other header kept, in order, null stays null"
+    );
+    assert_eq!(
+        written.len(),
+        2,
+        "one traceparent, one tracestate: {written:?}"
+    );
+    let extracted = without_any_panic(|| extract(&headers));
+    assert!(extracted.is_usable(), "{extracted:?}");
+    assert_eq!(extracted.span_context().span_id(), SpanId::from(9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_received_name_that_is_not_utf8_is_no_panic_and_survives_forwarding() {
+    let (broker, topics) = broker_and_topics(&["binary-names"]).await;
+    let topic = topics[0].clone();
+    let capture = SpanCapture::new();
+    let parent = traceparent_of(&capture, "upstream send");
+    let headers = with_raw_name(OwnedHeaders::new(), b"\x80name", Some(b"v"));
+    let headers = headers.insert(header(TRACEPARENT, Some(&parent)));
+    let raw: FutureProducer = producer_config(&broker).create().expect("producer");
+    raw.send(
+        FutureRecord::<str, str>::to(&topic)
+            .partition(0)
+            .payload("{}")
+            .headers(headers),
+        DEADLINE,
+    )
+    .await
+    .unwrap_or_else(|(e, _)| panic!("sending: {e}"));
+
+    let tracer = ConsumerTracer::new("audit", broker.bootstrap_servers(), capture.tracer("audit"));
+    let consumer: BaseConsumer = consumer_config(&broker, "audit")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&topic]).expect("subscribe");
+    let (consumed, forwarded) = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            assert!(Instant::now() < deadline, "no message within {DEADLINE:?}");
+            if let Some(message) = consumer.poll(Duration::from_millis(50)) {
+                let message = message.expect("a message");
+                return without_any_panic(|| {
+                    let consumed = tracer.process(&message);
+                    // Forwarding the headers: the process span's context replaces the upstream one.
+                    let mut forwarded = message.headers().expect("headers").detach();
+                    inject_with(
+                        consumed.context(),
+                        &mut forwarded,
+                        ExistingTraceparent::Replace,
+                    );
+                    (consumed, forwarded)
+                });
+            }
+        }
+    })
+    .await
+    .expect("consumer thread");
+    assert!(consumed.extracted.is_usable(), "{:?}", consumed.extracted);
+    assert!(
+        raw_lines(&forwarded).contains(&(b"\x80name".to_vec(), Some(b"v".to_vec()))),
+        "{:?}",
+        raw_lines(&forwarded)
+    );
+    assert_eq!(
+        extract(&forwarded).span_context().span_id(),
+        consumed.span_context().span_id()
+    );
+    consumed.finish();
+    let forest = capture.forest();
+    let process = forest
+        .named(&format!("process {topic}"))
+        .next()
+        .expect("process span");
+    assert_eq!(process.parent().expect("a parent").name(), "upstream send");
+    broker.shutdown().await.expect("shutdown");
+}
+
+proptest::proptest! {
+    /// Any header names and values: no panic (not even a caught one), and
+    /// a rewrite keeps every header that is not a trace header, in order.
+    #[test]
+    fn any_header_names_inject_and_extract_without_panic(
+        extra in proptest::collection::vec(
+            (
+                proptest::collection::vec(1u8..=255, 0..12),
+                proptest::option::of(proptest::collection::vec(proptest::num::u8::ANY, 0..12)),
+            ),
+            0..6,
+        ),
+        stale in proptest::bool::ANY,
+    ) {
+        let mut headers = OwnedHeaders::new();
+        let mut expected = Vec::new();
+        for (name, value) in &extra {
+            // "x-" first: never a trace header or a look-alike of one.
+            let name = [b"x-".as_slice(), name].concat();
+            headers = with_raw_name(headers, &name, value.as_deref());
+            expected.push((name, value.clone()));
+        }
+        if stale {
+            headers = headers.insert(header(TRACEPARENT, Some(b"00-stale")));
+        }
+        without_any_panic(|| {
+            let _ = extract(&headers);
+            inject_with(&remote(3), &mut headers, ExistingTraceparent::Replace);
+        });
+        let mut kept = raw_lines(&headers);
+        kept.retain(|(k, _)| k != TRACEPARENT.as_bytes() && k != TRACESTATE.as_bytes());
+        proptest::prop_assert_eq!(kept, expected);
+        proptest::prop_assert_eq!(
+            without_any_panic(|| extract(&headers)).span_context().span_id(),
+            SpanId::from(3)
+        );
+    }
 }

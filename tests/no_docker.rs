@@ -1,12 +1,12 @@
 //! Without Docker, the container backend fails with an error that says so.
 //! Alone in its own test binary because it changes the process environment.
 
-use kafka_trace_harness::{Backend, Broker, ContainerImage, Error};
-
 // A Unix socket path as DOCKER_HOST: Unix only.
 #[cfg(unix)]
 #[tokio::test]
 async fn container_backend_without_docker_says_what_to_do() {
+    use kafka_trace_harness::{Backend, Broker, ContainerImage, Error};
+
     let socket = std::env::temp_dir().join(format!("no-docker-{}.sock", std::process::id()));
     // SAFETY: this binary's only test; no other thread reads the environment.
     unsafe { std::env::set_var("DOCKER_HOST", format!("unix://{}", socket.display())) };

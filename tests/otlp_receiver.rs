@@ -439,6 +439,19 @@ async fn bad_spans_are_skipped_and_reported_as_partial_success() {
         .map(|s| s.data.name.to_string())
         .collect();
     assert_eq!(names, ["good", "good"]);
+    // Counted where the receiver reports what it took in, not only told
+    // to the exporter.
+    let arrived = receiver.arrivals().snapshot();
+    assert_eq!(arrived.total(), 2, "{arrived:?}");
+    assert_eq!(arrived.rejected(), 4, "{arrived:?}");
+    assert_eq!(arrived.rejected_by_service.get("python"), Some(&4));
+    assert!(
+        arrived
+            .rejected_reasons
+            .iter()
+            .any(|r| r.contains("trace id has 15 bytes")),
+        "{arrived:?}"
+    );
 }
 
 #[tokio::test]

@@ -1,5 +1,7 @@
 //! `kafka-trace-harness broker` runs its final check on exit with every
 //! option: records its retention deleted fail the exit status.
+// SIGTERM through `kill`: the whole file is Unix only.
+#![cfg(unix)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};

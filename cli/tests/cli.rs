@@ -1,11 +1,16 @@
 //! `kafka-trace-harness broker` as another program's clients see it.
 
+// Only the Unix-only tests (signals) use these.
+#[cfg(unix)]
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+#[cfg(unix)]
 use kafka_trace_harness::{Backend, Broker};
+#[cfg(unix)]
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
+#[cfg(unix)]
 use rskafka::record::Record;
 
 // SIGTERM through `kill`: Unix only.

@@ -1,6 +1,8 @@
 //! How `kafka-trace-harness run` ends: a run stopped before it finished
 //! exits non-zero saying why (unless `--allow-broken`), and Ctrl-C ends it
 //! within 5 s even when the broker answers nothing.
+// Signals through `kill`: the whole file is Unix only.
+#![cfg(unix)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -1,7 +1,9 @@
 //! The container backend: a broker in Docker through testcontainers.
 
+use std::net::{Ipv4Addr, TcpListener};
 use std::time::Duration;
 
+use testcontainers::core::ContainerPort;
 use testcontainers::core::client::ClientError;
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt, TestcontainersError};
@@ -75,34 +77,90 @@ pub(crate) async fn start(
             ))
         }
         ContainerImage::Harness { name, tag } => {
-            // Host networking lets the broker bind a free loopback port of
-            // the host itself and advertise it: no port is picked ahead of
-            // time, so none can be raced for.
-            let container = GenericImage::new(name.clone(), tag.clone())
-                .with_cmd([
-                    "broker",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                    "--admin-port",
-                    "0",
-                ])
-                .with_network("host")
-                .with_startup_timeout(ready_timeout)
-                .start()
-                .await
-                .map_err(|e| container_error(image, e))?;
-            let (bootstrap, admin) =
-                read_addresses(&container, ready_timeout)
-                    .await
-                    .map_err(|reason| Error::Container {
-                        image: image.reference(),
-                        reason,
-                    })?;
-            Ok((RunningContainer::Harness { container, admin }, bootstrap))
+            let mut attempt = 1;
+            loop {
+                match start_harness(image, name, tag, ready_timeout).await {
+                    // Another process took a port between picking and
+                    // publishing it: pick again.
+                    Err(Error::Container { reason, .. })
+                        if attempt < PORT_ATTEMPTS && is_port_taken(&reason) =>
+                    {
+                        attempt += 1;
+                    }
+                    result => return result,
+                }
+            }
         }
     }
+}
+
+/// How many times a harness container is started on fresh ports when the
+/// ones picked were taken meanwhile.
+const PORT_ATTEMPTS: u32 = 3;
+
+fn is_port_taken(reason: &str) -> bool {
+    reason.contains("already allocated") || reason.contains("address already in use")
+}
+
+/// A port of the host that is free now.
+fn free_host_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// Runs the harness image with its broker and admin ports published on
+/// the same port numbers of the host (no host networking, which Docker
+/// Desktop lacks): the broker advertises `127.0.0.1:<port>` in metadata,
+/// so that port must be the host's. Free host ports are picked first.
+async fn start_harness(
+    image: &ContainerImage,
+    name: &str,
+    tag: &str,
+    ready_timeout: Duration,
+) -> Result<(RunningContainer, String)> {
+    let port_error = |e: std::io::Error| Error::Container {
+        image: image.reference(),
+        reason: format!("finding a free port of the host: {e}"),
+    };
+    let broker_port = free_host_port().map_err(port_error)?;
+    let admin_port = free_host_port().map_err(port_error)?;
+    let (broker_arg, admin_arg) = (broker_port.to_string(), admin_port.to_string());
+    let container = GenericImage::new(name, tag)
+        .with_cmd([
+            "broker",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            &broker_arg,
+            "--advertised-host",
+            "127.0.0.1",
+            "--admin-port",
+            &admin_arg,
+        ])
+        .with_mapped_port(broker_port, ContainerPort::Tcp(broker_port))
+        .with_mapped_port(admin_port, ContainerPort::Tcp(admin_port))
+        .with_startup_timeout(ready_timeout)
+        .start()
+        .await
+        .map_err(|e| container_error(image, e))?;
+    let (bootstrap, _admin_in_container) = read_addresses(&container, ready_timeout)
+        .await
+        .map_err(|reason| Error::Container {
+            image: image.reference(),
+            reason,
+        })?;
+    let expected = format!("127.0.0.1:{broker_port}");
+    if bootstrap != expected {
+        return Err(Error::Container {
+            image: image.reference(),
+            reason: format!(
+                "the broker advertises {bootstrap}, not the published {expected}:                  clients of the host could not reach it"
+            ),
+        });
+    }
+    let admin = format!("127.0.0.1:{admin_port}");
+    Ok((RunningContainer::Harness { container, admin }, bootstrap))
 }
 
 /// Reads the bootstrap line and the `admin <address>` line the standalone

@@ -23,7 +23,8 @@ pub enum ContainerImage {
         tag: String,
     },
     /// An image holding this crate's binary, started as
-    /// `kafka-trace-harness broker` on the host network.
+    /// `kafka-trace-harness broker`, its ports published on the same ports
+    /// of the host.
     Harness {
         /// The image name.
         name: String,

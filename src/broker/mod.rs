@@ -250,10 +250,19 @@ impl BrokerBuilder {
             client_deadline: self.client_deadline,
             watch: None,
         };
-        if let Running::Embedded(cluster) = &broker.running
+        let gate = match &broker.running {
+            Running::Embedded(cluster) => {
+                Some(watch::ProduceGate::counting(cluster.produced_bytes()))
+            }
+            // The harness image runs the same mock cluster, limits included;
+            // its produce traffic is not counted here, so the watch always looks.
+            #[cfg(feature = "container")]
+            Running::Container(c) if c.admin_address().is_some() => Some(Default::default()),
+            _ => None,
+        };
+        if let Some(gate) = gate
             && self.watch_deleted_records
         {
-            let gate = watch::ProduceGate::counting(cluster.produced_bytes());
             let connect = ClientBuilder::new(broker.bootstrap_list())
                 .client_id("kafka-trace-harness-watch")
                 .backoff_config(retrying_backoff(self.client_deadline))
@@ -448,8 +457,8 @@ impl Broker {
     }
 
     /// Records the embedded broker deleted so far, per partition, as its
-    /// watch last saw them (see [`BrokerBuilder::watch_deleted_records`]).
-    /// Empty for other backends.
+    /// watch last saw them (see [`BrokerBuilder::watch_deleted_records`]);
+    /// also of the harness image in a container. Empty for other backends.
     pub fn deleted_records(&self) -> Vec<DeletedRecords> {
         self.watch
             .as_ref()

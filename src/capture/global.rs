@@ -15,6 +15,39 @@
 //! [`unrouted_spans`] and dropped.
 //!
 //! A span's service is its tracer's name (`global::tracer("billing")`).
+//! [`install`], [`unrouted_spans`] and [`ScopeGuard`] are also at the
+//! crate root.
+//!
+//! **When a scope and an `enter` disagree, the task's
+//! [`scope`](SpanCapture::scope) wins**, whichever began last: a root span
+//! started inside a `scope` future belongs to that capture even on a thread
+//! that [`enter`](SpanCapture::enter)ed another. A thread's `enter` is seen
+//! by every task polled on that thread, so it only decides for code outside
+//! any `scope` (synchronous code, tests without a runtime). Nested scopes of
+//! one kind: the innermost wins.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use kafka_trace_harness::SpanCapture;
+//! use opentelemetry::global;
+//! use opentelemetry::trace::Tracer;
+//!
+//! let (entered, scoped) = (SpanCapture::new(), SpanCapture::new());
+//! let _thread = entered.enter();
+//! global::tracer("sync").in_span("outside the scope", |_| {});
+//! scoped
+//!     .scope(async {
+//!         let _inner = entered.enter(); // entered last, still loses
+//!         global::tracer("async").in_span("inside the scope", |_| {});
+//!     })
+//!     .await;
+//!
+//! assert_eq!(entered.forest().named("outside the scope").count(), 1);
+//! assert_eq!(entered.forest().named("inside the scope").count(), 0);
+//! assert_eq!(scoped.forest().named("inside the scope").count(), 1);
+//! # }
+//! ```
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -142,7 +175,9 @@ impl Drop for ScopeGuard {
 
 impl SpanCapture {
     /// Runs `future` in this capture's scope: a global-provider root span
-    /// started while it runs makes its whole trace this capture's. Tasks
+    /// started while it runs makes its whole trace this capture's, even on
+    /// a thread in another capture's [`enter`](Self::enter) (the scope
+    /// wins; see [the module](self)). Tasks
     /// it spawns are outside the scope; wrap them too if they start roots
     /// (spans that continue a trace need no scope). Calls [`install`].
     pub async fn scope<F: Future>(&self, future: F) -> F::Output {
@@ -152,7 +187,8 @@ impl SpanCapture {
 
     /// Puts the current thread in this capture's scope until the guard
     /// drops (for synchronous code; async code uses
-    /// [`scope`](Self::scope)). Calls [`install`].
+    /// [`scope`](Self::scope), which wins over it: see
+    /// [the module](self)). Calls [`install`].
     pub fn enter(&self) -> ScopeGuard {
         install();
         THREAD_SCOPE.with(|scopes| scopes.borrow_mut().push(Arc::downgrade(self.sink())));

@@ -702,8 +702,9 @@ struct Intake {
 }
 
 /// What an [`OtlpReceiver`] has taken in: spans per service, when the last
-/// arrived, and the consumer groups its consumer spans name. A cheap
-/// handle (clones share it), from [`OtlpReceiver::arrivals`].
+/// arrived, and the consumer groups its consumer spans name; and the spans
+/// it rejected (unusable ids), which are in no forest. A cheap handle
+/// (clones share it), from [`OtlpReceiver::arrivals`].
 ///
 /// This is what lets a caller keep the receiver open while another
 /// program's exporter is still sending, and say what came from where.
@@ -722,12 +723,23 @@ pub struct ArrivalsSnapshot {
     /// (consumer group, topic) of every received consumer span that names
     /// its group, by the conventions (1.24-era names too).
     pub consumer_groups: std::collections::BTreeSet<(String, String)>,
+    /// Spans rejected (an unusable trace, span, parent or link id), by the
+    /// `service.name` of their resource: they are in no capture, and each
+    /// exporter was told in its response's `partial_success`.
+    pub rejected_by_service: std::collections::BTreeMap<String, usize>,
+    /// Why, for the first few rejected spans.
+    pub rejected_reasons: Vec<String>,
 }
 
 impl ArrivalsSnapshot {
     /// Spans accepted in all.
     pub fn total(&self) -> usize {
         self.by_service.values().sum()
+    }
+
+    /// Spans rejected in all.
+    pub fn rejected(&self) -> usize {
+        self.rejected_by_service.values().sum()
     }
 }
 
@@ -738,6 +750,23 @@ impl SpanArrivals {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    fn record_rejected(&self, received: &Received) {
+        let mut arrivals = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (service, count) in &received.rejected_by_service {
+            *arrivals
+                .rejected_by_service
+                .entry(service.to_string())
+                .or_default() += count;
+        }
+        let room = MAX_REASONS.saturating_sub(arrivals.rejected_reasons.len());
+        arrivals
+            .rejected_reasons
+            .extend(received.reasons.iter().take(room).cloned());
     }
 
     fn record(&self, spans: &[(Arc<str>, SpanData)]) {
@@ -780,6 +809,9 @@ impl SpanArrivals {
 /// answers with the count and reasons of the rejected ones.
 fn accept(intake: &Intake, request: ExportTraceServiceRequest) -> ExportTraceServiceResponse {
     let received = convert(request);
+    if received.rejected > 0 {
+        intake.arrivals.record_rejected(&received);
+    }
     if !received.spans.is_empty() {
         intake.arrivals.record(&received.spans);
         intake.sink.extend(received.spans);
@@ -806,6 +838,9 @@ fn accept(intake: &Intake, request: ExportTraceServiceRequest) -> ExportTraceSer
 struct Received {
     spans: Vec<(Arc<str>, SpanData)>,
     rejected: usize,
+    /// The rejected ones' services, in the order met (runs of one service
+    /// counted together).
+    rejected_by_service: Vec<(Arc<str>, usize)>,
     /// Why, for the first [`MAX_REASONS`] rejected spans.
     reasons: Vec<String>,
 }
@@ -849,6 +884,10 @@ fn convert(request: ExportTraceServiceRequest) -> Received {
                     Ok(data) => received.spans.push((Arc::clone(&service), data)),
                     Err(reason) => {
                         received.rejected += 1;
+                        match received.rejected_by_service.last_mut() {
+                            Some((last, count)) if *last == service => *count += 1,
+                            _ => received.rejected_by_service.push((Arc::clone(&service), 1)),
+                        }
                         if received.reasons.len() < MAX_REASONS {
                             received
                                 .reasons
@@ -1368,6 +1407,8 @@ mod tests {
             assert_eq!(names, ["fine", "zero parent"]);
             let arrived = arrivals.snapshot();
             assert_eq!(arrived.by_service.get("svc"), Some(&2), "{arrived:?}");
+            assert_eq!(arrived.rejected_by_service.get("svc"), Some(&3));
+            assert_eq!(arrived.rejected_reasons.len(), 3, "{arrived:?}");
             assert!(arrived.last.is_some());
             answer
         };

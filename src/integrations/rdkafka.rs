@@ -25,6 +25,11 @@
 //! - **Null values.** A null value reads as an empty one (rskafka's map has
 //!   no null): a null `traceparent` is then rejected as malformed, a null
 //!   `tracestate` or `baggage` is no state or baggage.
+//! - **Names that are not UTF-8.** Kafka allows them; rdkafka 0.39's
+//!   [`Headers::try_get`] panics on one. This module reads header lists
+//!   through librdkafka itself ([`RdkafkaHeaders`]), so such a header is
+//!   never a panic: extraction skips it (a trace header's name is ASCII)
+//!   and injection keeps it, as it keeps every header it does not replace.
 //!
 //! **Runtime.** A group consumer leaves its group when dropped and waits
 //! for the broker's answer, blocking its thread; the embedded broker is
@@ -77,8 +82,8 @@
 //! # Ok(()) }
 //! ```
 
+use std::ffi::{CStr, CString};
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -87,9 +92,12 @@ use opentelemetry::trace::{Link, Span as _, SpanContext, SpanKind, TraceContextE
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use rdkafka::ClientConfig;
+use rdkafka::bindings as rdsys;
 use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage, ToBytes};
+use rdkafka::message::{
+    BorrowedHeaders, Header, Headers, Message, OwnedHeaders, OwnedMessage, ToBytes,
+};
 use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::{AsyncRuntime, DefaultRuntime, Timeout};
@@ -105,14 +113,73 @@ use crate::traced::attributes::{
     SpanTemplate, attr, extraction_events, mark_failed, partition_id, server, shared,
 };
 
-/// Reads header `index`, or `None` when it does not exist or rdkafka
-/// cannot read its name: rdkafka 0.39 unwraps the name's UTF-8 and panics
-/// on a name that is not. Such a header cannot be a trace context header
-/// (their names are ASCII), so skipping it changes no extraction.
-fn header_at<H: Headers + ?Sized>(headers: &H, index: usize) -> Option<Header<'_, &[u8]>> {
-    catch_unwind(AssertUnwindSafe(|| headers.try_get(index)))
-        .ok()
-        .flatten()
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for rdkafka::message::BorrowedHeaders {}
+    impl Sealed for rdkafka::message::OwnedHeaders {}
+}
+
+/// rdkafka's two header lists, [`BorrowedHeaders`] (a received message's)
+/// and [`OwnedHeaders`]: what this module's functions read. They are read
+/// through librdkafka's own accessor, because rdkafka 0.39's
+/// [`Headers::try_get`] unwraps each name's UTF-8 and panics on a name that
+/// is not (Kafka allows any bytes). Sealed: only these two lists are
+/// librdkafka's.
+pub trait RdkafkaHeaders: Headers + sealed::Sealed {
+    /// The list as rdkafka's borrowed view of librdkafka's header list.
+    fn as_borrowed_headers(&self) -> &BorrowedHeaders;
+}
+
+impl RdkafkaHeaders for BorrowedHeaders {
+    fn as_borrowed_headers(&self) -> &BorrowedHeaders {
+        self
+    }
+}
+
+impl RdkafkaHeaders for OwnedHeaders {
+    fn as_borrowed_headers(&self) -> &BorrowedHeaders {
+        self.as_borrowed()
+    }
+}
+
+/// librdkafka's header list behind `headers`: rdkafka's `BorrowedHeaders`
+/// is a zero-sized view whose address is that list (it casts the list's
+/// pointer to `&BorrowedHeaders` and back the same way).
+fn native(headers: &BorrowedHeaders) -> *const rdsys::rd_kafka_headers_t {
+    std::ptr::from_ref(headers).cast()
+}
+
+/// Header `index` as librdkafka stores it: the name's bytes (any bytes
+/// but NUL) and the value (`None` for null), or `None` past the end.
+fn raw_header_at(headers: &BorrowedHeaders, index: usize) -> Option<(&[u8], Option<&[u8]>)> {
+    let mut name = std::ptr::null();
+    let mut value = std::ptr::null();
+    let mut size = 0usize;
+    // SAFETY: `native(headers)` is a live header list for as long as
+    // `headers` is borrowed; librdkafka only reads it and writes the three
+    // out-pointers, or returns an error past the end.
+    let err = unsafe {
+        rdsys::rd_kafka_header_get_all(native(headers), index, &mut name, &mut value, &mut size)
+    };
+    if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+        return None;
+    }
+    // SAFETY: librdkafka keeps each name NUL-terminated and each value
+    // `size` bytes long, inside the list, which outlives the borrow.
+    let name = unsafe { CStr::from_ptr(name) }.to_bytes();
+    let value =
+        (!value.is_null()).then(|| unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) });
+    Some((name, value))
+}
+
+/// Header `index`, or `None` when it does not exist or its name is not
+/// UTF-8: checked here, before anything would unwrap it. Such a header
+/// cannot be a trace context header (their names are ASCII), so skipping
+/// it changes no extraction.
+fn header_at(headers: &BorrowedHeaders, index: usize) -> Option<Header<'_, &[u8]>> {
+    let (name, value) = raw_header_at(headers, index)?;
+    let key = std::str::from_utf8(name).ok()?;
+    Some(Header { key, value })
 }
 
 /// An rdkafka header list read once into name/value pairs, null values as
@@ -123,7 +190,8 @@ struct HeaderList<'a> {
 }
 
 impl<'a> HeaderList<'a> {
-    fn new<H: Headers + ?Sized>(headers: &'a H) -> Self {
+    fn new<H: RdkafkaHeaders + ?Sized>(headers: &'a H) -> Self {
+        let headers = headers.as_borrowed_headers();
         let count = headers.count();
         let mut entries = Vec::with_capacity(count);
         for index in 0..count {
@@ -173,7 +241,7 @@ impl OwnedList {
 
 impl HeaderMap for OwnedList {
     fn value(&self, key: &str) -> Option<&[u8]> {
-        let headers = self.headers()?;
+        let headers = self.headers()?.as_borrowed();
         (0..headers.count())
             .rev()
             .filter_map(|index| header_at(headers, index))
@@ -185,31 +253,32 @@ impl HeaderMap for OwnedList {
         let headers = self.headers();
         let count = headers.map_or(0, |h| h.count());
         (0..count).filter_map(move |index| {
-            let header = header_at(headers?, index)?;
+            let header = header_at(headers?.as_borrowed(), index)?;
             Some((header.key, header.value.unwrap_or_default()))
         })
     }
 }
 
 impl HeaderMapMut for OwnedList {
-    /// rdkafka cannot remove a header, so the list is copied without the
-    /// name (null values stay null). Only done when the name is there.
+    /// Removes every header named `key` in place, through librdkafka (the
+    /// rdkafka crate has no remove): every other header stays as it was,
+    /// whatever its name's bytes, null values null, in order.
     fn remove(&mut self, key: &str) {
-        let Some(old) = self.headers.take() else {
+        let Some(headers) = &mut self.headers else {
             return;
         };
-        let count = old.count();
-        if !(0..count).any(|index| header_at(&old, index).is_some_and(|h| h.key == key)) {
-            self.headers = Some(old);
+        // A name with a NUL cannot be in the list: librdkafka's names end there.
+        let Ok(name) = CString::new(key) else {
             return;
+        };
+        let list = native(headers.as_borrowed()).cast_mut();
+        // SAFETY: `list` is the header list `headers` owns, writable (made
+        // by `rd_kafka_headers_new` or `_copy`), and `&mut` here, so nothing
+        // reads it meanwhile; `name` is NUL-terminated. The result is only
+        // "none of that name", which is fine.
+        unsafe {
+            rdsys::rd_kafka_header_remove(list, name.as_ptr());
         }
-        let mut kept = OwnedHeaders::new_with_capacity(count);
-        for header in (0..count).filter_map(|index| header_at(&old, index)) {
-            if header.key != key {
-                kept = kept.insert(header);
-            }
-        }
-        self.headers = Some(kept);
     }
 
     fn insert(&mut self, key: &str, value: String) {
@@ -241,8 +310,7 @@ impl Injector for HeaderInjector<'_> {
 }
 
 /// [`Extractor`] reading any rdkafka header list
-/// ([`BorrowedHeaders`](rdkafka::message::BorrowedHeaders) of a received
-/// message, [`OwnedHeaders`]).
+/// ([`BorrowedHeaders`] of a received message, [`OwnedHeaders`]).
 ///
 /// A value that is not UTF-8, or longer than its header's limit, reads as
 /// absent; a null value reads as empty; of repeated names, the last one
@@ -253,7 +321,7 @@ pub struct HeaderExtractor<'a>(HeaderList<'a>);
 
 impl<'a> HeaderExtractor<'a> {
     /// Reads `headers` once.
-    pub fn new<H: Headers + ?Sized>(headers: &'a H) -> Self {
+    pub fn new<H: RdkafkaHeaders + ?Sized>(headers: &'a H) -> Self {
         Self(HeaderList::new(headers))
     }
 }
@@ -315,23 +383,45 @@ pub fn inject_with(
 /// let extracted = extract(&headers);
 /// assert_eq!(extracted.problem, Some(ExtractProblem::NotUtf8 { header: "traceparent".into() }));
 /// ```
-pub fn extract<H: Headers + ?Sized>(headers: &H) -> Extracted {
+pub fn extract<H: RdkafkaHeaders + ?Sized>(headers: &H) -> Extracted {
     extract_with(&Context::new(), headers)
 }
 
 /// [`extract`] on top of `ambient`: an unusable context leaves `ambient`
 /// (see [`crate::propagation::extract_with`]).
-pub fn extract_with<H: Headers + ?Sized>(ambient: &Context, headers: &H) -> Extracted {
+pub fn extract_with<H: RdkafkaHeaders + ?Sized>(ambient: &Context, headers: &H) -> Extracted {
     extract_from(ambient, &HeaderList::new(headers))
 }
 
 /// [`extract_with`] from a message, which may have no headers at all
 /// ([`ExtractProblem::Missing`](crate::ExtractProblem::Missing)).
-pub fn extract_message<M: Message>(ambient: &Context, message: &M) -> Extracted {
+pub fn extract_message<M>(ambient: &Context, message: &M) -> Extracted
+where
+    M: Message<Headers: RdkafkaHeaders>,
+{
     match message.headers() {
         Some(headers) => extract_with(ambient, headers),
         None => extract_from(ambient, &HeaderList::default()),
     }
+}
+
+/// Every header of `headers` as librdkafka stores it, in order: the name's
+/// bytes (which Kafka does not require to be UTF-8) and the value (`None`
+/// for null). Never panics, unlike rdkafka's [`Headers::iter`] on a name
+/// that is not UTF-8.
+///
+/// ```
+/// use kafka_trace_harness::integrations::rdkafka::header_entries;
+/// use rdkafka::message::{Header, OwnedHeaders};
+///
+/// let headers = OwnedHeaders::new().insert(Header { key: "k", value: None::<&[u8]> });
+/// assert_eq!(header_entries(&headers).collect::<Vec<_>>(), [(&b"k"[..], None)]);
+/// ```
+pub fn header_entries<H: RdkafkaHeaders + ?Sized>(
+    headers: &H,
+) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+    let headers = headers.as_borrowed_headers();
+    (0..headers.count()).filter_map(move |index| raw_header_at(headers, index))
 }
 
 /// Settings for an rdkafka producer of `broker`: its bootstrap servers,
@@ -678,13 +768,19 @@ impl ConsumerTracer {
 
     /// Starts the process span of `message`: a child of (or, link-only,
     /// linked from) the message's context, else a root.
-    pub fn process<M: Message>(&self, message: &M) -> ConsumedMessage {
+    pub fn process<M>(&self, message: &M) -> ConsumedMessage
+    where
+        M: Message<Headers: RdkafkaHeaders>,
+    {
         self.process_in(&Context::new(), message)
     }
 
     /// [`process`](Self::process) with `ambient` as the fallback parent
     /// (and the parent in link-only mode).
-    pub fn process_in<M: Message>(&self, ambient: &Context, message: &M) -> ConsumedMessage {
+    pub fn process_in<M>(&self, ambient: &Context, message: &M) -> ConsumedMessage
+    where
+        M: Message<Headers: RdkafkaHeaders>,
+    {
         let extracted = extract_message(ambient, message);
         let template = self.templates.get(message.topic());
         let mut attributes =

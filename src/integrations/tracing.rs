@@ -218,7 +218,7 @@ pub fn inject_span_rdkafka(
 /// message's `headers()` (features `tracing` and `rdkafka`); see
 /// [`integrations::rdkafka::extract`](crate::integrations::rdkafka::extract).
 #[cfg(feature = "rdkafka")]
-pub fn extract_into_span_rdkafka<H: rdkafka::message::Headers + ?Sized>(
+pub fn extract_into_span_rdkafka<H: crate::integrations::rdkafka::RdkafkaHeaders + ?Sized>(
     span: &::tracing::Span,
     headers: &H,
 ) -> Result<Extracted, SetParentError> {

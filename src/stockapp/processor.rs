@@ -226,6 +226,17 @@ pub enum FilteredOut {
         /// The record's timestamp.
         timestamp_ms: i64,
     },
+    /// The record's timestamp is so late (near `i64::MAX` ms) that its
+    /// 5-minute window would end past the largest timestamp: bad input, not
+    /// a filter of the query, so the trade's span is an error; the stream
+    /// time is left as it was.
+    #[error(
+        "record timestamp {timestamp_ms} is out of range: its window would end past i64::MAX ms"
+    )]
+    TimestampOutOfRange {
+        /// The record's timestamp.
+        timestamp_ms: i64,
+    },
     /// `WHERE symbol LIKE '%T'` is false.
     #[error("symbol {symbol:?} does not end in 'T'")]
     SymbolNotEndingInT {
@@ -275,11 +286,18 @@ impl FilteredOut {
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidTimestamp { .. } => "invalid_timestamp",
+            Self::TimestampOutOfRange { .. } => "timestamp_out_of_range",
             Self::SymbolNotEndingInT { .. } => "symbol_not_ending_in_t",
             Self::UnknownUser { .. } => "unknown_user",
             Self::NoZipCode { .. } => "no_zip_code",
             Self::WindowClosed { .. } => "window_closed",
         }
+    }
+
+    /// Whether the trade was bad input (an error span), rather than a row
+    /// the query filters out.
+    pub fn is_error(&self) -> bool {
+        matches!(self, Self::TimestampOutOfRange { .. })
     }
 }
 
@@ -579,6 +597,10 @@ impl<Id: Clone> StockProcessor<Id> {
         if timestamp_ms < 0 {
             return Err(FilteredOut::InvalidTimestamp { timestamp_ms });
         }
+        let window_start = window_start(timestamp_ms);
+        let Some(window_end) = window_start.checked_add(WINDOW_SIZE_MS) else {
+            return Err(FilteredOut::TimestampOutOfRange { timestamp_ms });
+        };
         let transformed = TransformedTrade::from_trade(trade)?;
         let enriched = self.users.enrich(transformed);
         let Some(zipcode) = enriched.zipcode() else {
@@ -599,8 +621,6 @@ impl<Id: Clone> StockProcessor<Id> {
             // Only a later stream time can close windows.
             self.windows.retain(|_, row| row.window_end > close_time);
         }
-        let window_start = window_start(timestamp_ms);
-        let window_end = window_start + WINDOW_SIZE_MS;
         if window_end <= close_time {
             return Err(FilteredOut::WindowClosed {
                 window_start,
@@ -1064,6 +1084,9 @@ mod tests {
     fn filtered_out_reasons_have_codes_and_messages() {
         let reasons = [
             FilteredOut::InvalidTimestamp { timestamp_ms: -1 },
+            FilteredOut::TimestampOutOfRange {
+                timestamp_ms: i64::MAX,
+            },
             FilteredOut::SymbolNotEndingInT {
                 symbol: "ZVV".into(),
             },
@@ -1082,5 +1105,49 @@ mod tests {
         let codes: std::collections::BTreeSet<_> = reasons.iter().map(FilteredOut::code).collect();
         assert_eq!(codes.len(), reasons.len());
         assert!(reasons.iter().all(|r| !r.to_string().is_empty()));
+    }
+
+    #[test]
+    fn a_timestamp_whose_window_cannot_end_is_an_error_not_an_overflow() {
+        let mut processor = self::processor();
+        processor.upsert_user(user("User_1", Some("94403")));
+        let t = trade("ZVZZT", "User_1", 5, 1);
+        processor.process_trade(&t, 600_000, 1).unwrap();
+        let last_window = i64::MAX - i64::MAX.rem_euclid(WINDOW_SIZE_MS);
+        for timestamp_ms in [i64::MAX, i64::MAX - 1, last_window] {
+            let outcome = processor.process_trade(&t, timestamp_ms, 2);
+            assert_eq!(
+                outcome,
+                Err(FilteredOut::TimestampOutOfRange { timestamp_ms })
+            );
+            assert!(outcome.unwrap_err().is_error());
+        }
+        // The bad timestamps moved no stream time: the open window still takes trades.
+        assert!(processor.process_trade(&t, 600_001, 3).is_ok());
+        // The latest window that can end still works.
+        let fits = last_window - 1;
+        let update = processor.process_trade(&t, fits, 4).unwrap();
+        assert_eq!(update.row.window_end, last_window);
+    }
+
+    proptest::proptest! {
+        /// Any timestamps, prices and quantities: an outcome, never a panic.
+        #[test]
+        fn no_input_panics(
+            trades in proptest::collection::vec(
+                (proptest::num::i64::ANY, proptest::num::i32::ANY, proptest::num::i32::ANY),
+                1..20,
+            ),
+        ) {
+            let mut processor = self::processor();
+            processor.upsert_user(user("User_1", Some("94403")));
+            for (id, (timestamp_ms, price, quantity)) in (0u32..).zip(trades) {
+                let t = trade("ZVZZT", "User_1", price, quantity);
+                if let Ok(update) = processor.process_trade(&t, timestamp_ms, id) {
+                    proptest::prop_assert!(update.row.window_start <= timestamp_ms);
+                    proptest::prop_assert!(timestamp_ms < update.row.window_end);
+                }
+            }
+        }
     }
 }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use opentelemetry::trace::{Link, Span as _, SpanContext, SpanKind, TraceContextExt, Tracer as _};
+use opentelemetry::trace::{Link, Span as _, SpanContext, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
@@ -95,8 +95,12 @@ impl TracedConsumerBuilder {
     }
 
     /// Connects to every partition of the topic and finds the start
-    /// offsets, within the deadline.
-    pub async fn build(self, broker: &Broker, tracer: SdkTracer) -> Result<TracedConsumer> {
+    /// offsets, within the deadline. Any OpenTelemetry [`Tracer`] records
+    /// the spans (see [`TracedProducer`](crate::TracedProducer)).
+    pub async fn build<T>(self, broker: &Broker, tracer: T) -> Result<TracedConsumer<T>>
+    where
+        T: Tracer<Span: Send + Sync + 'static> + Send + Sync,
+    {
         let deadline = self.deadline.unwrap_or(broker.client_deadline());
         let what = format!(
             "building consumer {:?} of topic {:?}",
@@ -112,12 +116,12 @@ impl TracedConsumerBuilder {
         }
     }
 
-    async fn connect(
+    async fn connect<T>(
         self,
         broker: &Broker,
-        tracer: SdkTracer,
+        tracer: T,
         deadline: Duration,
-    ) -> Result<TracedConsumer> {
+    ) -> Result<TracedConsumer<T>> {
         let client = broker.client().await?;
         let bootstrap = broker.bootstrap_servers().to_owned();
         let client_error = |source| Error::Client {
@@ -241,12 +245,12 @@ impl TracedConsumerBuilder {
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
-pub struct TracedConsumer {
+pub struct TracedConsumer<T = SdkTracer> {
     settings: TracedConsumerBuilder,
     bootstrap: String,
     /// Name and fixed attributes of every `process` span.
     template: SpanTemplate,
-    tracer: SdkTracer,
+    tracer: T,
     partitions: Vec<(i32, Arc<PartitionClient>)>,
     /// Each partition's id attribute value, formatted once.
     partition_ids: FxHashMap<i32, StringValue>,
@@ -281,7 +285,12 @@ impl TracedConsumer {
             deadline: None,
         }
     }
+}
 
+impl<T> TracedConsumer<T>
+where
+    T: Tracer<Span: Send + Sync + 'static> + Send + Sync,
+{
     /// The consumer's name, reported as `messaging.consumer.group.name`.
     pub fn group(&self) -> &str {
         &self.settings.group

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opentelemetry::trace::{Link, SpanKind, TraceContextExt, Tracer as _};
+use opentelemetry::trace::{Link, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use rskafka::client::Client;
@@ -22,6 +22,13 @@ use crate::propagation::{ExistingTraceparent, Injected, inject_with};
 
 /// Produces records, one `send <topic>` PRODUCER span per record, with the
 /// span's context injected into the record's headers.
+///
+/// Any OpenTelemetry [`Tracer`] records the spans: a capture's
+/// ([`SpanCapture::tracer`](crate::SpanCapture::tracer), the default type
+/// parameter), your own provider's, or the global one
+/// (`opentelemetry::global::tracer(..)`, captured per test by
+/// [`SpanCapture::scope`](crate::SpanCapture::scope); see
+/// [`capture::global`](crate::capture::global)).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -42,7 +49,7 @@ use crate::propagation::{ExistingTraceparent, Injected, inject_with};
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
-pub struct TracedProducer {
+pub struct TracedProducer<T = SdkTracer> {
     client: Client,
     bootstrap: String,
     /// `server.*` attributes, parsed once from `bootstrap`.
@@ -50,7 +57,7 @@ pub struct TracedProducer {
     /// What each topic sent to needs again for every record. A std mutex
     /// held only for lookups: connecting happens outside it.
     routes: std::sync::Mutex<FxHashMap<String, Route>>,
-    tracer: SdkTracer,
+    tracer: T,
     existing: ExistingTraceparent,
     /// How long one send may take, retries included.
     deadline: Duration,
@@ -83,11 +90,14 @@ struct SendPlan {
     client: Option<Arc<PartitionClient>>,
 }
 
-impl TracedProducer {
+impl<T> TracedProducer<T>
+where
+    T: Tracer<Span: Send + Sync + 'static> + Send + Sync,
+{
     /// A producer on a new client of `broker`, recording with `tracer`;
     /// each send may take the broker's
     /// [`client_deadline`](Broker::client_deadline), retries included.
-    pub async fn connect(broker: &Broker, tracer: SdkTracer) -> Result<Self> {
+    pub async fn connect(broker: &Broker, tracer: T) -> Result<Self> {
         Ok(Self::new(
             broker.single_attempt_client().await?,
             broker.bootstrap_servers(),
@@ -99,7 +109,7 @@ impl TracedProducer {
     /// A producer on an existing client; `bootstrap` only feeds the
     /// `server.*` attributes and error messages. The client's own retries
     /// happen inside each of the producer's attempts.
-    pub fn new(client: Client, bootstrap: &str, tracer: SdkTracer) -> Self {
+    pub fn new(client: Client, bootstrap: &str, tracer: T) -> Self {
         Self {
             client,
             bootstrap: bootstrap.to_owned(),
@@ -271,7 +281,10 @@ impl TracedProducer {
     }
 }
 
-impl TracedProducer {
+impl<T> TracedProducer<T>
+where
+    T: Tracer<Span: Send + Sync + 'static> + Send + Sync,
+{
     /// One produce request: connects the partition first if needed.
     async fn attempt(
         &self,

@@ -2,6 +2,7 @@
 //! Streams app is its own service, `kstream-service`.)
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Link, SpanContext, SpanId, TraceContextExt, TraceId};
@@ -19,8 +20,9 @@ use crate::traced::{BatchingTracedProducer, ConsumedRecord, TracedConsumer};
 
 /// Attribute on a trade's `process` span saying why it produced no row.
 pub const FILTERED_OUT_ATTRIBUTE: &str = "stockapp.filtered_out";
-/// Attribute on a trade's `process` span when the same send span's record
-/// was processed before: an at-least-once duplicate, skipped.
+/// Attribute on a trade's `process` span when the same record (same send
+/// span, partition, key, value and timestamp) was processed before: an
+/// at-least-once duplicate, skipped.
 pub const DUPLICATE_ATTRIBUTE: &str = "stockapp.duplicate";
 /// Attribute on a trade's `process` span: the joined user, when found.
 pub const JOINED_USER_ATTRIBUTE: &str = "stockapp.joined_userid";
@@ -36,8 +38,9 @@ pub struct ProcessorStep {
     pub rows_out: usize,
     /// Records copied to the dead-letter topic.
     pub dead_lettered: usize,
-    /// Trades read again whose send span was already processed (a send
-    /// retried after the broker had stored the first attempt): skipped.
+    /// Trades read again that were already processed: the same record,
+    /// send span included, at a later offset (a send retried after the
+    /// broker had stored the first attempt): skipped.
     pub duplicates: usize,
     /// Records (trades and users) the consumers delivered again after a
     /// restart from committed offsets.
@@ -64,8 +67,8 @@ pub(crate) struct ProcessorService {
     /// The `send stockapp.users` span of each user's latest profile.
     pub(crate) user_sends: HashMap<String, SpanContext>,
     pub(crate) metrics: Option<PipelineMetrics>,
-    /// The send spans of the latest trades processed: a retried send that
-    /// the broker had stored already carries the same one.
+    /// The latest trades processed: a retried send that the broker had
+    /// stored already is the same record again, send span included.
     pub(crate) seen_trades: RecentSends,
     /// Rows and dead-letter copies sent, not yet acknowledged; each
     /// settles (and commits) the record it came from.
@@ -169,8 +172,12 @@ impl ProcessorService {
             }
         };
         if consumed.extracted.is_usable() {
-            let sent = consumed.extracted.span_context();
-            if !self.seen_trades.insert(sent.trace_id(), sent.span_id()) {
+            let sent = SentRecord::of(
+                &consumed.extracted.span_context(),
+                consumed.partition,
+                &consumed.record,
+            );
+            if !self.seen_trades.insert(sent) {
                 consumed.set_attribute(KeyValue::new(DUPLICATE_ATTRIBUTE, true));
                 consumed.finish();
                 step.duplicates = 1;
@@ -226,6 +233,9 @@ impl ProcessorService {
             }
             Err(reason) => {
                 span.set_attribute(KeyValue::new(FILTERED_OUT_ATTRIBUTE, reason.code()));
+                if reason.is_error() {
+                    consumed.fail(reason.code(), reason.to_string());
+                }
                 consumed.finish();
                 self.in_flight.push(std::future::ready(Ok(step)));
             }
@@ -233,13 +243,44 @@ impl ProcessorService {
     }
 }
 
-/// The send spans of the latest trades processed, at most `capacity`: a
-/// duplicate from a retried send follows its original within the retry's
-/// few records, so an old span can be forgotten and memory stays flat
-/// however long the run.
+/// What tells a trade record from another: its send span, and what it
+/// holds. A send span alone is not enough: an upstream that forwards one
+/// context into several records (keeping an existing `traceparent`) gives
+/// different trades the same one, and skipping them would lose them. A
+/// retried send stores the very same record again (same headers, key,
+/// value and timestamp), at a later offset, so the offset is no key either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct SentRecord {
+    trace: TraceId,
+    span: SpanId,
+    partition: i32,
+    /// Key, value and timestamp, hashed: only records of one send span and
+    /// partition are ever compared, so 64 bits leave no practical collision.
+    content: u64,
+}
+
+impl SentRecord {
+    pub(crate) fn of(sent: &SpanContext, partition: i32, record: &Record) -> Self {
+        let mut content = std::hash::DefaultHasher::new();
+        record.key.hash(&mut content);
+        record.value.hash(&mut content);
+        record.timestamp.hash(&mut content);
+        Self {
+            trace: sent.trace_id(),
+            span: sent.span_id(),
+            partition,
+            content: content.finish(),
+        }
+    }
+}
+
+/// The latest trade records processed, at most `capacity`: a duplicate
+/// from a retried send follows its original within the retry's few
+/// records, so an old one can be forgotten and memory stays flat however
+/// long the run.
 pub(crate) struct RecentSends {
-    seen: HashSet<(TraceId, SpanId)>,
-    order: VecDeque<(TraceId, SpanId)>,
+    seen: HashSet<SentRecord>,
+    order: VecDeque<SentRecord>,
     capacity: usize,
 }
 
@@ -262,12 +303,12 @@ impl RecentSends {
         }
     }
 
-    /// `false` if this send span was seen among the latest ones.
-    pub(crate) fn insert(&mut self, trace: TraceId, span: SpanId) -> bool {
-        if !self.seen.insert((trace, span)) {
+    /// `false` if this record was seen among the latest ones.
+    pub(crate) fn insert(&mut self, sent: SentRecord) -> bool {
+        if !self.seen.insert(sent) {
             return false;
         }
-        self.order.push_back((trace, span));
+        self.order.push_back(sent);
         if self.order.len() > self.capacity
             && let Some(oldest) = self.order.pop_front()
         {
