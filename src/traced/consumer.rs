@@ -46,6 +46,21 @@ pub struct TracedConsumerBuilder {
     deadline: Option<Duration>,
 }
 
+/// Name of the event on the first `process` span of a partition whose
+/// head the broker deleted before a consumer starting from
+/// [`StartFrom::Earliest`] could read it (see
+/// [`TracedConsumer::deleted_unread`]). Its attributes: the partition
+/// ([`attr::PARTITION_ID`]), [`DELETED_OFFSET_FIRST`],
+/// [`DELETED_OFFSET_LAST`] and [`DELETED_COUNT`].
+pub const RECORDS_DELETED_EVENT: &str = "records deleted";
+/// First offset the broker deleted unread (on [`RECORDS_DELETED_EVENT`]).
+pub const DELETED_OFFSET_FIRST: &str = "messaging.kafka.deleted.offset.first";
+/// Last offset the broker deleted unread (on [`RECORDS_DELETED_EVENT`]).
+pub const DELETED_OFFSET_LAST: &str = "messaging.kafka.deleted.offset.last";
+/// How many records of the partition the broker deleted unread: on
+/// [`RECORDS_DELETED_EVENT`], and as an attribute of the span it is on.
+pub const DELETED_COUNT: &str = "messaging.kafka.deleted.count";
+
 /// Default of [`TracedConsumerBuilder::max_partition_records`].
 pub const DEFAULT_MAX_PARTITION_RECORDS: usize = 10_000;
 
@@ -135,6 +150,7 @@ impl TracedConsumerBuilder {
         let mut partitions = Vec::new();
         let mut offsets = BTreeMap::new();
         let mut redeliver_below = FxHashMap::default();
+        let mut deleted_unread = BTreeMap::new();
         for &id in &topic.partitions {
             let pc = client
                 .partition_client(self.topic.as_str(), id, UnknownTopicHandling::Error)
@@ -146,10 +162,19 @@ impl TracedConsumerBuilder {
                 .and_then(|s| s.get(&self.group, &self.topic, id));
             let start = match (stored, self.start) {
                 (Some(next), _) => next,
-                (None, StartFrom::Earliest) => pc
-                    .get_offset(OffsetAt::Earliest)
-                    .await
-                    .map_err(client_error)?,
+                (None, StartFrom::Earliest) => {
+                    let log_start = pc
+                        .get_offset(OffsetAt::Earliest)
+                        .await
+                        .map_err(client_error)?;
+                    // Offsets start at 0: a log start above it means the
+                    // broker deleted the partition's head (retention,
+                    // DeleteRecords) before this consumer could read it.
+                    if log_start > 0 {
+                        deleted_unread.insert(id, log_start);
+                    }
+                    log_start
+                }
                 (None, StartFrom::Latest) => pc
                     .get_offset(OffsetAt::Latest)
                     .await
@@ -193,6 +218,8 @@ impl TracedConsumerBuilder {
             pending: VecDeque::new(),
             acks,
             redeliver_below,
+            unreported_deletions: deleted_unread.keys().copied().collect(),
+            deleted_unread,
             deadline,
             settings: self,
         })
@@ -261,6 +288,13 @@ pub struct TracedConsumer {
     acks: Arc<Acks>,
     /// Offsets below these were handed out before a restart.
     redeliver_below: FxHashMap<i32, i64>,
+    /// Per partition, the log start found above 0 when this consumer
+    /// started from the earliest record: offsets `0..log_start` were
+    /// deleted before it could read them.
+    deleted_unread: BTreeMap<i32, i64>,
+    /// Partitions of `deleted_unread` whose first `process` span has yet
+    /// to tell of the gap.
+    unreported_deletions: BTreeSet<i32>,
     /// See [`TracedConsumerBuilder::deadline`].
     deadline: Duration,
 }
@@ -290,6 +324,32 @@ impl TracedConsumer {
     /// The next offset to hand out, per partition.
     pub fn offsets(&self) -> &BTreeMap<i32, i64> {
         &self.handed
+    }
+
+    /// Records the broker had deleted from the head of a partition before
+    /// this consumer, starting from [`StartFrom::Earliest`], could read
+    /// them (retention, DeleteRecords, the embedded broker's size limit):
+    /// per partition, offsets `0..count`. Empty when nothing was missing.
+    ///
+    /// The first `process` span of such a partition also tells of it: an
+    /// event [`RECORDS_DELETED_EVENT`] and the attribute
+    /// [`DELETED_COUNT`]. A consumer that falls behind the log start later
+    /// fails with [`Error::RecordsDeleted`] instead.
+    pub fn deleted_unread(&self) -> Vec<crate::error::DeletedRecords> {
+        self.deleted_unread
+            .iter()
+            .map(|(&partition, &count)| crate::error::DeletedRecords {
+                topic: self.settings.topic.clone(),
+                partition,
+                count,
+            })
+            .collect()
+    }
+
+    /// How many records [`deleted_unread`](Self::deleted_unread) lists, in
+    /// all partitions.
+    pub fn deleted_unread_count(&self) -> i64 {
+        self.deleted_unread.values().sum()
     }
 
     /// The committed position per partition: the next offset a consumer
@@ -330,7 +390,13 @@ impl TracedConsumer {
             .handed_out(records.iter().map(|r| (r.partition, r.offset)));
         records
             .into_iter()
-            .map(|r| self.start_process(ambient, r.partition, r.offset, r.record))
+            .map(|r| {
+                let deleted = match self.unreported_deletions.remove(&r.partition) {
+                    true => self.deleted_unread.get(&r.partition).copied(),
+                    false => None,
+                };
+                self.start_process(ambient, r.partition, r.offset, r.record, deleted)
+            })
             .collect()
     }
 
@@ -478,6 +544,7 @@ impl TracedConsumer {
         partition: i32,
         offset: i64,
         record: Record,
+        deleted_before: Option<i64>,
     ) -> ConsumedRecord {
         let topic = &self.settings.topic;
         let extracted = extract_with(ambient, &record.headers);
@@ -497,6 +564,9 @@ impl TracedConsumer {
         if let Some(problem) = &extracted.problem {
             attributes.push(KeyValue::new(attr::CONTEXT_PROBLEM, problem.kind()));
         }
+        if let Some(count) = deleted_before {
+            attributes.push(KeyValue::new(DELETED_COUNT, count));
+        }
         let mut builder = self
             .tracer
             .span_builder(self.template.name.clone())
@@ -515,6 +585,17 @@ impl TracedConsumer {
         let mut span = builder.start_with_context(&self.tracer, parent);
         for (name, attributes) in extraction_events(&extracted) {
             span.add_event(name, attributes);
+        }
+        if let Some(count) = deleted_before {
+            span.add_event(
+                RECORDS_DELETED_EVENT,
+                vec![
+                    KeyValue::new(attr::PARTITION_ID, partition_id(partition)),
+                    KeyValue::new(DELETED_OFFSET_FIRST, 0_i64),
+                    KeyValue::new(DELETED_OFFSET_LAST, count - 1),
+                    KeyValue::new(DELETED_COUNT, count),
+                ],
+            );
         }
         // Keeps the record's baggage; the process span becomes the active span.
         let context = extracted.context.with_span(span);

@@ -1,6 +1,6 @@
 //! Services `api-1`, `api-2`, …: the Go API service, traced.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rskafka::client::partition::{OffsetAt, PartitionClient};
 
@@ -27,6 +27,8 @@ pub(crate) struct ApiMetrics {
     pub(crate) service: String,
     /// Reads the high watermark of `stockapp.dollarsbyzip`'s one partition.
     pub(crate) watermark: PartitionClient,
+    /// How long reading the high watermark may take.
+    pub(crate) deadline: Duration,
 }
 
 /// Counts of one API consumer step.
@@ -87,11 +89,23 @@ impl ApiConsumerService {
         if step.rows_in > 0
             && let Some(m) = &self.metrics
         {
-            let high_watermark = m
-                .watermark
-                .get_offset(OffsetAt::Latest)
-                .await
-                .map_err(|e| Error::Pipeline(format!("reading the high watermark: {e}")))?;
+            let read = m.watermark.get_offset(OffsetAt::Latest);
+            let high_watermark = match tokio::time::timeout(m.deadline, read).await {
+                Ok(Ok(high_watermark)) => high_watermark,
+                Ok(Err(e)) => {
+                    return Err(Error::Pipeline(format!(
+                        "{}: reading the high watermark of {DOLLARS_BY_ZIP_TOPIC:?}: {e}",
+                        m.service
+                    )));
+                }
+                Err(_) => {
+                    return Err(Error::Pipeline(format!(
+                        "{}: reading the high watermark of {DOLLARS_BY_ZIP_TOPIC:?}: no answer \
+                         within {:?}",
+                        m.service, m.deadline
+                    )));
+                }
+            };
             let next = self.consumer.offsets().get(&0).copied().unwrap_or(0);
             m.metrics.record_consumer_lag(
                 &m.service,

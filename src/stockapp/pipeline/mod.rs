@@ -176,6 +176,7 @@ pub struct PipelineBuilder {
     services: Services,
     registry: SchemaRegistry,
     metrics: Option<PipelineMetrics>,
+    stop_deadline: Option<Duration>,
 }
 
 impl Default for PipelineBuilder {
@@ -200,6 +201,7 @@ impl PipelineBuilder {
             services: Services::ALL,
             registry: SchemaRegistry::new(),
             metrics: None,
+            stop_deadline: None,
         }
     }
 
@@ -279,6 +281,18 @@ impl PipelineBuilder {
         self
     }
 
+    /// How long [`RunningPipeline::stop`] may take: the services' last
+    /// steps, their outputs still in flight, datagen's queued sends. Past
+    /// it, the services still running are cut off (what they had not
+    /// committed is read again by a consumer built again with the same
+    /// [`OffsetStore`](crate::traced::OffsetStore), if any) and `stop`
+    /// fails, naming each and the step it was on. Default: the broker's
+    /// [`client_deadline`](Broker::client_deadline).
+    pub fn stop_deadline(mut self, deadline: Duration) -> Self {
+        self.stop_deadline = Some(deadline);
+        self
+    }
+
     /// The records this pipeline's generator sends.
     pub fn datagen(&self) -> Datagen {
         Datagen::builder()
@@ -337,6 +351,12 @@ impl PipelineBuilder {
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        let mut statuses = Vec::new();
+        let mut status_of = |service: &str| {
+            let status = ServiceStatus::new(service);
+            statuses.push(Arc::clone(&status));
+            status
+        };
         let started = Instant::now();
 
         if self.services.processor {
@@ -362,6 +382,7 @@ impl PipelineBuilder {
             };
             tasks.spawn(run_service(
                 service,
+                status_of(PROCESSOR_SERVICE),
                 Arc::clone(&progress),
                 stop_rx.clone(),
                 count_processor,
@@ -385,6 +406,7 @@ impl PipelineBuilder {
             };
             tasks.spawn(run_service(
                 service,
+                status_of(KSTREAM_SERVICE),
                 Arc::clone(&progress),
                 stop_rx.clone(),
                 count_kstream,
@@ -411,19 +433,8 @@ impl PipelineBuilder {
                         Some(metrics) => Some(ApiMetrics {
                             metrics: metrics.clone(),
                             service: name.clone(),
-                            watermark: broker
-                                .client()
-                                .await?
-                                .partition_client(
-                                    DOLLARS_BY_ZIP_TOPIC,
-                                    0,
-                                    UnknownTopicHandling::Retry,
-                                )
-                                .await
-                                .map_err(|source| crate::Error::Client {
-                                    bootstrap: broker.bootstrap_servers().to_owned(),
-                                    source,
-                                })?,
+                            watermark: watermark_client(broker).await?,
+                            deadline: broker.client_deadline(),
                         }),
                         None => None,
                     },
@@ -431,6 +442,7 @@ impl PipelineBuilder {
                 let row = index - 1;
                 tasks.spawn(run_service(
                     service,
+                    status_of(&name),
                     Arc::clone(&progress),
                     stop_rx.clone(),
                     move |progress: &Progress, step: api_service::ApiStep| {
@@ -458,7 +470,10 @@ impl PipelineBuilder {
             let progress = Arc::clone(&progress);
             let metrics = self.metrics.clone();
             let mut stop = stop_rx.clone();
+            let status = status_of(DATAGEN_SERVICE);
             tasks.spawn(async move {
+                let _finished = status.finish_on_drop();
+                status.doing("sending the generated records");
                 let send_all =
                     datagen_service::run(&producer, &registry, &plan, metrics.as_ref(), &progress);
                 // Stopping ends the generator between two records.
@@ -469,6 +484,7 @@ impl PipelineBuilder {
                     report = send_all => report?,
                     () = stopped => {
                         // What was queued is stored or fails, not dropped.
+                        status.doing("waiting for the broker to store its queued records");
                         producer.flush().await?;
                         return Ok(());
                     }
@@ -479,11 +495,13 @@ impl PipelineBuilder {
         }
 
         Ok(RunningPipeline {
+            stop_deadline: self.stop_deadline.unwrap_or(broker.client_deadline()),
             settings: self,
             progress,
             api_states,
             stop: stop_tx,
             tasks,
+            statuses,
             started,
         })
     }
@@ -636,6 +654,9 @@ pub struct RunningPipeline {
     api_states: Vec<ApiState>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<Result<()>>,
+    /// What each service task is doing, for a stop that overruns.
+    statuses: Vec<Arc<ServiceStatus>>,
+    stop_deadline: Duration,
     started: Instant,
 }
 
@@ -732,12 +753,44 @@ impl RunningPipeline {
         }
     }
 
-    /// Stops every service and waits for them; returns the final counters
-    /// and the first error a service reported.
-    pub async fn stop(mut self) -> Result<PipelineProgress> {
+    /// Stops every service and waits for them, within the
+    /// [`stop_deadline`](PipelineBuilder::stop_deadline); returns the
+    /// final counters and the first error a service reported.
+    ///
+    /// A service still running at the deadline (a broker that stopped
+    /// answering, say) is cut off, and `stop` fails naming it and the
+    /// step it was on.
+    pub async fn stop(self) -> Result<PipelineProgress> {
+        let deadline = self.stop_deadline;
+        self.stop_within(deadline).await
+    }
+
+    /// [`stop`](Self::stop) with its own `deadline`.
+    pub async fn stop_within(mut self, deadline: Duration) -> Result<PipelineProgress> {
         let _ = self.stop.send(true);
         let mut first_error = None;
-        while let Some(joined) = self.tasks.join_next().await {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let joined = match tokio::time::timeout_at(until, self.tasks.join_next()).await {
+                Ok(Some(joined)) => joined,
+                Ok(None) => break,
+                Err(_) => {
+                    self.tasks.abort_all();
+                    let unfinished = self
+                        .statuses
+                        .iter()
+                        .filter_map(|s| s.unfinished())
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    let earlier = first_error
+                        .map(|e: Error| format!(" (and before that: {e})"))
+                        .unwrap_or_default();
+                    return Err(Error::Pipeline(format!(
+                        "stopping: services did not stop within {deadline:?} and were cut off \
+                         (records they had not finished are not committed): {unfinished}{earlier}"
+                    )));
+                }
+            };
             let error = match joined {
                 Ok(Ok(())) => continue,
                 Ok(Err(e)) => e,
@@ -796,17 +849,74 @@ impl ServiceLoop for ApiConsumerService {
 /// and datagen hears that a reader advanced.
 async fn run_service<S: ServiceLoop>(
     mut service: S,
+    status: Arc<ServiceStatus>,
     progress: Arc<Progress>,
     stop: watch::Receiver<bool>,
     count: impl Fn(&Progress, S::Step) + Send,
 ) -> Result<()> {
+    let _finished = status.finish_on_drop();
     while !*stop.borrow() {
+        status.doing(STEPPING);
         count(&progress, service.step().await?);
         progress.readers_advanced();
     }
+    status.doing(DRAINING);
     count(&progress, service.drain().await?);
     progress.readers_advanced();
     Ok(())
+}
+
+/// A service's step, as a stop that overruns names it.
+const STEPPING: &str = "reading its next records and sending what they make";
+/// A stopped service's last step.
+const DRAINING: &str = "waiting for the broker to store its outputs still in flight";
+
+/// Marks its service finished when dropped.
+struct FinishedOnDrop<'a>(&'a ServiceStatus);
+
+impl Drop for FinishedOnDrop<'_> {
+    fn drop(&mut self) {
+        *self.0.lock() = None;
+    }
+}
+
+/// What one service task is doing now: the step a stop that overruns its
+/// deadline names.
+#[derive(Debug)]
+struct ServiceStatus {
+    service: String,
+    doing: std::sync::Mutex<Option<&'static str>>,
+}
+
+impl ServiceStatus {
+    fn new(service: impl Into<String>) -> Arc<Self> {
+        Arc::new(Self {
+            service: service.into(),
+            doing: std::sync::Mutex::new(Some("starting")),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<&'static str>> {
+        self.doing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn doing(&self, step: &'static str) {
+        *self.lock() = Some(step);
+    }
+
+    /// Marks the service finished when the returned guard drops (its task
+    /// ended, with or without an error).
+    fn finish_on_drop(&self) -> FinishedOnDrop<'_> {
+        FinishedOnDrop(self)
+    }
+
+    /// `service (step)` while the service runs.
+    fn unfinished(&self) -> Option<String> {
+        let step = (*self.lock())?;
+        Some(format!("{} ({step})", self.service))
+    }
 }
 
 fn count_processor(progress: &Progress, step: ProcessorStep) {
@@ -832,20 +942,37 @@ async fn ensure_topic(broker: &Broker, topic: &str, partitions: u16) -> Result<(
         return Ok(());
     };
     let client = broker.client().await?;
+    let deadline = broker.client_deadline();
     // A standalone harness broker (the mock cluster) has no CreateTopics but
-    // creates a topic on the first metadata request that names it.
+    // creates a topic on the first metadata request that names it: its
+    // failure is told by the check below.
     let auto_create = client.partition_client(topic, 0, UnknownTopicHandling::Retry);
-    let _ = tokio::time::timeout(Duration::from_secs(10), auto_create).await;
-    let exists = client
-        .list_topics()
-        .await
-        .map(|topics| topics.iter().any(|t| t.name == topic))
-        .unwrap_or(false);
-    if exists {
+    let _ = tokio::time::timeout(deadline, auto_create).await;
+    let listed = client.list_topics();
+    let topics = broker
+        .bounded(
+            || format!("listing the topics to see whether {topic:?} exists"),
+            deadline,
+            listed,
+        )
+        .await?;
+    if topics.iter().any(|t| t.name == topic) {
         Ok(())
     } else {
         Err(create_error.into())
     }
+}
+
+/// A client of `stockapp.dollarsbyzip`'s one partition, for its high
+/// watermark, within the broker's client deadline.
+async fn watermark_client(broker: &Broker) -> Result<rskafka::client::partition::PartitionClient> {
+    let client = broker.client().await?;
+    let connect = client.partition_client(DOLLARS_BY_ZIP_TOPIC, 0, UnknownTopicHandling::Retry);
+    let what =
+        || format!("connecting to {DOLLARS_BY_ZIP_TOPIC:?} partition 0 for its high watermark");
+    Ok(broker
+        .bounded(what, broker.client_deadline(), connect)
+        .await?)
 }
 
 /// The partition Kafka's default partitioner (murmur2) gives `key`, as a
