@@ -347,6 +347,15 @@ impl Broker {
         self.bootstrap.split(',').map(str::to_owned).collect()
     }
 
+    /// Whether the broker answers a fetch as soon as records arrive, as
+    /// Kafka does: all but the embedded broker without its front.
+    pub(crate) fn answers_fetches_early(&self) -> bool {
+        match &self.running {
+            Running::Embedded(cluster) => cluster.has_fronts(),
+            _ => true,
+        }
+    }
+
     /// The deadline of every client operation (see
     /// [`BrokerBuilder::client_deadline`]).
     pub fn client_deadline(&self) -> Duration {

@@ -22,7 +22,7 @@ pub use batching::{
     DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_RECORDS,
 };
 pub use consumer::{
-    ConsumedRecord, ConsumerParent, DEFAULT_MAX_PARTITION_RECORDS, DELETED_COUNT,
+    ConsumedRecord, ConsumerParent, DEFAULT_MAX_PARTITION_RECORDS, DEFAULT_MAX_WAIT, DELETED_COUNT,
     DELETED_OFFSET_FIRST, DELETED_OFFSET_LAST, RECORDS_DELETED_EVENT, TracedConsumer,
     TracedConsumerBuilder,
 };

@@ -48,9 +48,19 @@ impl std::ops::AddAssign for ApiStep {
 impl ApiConsumerService {
     /// Reads `stockapp.dollarsbyzip`: one `process` span per row, child of
     /// the processor's `send` span; the row becomes the latest of its window.
-    pub(crate) async fn step(&mut self) -> Result<ApiStep> {
+    pub(crate) async fn step(
+        &mut self,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<ApiStep> {
         let mut step = ApiStep::default();
-        for consumed in self.consumer.poll().await? {
+        // A poll may wait for rows: dead-letter copies that settle
+        // meanwhile are counted at once, and a stop ends the wait.
+        let rows = tokio::select! {
+            polled = self.consumer.poll() => polled?,
+            settled = self.in_flight.settled() => return settled,
+            () = super::stopping(stop) => return Ok(ApiStep::default()),
+        };
+        for consumed in rows {
             let started = Instant::now();
             let value = consumed.record.value.as_deref().unwrap_or_default();
             // The row carries the trade's timestamp: end-to-end starts there.

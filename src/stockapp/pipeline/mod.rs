@@ -39,14 +39,19 @@ use crate::stockapp::{
     ApiState, DLQ_TOPIC, DOLLARS_BY_ZIP_TOPIC, Datagen, DecodeError, SchemaRegistry,
     StockProcessor, TRADES_JSON_TOPIC, TRADES_TOPIC, USERS_TOPIC,
 };
-use crate::traced::{BatchingTracedProducer, ConsumedRecord, StartFrom, TracedConsumer};
+use crate::traced::{
+    BatchingTracedProducer, ConsumedRecord, DEFAULT_MAX_WAIT, StartFrom, TracedConsumer,
+};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 
-/// How long a service's fetch may wait on an empty partition. A poll waits
-/// for every partition of its topic, so a long wait on one drained partition
-/// would hold up the others.
-const POLL_WAIT: Duration = Duration::from_millis(2);
+/// How long a service's fetch may wait on an empty partition, against a
+/// broker that answers only when the wait runs out (the embedded broker
+/// without its front): every idle poll costs this much latency. Other
+/// brokers answer as soon as records arrive, so the services wait
+/// [`DEFAULT_MAX_WAIT`] there, and an idle pipeline asks 250 times less
+/// often.
+const LATE_ANSWER_POLL_WAIT: Duration = Duration::from_millis(2);
 
 /// Records per partition a service's poll takes: the records it holds,
 /// with their open spans, while their outputs are stored.
@@ -350,6 +355,11 @@ impl PipelineBuilder {
                 .build(broker, tracer)
         };
         let (stop_tx, stop_rx) = watch::channel(false);
+        let poll_wait = if broker.answers_fetches_early() {
+            DEFAULT_MAX_WAIT
+        } else {
+            LATE_ANSWER_POLL_WAIT
+        };
         let mut tasks = JoinSet::new();
         let mut statuses = Vec::new();
         let mut status_of = |service: &str| {
@@ -369,7 +379,7 @@ impl PipelineBuilder {
                     .build(broker, tracer.clone())
             };
             let service = ProcessorService {
-                trades: consumer(TRADES_TOPIC, POLL_WAIT).await?,
+                trades: consumer(TRADES_TOPIC, poll_wait).await?,
                 // Users are read until caught up: an empty answer must be quick.
                 users: consumer(USERS_TOPIC, Duration::ZERO).await?,
                 producer: producer(tracer.clone()).await?,
@@ -394,7 +404,7 @@ impl PipelineBuilder {
             let service = KstreamService {
                 trades: TracedConsumer::builder(KSTREAM_SERVICE, TRADES_TOPIC)
                     .start_from(StartFrom::Earliest)
-                    .max_wait(POLL_WAIT)
+                    .max_wait(poll_wait)
                     .max_partition_records(POLL_RECORDS)
                     .build(broker, tracer.clone())
                     .await?,
@@ -422,7 +432,7 @@ impl PipelineBuilder {
                 let service = ApiConsumerService {
                     consumer: TracedConsumer::builder(name.clone(), DOLLARS_BY_ZIP_TOPIC)
                         .start_from(StartFrom::Earliest)
-                        .max_wait(POLL_WAIT)
+                        .max_wait(poll_wait)
                         .max_partition_records(POLL_RECORDS)
                         .build(broker, tracer.clone())
                         .await?,
@@ -809,15 +819,23 @@ impl RunningPipeline {
 trait ServiceLoop: Send {
     /// Counts of what one step settled.
     type Step;
-    fn step(&mut self) -> impl Future<Output = Result<Self::Step>> + Send;
+    /// One step; a wait for records ends early (with an empty step) once
+    /// `stop` says so.
+    fn step(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> impl Future<Output = Result<Self::Step>> + Send;
     /// Waits for the outputs still in flight.
     fn drain(&mut self) -> impl Future<Output = Result<Self::Step>> + Send;
 }
 
 impl ServiceLoop for ProcessorService {
     type Step = ProcessorStep;
-    fn step(&mut self) -> impl Future<Output = Result<ProcessorStep>> + Send {
-        ProcessorService::step(self)
+    fn step(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> impl Future<Output = Result<ProcessorStep>> + Send {
+        ProcessorService::step(self, stop)
     }
     fn drain(&mut self) -> impl Future<Output = Result<ProcessorStep>> + Send {
         ProcessorService::drain(self)
@@ -826,8 +844,11 @@ impl ServiceLoop for ProcessorService {
 
 impl ServiceLoop for KstreamService {
     type Step = kstream_service::KstreamStep;
-    fn step(&mut self) -> impl Future<Output = Result<Self::Step>> + Send {
-        KstreamService::step(self)
+    fn step(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> impl Future<Output = Result<Self::Step>> + Send {
+        KstreamService::step(self, stop)
     }
     fn drain(&mut self) -> impl Future<Output = Result<Self::Step>> + Send {
         KstreamService::drain(self)
@@ -836,8 +857,11 @@ impl ServiceLoop for KstreamService {
 
 impl ServiceLoop for ApiConsumerService {
     type Step = api_service::ApiStep;
-    fn step(&mut self) -> impl Future<Output = Result<Self::Step>> + Send {
-        ApiConsumerService::step(self)
+    fn step(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> impl Future<Output = Result<Self::Step>> + Send {
+        ApiConsumerService::step(self, stop)
     }
     fn drain(&mut self) -> impl Future<Output = Result<Self::Step>> + Send {
         ApiConsumerService::drain(self)
@@ -851,13 +875,13 @@ async fn run_service<S: ServiceLoop>(
     mut service: S,
     status: Arc<ServiceStatus>,
     progress: Arc<Progress>,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
     count: impl Fn(&Progress, S::Step) + Send,
 ) -> Result<()> {
     let _finished = status.finish_on_drop();
     while !*stop.borrow() {
         status.doing(STEPPING);
-        count(&progress, service.step().await?);
+        count(&progress, service.step(&mut stop).await?);
         progress.readers_advanced();
     }
     status.doing(DRAINING);
@@ -934,6 +958,13 @@ fn count_kstream(progress: &Progress, step: kstream_service::KstreamStep) {
     add(&progress.kstream_trades_in, step.trades_in);
     add(&progress.json_out, step.json_out);
     add(&progress.kstream_failed, step.failed);
+}
+
+/// Resolves once the pipeline is told to stop (cancel-safe): a service's
+/// wait for records races it, so that a long poll does not hold up a stop.
+pub(crate) async fn stopping(stop: &mut watch::Receiver<bool>) {
+    // A dropped sender (the pipeline gone) also ends the wait.
+    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 /// Creates `topic` unless it exists already (another program may have).
