@@ -8,6 +8,11 @@
 //! once the front has relayed more Produce bytes than one partition can
 //! keep: below 5 MiB in all, no partition can be over either limit (100,000
 //! batches take more than 6 MB), so ordinary tests pay nothing.
+//!
+//! A look reads every partition even when some fail; what it could not
+//! read, and why (or that it cannot connect), is kept as the watch's
+//! problem until a look sees every partition again, and fails the final
+//! look at shutdown. Every request has the client deadline.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

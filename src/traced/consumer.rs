@@ -110,8 +110,9 @@ impl TracedConsumerBuilder {
     /// the embedded broker's front), so a longer wait costs no latency and
     /// an idle consumer asks less often. Each partition then fetches on
     /// its own connection, and a poll returns as soon as one partition
-    /// answers (the others keep waiting for the next poll), so that a
-    /// waiting partition never holds up another. Against the embedded
+    /// brings records (the others keep waiting for the next poll), so that
+    /// a waiting partition never holds up another; an empty poll still
+    /// means every partition was empty. Against the embedded
     /// broker without its front (`stall_free(false)`), which answers an
     /// empty fetch only when the wait runs out, the default is 50 ms. A
     /// wait is at most half the [`deadline`](Self::deadline), so that an
