@@ -1,5 +1,6 @@
 //! The crate's error type.
 
+use std::fmt;
 use std::time::Duration;
 
 /// Everything that can go wrong while starting or using a broker fixture,
@@ -53,6 +54,18 @@ pub enum Error {
         source: rskafka::client::error::Error,
     },
 
+    /// A request the harness made for its own bookkeeping (metadata, an
+    /// offset lookup) failed, after the client's own retries.
+    #[error("{what} against {bootstrap}: {source}")]
+    Request {
+        /// What the harness was doing.
+        what: String,
+        /// The bootstrap address used.
+        bootstrap: String,
+        /// rskafka's error (boxed: it is large, and rare).
+        source: Box<rskafka::client::error::Error>,
+    },
+
     /// A consumer's fetch failed (after the client's own retries).
     #[error(
         "consumer {group:?} fetching topic {topic:?} partition {partition} from offset \
@@ -96,13 +109,27 @@ pub enum Error {
     /// The embedded broker deleted records (seen by its watch).
     #[error(
         "the embedded broker at {bootstrap} deleted records: {}. {DELETION_HINT}",
-        crate::broker::DeletedRecords::list(deleted)
+        DeletedRecords::list(deleted)
     )]
     BrokerDeletedRecords {
         /// The broker's bootstrap address.
         bootstrap: String,
         /// Per partition, how many records were deleted.
-        deleted: Vec<crate::broker::DeletedRecords>,
+        deleted: Vec<DeletedRecords>,
+    },
+
+    /// The deleted-records watch of the embedded broker could not look
+    /// at every partition, so records the broker deleted may be missing
+    /// from what it reports.
+    #[error(
+        "the deleted-records watch of the embedded broker at {bootstrap} could not look at \
+         every partition, so records it deleted there may go unreported: {reason}"
+    )]
+    DeletionWatch {
+        /// The broker's bootstrap address.
+        bootstrap: String,
+        /// Each topic or partition it could not look at, and why.
+        reason: String,
     },
 
     /// The backend cannot inject this fault.
@@ -225,6 +252,39 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+}
+
+/// Records the broker deleted from one partition before anyone could be
+/// sure to read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeletedRecords {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// How many records are gone (offsets `0..count`).
+    pub count: i64,
+}
+
+impl DeletedRecords {
+    /// `topic/partition: count, …` for messages.
+    pub(crate) fn list(all: &[Self]) -> String {
+        all.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Display for DeletedRecords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} records of topic {:?} partition {}",
+            self.count, self.topic, self.partition
+        )
+    }
 }
 
 /// What to do about records the embedded broker deleted.

@@ -13,6 +13,7 @@ mod front;
 mod image;
 mod watch;
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,9 +29,9 @@ pub use faults::{ApiKey, ErrorCode};
 pub use image::{
     ContainerImage, DEFAULT_KAFKA_IMAGE, DEFAULT_KAFKA_TAG, LOCAL_HARNESS_IMAGE, LOCAL_HARNESS_TAG,
 };
-pub use watch::DeletedRecords;
 use watch::DeletionWatch;
 
+pub use crate::error::DeletedRecords;
 use crate::error::{Error, Result};
 
 /// Chooses the backend: `embedded` (default), `container` or `external`.
@@ -263,23 +264,26 @@ impl BrokerBuilder {
         if let Some(gate) = gate
             && self.watch_deleted_records
         {
-            let connect = ClientBuilder::new(broker.bootstrap_list())
-                .client_id("kafka-trace-harness-watch")
-                .backoff_config(retrying_backoff(self.client_deadline))
-                .build();
+            let bootstrap = broker.bootstrap_list();
+            let deadline = self.client_deadline;
+            let connect = move || {
+                ClientBuilder::new(bootstrap.clone())
+                    .client_id("kafka-trace-harness-watch")
+                    .backoff_config(retrying_backoff(deadline))
+                    .build()
+            };
             broker.watch = Some(DeletionWatch::start(connect, gate, self.client_deadline));
         }
         if broker.kind() != BackendKind::Embedded {
             // The mock cluster is ready once created; others prove it.
+            let client = broker.client().await?;
             broker
-                .client()
-                .await?
-                .list_topics()
-                .await
-                .map_err(|e| Error::Client {
-                    bootstrap: broker.bootstrap.clone(),
-                    source: e,
-                })?;
+                .bounded(
+                    || "listing the topics (readiness)".into(),
+                    broker.timeout,
+                    client.list_topics(),
+                )
+                .await?;
         }
         Ok(broker)
     }
@@ -352,6 +356,15 @@ impl Broker {
         self.bootstrap.split(',').map(str::to_owned).collect()
     }
 
+    /// Whether the broker answers a fetch as soon as records arrive, as
+    /// Kafka does: all but the embedded broker without its front.
+    pub(crate) fn answers_fetches_early(&self) -> bool {
+        match &self.running {
+            Running::Embedded(cluster) => cluster.has_fronts(),
+            _ => true,
+        }
+    }
+
     /// The deadline of every client operation (see
     /// [`BrokerBuilder::client_deadline`]).
     pub fn client_deadline(&self) -> Duration {
@@ -391,6 +404,29 @@ impl Broker {
                 what: "connecting a client".into(),
                 bootstrap: self.bootstrap.clone(),
                 timeout: self.timeout,
+            }),
+        }
+    }
+
+    /// `work`, a raw rskafka request, within `deadline`; a failure names
+    /// `what` the harness was doing.
+    pub(crate) async fn bounded<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        deadline: Duration,
+        work: impl Future<Output = std::result::Result<T, rskafka::client::error::Error>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(deadline, work).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(source)) => Err(Error::Request {
+                what: what(),
+                bootstrap: self.bootstrap.clone(),
+                source: Box::new(source),
+            }),
+            Err(_) => Err(Error::Timeout {
+                what: what(),
+                bootstrap: self.bootstrap.clone(),
+                timeout: deadline,
             }),
         }
     }
@@ -473,8 +509,26 @@ impl Broker {
         self.watch.as_ref().map(DeletionWatch::subscribe)
     }
 
+    /// Why the deleted-records watch's last look failed, if it did: it
+    /// cannot connect to the broker, or some partition did not answer. It
+    /// keeps trying at every look; `None` once a look saw every partition
+    /// (or before the first look: see [`BrokerBuilder::watch_deleted_records`]).
+    pub fn deletion_watch_problem(&self) -> Option<String> {
+        self.watch.as_ref().and_then(DeletionWatch::problem)
+    }
+
+    /// A receiver that changes whenever the deleted-records watch starts
+    /// failing (with why) or sees every partition again (`None`); `None`
+    /// when nothing is watched.
+    pub fn watch_deletion_problem(&self) -> Option<tokio::sync::watch::Receiver<Option<String>>> {
+        self.watch.as_ref().map(DeletionWatch::subscribe_problem)
+    }
+
     /// Looks for deleted records now (not waiting for the watch's next
     /// look) and returns every partition that lost some.
+    ///
+    /// Fails with [`Error::DeletionWatch`], naming each partition and why,
+    /// when some partition could not be looked at.
     pub async fn check_deleted_records(&self) -> Result<Vec<DeletedRecords>> {
         let Some(watch) = &self.watch else {
             return Ok(Vec::new());
@@ -486,17 +540,18 @@ impl Broker {
         watch
             .check_now(&client, self.client_deadline)
             .await
-            .map_err(|reason| Error::Timeout {
-                what: format!("checking the log start offsets for deleted records ({reason})"),
+            .map_err(|reason| Error::DeletionWatch {
                 bootstrap: self.bootstrap.clone(),
-                timeout: self.client_deadline,
+                reason,
             })
     }
 
     /// Stops the broker (embedded) or removes its container, and waits.
     ///
     /// Fails with [`Error::BrokerDeletedRecords`] if the embedded broker
-    /// deleted records during its life (it is stopped all the same).
+    /// deleted records during its life, and with [`Error::DeletionWatch`]
+    /// if it may have but the last look could not tell (it is stopped all
+    /// the same).
     pub async fn shutdown(self) -> Result<()> {
         let bootstrap = self.bootstrap.clone();
         let deleted = self.shutdown_listing_deleted().await?;
@@ -512,23 +567,39 @@ impl Broker {
     /// that knows each was read before it went (a [`TracedConsumer`](crate::TracedConsumer)
     /// that finds its next record deleted fails with
     /// [`Error::RecordsDeleted`]), or that reports them itself.
+    ///
+    /// Fails with [`Error::DeletionWatch`] when the broker may have deleted
+    /// records (more was produced than one partition keeps) but the last
+    /// look could not see every partition: a loss must not pass for none.
     pub async fn shutdown_listing_deleted(self) -> Result<Vec<DeletedRecords>> {
-        let deleted = match self.check_deleted_records().await {
-            Ok(deleted) => deleted,
-            // The broker may be down on purpose (a fault test): report what
-            // the watch saw before.
-            Err(_) => self.deleted_records(),
-        };
+        // A failed look (the broker down on purpose, say) fails the
+        // shutdown, naming what the watch saw before; the broker is
+        // stopped all the same.
+        let deleted = self.check_deleted_records().await.map_err(|e| match e {
+            Error::DeletionWatch { bootstrap, reason } => {
+                let seen = self.deleted_records();
+                let reason = match seen.is_empty() {
+                    true => reason,
+                    false => format!(
+                        "{reason}; seen deleted before: {}",
+                        DeletedRecords::list(&seen)
+                    ),
+                };
+                Error::DeletionWatch { bootstrap, reason }
+            }
+            other => other,
+        });
         drop(self.watch);
-        match self.running {
+        let stopped = match self.running {
             Running::Embedded(cluster) => {
                 cluster.shutdown().await;
-                Ok(deleted)
+                Ok(())
             }
             #[cfg(feature = "container")]
-            Running::Container(container) => container.remove().await.map(|()| deleted),
-            Running::External => Ok(deleted),
-        }
+            Running::Container(container) => container.remove().await,
+            Running::External => Ok(()),
+        };
+        stopped.and(deleted)
     }
 }
 

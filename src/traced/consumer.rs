@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
 use opentelemetry::trace::{Link, Span as _, SpanContext, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_sdk::trace::SdkTracer;
@@ -40,11 +42,35 @@ pub struct TracedConsumerBuilder {
     topic: String,
     start: StartFrom,
     parent: ConsumerParent,
-    max_wait: Duration,
+    max_wait: Option<Duration>,
     max_partition_records: usize,
     store: Option<OffsetStore>,
     deadline: Option<Duration>,
 }
+
+/// Name of the event on the first `process` span of a partition whose
+/// head the broker deleted before a consumer starting from
+/// [`StartFrom::Earliest`] could read it (see
+/// [`TracedConsumer::deleted_unread`]). Its attributes: the partition
+/// ([`attr::PARTITION_ID`]), [`DELETED_OFFSET_FIRST`],
+/// [`DELETED_OFFSET_LAST`] and [`DELETED_COUNT`].
+pub const RECORDS_DELETED_EVENT: &str = "records deleted";
+/// First offset the broker deleted unread (on [`RECORDS_DELETED_EVENT`]).
+pub const DELETED_OFFSET_FIRST: &str = "messaging.kafka.deleted.offset.first";
+/// Last offset the broker deleted unread (on [`RECORDS_DELETED_EVENT`]).
+pub const DELETED_OFFSET_LAST: &str = "messaging.kafka.deleted.offset.last";
+/// How many records of the partition the broker deleted unread: on
+/// [`RECORDS_DELETED_EVENT`], and as an attribute of the span it is on.
+pub const DELETED_COUNT: &str = "messaging.kafka.deleted.count";
+
+/// Default of [`TracedConsumerBuilder::max_wait`], for a broker that
+/// answers a fetch as soon as records arrive.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_millis(500);
+
+/// Default of [`TracedConsumerBuilder::max_wait`] for the embedded broker
+/// without its front, which answers an empty fetch only when the wait
+/// runs out.
+const LATE_ANSWER_MAX_WAIT: Duration = Duration::from_millis(50);
 
 /// Default of [`TracedConsumerBuilder::max_partition_records`].
 pub const DEFAULT_MAX_PARTITION_RECORDS: usize = 10_000;
@@ -78,10 +104,21 @@ impl TracedConsumerBuilder {
         self
     }
 
-    /// How long one fetch waits on an empty partition. Default 50 ms: a
-    /// poll returns quickly when records exist, and an idle poll is cheap.
+    /// How long one fetch waits on an empty partition. Default
+    /// [`DEFAULT_MAX_WAIT`] (500 ms, Kafka's `fetch.max.wait.ms`): the
+    /// broker answers as soon as records arrive (Kafka does, and so does
+    /// the embedded broker's front), so a longer wait costs no latency and
+    /// an idle consumer asks less often. Each partition then fetches on
+    /// its own connection, and a poll returns as soon as one partition
+    /// brings records (the others keep waiting for the next poll), so that
+    /// a waiting partition never holds up another; an empty poll still
+    /// means every partition was empty. Against the embedded
+    /// broker without its front (`stall_free(false)`), which answers an
+    /// empty fetch only when the wait runs out, the default is 50 ms. A
+    /// wait is at most half the [`deadline`](Self::deadline), so that an
+    /// idle poll ends empty instead of failing.
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
-        self.max_wait = max_wait;
+        self.max_wait = Some(max_wait);
         self
     }
 
@@ -117,11 +154,18 @@ impl TracedConsumerBuilder {
     }
 
     async fn connect<T>(
-        self,
+        mut self,
         broker: &Broker,
         tracer: T,
         deadline: Duration,
     ) -> Result<TracedConsumer<T>> {
+        let max_wait = *self
+            .max_wait
+            .get_or_insert(if broker.answers_fetches_early() {
+                DEFAULT_MAX_WAIT
+            } else {
+                LATE_ANSWER_MAX_WAIT
+            });
         let client = broker.client().await?;
         let bootstrap = broker.bootstrap_servers().to_owned();
         let client_error = |source| Error::Client {
@@ -139,7 +183,19 @@ impl TracedConsumerBuilder {
         let mut partitions = Vec::new();
         let mut offsets = BTreeMap::new();
         let mut redeliver_below = FxHashMap::default();
+        let mut deleted_unread = BTreeMap::new();
+        // A broker answers a connection's requests in order, so a fetch
+        // waiting on one partition would hold up the next partition's on
+        // the same connection: with a wait, each partition has its own.
+        let own_connections = topic.partitions.len() > 1 && !max_wait.is_zero();
         for &id in &topic.partitions {
+            let own;
+            let client = if own_connections {
+                own = broker.client().await?;
+                &own
+            } else {
+                &client
+            };
             let pc = client
                 .partition_client(self.topic.as_str(), id, UnknownTopicHandling::Error)
                 .await
@@ -150,10 +206,19 @@ impl TracedConsumerBuilder {
                 .and_then(|s| s.get(&self.group, &self.topic, id));
             let start = match (stored, self.start) {
                 (Some(next), _) => next,
-                (None, StartFrom::Earliest) => pc
-                    .get_offset(OffsetAt::Earliest)
-                    .await
-                    .map_err(client_error)?,
+                (None, StartFrom::Earliest) => {
+                    let log_start = pc
+                        .get_offset(OffsetAt::Earliest)
+                        .await
+                        .map_err(client_error)?;
+                    // Offsets start at 0: a log start above it means the
+                    // broker deleted the partition's head (retention,
+                    // DeleteRecords) before this consumer could read it.
+                    if log_start > 0 {
+                        deleted_unread.insert(id, log_start);
+                    }
+                    log_start
+                }
                 (None, StartFrom::Latest) => pc
                     .get_offset(OffsetAt::Latest)
                     .await
@@ -197,6 +262,9 @@ impl TracedConsumerBuilder {
             pending: VecDeque::new(),
             acks,
             redeliver_below,
+            waiting: FxHashMap::default(),
+            unreported_deletions: deleted_unread.keys().copied().collect(),
+            deleted_unread,
             deadline,
             settings: self,
         })
@@ -265,21 +333,32 @@ pub struct TracedConsumer<T = SdkTracer> {
     acks: Arc<Acks>,
     /// Offsets below these were handed out before a restart.
     redeliver_below: FxHashMap<i32, i64>,
+    /// Per partition, a fetch an earlier poll started and left waiting
+    /// (it returned with another partition's records), with the offset it
+    /// fetches from: the next poll takes its answer.
+    waiting: FxHashMap<i32, WaitingFetch>,
+    /// Per partition, the log start found above 0 when this consumer
+    /// started from the earliest record: offsets `0..log_start` were
+    /// deleted before it could read them.
+    deleted_unread: BTreeMap<i32, i64>,
+    /// Partitions of `deleted_unread` whose first `process` span has yet
+    /// to tell of the gap.
+    unreported_deletions: BTreeSet<i32>,
     /// See [`TracedConsumerBuilder::deadline`].
     deadline: Duration,
 }
 
 impl TracedConsumer {
     /// Settings for consumer `group` of `topic`: from the earliest record,
-    /// process spans parented by the record's context, 50 ms fetch wait,
-    /// no [`OffsetStore`].
+    /// process spans parented by the record's context, 500 ms fetch wait
+    /// (see [`TracedConsumerBuilder::max_wait`]), no [`OffsetStore`].
     pub fn builder(group: impl Into<String>, topic: impl Into<String>) -> TracedConsumerBuilder {
         TracedConsumerBuilder {
             group: group.into(),
             topic: topic.into(),
             start: StartFrom::Earliest,
             parent: ConsumerParent::Extracted,
-            max_wait: Duration::from_millis(50),
+            max_wait: None,
             max_partition_records: DEFAULT_MAX_PARTITION_RECORDS,
             store: None,
             deadline: None,
@@ -299,6 +378,32 @@ where
     /// The next offset to hand out, per partition.
     pub fn offsets(&self) -> &BTreeMap<i32, i64> {
         &self.handed
+    }
+
+    /// Records the broker had deleted from the head of a partition before
+    /// this consumer, starting from [`StartFrom::Earliest`], could read
+    /// them (retention, DeleteRecords, the embedded broker's size limit):
+    /// per partition, offsets `0..count`. Empty when nothing was missing.
+    ///
+    /// The first `process` span of such a partition also tells of it: an
+    /// event [`RECORDS_DELETED_EVENT`] and the attribute
+    /// [`DELETED_COUNT`]. A consumer that falls behind the log start later
+    /// fails with [`Error::RecordsDeleted`] instead.
+    pub fn deleted_unread(&self) -> Vec<crate::error::DeletedRecords> {
+        self.deleted_unread
+            .iter()
+            .map(|(&partition, &count)| crate::error::DeletedRecords {
+                topic: self.settings.topic.clone(),
+                partition,
+                count,
+            })
+            .collect()
+    }
+
+    /// How many records [`deleted_unread`](Self::deleted_unread) lists, in
+    /// all partitions.
+    pub fn deleted_unread_count(&self) -> i64 {
+        self.deleted_unread.values().sum()
     }
 
     /// The committed position per partition: the next offset a consumer
@@ -339,7 +444,13 @@ where
             .handed_out(records.iter().map(|r| (r.partition, r.offset)));
         records
             .into_iter()
-            .map(|r| self.start_process(ambient, r.partition, r.offset, r.record))
+            .map(|r| {
+                let deleted = match self.unreported_deletions.remove(&r.partition) {
+                    true => self.deleted_unread.get(&r.partition).copied(),
+                    false => None,
+                };
+                self.start_process(ambient, r.partition, r.offset, r.record, deleted)
+            })
             .collect()
     }
 
@@ -381,16 +492,61 @@ where
     /// it has well before the caller's deadline cancels it: otherwise, with
     /// a slow broker and many small batches, every round was cancelled
     /// and fetched again from the same offsets, and never advanced.
+    ///
+    /// The round ends as soon as one partition's fetch brings records,
+    /// with every other answer there by then, or once every fetch has
+    /// answered (so an empty round still means every partition is empty);
+    /// a fetch still waiting (on an empty partition, up to `max_wait`) is
+    /// kept for the next round, so that it delays no partition that has
+    /// records, and is never asked twice.
     async fn fetch_round(&mut self, until: Instant) -> Result<()> {
-        let max_wait = i32::try_from(self.settings.max_wait.as_millis()).unwrap_or(i32::MAX);
-        // All partitions at once, without spawning: a fetch on an empty
-        // partition waits `max_wait` and must not delay the others.
-        let fetches = self.partitions.iter().map(|(id, client)| {
-            let from = self.fetched[id];
-            let most = self.settings.max_partition_records;
-            async move { (*id, from, drain(client, from, max_wait, most, until).await) }
-        });
-        let mut batches = futures::future::join_all(fetches).await;
+        // An idle poll must end empty, not overrun the deadline.
+        let max_wait = (self.settings.max_wait)
+            .unwrap_or(DEFAULT_MAX_WAIT)
+            .min(self.deadline / 2);
+        let max_wait = i32::try_from(max_wait.as_millis()).unwrap_or(i32::MAX);
+        let most = self.settings.max_partition_records;
+        for (id, client) in &self.partitions {
+            if !self.waiting.contains_key(id) {
+                let from = self.fetched[id];
+                let client = Arc::clone(client);
+                let fetch = async move { drain(&client, from, max_wait, most, until).await };
+                self.waiting
+                    .insert(*id, WaitingFetch::new(from, fetch.boxed()));
+            }
+        }
+        // Without spawning: the fetches make progress while polled here,
+        // and rskafka's connection task reads their answers meanwhile.
+        // Ends once an answer brings records (or an error), or every fetch
+        // has answered: an empty round still means every partition was
+        // empty. An empty answer taken by a cancelled round is only asked
+        // again.
+        let mut batches = Vec::new();
+        std::future::poll_fn(|cx| {
+            let answered: Vec<i32> = self
+                .waiting
+                .iter_mut()
+                .filter_map(|(id, waiting)| match waiting.fetch().as_mut().poll(cx) {
+                    std::task::Poll::Ready(drained) => {
+                        batches.push((*id, waiting.from, drained));
+                        Some(*id)
+                    }
+                    std::task::Poll::Pending => None,
+                })
+                .collect();
+            for id in answered {
+                self.waiting.remove(&id);
+            }
+            let brought = batches
+                .iter()
+                .any(|(_, _, d)| !d.records.is_empty() || d.error.is_some());
+            if brought || self.waiting.is_empty() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
         // Partition order, then offset order: deterministic for tests.
         batches.sort_by_key(|(id, _, _)| *id);
         let mut first_error = None;
@@ -487,6 +643,7 @@ where
         partition: i32,
         offset: i64,
         record: Record,
+        deleted_before: Option<i64>,
     ) -> ConsumedRecord {
         let topic = &self.settings.topic;
         let extracted = extract_with(ambient, &record.headers);
@@ -505,6 +662,9 @@ where
         }
         if let Some(problem) = &extracted.problem {
             attributes.push(KeyValue::new(attr::CONTEXT_PROBLEM, problem.kind()));
+        }
+        if let Some(count) = deleted_before {
+            attributes.push(KeyValue::new(DELETED_COUNT, count));
         }
         let mut builder = self
             .tracer
@@ -525,6 +685,17 @@ where
         for (name, attributes) in extraction_events(&extracted) {
             span.add_event(name, attributes);
         }
+        if let Some(count) = deleted_before {
+            span.add_event(
+                RECORDS_DELETED_EVENT,
+                vec![
+                    KeyValue::new(attr::PARTITION_ID, partition_id(partition)),
+                    KeyValue::new(DELETED_OFFSET_FIRST, 0_i64),
+                    KeyValue::new(DELETED_OFFSET_LAST, count - 1),
+                    KeyValue::new(DELETED_COUNT, count),
+                ],
+            );
+        }
         // Keeps the record's baggage; the process span becomes the active span.
         let context = extracted.context.with_span(span);
         ConsumedRecord {
@@ -537,6 +708,36 @@ where
             context,
             acks: Arc::clone(&self.acks),
         }
+    }
+}
+
+/// A partition's fetch left waiting by an earlier round.
+struct WaitingFetch {
+    /// The offset it fetches from.
+    from: i64,
+    /// Only ever reached through `&mut` (`get_mut`, no locking): the
+    /// mutex makes the consumer `Sync`, as the future alone is not.
+    fetch: Mutex<BoxFuture<'static, Drained>>,
+}
+
+impl WaitingFetch {
+    fn new(from: i64, fetch: BoxFuture<'static, Drained>) -> Self {
+        Self {
+            from,
+            fetch: Mutex::new(fetch),
+        }
+    }
+
+    fn fetch(&mut self) -> &mut BoxFuture<'static, Drained> {
+        self.fetch.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for WaitingFetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitingFetch")
+            .field("from", &self.from)
+            .finish_non_exhaustive()
     }
 }
 

@@ -22,7 +22,8 @@ pub use batching::{
     DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_RECORDS,
 };
 pub use consumer::{
-    ConsumedRecord, ConsumerParent, DEFAULT_MAX_PARTITION_RECORDS, TracedConsumer,
+    ConsumedRecord, ConsumerParent, DEFAULT_MAX_PARTITION_RECORDS, DEFAULT_MAX_WAIT, DELETED_COUNT,
+    DELETED_OFFSET_FIRST, DELETED_OFFSET_LAST, RECORDS_DELETED_EVENT, TracedConsumer,
     TracedConsumerBuilder,
 };
 pub use offsets::{OffsetStore, StartFrom};

@@ -1,6 +1,6 @@
 //! Services `api-1`, `api-2`, …: the Go API service, traced.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rskafka::client::partition::{OffsetAt, PartitionClient};
 
@@ -27,6 +27,8 @@ pub(crate) struct ApiMetrics {
     pub(crate) service: String,
     /// Reads the high watermark of `stockapp.dollarsbyzip`'s one partition.
     pub(crate) watermark: PartitionClient,
+    /// How long reading the high watermark may take.
+    pub(crate) deadline: Duration,
 }
 
 /// Counts of one API consumer step.
@@ -46,9 +48,19 @@ impl std::ops::AddAssign for ApiStep {
 impl ApiConsumerService {
     /// Reads `stockapp.dollarsbyzip`: one `process` span per row, child of
     /// the processor's `send` span; the row becomes the latest of its window.
-    pub(crate) async fn step(&mut self) -> Result<ApiStep> {
+    pub(crate) async fn step(
+        &mut self,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<ApiStep> {
         let mut step = ApiStep::default();
-        for consumed in self.consumer.poll().await? {
+        // A poll may wait for rows: dead-letter copies that settle
+        // meanwhile are counted at once, and a stop ends the wait.
+        let rows = tokio::select! {
+            polled = self.consumer.poll() => polled?,
+            settled = self.in_flight.settled() => return settled,
+            () = super::stopping(stop) => return Ok(ApiStep::default()),
+        };
+        for consumed in rows {
             let started = Instant::now();
             let value = consumed.record.value.as_deref().unwrap_or_default();
             // The row carries the trade's timestamp: end-to-end starts there.
@@ -87,11 +99,23 @@ impl ApiConsumerService {
         if step.rows_in > 0
             && let Some(m) = &self.metrics
         {
-            let high_watermark = m
-                .watermark
-                .get_offset(OffsetAt::Latest)
-                .await
-                .map_err(|e| Error::Pipeline(format!("reading the high watermark: {e}")))?;
+            let read = m.watermark.get_offset(OffsetAt::Latest);
+            let high_watermark = match tokio::time::timeout(m.deadline, read).await {
+                Ok(Ok(high_watermark)) => high_watermark,
+                Ok(Err(e)) => {
+                    return Err(Error::Pipeline(format!(
+                        "{}: reading the high watermark of {DOLLARS_BY_ZIP_TOPIC:?}: {e}",
+                        m.service
+                    )));
+                }
+                Err(_) => {
+                    return Err(Error::Pipeline(format!(
+                        "{}: reading the high watermark of {DOLLARS_BY_ZIP_TOPIC:?}: no answer \
+                         within {:?}",
+                        m.service, m.deadline
+                    )));
+                }
+            };
             let next = self.consumer.offsets().get(&0).copied().unwrap_or(0);
             m.metrics.record_consumer_lag(
                 &m.service,

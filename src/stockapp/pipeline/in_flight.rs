@@ -63,6 +63,22 @@ impl<T: Default + std::ops::AddAssign> InFlight<T> {
         Ok(done)
     }
 
+    /// Waits until the oldest pending output settles (for ever while none
+    /// is pending), then takes it and every other one already settled.
+    /// Cancel-safe: an output is taken only once settled, so a service can
+    /// race this against a long poll, and count what settles while it
+    /// waits for records.
+    pub(crate) async fn settled(&mut self) -> Result<T> {
+        let Some(front) = self.pending.front_mut() else {
+            return std::future::pending().await;
+        };
+        let first = front.as_mut().await;
+        self.pending.pop_front();
+        let mut done = first?;
+        done += self.settle().await?;
+        Ok(done)
+    }
+
     /// Waits for every pending output (each has its producer's deadline).
     pub(crate) async fn drain(&mut self) -> Result<T> {
         let mut done = T::default();
@@ -110,6 +126,27 @@ mod tests {
         first_tx.send(1).expect("receiver alive");
         assert_eq!(settle.await.expect("nothing failed"), 1);
         assert_eq!(in_flight.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn settled_waits_for_the_oldest_and_a_cancelled_wait_keeps_it() {
+        let mut in_flight = InFlight::new(8);
+        let (first_tx, first_rx) = oneshot::channel::<u32>();
+        in_flight.push(async move { Ok(first_rx.await.unwrap_or(0)) });
+        in_flight.push(std::future::ready(Ok(2)));
+        assert!(
+            Box::pin(in_flight.settled())
+                .as_mut()
+                .now_or_never()
+                .is_none(),
+            "the oldest is not settled"
+        );
+        assert_eq!(in_flight.len(), 2, "a cancelled wait takes nothing");
+        first_tx.send(1).expect("receiver alive");
+        assert_eq!(in_flight.settled().await.expect("nothing failed"), 3);
+        assert_eq!(in_flight.len(), 0);
+        let idle = tokio::time::timeout(std::time::Duration::from_millis(10), in_flight.settled());
+        assert!(idle.await.is_err(), "nothing pending: it waits");
     }
 
     #[tokio::test]

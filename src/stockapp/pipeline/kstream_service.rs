@@ -33,8 +33,22 @@ impl KstreamService {
     /// `send stockapp.trades-json` child carrying the JSON copy. Copies go
     /// out without waiting; the counts returned are of the trades settled
     /// (copy acknowledged, or failed) since the last step.
-    pub(crate) async fn step(&mut self) -> Result<KstreamStep> {
-        for consumed in self.trades.poll().await? {
+    pub(crate) async fn step(
+        &mut self,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<KstreamStep> {
+        // A poll may wait for trades: copies that settle meanwhile are
+        // counted, and committed, at once, and a stop ends the wait.
+        let trades = tokio::select! {
+            polled = self.trades.poll() => polled?,
+            settled = self.in_flight.settled() => {
+                let step = settled?;
+                self.report(&step);
+                return Ok(step);
+            }
+            () = super::stopping(stop) => return Ok(KstreamStep::default()),
+        };
+        for consumed in trades {
             let started = std::time::Instant::now();
             let value = consumed.record.value.as_deref().unwrap_or_default();
             match self.registry.decode_value::<StockTrade>(value) {

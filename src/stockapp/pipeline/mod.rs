@@ -39,14 +39,19 @@ use crate::stockapp::{
     ApiState, DLQ_TOPIC, DOLLARS_BY_ZIP_TOPIC, Datagen, DecodeError, SchemaRegistry,
     StockProcessor, TRADES_JSON_TOPIC, TRADES_TOPIC, USERS_TOPIC,
 };
-use crate::traced::{BatchingTracedProducer, ConsumedRecord, StartFrom, TracedConsumer};
+use crate::traced::{
+    BatchingTracedProducer, ConsumedRecord, DEFAULT_MAX_WAIT, StartFrom, TracedConsumer,
+};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 
-/// How long a service's fetch may wait on an empty partition. A poll waits
-/// for every partition of its topic, so a long wait on one drained partition
-/// would hold up the others.
-const POLL_WAIT: Duration = Duration::from_millis(2);
+/// How long a service's fetch may wait on an empty partition, against a
+/// broker that answers only when the wait runs out (the embedded broker
+/// without its front): every idle poll costs this much latency. Other
+/// brokers answer as soon as records arrive, so the services wait
+/// [`DEFAULT_MAX_WAIT`] there, and an idle pipeline asks 250 times less
+/// often.
+const LATE_ANSWER_POLL_WAIT: Duration = Duration::from_millis(2);
 
 /// Records per partition a service's poll takes: the records it holds,
 /// with their open spans, while their outputs are stored.
@@ -176,6 +181,7 @@ pub struct PipelineBuilder {
     services: Services,
     registry: SchemaRegistry,
     metrics: Option<PipelineMetrics>,
+    stop_deadline: Option<Duration>,
 }
 
 impl Default for PipelineBuilder {
@@ -200,6 +206,7 @@ impl PipelineBuilder {
             services: Services::ALL,
             registry: SchemaRegistry::new(),
             metrics: None,
+            stop_deadline: None,
         }
     }
 
@@ -279,6 +286,18 @@ impl PipelineBuilder {
         self
     }
 
+    /// How long [`RunningPipeline::stop`] may take: the services' last
+    /// steps, their outputs still in flight, datagen's queued sends. Past
+    /// it, the services still running are cut off (what they had not
+    /// committed is read again by a consumer built again with the same
+    /// [`OffsetStore`](crate::traced::OffsetStore), if any) and `stop`
+    /// fails, naming each and the step it was on. Default: the broker's
+    /// [`client_deadline`](Broker::client_deadline).
+    pub fn stop_deadline(mut self, deadline: Duration) -> Self {
+        self.stop_deadline = Some(deadline);
+        self
+    }
+
     /// The records this pipeline's generator sends.
     pub fn datagen(&self) -> Datagen {
         Datagen::builder()
@@ -336,7 +355,18 @@ impl PipelineBuilder {
                 .build(broker, tracer)
         };
         let (stop_tx, stop_rx) = watch::channel(false);
+        let poll_wait = if broker.answers_fetches_early() {
+            DEFAULT_MAX_WAIT
+        } else {
+            LATE_ANSWER_POLL_WAIT
+        };
         let mut tasks = JoinSet::new();
+        let mut statuses = Vec::new();
+        let mut status_of = |service: &str| {
+            let status = ServiceStatus::new(service);
+            statuses.push(Arc::clone(&status));
+            status
+        };
         let started = Instant::now();
 
         if self.services.processor {
@@ -349,7 +379,7 @@ impl PipelineBuilder {
                     .build(broker, tracer.clone())
             };
             let service = ProcessorService {
-                trades: consumer(TRADES_TOPIC, POLL_WAIT).await?,
+                trades: consumer(TRADES_TOPIC, poll_wait).await?,
                 // Users are read until caught up: an empty answer must be quick.
                 users: consumer(USERS_TOPIC, Duration::ZERO).await?,
                 producer: producer(tracer.clone()).await?,
@@ -362,6 +392,7 @@ impl PipelineBuilder {
             };
             tasks.spawn(run_service(
                 service,
+                status_of(PROCESSOR_SERVICE),
                 Arc::clone(&progress),
                 stop_rx.clone(),
                 count_processor,
@@ -373,7 +404,7 @@ impl PipelineBuilder {
             let service = KstreamService {
                 trades: TracedConsumer::builder(KSTREAM_SERVICE, TRADES_TOPIC)
                     .start_from(StartFrom::Earliest)
-                    .max_wait(POLL_WAIT)
+                    .max_wait(poll_wait)
                     .max_partition_records(POLL_RECORDS)
                     .build(broker, tracer.clone())
                     .await?,
@@ -385,6 +416,7 @@ impl PipelineBuilder {
             };
             tasks.spawn(run_service(
                 service,
+                status_of(KSTREAM_SERVICE),
                 Arc::clone(&progress),
                 stop_rx.clone(),
                 count_kstream,
@@ -400,7 +432,7 @@ impl PipelineBuilder {
                 let service = ApiConsumerService {
                     consumer: TracedConsumer::builder(name.clone(), DOLLARS_BY_ZIP_TOPIC)
                         .start_from(StartFrom::Earliest)
-                        .max_wait(POLL_WAIT)
+                        .max_wait(poll_wait)
                         .max_partition_records(POLL_RECORDS)
                         .build(broker, tracer.clone())
                         .await?,
@@ -411,19 +443,8 @@ impl PipelineBuilder {
                         Some(metrics) => Some(ApiMetrics {
                             metrics: metrics.clone(),
                             service: name.clone(),
-                            watermark: broker
-                                .client()
-                                .await?
-                                .partition_client(
-                                    DOLLARS_BY_ZIP_TOPIC,
-                                    0,
-                                    UnknownTopicHandling::Retry,
-                                )
-                                .await
-                                .map_err(|source| crate::Error::Client {
-                                    bootstrap: broker.bootstrap_servers().to_owned(),
-                                    source,
-                                })?,
+                            watermark: watermark_client(broker).await?,
+                            deadline: broker.client_deadline(),
                         }),
                         None => None,
                     },
@@ -431,6 +452,7 @@ impl PipelineBuilder {
                 let row = index - 1;
                 tasks.spawn(run_service(
                     service,
+                    status_of(&name),
                     Arc::clone(&progress),
                     stop_rx.clone(),
                     move |progress: &Progress, step: api_service::ApiStep| {
@@ -458,7 +480,10 @@ impl PipelineBuilder {
             let progress = Arc::clone(&progress);
             let metrics = self.metrics.clone();
             let mut stop = stop_rx.clone();
+            let status = status_of(DATAGEN_SERVICE);
             tasks.spawn(async move {
+                let _finished = status.finish_on_drop();
+                status.doing("sending the generated records");
                 let send_all =
                     datagen_service::run(&producer, &registry, &plan, metrics.as_ref(), &progress);
                 // Stopping ends the generator between two records.
@@ -469,6 +494,7 @@ impl PipelineBuilder {
                     report = send_all => report?,
                     () = stopped => {
                         // What was queued is stored or fails, not dropped.
+                        status.doing("waiting for the broker to store its queued records");
                         producer.flush().await?;
                         return Ok(());
                     }
@@ -479,11 +505,13 @@ impl PipelineBuilder {
         }
 
         Ok(RunningPipeline {
+            stop_deadline: self.stop_deadline.unwrap_or(broker.client_deadline()),
             settings: self,
             progress,
             api_states,
             stop: stop_tx,
             tasks,
+            statuses,
             started,
         })
     }
@@ -636,6 +664,9 @@ pub struct RunningPipeline {
     api_states: Vec<ApiState>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<Result<()>>,
+    /// What each service task is doing, for a stop that overruns.
+    statuses: Vec<Arc<ServiceStatus>>,
+    stop_deadline: Duration,
     started: Instant,
 }
 
@@ -732,12 +763,44 @@ impl RunningPipeline {
         }
     }
 
-    /// Stops every service and waits for them; returns the final counters
-    /// and the first error a service reported.
-    pub async fn stop(mut self) -> Result<PipelineProgress> {
+    /// Stops every service and waits for them, within the
+    /// [`stop_deadline`](PipelineBuilder::stop_deadline); returns the
+    /// final counters and the first error a service reported.
+    ///
+    /// A service still running at the deadline (a broker that stopped
+    /// answering, say) is cut off, and `stop` fails naming it and the
+    /// step it was on.
+    pub async fn stop(self) -> Result<PipelineProgress> {
+        let deadline = self.stop_deadline;
+        self.stop_within(deadline).await
+    }
+
+    /// [`stop`](Self::stop) with its own `deadline`.
+    pub async fn stop_within(mut self, deadline: Duration) -> Result<PipelineProgress> {
         let _ = self.stop.send(true);
         let mut first_error = None;
-        while let Some(joined) = self.tasks.join_next().await {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let joined = match tokio::time::timeout_at(until, self.tasks.join_next()).await {
+                Ok(Some(joined)) => joined,
+                Ok(None) => break,
+                Err(_) => {
+                    self.tasks.abort_all();
+                    let unfinished = self
+                        .statuses
+                        .iter()
+                        .filter_map(|s| s.unfinished())
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    let earlier = first_error
+                        .map(|e: Error| format!(" (and before that: {e})"))
+                        .unwrap_or_default();
+                    return Err(Error::Pipeline(format!(
+                        "stopping: services did not stop within {deadline:?} and were cut off \
+                         (records they had not finished are not committed): {unfinished}{earlier}"
+                    )));
+                }
+            };
             let error = match joined {
                 Ok(Ok(())) => continue,
                 Ok(Err(e)) => e,
@@ -756,15 +819,23 @@ impl RunningPipeline {
 trait ServiceLoop: Send {
     /// Counts of what one step settled.
     type Step;
-    fn step(&mut self) -> impl Future<Output = Result<Self::Step>> + Send;
+    /// One step; a wait for records ends early (with an empty step) once
+    /// `stop` says so.
+    fn step(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> impl Future<Output = Result<Self::Step>> + Send;
     /// Waits for the outputs still in flight.
     fn drain(&mut self) -> impl Future<Output = Result<Self::Step>> + Send;
 }
 
 impl ServiceLoop for ProcessorService {
     type Step = ProcessorStep;
-    fn step(&mut self) -> impl Future<Output = Result<ProcessorStep>> + Send {
-        ProcessorService::step(self)
+    fn step(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> impl Future<Output = Result<ProcessorStep>> + Send {
+        ProcessorService::step(self, stop)
     }
     fn drain(&mut self) -> impl Future<Output = Result<ProcessorStep>> + Send {
         ProcessorService::drain(self)
@@ -773,8 +844,11 @@ impl ServiceLoop for ProcessorService {
 
 impl ServiceLoop for KstreamService {
     type Step = kstream_service::KstreamStep;
-    fn step(&mut self) -> impl Future<Output = Result<Self::Step>> + Send {
-        KstreamService::step(self)
+    fn step(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> impl Future<Output = Result<Self::Step>> + Send {
+        KstreamService::step(self, stop)
     }
     fn drain(&mut self) -> impl Future<Output = Result<Self::Step>> + Send {
         KstreamService::drain(self)
@@ -783,8 +857,11 @@ impl ServiceLoop for KstreamService {
 
 impl ServiceLoop for ApiConsumerService {
     type Step = api_service::ApiStep;
-    fn step(&mut self) -> impl Future<Output = Result<Self::Step>> + Send {
-        ApiConsumerService::step(self)
+    fn step(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> impl Future<Output = Result<Self::Step>> + Send {
+        ApiConsumerService::step(self, stop)
     }
     fn drain(&mut self) -> impl Future<Output = Result<Self::Step>> + Send {
         ApiConsumerService::drain(self)
@@ -796,17 +873,74 @@ impl ServiceLoop for ApiConsumerService {
 /// and datagen hears that a reader advanced.
 async fn run_service<S: ServiceLoop>(
     mut service: S,
+    status: Arc<ServiceStatus>,
     progress: Arc<Progress>,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
     count: impl Fn(&Progress, S::Step) + Send,
 ) -> Result<()> {
+    let _finished = status.finish_on_drop();
     while !*stop.borrow() {
-        count(&progress, service.step().await?);
+        status.doing(STEPPING);
+        count(&progress, service.step(&mut stop).await?);
         progress.readers_advanced();
     }
+    status.doing(DRAINING);
     count(&progress, service.drain().await?);
     progress.readers_advanced();
     Ok(())
+}
+
+/// A service's step, as a stop that overruns names it.
+const STEPPING: &str = "reading its next records and sending what they make";
+/// A stopped service's last step.
+const DRAINING: &str = "waiting for the broker to store its outputs still in flight";
+
+/// Marks its service finished when dropped.
+struct FinishedOnDrop<'a>(&'a ServiceStatus);
+
+impl Drop for FinishedOnDrop<'_> {
+    fn drop(&mut self) {
+        *self.0.lock() = None;
+    }
+}
+
+/// What one service task is doing now: the step a stop that overruns its
+/// deadline names.
+#[derive(Debug)]
+struct ServiceStatus {
+    service: String,
+    doing: std::sync::Mutex<Option<&'static str>>,
+}
+
+impl ServiceStatus {
+    fn new(service: impl Into<String>) -> Arc<Self> {
+        Arc::new(Self {
+            service: service.into(),
+            doing: std::sync::Mutex::new(Some("starting")),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<&'static str>> {
+        self.doing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn doing(&self, step: &'static str) {
+        *self.lock() = Some(step);
+    }
+
+    /// Marks the service finished when the returned guard drops (its task
+    /// ended, with or without an error).
+    fn finish_on_drop(&self) -> FinishedOnDrop<'_> {
+        FinishedOnDrop(self)
+    }
+
+    /// `service (step)` while the service runs.
+    fn unfinished(&self) -> Option<String> {
+        let step = (*self.lock())?;
+        Some(format!("{} ({step})", self.service))
+    }
 }
 
 fn count_processor(progress: &Progress, step: ProcessorStep) {
@@ -826,26 +960,50 @@ fn count_kstream(progress: &Progress, step: kstream_service::KstreamStep) {
     add(&progress.kstream_failed, step.failed);
 }
 
+/// Resolves once the pipeline is told to stop (cancel-safe): a service's
+/// wait for records races it, so that a long poll does not hold up a stop.
+pub(crate) async fn stopping(stop: &mut watch::Receiver<bool>) {
+    // A dropped sender (the pipeline gone) also ends the wait.
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
 /// Creates `topic` unless it exists already (another program may have).
 async fn ensure_topic(broker: &Broker, topic: &str, partitions: u16) -> Result<()> {
     let Err(create_error) = broker.create_topic(topic, partitions).await else {
         return Ok(());
     };
     let client = broker.client().await?;
+    let deadline = broker.client_deadline();
     // A standalone harness broker (the mock cluster) has no CreateTopics but
-    // creates a topic on the first metadata request that names it.
+    // creates a topic on the first metadata request that names it: its
+    // failure is told by the check below.
     let auto_create = client.partition_client(topic, 0, UnknownTopicHandling::Retry);
-    let _ = tokio::time::timeout(Duration::from_secs(10), auto_create).await;
-    let exists = client
-        .list_topics()
-        .await
-        .map(|topics| topics.iter().any(|t| t.name == topic))
-        .unwrap_or(false);
-    if exists {
+    let _ = tokio::time::timeout(deadline, auto_create).await;
+    let listed = client.list_topics();
+    let topics = broker
+        .bounded(
+            || format!("listing the topics to see whether {topic:?} exists"),
+            deadline,
+            listed,
+        )
+        .await?;
+    if topics.iter().any(|t| t.name == topic) {
         Ok(())
     } else {
         Err(create_error.into())
     }
+}
+
+/// A client of `stockapp.dollarsbyzip`'s one partition, for its high
+/// watermark, within the broker's client deadline.
+async fn watermark_client(broker: &Broker) -> Result<rskafka::client::partition::PartitionClient> {
+    let client = broker.client().await?;
+    let connect = client.partition_client(DOLLARS_BY_ZIP_TOPIC, 0, UnknownTopicHandling::Retry);
+    let what =
+        || format!("connecting to {DOLLARS_BY_ZIP_TOPIC:?} partition 0 for its high watermark");
+    Ok(broker
+        .bounded(what, broker.client_deadline(), connect)
+        .await?)
 }
 
 /// The partition Kafka's default partitioner (murmur2) gives `key`, as a

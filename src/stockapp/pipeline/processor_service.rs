@@ -80,8 +80,22 @@ impl ProcessorService {
     /// the trades: a trade joins every profile produced before it. Outputs
     /// go out without waiting; the counts returned are of the records
     /// whose outputs the broker has acknowledged since the last step.
-    pub(crate) async fn step(&mut self) -> Result<ProcessorStep> {
-        let trades = self.trades.poll().await?;
+    pub(crate) async fn step(
+        &mut self,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<ProcessorStep> {
+        // A poll may wait for trades (up to the consumer's fetch wait):
+        // outputs that settle meanwhile are counted, and committed, at once,
+        // and a stop ends the wait.
+        let trades = tokio::select! {
+            polled = self.trades.poll() => polled?,
+            settled = self.in_flight.settled() => {
+                let step = settled?;
+                self.report(&step);
+                return Ok(step);
+            }
+            () = super::stopping(stop) => return Ok(ProcessorStep::default()),
+        };
         // Read users until a poll comes back empty (a poll stops at a
         // per-partition cap): only then is every profile sent before these
         // trades in the table.
