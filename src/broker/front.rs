@@ -1195,3 +1195,54 @@ fn quick_ack(stream: &TcpStream) {
 /// No `TCP_QUICKACK` on this platform: see the module docs.
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "fuchsia")))]
 fn quick_ack(_stream: &TcpStream) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(classic: bool) -> PendingVersions {
+        PendingVersions {
+            correlation_id: 9,
+            unsupported: false,
+            classic,
+        }
+    }
+
+    /// A frame: length, correlation id 9, then `body`.
+    fn frame(body: &[u8]) -> Vec<u8> {
+        response_frame(9, body)
+    }
+
+    #[test]
+    fn the_group_listing_ranges_join_a_classic_versions_answer() {
+        // v1: error, [ (18, 0, 3) ], throttle 7.
+        let mut body = vec![0, 0, 0, 0, 0, 1, 0, 18, 0, 0, 0, 3];
+        body.extend_from_slice(&7i32.to_be_bytes());
+        let answer = versions_answer_with_listing(&frame(&body), pending(true)).unwrap();
+        let mut expected = vec![0, 0, 0, 0, 0, 3, 0, 18, 0, 0, 0, 3];
+        expected.extend_from_slice(&[0, 15, 0, 0, 0, 4, 0, 16, 0, 0, 0, 4]);
+        expected.extend_from_slice(&7i32.to_be_bytes());
+        assert_eq!(answer, frame(&expected));
+        // Already listed: left as it is.
+        assert_eq!(versions_answer_with_listing(&answer, pending(true)), None);
+    }
+
+    #[test]
+    fn the_group_listing_ranges_join_a_flexible_versions_answer() {
+        // v3: error, compact [ (18, 0, 3, no tags) ], throttle, tags.
+        let mut body = vec![0, 0, 2, 0, 18, 0, 0, 0, 3, 0];
+        body.extend_from_slice(&[0, 0, 0, 0, 0]);
+        let answer = versions_answer_with_listing(&frame(&body), pending(false)).unwrap();
+        let mut expected = vec![0, 0, 4, 0, 18, 0, 0, 0, 3, 0];
+        expected.extend_from_slice(&[0, 15, 0, 0, 0, 4, 0, 0, 16, 0, 0, 0, 4, 0]);
+        expected.extend_from_slice(&[0, 0, 0, 0, 0]);
+        assert_eq!(answer, frame(&expected));
+        // A count past the frame's end: not read, left as it is.
+        let mut broken = body.clone();
+        broken[2] = 9;
+        assert_eq!(
+            versions_answer_with_listing(&frame(&broken), pending(false)),
+            None
+        );
+    }
+}

@@ -793,6 +793,46 @@ mod tests {
     }
 
     #[test]
+    fn commits_register_their_group_in_classic_and_flexible_versions() {
+        let groups = Groups::default();
+        // OffsetCommit v2 (classic): group, generation, member, ...
+        let mut classic = Vec::new();
+        put_string(&mut classic, "classic");
+        classic.extend_from_slice(&(-1i32).to_be_bytes());
+        put_string(&mut classic, "");
+        let commit = frame(listing::OFFSET_COMMIT, 2, &classic);
+        assert_eq!(
+            groups.on_request(&commit, listing::OFFSET_COMMIT, 2),
+            Decision::Relay(None)
+        );
+        // OffsetCommit v8 (flexible): header tags, compact group, ...
+        let mut flexible = vec![0, 9];
+        flexible.extend_from_slice(b"flexible");
+        flexible.extend_from_slice(&(-1i32).to_be_bytes());
+        flexible.push(1); // member id ""
+        let commit = frame(listing::OFFSET_COMMIT, 8, &flexible);
+        groups.on_request(&commit, listing::OFFSET_COMMIT, 8);
+        let Decision::Answer(list) = groups.on_request(
+            &frame(listing::LIST_GROUPS, 0, &[]),
+            listing::LIST_GROUPS,
+            0,
+        ) else {
+            panic!("ListGroups is the front's to answer");
+        };
+        let mut r = Reader::new(&list);
+        assert_eq!(r.i16(), Some(0));
+        assert_eq!(r.count(4), Some(2));
+        let names: Vec<_> = (0..2)
+            .map(|_| {
+                let name = r.string().unwrap();
+                r.string().unwrap();
+                name
+            })
+            .collect();
+        assert_eq!(names, ["classic", "flexible"]);
+    }
+
+    #[test]
     fn malformed_requests_are_relayed_untouched() {
         let groups = Groups::default();
         for cut in 0..join_request("m1", 5).len() {
