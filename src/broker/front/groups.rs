@@ -346,11 +346,12 @@ impl Groups {
                 leave,
             } => {
                 // Heartbeat and LeaveGroup answers: throttle (v1+) and error
-                // code (then a tagged-fields byte when flexible); a leave
-                // forgets the group whatever the answer.
+                // code; a flexible one (Heartbeat v4) has a tagged-fields
+                // byte in its header and one after. A leave forgets the
+                // group whatever the answer.
                 let error = match body.len() {
                     2 | 6 => read_i16(body, body.len() - 2),
-                    7 => read_i16(body, 4),
+                    8 => read_i16(body, 5),
                     _ => None,
                 };
                 if !leave {
@@ -786,6 +787,29 @@ mod tests {
         };
         // throttle, REBALANCE_IN_PROGRESS
         groups.on_answer(watched, &[0, 0, 0, 0, 0, 27]);
+        assert!(matches!(
+            groups.on_request(&join_request("m1", 5), JOIN_GROUP, 5),
+            Decision::Relay(Some(_))
+        ));
+    }
+
+    #[test]
+    fn a_flexible_heartbeats_error_hands_the_group_back_to_the_mock() {
+        let groups = Groups::default();
+        settle(&groups, 5);
+        // Heartbeat v4: header tags, compact "g", generation 3, compact
+        // "m1", null instance id, tags.
+        let mut body = vec![0, 2, b'g'];
+        body.extend_from_slice(&3i32.to_be_bytes());
+        body.extend_from_slice(&[3, b'm', b'1', 0, 0]);
+        let Decision::Relay(Some(watched)) =
+            groups.on_request(&frame(HEARTBEAT, 4, &body), HEARTBEAT, 4)
+        else {
+            panic!("heartbeats go to the mock");
+        };
+        assert!(matches!(&watched, Watched::Other { member_id, .. } if member_id == "m1"));
+        // Header tags, throttle, REBALANCE_IN_PROGRESS, tags.
+        groups.on_answer(watched, &[0, 0, 0, 0, 0, 0, 27, 0]);
         assert!(matches!(
             groups.on_request(&join_request("m1", 5), JOIN_GROUP, 5),
             Decision::Relay(Some(_))
