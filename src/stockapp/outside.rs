@@ -585,6 +585,13 @@ impl GroupProbe {
             }
         }
         wanted.retain(|group, _| !settings.own_groups.contains(group));
+        if wanted.is_empty() {
+            // Nothing outside: a run without other programs asks no more.
+            return Look {
+                groups: Vec::new(),
+                listing_error,
+            };
+        }
 
         // Partitions and end offsets of the run's topics.
         let mut partitions: Vec<(String, i32, i64, i64)> = Vec::new();
