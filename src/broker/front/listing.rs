@@ -18,7 +18,9 @@
 //! longer one is described as empty).
 //!
 //! The front answers ListGroups v0 to v4 and DescribeGroups v0 to v4, and
-//! adds both to every ApiVersions answer.
+//! adds both to every ApiVersions answer. A group request larger than the
+//! front reads whole (32 KiB: an OffsetCommit of some thousand partitions)
+//! is relayed unread; its group is listed once a smaller request names it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
