@@ -8,18 +8,19 @@
 //! Each iteration produces one record while the consumer waits for it and
 //! times the produce's start to the record in the consumer's hands.
 
+#[path = "../tests/support/clients.rs"]
+mod clients;
 #[path = "support/shared.rs"]
 mod shared;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clients::{group_consumer, partition};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use kafka_trace_harness::Broker;
 use rdkafka::Message;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::client::partition::Compression;
 use rskafka::record::Record;
 use shared::runtime;
 
@@ -32,16 +33,6 @@ fn record() -> Record {
         headers: Default::default(),
         timestamp: chrono::Utc::now(),
     }
-}
-
-async fn partition(broker: &Broker, topic: &str) -> PartitionClient {
-    broker
-        .client()
-        .await
-        .expect("client")
-        .partition_client(topic, 0, UnknownTopicHandling::Retry)
-        .await
-        .expect("partition client")
 }
 
 async fn broker(front: bool) -> Broker {
@@ -120,16 +111,8 @@ fn librdkafka_group(c: &mut Criterion) {
             .block_on(broker.create_unique_topic("latency", 1))
             .expect("topic");
         let producer = rt.block_on(partition(&broker, &topic));
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", broker.bootstrap_servers())
-            .set("group.id", format!("{topic}-group"))
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", FETCH_WAIT_MS.to_string())
-            .set("log_level", "0")
-            .create()
-            .expect("consumer");
-        consumer.subscribe(&[&topic]).expect("subscribe");
-        let consumer = Arc::new(consumer);
+        let fetch_wait = Duration::from_millis(FETCH_WAIT_MS.unsigned_abs().into());
+        let consumer = Arc::new(group_consumer(&broker, &topic, Some(fetch_wait)));
         group.bench_function(BenchmarkId::from_parameter(path_name(front)), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;

@@ -3,28 +3,26 @@
 //! its records at once, as on Kafka; the mock alone holds such a rejoin for
 //! the session timeout less 1 s (44 s with librdkafka's default).
 
+#[path = "support/clients.rs"]
+mod clients;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use clients::{group_consumer, partition};
 use kafka_trace_harness::Broker;
 use rdkafka::Message;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::client::partition::Compression;
 use rskafka::record::Record;
 
 /// Far below the 44 s the mock holds a rejoin.
 const DEADLINE: Duration = Duration::from_secs(10);
 
 async fn produce(broker: &Broker, topic: &str) {
-    broker
-        .client()
+    partition(broker, topic)
         .await
-        .expect("client")
-        .partition_client(topic, 0, UnknownTopicHandling::Retry)
-        .await
-        .expect("partition client")
         .produce(
             vec![Record {
                 key: None,
@@ -72,15 +70,7 @@ async fn a_sole_members_rejoin_is_not_held_for_the_session_timeout() {
         .expect("topic");
     produce(&broker, &first).await;
     produce(&broker, &second).await;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap_servers())
-        .set("group.id", format!("{first}-group"))
-        .set("auto.offset.reset", "earliest")
-        .set("log_level", "0")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[&first]).expect("subscribe");
-    let consumer = Arc::new(consumer);
+    let consumer = Arc::new(group_consumer(&broker, &first, None));
     assert!(
         first_record_of(&consumer, &first).await.is_some(),
         "no record of {first} within {DEADLINE:?} of joining"

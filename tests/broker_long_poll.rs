@@ -4,14 +4,16 @@
 //! Every fetch here waits up to 30 s, and each round must end well before
 //! the test's 10 s deadline: only an early answer passes.
 
+#[path = "support/clients.rs"]
+mod clients;
+
 use std::time::Duration;
 
 use chrono::Utc;
+use clients::{group_consumer, partition};
 use kafka_trace_harness::Broker;
 use rdkafka::Message;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::client::partition::Compression;
 use rskafka::record::Record;
 
 /// How long every fetch may wait at the broker.
@@ -28,17 +30,6 @@ fn record(n: i64) -> Record {
         headers: Default::default(),
         timestamp: Utc::now(),
     }
-}
-
-/// A partition client on a connection of its own, as a separate service has.
-async fn partition(broker: &Broker, topic: &str) -> PartitionClient {
-    broker
-        .client()
-        .await
-        .expect("client")
-        .partition_client(topic, 0, UnknownTopicHandling::Retry)
-        .await
-        .expect("partition client")
 }
 
 // Two workers: the fetch leaves from one while the produce leaves from
@@ -95,16 +86,7 @@ async fn a_librdkafka_group_consumer_gets_each_record_before_its_fetch_wait_ends
         .await
         .expect("topic");
     let producer = partition(&broker, &topic).await;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap_servers())
-        .set("group.id", format!("{topic}-group"))
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", FETCH_WAIT.as_millis().to_string())
-        .set("log_level", "0")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[&topic]).expect("subscribe");
-    let consumer = std::sync::Arc::new(consumer);
+    let consumer = std::sync::Arc::new(group_consumer(&broker, &topic, Some(FETCH_WAIT)));
     for offset in 0..ROUNDS {
         producer
             .produce(vec![record(offset)], Compression::NoCompression)

@@ -56,7 +56,6 @@ async fn a_group_behind_is_named_with_its_lag_and_one_caught_up_ends_the_wait() 
     let wait = || {
         OutsideWait::new(bootstrap.clone(), [topic.as_str()])
             .group("billing")
-            .list_groups(false)
             .deadline(Duration::from_millis(600))
     };
 
@@ -91,7 +90,6 @@ async fn nothing_outside_ends_the_wait_at_once_and_a_stop_ends_it_early() {
     let broker = Broker::builder().start().await.expect("embedded broker");
     let topic = broker.create_unique_topic("rows", 1).await.expect("topic");
     let none = OutsideWait::new(broker.bootstrap_servers(), [topic.as_str()])
-        .list_groups(false)
         .wait(std::future::pending())
         .await;
     assert_eq!(none.end, WaitEnd::Done);
@@ -100,7 +98,6 @@ async fn nothing_outside_ends_the_wait_at_once_and_a_stop_ends_it_early() {
 
     let stopped = OutsideWait::new(broker.bootstrap_servers(), [topic.as_str()])
         .group("never-there")
-        .list_groups(false)
         .wait(std::future::ready(()))
         .await;
     assert_eq!(stopped.end, WaitEnd::Stopped);
@@ -109,5 +106,91 @@ async fn nothing_outside_ends_the_wait_at_once_and_a_stop_ends_it_early() {
             .contains("\"never-there\" did not catch up before the run was stopped"),
         "{:?}",
         stopped.problems()
+    );
+}
+
+/// Another program's consumer group that nobody names and whose spans
+/// nobody receives, reading a topic of the run and stopping short of its
+/// end: the broker lists it, and the wait names it with its lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unnamed_untraced_group_behind_is_listed_and_named_with_its_lag() {
+    let broker = Broker::builder().start().await.expect("embedded broker");
+    let topic = broker.create_unique_topic("rows", 1).await.expect("topic");
+    broker
+        .client()
+        .await
+        .expect("client")
+        .partition_client(&topic, 0, UnknownTopicHandling::Retry)
+        .await
+        .expect("partition client")
+        .produce(
+            (0..3u8)
+                .map(|i| Record {
+                    key: None,
+                    value: Some(vec![i]),
+                    headers: Default::default(),
+                    timestamp: chrono::Utc::now(),
+                })
+                .collect(),
+            Compression::NoCompression,
+        )
+        .await
+        .expect("produce");
+    let bootstrap = broker.bootstrap_servers().to_owned();
+    let group = format!("{topic}-reporting");
+    // A member that reads one record, commits it, and reads no further.
+    let member = {
+        let (bootstrap, topic, group) = (bootstrap.clone(), topic.clone(), group.clone());
+        tokio::task::spawn_blocking(move || {
+            let member: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", &group)
+                .set("auto.offset.reset", "earliest")
+                .set("enable.auto.commit", "false")
+                .set("log_level", "0")
+                .create()
+                .expect("consumer");
+            member.subscribe(&[&topic]).expect("subscribe");
+            let started = std::time::Instant::now();
+            loop {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "no record of {topic} within 10 s"
+                );
+                match member.poll(Duration::from_millis(100)) {
+                    Some(Ok(message)) => {
+                        member
+                            .commit_message(&message, CommitMode::Sync)
+                            .expect("commit");
+                        break;
+                    }
+                    Some(Err(e)) => panic!("consumer error: {e}"),
+                    None => {}
+                }
+            }
+            member
+        })
+        .await
+        .expect("the member's thread")
+    };
+
+    let report = OutsideWait::new(bootstrap, [topic.as_str()])
+        .deadline(Duration::from_millis(1500))
+        .wait(std::future::pending())
+        .await;
+    tokio::task::spawn_blocking(move || drop(member))
+        .await
+        .expect("closing the member");
+
+    assert_eq!(report.end, WaitEnd::Deadline, "{report:?}");
+    assert_eq!(report.listing_error, None);
+    assert_eq!(report.groups.len(), 1, "{report:?}");
+    assert_eq!(report.groups[0].source, GroupSource::Listed);
+    assert_eq!(
+        report.problems(),
+        [format!(
+            "outside consumer group \"{group}\" did not catch up within --outside-deadline \
+             1.5 s: lag 2 on {topic} (committed 1 of 3)"
+        )]
     );
 }

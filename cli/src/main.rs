@@ -29,7 +29,7 @@ use kafka_trace_harness::stockapp::summary::{
     TraceSummary, render_metrics, render_summary, render_trace_tree, showcase_traces,
 };
 use kafka_trace_harness::stockapp::{ApiServer, RegistryServer, SchemaRegistry, TRADES_JSON_TOPIC};
-use kafka_trace_harness::{Backend, BackendKind, Broker, SpanCapture};
+use kafka_trace_harness::{Backend, Broker, SpanCapture};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Kafka broker and tracing harness for tests")]
@@ -508,8 +508,6 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             outside::wait(
                 &args.outside,
                 broker.bootstrap_servers(),
-                // librdkafka's mock cluster has no ListGroups.
-                broker.kind() != BackendKind::Embedded,
                 args.services,
                 args.api_consumers,
                 otlp_receiver.as_ref().map(OtlpReceiver::arrivals),

@@ -20,8 +20,8 @@ pub struct OutsideArgs {
     /// Consumer group of another program reading what this run writes
     /// (repeat, or comma-separate): once the run's own services are done,
     /// the run waits for it to commit up to the end of every topic of the
-    /// run it reads. Groups named by received consumer spans, and those a
-    /// broker lists (Apache Kafka; not the harness's own broker), are
+    /// run it reads. Groups named by received consumer spans, and those the
+    /// broker lists (ListGroups, the harness's own broker included), are
     /// waited for too.
     #[arg(long = "outside-group", value_delimiter = ',')]
     pub groups: Vec<String>,
@@ -45,14 +45,14 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?} seconds: {e}"))
 }
 
-/// Waits for the other programs of a run on `bootstrap` (which lists its
-/// groups if `can_list_groups`) that played
+/// Waits for the other programs of a run on `bootstrap` that played
 /// `services` (with `api_consumers` API consumers), their spans counted by
 /// `arrivals` when the run receives OTLP; `stop` (Ctrl-C) ends the wait.
+/// The broker's groups are listed; one that refuses is named in the
+/// report's listing error.
 pub async fn wait(
     args: &OutsideArgs,
     bootstrap: &str,
-    can_list_groups: bool,
     services: Services,
     api_consumers: usize,
     arrivals: Option<SpanArrivals>,
@@ -65,8 +65,7 @@ pub async fn wait(
         // A run that receives OTLP expects other programs' spans: their
         // first batch may still be on its way (the SDKs send every 5 s)
         // when the run's own work is done, in a fraction of a second.
-        .always_quiet(arrivals.is_some())
-        .list_groups(can_list_groups);
+        .always_quiet(arrivals.is_some());
     for group in &args.groups {
         wait = wait.group(group.clone());
     }

@@ -62,6 +62,13 @@
 //! it relays in their stead, so they keep their place among the
 //! connection's answers.
 //!
+//! # Group listing
+//!
+//! The mock answers neither ListGroups nor DescribeGroups. The front keeps
+//! the groups whose requests pass through it and answers both itself, in
+//! place of an ApiVersions v0 request as above (see [`listing`]); every
+//! ApiVersions answer lists their ranges.
+//!
 //! # Faults
 //!
 //! [`TcpFront::cut_connections`], [`TcpFront::stall`] and
@@ -69,6 +76,7 @@
 //! stall or latency in force, a relay pays one atomic load per read.
 
 mod groups;
+mod listing;
 
 use std::collections::VecDeque;
 use std::io;
@@ -363,6 +371,11 @@ async fn relay_both_ways(client: TcpStream, shared: &Shared) -> io::Result<()> {
     let server = TcpStream::connect(shared.upstream).await?;
     client.set_nodelay(true)?;
     server.set_nodelay(true)?;
+    // As Kafka shows a member's host in DescribeGroups.
+    let client_host = client
+        .peer_addr()
+        .map(|addr| format!("/{}", addr.ip()))
+        .unwrap_or_default();
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     // Both directions run in this one task, so the locks are never
@@ -371,7 +384,7 @@ async fn relay_both_ways(client: TcpStream, shared: &Shared) -> io::Result<()> {
     let (fetch_tx, fetch_rx) = mpsc::unbounded_channel();
     // Either side closing ends the relay: Kafka has no half-closed sessions.
     tokio::select! {
-        r = forward_requests(client_read, server_write, shared, &pending, fetch_rx) => r,
+        r = forward_requests(client_read, server_write, shared, &pending, fetch_rx, &client_host) => r,
         r = forward_responses(server_read, client_write, shared, &pending, fetch_tx) => r,
     }
 }
@@ -447,6 +460,7 @@ async fn forward_requests(
     shared: &Shared,
     pending: &Pending,
     mut fetch_answers: mpsc::UnboundedReceiver<FetchAnswer>,
+    client_host: &str,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; BUFFER_BYTES];
     // buf[..held] is the start of a request header kept from the last read.
@@ -513,7 +527,13 @@ async fn forward_requests(
             }
             if matches!(
                 header.api_key,
-                groups::JOIN_GROUP | groups::SYNC_GROUP | groups::HEARTBEAT | groups::LEAVE_GROUP
+                groups::JOIN_GROUP
+                    | groups::SYNC_GROUP
+                    | groups::HEARTBEAT
+                    | groups::LEAVE_GROUP
+                    | listing::OFFSET_COMMIT
+                    | listing::LIST_GROUPS
+                    | listing::DESCRIBE_GROUPS
             ) && header.frame_bytes <= GROUP_REQUEST_HOLD as u64
             {
                 let frame_end = pos + header.frame_bytes as usize;
@@ -521,10 +541,12 @@ async fn forward_requests(
                     break; // held whole: wait for the rest
                 }
                 let frame = &buf[pos..frame_end];
-                match shared
-                    .groups
-                    .on_request(frame, header.api_key, header.api_version)
-                {
+                match shared.groups.on_request_from(
+                    frame,
+                    header.api_key,
+                    header.api_version,
+                    client_host,
+                ) {
                     groups::Decision::Relay(watched) => {
                         if let Some(watched) = watched {
                             let mut requests = locked(&pending.group_requests);
@@ -899,8 +921,17 @@ fn scan_responses(
                 break;
             }
             if whole && correlation_id == pending.correlation_id {
-                adjust_versions_answer(&mut buf[pos..pos + frame_bytes as usize], pending);
+                let frame = &mut buf[pos..pos + frame_bytes as usize];
+                adjust_versions_answer(frame, pending);
                 versions.pop_front();
+                if let Some(rebuilt) = versions_answer_with_listing(frame, pending) {
+                    return Scanned {
+                        ready: pos,
+                        end,
+                        fetch: fetch_answer,
+                        own_answer: Some((frame_bytes as usize, rebuilt)),
+                    };
+                }
             }
         }
         if let Some(answered) = produces.iter().position(|&id| id == correlation_id) {
@@ -968,6 +999,71 @@ fn adjust_versions_answer(frame: &mut [u8], pending: PendingVersions) {
             range[4..6].copy_from_slice(&cap.max(min).to_be_bytes());
         }
     }
+}
+
+/// The ApiVersions answer `frame` (length prefix included) with the
+/// ranges of the APIs the front answers itself (see [`listing`]) added,
+/// in the answer's layout; `None` if it lists them already or cannot be
+/// read (it then goes on as it is).
+fn versions_answer_with_listing(frame: &[u8], pending: PendingVersions) -> Option<Vec<u8>> {
+    // Length, correlation id, error code: then the ranges.
+    let head = API_VERSIONS_RESPONSE_HEAD;
+    let mut r = groups::Reader::new(frame.get(head..)?);
+    let count = if pending.classic {
+        usize::try_from(r.i32()?).ok()?
+    } else {
+        usize::try_from(r.uvarint()?.checked_sub(1)?).ok()?
+    };
+    let entries_at = head + r.position();
+    // A count larger than the frame holds fails below, at its end.
+    let mut keys = Vec::with_capacity(count.min(frame.len() / 6));
+    for _ in 0..count {
+        let at = head + r.position();
+        r.take(6)?; // api_key, min_version, max_version
+        if !pending.classic {
+            // The entry's tagged fields.
+            for _ in 0..r.uvarint()? {
+                r.uvarint()?;
+                let size = usize::try_from(r.uvarint()?).ok()?;
+                r.take(size)?;
+            }
+        }
+        keys.push(read_i16(frame, at)?);
+    }
+    let entries_end = head + r.position();
+    let added: Vec<_> = listing::ANSWERED_RANGES
+        .iter()
+        .filter(|(key, _, _)| !keys.contains(key))
+        .collect();
+    if added.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(frame.len() + added.len() * 7 + 4);
+    out.extend_from_slice(&frame[..head]);
+    let total = count + added.len();
+    if pending.classic {
+        out.extend_from_slice(&i32::try_from(total).ok()?.to_be_bytes());
+    } else {
+        let mut value = total as u64 + 1;
+        while value >= 0x80 {
+            out.push((value as u8 & 0x7f) | 0x80);
+            value >>= 7;
+        }
+        out.push(value as u8);
+    }
+    out.extend_from_slice(&frame[entries_at..entries_end]);
+    for (key, min, max) in added {
+        out.extend_from_slice(&key.to_be_bytes());
+        out.extend_from_slice(&min.to_be_bytes());
+        out.extend_from_slice(&max.to_be_bytes());
+        if !pending.classic {
+            out.push(0); // no tagged fields
+        }
+    }
+    out.extend_from_slice(&frame[entries_end..]);
+    let length = u32::try_from(out.len() - 4).ok()?;
+    out[..4].copy_from_slice(&length.to_be_bytes());
+    Some(out)
 }
 
 /// The start of a request frame.
@@ -1099,3 +1195,54 @@ fn quick_ack(stream: &TcpStream) {
 /// No `TCP_QUICKACK` on this platform: see the module docs.
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "fuchsia")))]
 fn quick_ack(_stream: &TcpStream) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(classic: bool) -> PendingVersions {
+        PendingVersions {
+            correlation_id: 9,
+            unsupported: false,
+            classic,
+        }
+    }
+
+    /// A frame: length, correlation id 9, then `body`.
+    fn frame(body: &[u8]) -> Vec<u8> {
+        response_frame(9, body)
+    }
+
+    #[test]
+    fn the_group_listing_ranges_join_a_classic_versions_answer() {
+        // v1: error, [ (18, 0, 3) ], throttle 7.
+        let mut body = vec![0, 0, 0, 0, 0, 1, 0, 18, 0, 0, 0, 3];
+        body.extend_from_slice(&7i32.to_be_bytes());
+        let answer = versions_answer_with_listing(&frame(&body), pending(true)).unwrap();
+        let mut expected = vec![0, 0, 0, 0, 0, 3, 0, 18, 0, 0, 0, 3];
+        expected.extend_from_slice(&[0, 15, 0, 0, 0, 4, 0, 16, 0, 0, 0, 4]);
+        expected.extend_from_slice(&7i32.to_be_bytes());
+        assert_eq!(answer, frame(&expected));
+        // Already listed: left as it is.
+        assert_eq!(versions_answer_with_listing(&answer, pending(true)), None);
+    }
+
+    #[test]
+    fn the_group_listing_ranges_join_a_flexible_versions_answer() {
+        // v3: error, compact [ (18, 0, 3, no tags) ], throttle, tags.
+        let mut body = vec![0, 0, 2, 0, 18, 0, 0, 0, 3, 0];
+        body.extend_from_slice(&[0, 0, 0, 0, 0]);
+        let answer = versions_answer_with_listing(&frame(&body), pending(false)).unwrap();
+        let mut expected = vec![0, 0, 4, 0, 18, 0, 0, 0, 3, 0];
+        expected.extend_from_slice(&[0, 15, 0, 0, 0, 4, 0, 0, 16, 0, 0, 0, 4, 0]);
+        expected.extend_from_slice(&[0, 0, 0, 0, 0]);
+        assert_eq!(answer, frame(&expected));
+        // A count past the frame's end: not read, left as it is.
+        let mut broken = body.clone();
+        broken[2] = 9;
+        assert_eq!(
+            versions_answer_with_listing(&frame(&broken), pending(false)),
+            None
+        );
+    }
+}

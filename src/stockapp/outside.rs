@@ -9,9 +9,10 @@
 //!   `messaging.kafka.consumer.group`), or
 //! - the broker lists it (ListGroups, as `kafka-consumer-groups --list`
 //!   does), has members, and has committed an offset on a topic the run
-//!   wrote.
-//!   librdkafka's mock cluster, the harness's own broker, cannot list
-//!   groups: there a group is found by the first two ways only.
+//!   wrote. The harness's own broker lists groups too: librdkafka's mock
+//!   cluster cannot, and the broker's front answers for it. A broker that
+//!   refuses is said so in [`OutsideReport::listing_error`]; there a group
+//!   is found by the first two ways only.
 //!
 //! A group has caught up when, on every topic the run wrote that it reads
 //! (has committed on, or names in its spans), its committed offset is the
@@ -40,7 +41,6 @@
 //! // A group named, but no program behind it ever reads: named at the deadline.
 //! let report = OutsideWait::new(broker.bootstrap_servers(), [topic.as_str()])
 //!     .group("billing-api")
-//!     .list_groups(false) // the embedded broker cannot list groups
 //!     .deadline(Duration::from_millis(300))
 //!     .wait(std::future::pending())
 //!     .await;
@@ -378,8 +378,9 @@ impl OutsideWait {
     }
 
     /// Whether to ask the broker for its groups (ListGroups). Default
-    /// true; librdkafka's mock cluster (the embedded broker) cannot answer,
-    /// and not asking it spares a run with no other program a client.
+    /// true, on every backend (the embedded broker's front answers for
+    /// librdkafka's mock cluster); false for a broker that refuses it, or
+    /// to spare a run that expects no other program a client.
     pub fn list_groups(mut self, list: bool) -> Self {
         self.list_groups = list;
         self
@@ -584,6 +585,13 @@ impl GroupProbe {
             }
         }
         wanted.retain(|group, _| !settings.own_groups.contains(group));
+        if wanted.is_empty() {
+            // Nothing outside: a run without other programs asks no more.
+            return Look {
+                groups: Vec::new(),
+                listing_error,
+            };
+        }
 
         // Partitions and end offsets of the run's topics.
         let mut partitions: Vec<(String, i32, i64, i64)> = Vec::new();

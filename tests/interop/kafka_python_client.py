@@ -4,7 +4,9 @@ Both open with an ApiVersions request newer than librdkafka's mock knows
 (kafka-python 3: v4); the harness's front answers UNSUPPORTED_VERSION in
 the v0 layout and they retry lower. Each client produces records with
 binary headers and consumes them back through a consumer group of its own;
-keys, values and headers must come back intact.
+keys, values and headers must come back intact. kafka-python's admin
+client then lists and describes the group while its member is in it
+(ListGroups and DescribeGroups, which the front answers for the mock).
 Usage: python3 tests/interop/kafka_python_client.py PATH_TO_BINARY
 """
 import asyncio
@@ -44,6 +46,7 @@ def check(name, got, prefix):
 
 def kafka_python(bootstrap, topic):
     from kafka import KafkaConsumer, KafkaProducer
+    from kafka.admin import KafkaAdminClient
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     sent = [
@@ -72,9 +75,23 @@ def kafka_python(bootstrap, topic):
             if not got:
                 first_record("kafka-python", subscribed)
             got.extend(records)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        listed = {group["group_id"]: group for group in admin.list_groups()}
+        described = admin.describe_groups(["kafka-python"])["kafka-python"]
+    finally:
+        admin.close()
     consumer.close()
     assert len(got) == RECORDS, f"kafka-python: {len(got)} of {RECORDS} records within {DEADLINE_S} s"
     check("kafka-python", got, "kp")
+    group = listed.get("kafka-python", {})
+    assert (group.get("protocol_type"), group.get("group_state")) == ("consumer", "Stable"), \
+        f"kafka-python: the broker lists {listed}"
+    members = described["members"]
+    assert described["group_state"] == "Stable" and len(members) == 1, \
+        f"kafka-python: the broker describes {described}"
+    assigned = members[0]["member_assignment"]["assigned_partitions"]
+    assert [a["topic"] for a in assigned] == [topic], f"kafka-python: assignment {assigned}"
 
 
 async def aiokafka_round_trip(bootstrap, topic):

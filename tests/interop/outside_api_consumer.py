@@ -22,7 +22,11 @@ in both, the run must end by itself, successfully, within its stated bounds
 the processor's row send span, and the summary counting the outside service
 (records per stage, spans received, the API reached, the group caught up);
 (c) a consumer group that commits one row and then stops reading: the run
-must end non-zero by `--outside-deadline`, naming the group and its lag.
+must end non-zero by `--outside-deadline`, naming the group and its lag;
+(d) the same, neither named nor traced (no receiver), started before the
+    run and committed before it (offset 0): the broker lists the group
+    (ListGroups, which the embedded broker's front answers), and the run
+    must end non-zero naming it and its lag.
 
 Usage: python3 tests/interop/outside_api_consumer.py PATH_TO_BINARY
 Needs: confluent-kafka, opentelemetry-sdk, opentelemetry-exporter-otlp-proto-http (PyPI).
@@ -48,8 +52,13 @@ RECEIVER_LINE = re.compile(r"(http://\S+) \(HTTP\) and (http://\S+) \(gRPC\)")
 CONSUMER_KIND = 5  # OTLP span kind
 
 
-def serve(bootstrap, endpoint, group, service, ids_path, stall):
-    """The outside API consumer, until SIGTERM."""
+def serve(bootstrap, endpoint, group, service, ids_path, stall, committed_first=False):
+    """The outside API consumer, until SIGTERM.
+
+    committed_first: before saying it consumes, it waits for its assignment
+    and commits offset 0 on it, so that its group has committed on the
+    run's topic before the run starts.
+    """
     from confluent_kafka import Consumer
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
@@ -71,6 +80,16 @@ def serve(bootstrap, endpoint, group, service, ids_path, stall):
     consumer = Consumer(config)
     consumer.subscribe([ROWS])
     made = []
+    if committed_first:
+        from confluent_kafka import TopicPartition
+
+        until = time.monotonic() + STARTUP
+        while not consumer.assignment():
+            assert time.monotonic() < until, f"no assignment within {STARTUP} s"
+            # The topic is empty: polling only drives the join.
+            consumer.poll(0.2)
+        consumer.commit(offsets=[TopicPartition(p.topic, p.partition, 0)
+                                 for p in consumer.assignment()], asynchronous=False)
     print("consuming", flush=True)
     while not stopping.is_set():
         message = consumer.poll(0.2)
@@ -103,10 +122,11 @@ def serve(bootstrap, endpoint, group, service, ids_path, stall):
     return 0
 
 
-def start_outside(bootstrap, endpoint, group, service, ids_path, stall=False):
+def start_outside(bootstrap, endpoint, group, service, ids_path, stall=False, first=False):
+    mode = ("stall-committed-first" if first else "stall") if stall else "flow"
     return subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "serve", bootstrap, endpoint or "-", group,
-         service, ids_path, "stall" if stall else "flow"],
+         service, ids_path, mode],
         stdout=subprocess.PIPE, text=True,
     )
 
@@ -133,7 +153,8 @@ def scenario(binary, tmp, name, services, group, service, stall=False, outside_f
     created beforehand, the run's receiver on a port chosen here) and the
     run is not told its group: it learns it from the spans. Otherwise the
     run starts first, told the group by --outside-group, and the outside
-    consumer after it.
+    consumer after it. With stall too, the outside consumer is neither
+    named nor traced, and commits before the run starts.
     """
     spans_out = os.path.join(tmp, f"{name}-spans.json")
     ids_path = os.path.join(tmp, f"{name}-ids.json")
@@ -161,7 +182,8 @@ def scenario(binary, tmp, name, services, group, service, stall=False, outside_f
     try:
         if outside_first:
             create_topic(broker_lines.wait_for("admin ", STARTUP), ROWS, 1)
-            outside = start_outside(bootstrap, endpoint, group, service, ids_path, stall)
+            outside = start_outside(bootstrap, endpoint, group, service, ids_path, stall,
+                                    first=stall)
             Lines(outside.stdout).wait_for("consuming", STARTUP)
         started = time.monotonic()
         run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -277,14 +299,34 @@ def main(binary):
             failures.append(f"stuck: the run took {took:.1f} s")
         print(f"(c) a group that never catches up: exit {code} after {took:.1f} s")
 
+        # (d) the same, neither named nor traced: the broker lists it.
+        code, took, stdout, stderr, made, _ = scenario(
+            binary, tmp, "unnamed", "datagen,processor,kstream", "python-unnamed-group",
+            "python-unnamed-api", stall=True, outside_first=True)
+        errors = "\n".join(stderr)
+        if code == 0:
+            failures.append(f"unnamed: the run exited 0 with an unnamed group behind: {errors}")
+        named = re.search(r'outside consumer group "python-unnamed-group" did not catch up '
+                          r"within --outside-deadline [\d.]+ s: lag (\d+) on "
+                          r"stockapp\.dollarsbyzip \(committed ([01]) of (\d+)\)", errors)
+        if not named or int(named.group(1)) != int(named.group(3)) - int(named.group(2)):
+            failures.append(f"unnamed: the group and its lag are not named: {errors}")
+        if "listed by the broker" not in "\n".join(stdout):
+            failures.append("unnamed: the summary does not say the broker listed the group")
+        if took > STARTUP + STUCK_DEADLINE:
+            failures.append(f"unnamed: the run took {took:.1f} s")
+        print(f"(d) an unnamed, untraced group that never catches up: exit {code} after "
+              f"{took:.1f} s")
+
     for failure in failures:
         print(f"FAILED: {failure}")
-    print(f"outside api consumer interop: {3 - len({f.split(':')[0] for f in failures})} of 3 "
+    print(f"outside api consumer interop: {4 - len({f.split(':')[0] for f in failures})} of 4 "
           "scenarios passed")
     return 1 if failures else 0
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
-        sys.exit(serve(*sys.argv[2:7], stall=sys.argv[7] == "stall"))
+        sys.exit(serve(*sys.argv[2:7], stall=sys.argv[7] != "flow",
+                       committed_first=sys.argv[7] == "stall-committed-first"))
     sys.exit(main(sys.argv[1]))

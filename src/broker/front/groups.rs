@@ -23,7 +23,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
+use super::listing::{self, Joined, Joining};
 use super::{locked, read_i16, read_i32};
 
 /// Kafka's JoinGroup api key.
@@ -46,6 +48,9 @@ const GROUPS_FOLLOWED: usize = 10_000;
 #[derive(Debug, Default)]
 pub(super) struct Groups {
     groups: Mutex<HashMap<String, GroupState>>,
+    /// Every group seen, for ListGroups and DescribeGroups (see
+    /// [`listing`]). Locked after `groups` when both are.
+    listed: Mutex<listing::Registry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,15 +77,18 @@ pub(super) enum Watched {
     Join {
         group: String,
         version: i16,
+        joining: Joining,
     },
     Sync {
         group: String,
         member_id: String,
         generation: i32,
     },
-    /// A Heartbeat or a LeaveGroup: an error (or a leave) forgets the group.
+    /// A Heartbeat or a LeaveGroup of `member_id`: an error (or a leave)
+    /// forgets the group.
     Other {
         group: String,
+        member_id: String,
         leave: bool,
     },
 }
@@ -97,25 +105,116 @@ pub(super) enum Decision {
 impl Groups {
     /// Decides on a whole request `frame` (length prefix included) of
     /// `api_key` at `version`.
+    #[cfg(test)]
     pub(super) fn on_request(&self, frame: &[u8], api_key: i16, version: i16) -> Decision {
-        let Some(body) = request_body(frame) else {
+        self.on_request_from(frame, api_key, version, "/127.0.0.1")
+    }
+
+    /// Decides on a whole request `frame` (length prefix included) of
+    /// `api_key` at `version`, from a client at `client_host`.
+    pub(super) fn on_request_from(
+        &self,
+        frame: &[u8],
+        api_key: i16,
+        version: i16,
+        client_host: &str,
+    ) -> Decision {
+        let flexible = match api_key {
+            HEARTBEAT => version >= 4,
+            listing::OFFSET_COMMIT => version >= 8,
+            listing::LIST_GROUPS => version >= 3,
+            _ => false,
+        };
+        let Some(body) = request_body(frame, flexible) else {
             return Decision::Relay(None);
         };
         match api_key {
-            JOIN_GROUP if (0..=JOIN_GROUP_MAX).contains(&version) => self.on_join(body, version),
+            JOIN_GROUP if (0..=JOIN_GROUP_MAX).contains(&version) => {
+                let client_id = client_id(frame);
+                self.on_join(body, version, client_id, client_host)
+            }
             SYNC_GROUP if (0..=SYNC_GROUP_MAX).contains(&version) => self.on_sync(body, version),
-            HEARTBEAT | LEAVE_GROUP => match Reader::new(body).string() {
-                Some(group) => Decision::Relay(Some(Watched::Other {
-                    group,
-                    leave: api_key == LEAVE_GROUP,
-                })),
-                None => Decision::Relay(None),
-            },
+            HEARTBEAT | LEAVE_GROUP => {
+                let mut r = Reader::new(body);
+                let read = |r: &mut Reader<'_>| {
+                    let group = if flexible {
+                        r.compact_string()?
+                    } else {
+                        r.string()?
+                    };
+                    // The member, where the front can read it ("" if not:
+                    // LeaveGroup v3+ lists its members).
+                    let member = |r: &mut Reader<'_>| {
+                        if api_key == HEARTBEAT {
+                            r.i32()?; // generation_id
+                        } else if version > 2 {
+                            return None;
+                        }
+                        if flexible {
+                            r.compact_string()
+                        } else {
+                            r.string()
+                        }
+                    };
+                    Some((group, member(r).unwrap_or_default()))
+                };
+                match read(&mut r) {
+                    Some((group, member_id)) if api_key == LEAVE_GROUP => {
+                        // The member is gone once it asks to leave, as its
+                        // client is (it may not wait for the answer).
+                        locked(&self.listed).leave(&group, std::slice::from_ref(&member_id));
+                        Decision::Relay(Some(Watched::Other {
+                            group,
+                            member_id,
+                            leave: true,
+                        }))
+                    }
+                    Some((group, member_id)) => Decision::Relay(Some(Watched::Other {
+                        group,
+                        member_id,
+                        leave: api_key == LEAVE_GROUP,
+                    })),
+                    None => Decision::Relay(None),
+                }
+            }
+            listing::OFFSET_COMMIT => {
+                let mut r = Reader::new(body);
+                let read = |r: &mut Reader<'_>| {
+                    let group = if flexible {
+                        r.compact_string()?
+                    } else {
+                        r.string()?
+                    };
+                    if version == 0 {
+                        return Some((group, String::new()));
+                    }
+                    r.i32()?; // generation_id
+                    let member = if flexible {
+                        r.compact_string()
+                    } else {
+                        r.string()
+                    };
+                    Some((group, member.unwrap_or_default()))
+                };
+                if let Some((group, member_id)) = read(&mut r) {
+                    locked(&self.listed).committed(&group, &member_id);
+                }
+                Decision::Relay(None)
+            }
+            listing::LIST_GROUPS if (0..=listing::LIST_GROUPS_MAX).contains(&version) => {
+                Decision::Answer(locked(&self.listed).list_answer(body, version))
+            }
+            listing::DESCRIBE_GROUPS if (0..=listing::DESCRIBE_GROUPS_MAX).contains(&version) => {
+                match locked(&self.listed).describe_answer(body, version) {
+                    Some(answer) => Decision::Answer(answer),
+                    None => Decision::Relay(None),
+                }
+            }
             _ => Decision::Relay(None),
         }
     }
 
-    fn on_join(&self, body: &[u8], version: i16) -> Decision {
+    fn on_join(&self, body: &[u8], version: i16, client_id: &str, client_host: &str) -> Decision {
         let Some(join) = JoinRequest::read(body, version) else {
             return Decision::Relay(None);
         };
@@ -130,13 +229,22 @@ impl Groups {
         {
             let answer = join_answer(sole, metadata, version);
             let sole = sole.clone();
+            locked(&self.listed).rejoined(&join.group, &sole.member_id);
             groups.insert(join.group, GroupState::Rejoined(sole));
             return Decision::Answer(answer);
         }
         groups.remove(&join.group);
+        locked(&self.listed).join_asked(&join.group, &join.protocol_type, &join.member_id);
         Decision::Relay(Some(Watched::Join {
             group: join.group,
             version,
+            joining: Joining {
+                client_id: client_id.to_owned(),
+                client_host: client_host.to_owned(),
+                group_instance_id: join.group_instance_id,
+                session_timeout: join.session_timeout,
+                protocols: join.protocols,
+            },
         }))
     }
 
@@ -156,6 +264,7 @@ impl Groups {
                 .map(|(_, assignment)| assignment.as_slice())
                 .unwrap_or_default();
             let sole = sole.clone();
+            locked(&self.listed).synced(&sync.group, &sole.member_id, assignment);
             groups.insert(sync.group, GroupState::Stable(sole));
             return Decision::Answer(sync_answer(assignment, version));
         }
@@ -170,12 +279,26 @@ impl Groups {
     pub(super) fn on_answer(&self, watched: Watched, body: &[u8]) {
         let mut groups = locked(&self.groups);
         match watched {
-            Watched::Join { group, version } => match JoinAnswer::read(body, version) {
-                Some(answer)
-                    if answer.error == 0
-                        && answer.members == 1
-                        && answer.leader == answer.member_id =>
-                {
+            Watched::Join {
+                group,
+                version,
+                joining,
+            } => match JoinAnswer::read(body, version) {
+                Some(answer) if answer.error == 0 => {
+                    locked(&self.listed).joined(
+                        &group,
+                        &joining,
+                        &Joined {
+                            member_id: &answer.member_id,
+                            generation: answer.generation,
+                            protocol: &answer.protocol_name,
+                            members: &answer.listed,
+                        },
+                    );
+                    if answer.members != 1 || answer.leader != answer.member_id {
+                        groups.remove(&group);
+                        return;
+                    }
                     if groups.len() >= GROUPS_FOLLOWED {
                         groups.clear();
                     }
@@ -198,6 +321,10 @@ impl Groups {
                 generation,
             } => {
                 let error = sync_answer_error(body);
+                if error == Some(0) {
+                    let assignment = sync_answer_assignment(body).unwrap_or_default();
+                    locked(&self.listed).synced(&group, &member_id, assignment);
+                }
                 match groups.get(&group) {
                     Some(GroupState::Joined(sole))
                         if error == Some(0)
@@ -213,10 +340,23 @@ impl Groups {
                     _ => {}
                 }
             }
-            Watched::Other { group, leave } => {
+            Watched::Other {
+                group,
+                member_id,
+                leave,
+            } => {
                 // Heartbeat and LeaveGroup answers: throttle (v1+) and error
-                // code; a leave forgets the group whatever the answer.
-                let error = read_i16(body, body.len().saturating_sub(2));
+                // code; a flexible one (Heartbeat v4) has a tagged-fields
+                // byte in its header and one after. A leave forgets the
+                // group whatever the answer.
+                let error = match body.len() {
+                    2 | 6 => read_i16(body, body.len() - 2),
+                    8 => read_i16(body, 5),
+                    _ => None,
+                };
+                if !leave {
+                    locked(&self.listed).heartbeat(&group, &member_id, error);
+                }
                 if leave || error != Some(0) {
                     groups.remove(&group);
                 }
@@ -226,34 +366,82 @@ impl Groups {
 }
 
 /// The body of a request frame: past the length, the header (api key,
-/// version, correlation id) and the client id. `None` if malformed.
-fn request_body(frame: &[u8]) -> Option<&[u8]> {
+/// version, correlation id), the client id and, in a `flexible` header
+/// (v2), its tagged fields. `None` if malformed.
+fn request_body(frame: &[u8], flexible: bool) -> Option<&[u8]> {
     let client_id = usize::try_from(read_i16(frame, 12)?).unwrap_or(0);
-    frame.get(14 + client_id..)
+    let body = frame.get(14 + client_id..)?;
+    if !flexible {
+        return Some(body);
+    }
+    let mut r = Reader::new(body);
+    for _ in 0..r.uvarint()? {
+        r.uvarint()?; // tag
+        let size = usize::try_from(r.uvarint()?).ok()?;
+        r.take(size)?;
+    }
+    body.get(r.at..)
 }
 
-/// A cursor over classic (non-flexible) Kafka encodings.
-struct Reader<'a> {
+/// The client id in a request frame's header ("" if null or malformed).
+fn client_id(frame: &[u8]) -> &str {
+    let length = read_i16(frame, 12).and_then(|l| usize::try_from(l).ok());
+    length
+        .and_then(|l| frame.get(14..14 + l))
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+        .unwrap_or_default()
+}
+
+/// A cursor over Kafka encodings (classic, and the compact ones flexible
+/// versions use).
+pub(super) struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
         Self { bytes, at: 0 }
     }
 
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    /// An unsigned varint (at most 5 bytes, as Kafka writes them).
+    pub(super) fn uvarint(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..35).step_by(7) {
+            let byte = *self.take(1)?.first()?;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    /// A compact string (length + 1 as a varint); null reads as "".
+    pub(super) fn compact_string(&mut self) -> Option<String> {
+        let Some(length) = self.uvarint()?.checked_sub(1) else {
+            return Some(String::new());
+        };
+        let bytes = self.take(usize::try_from(length).ok()?)?;
+        String::from_utf8(bytes.to_vec()).ok()
+    }
+
+    /// Bytes read so far.
+    pub(super) fn position(&self) -> usize {
+        self.at
+    }
+
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let slice = self.bytes.get(self.at..self.at.checked_add(n)?)?;
         self.at += n;
         Some(slice)
     }
 
-    fn i16(&mut self) -> Option<i16> {
+    pub(super) fn i16(&mut self) -> Option<i16> {
         Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
     }
 
-    fn i32(&mut self) -> Option<i32> {
+    pub(super) fn i32(&mut self) -> Option<i32> {
         Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
     }
 
@@ -267,11 +455,11 @@ impl<'a> Reader<'a> {
         Some(Some(String::from_utf8(bytes.to_vec()).ok()?))
     }
 
-    fn string(&mut self) -> Option<String> {
+    pub(super) fn string(&mut self) -> Option<String> {
         Some(self.nullable_string()?.unwrap_or_default())
     }
 
-    fn bytes(&mut self) -> Option<Vec<u8>> {
+    pub(super) fn bytes(&mut self) -> Option<Vec<u8>> {
         let length = self.i32()?;
         if length < 0 {
             return Some(Vec::new());
@@ -281,7 +469,7 @@ impl<'a> Reader<'a> {
 
     /// An array count, bounded by what the rest could hold at
     /// `min_item_bytes` each, so a malformed count allocates nothing.
-    fn count(&mut self, min_item_bytes: usize) -> Option<usize> {
+    pub(super) fn count(&mut self, min_item_bytes: usize) -> Option<usize> {
         let count = usize::try_from(self.i32()?).unwrap_or(0);
         let left = self.bytes.len() - self.at;
         (count <= left / min_item_bytes.max(1)).then_some(count)
@@ -291,6 +479,8 @@ impl<'a> Reader<'a> {
 #[derive(Debug)]
 struct JoinRequest {
     group: String,
+    session_timeout: Duration,
+    protocol_type: String,
     member_id: String,
     group_instance_id: Option<String>,
     protocols: Vec<(String, Vec<u8>)>,
@@ -300,7 +490,7 @@ impl JoinRequest {
     fn read(body: &[u8], version: i16) -> Option<Self> {
         let mut r = Reader::new(body);
         let group = r.string()?;
-        r.i32()?; // session_timeout_ms
+        let session_timeout = Duration::from_millis(u64::try_from(r.i32()?).unwrap_or(0));
         if version >= 1 {
             r.i32()?; // rebalance_timeout_ms
         }
@@ -310,7 +500,7 @@ impl JoinRequest {
         } else {
             None
         };
-        r.string()?; // protocol_type
+        let protocol_type = r.string()?;
         let count = r.count(6)?;
         let mut protocols = Vec::with_capacity(count);
         for _ in 0..count {
@@ -318,6 +508,8 @@ impl JoinRequest {
         }
         Some(Self {
             group,
+            session_timeout,
+            protocol_type,
             member_id,
             group_instance_id,
             protocols,
@@ -364,6 +556,8 @@ struct JoinAnswer {
     leader: String,
     member_id: String,
     members: usize,
+    /// The members listed (to the leader): id, group instance id, metadata.
+    listed: Vec<(String, Option<String>, Vec<u8>)>,
 }
 
 impl JoinAnswer {
@@ -372,14 +566,28 @@ impl JoinAnswer {
         if version >= 2 {
             r.i32()?; // throttle_time_ms
         }
-        Some(Self {
+        let mut answer = Self {
             error: r.i16()?,
             generation: r.i32()?,
             protocol_name: r.string()?,
             leader: r.string()?,
             member_id: r.string()?,
             members: usize::try_from(r.i32()?).unwrap_or(0),
-        })
+            listed: Vec::new(),
+        };
+        // Bounded by what the body can hold, as Reader::count does.
+        if answer.members <= body.len() / 6 {
+            for _ in 0..answer.members {
+                let id = r.string()?;
+                let instance = if version >= 5 {
+                    r.nullable_string()?
+                } else {
+                    None
+                };
+                answer.listed.push((id, instance, r.bytes()?));
+            }
+        }
+        Some(answer)
     }
 }
 
@@ -403,14 +611,25 @@ fn sync_answer_error(body: &[u8]) -> Option<i16> {
     }
 }
 
-fn put_string(out: &mut Vec<u8>, value: &str) {
+/// The assignment bytes of a SyncGroup answer (layouts as in
+/// [`sync_answer_error`]).
+fn sync_answer_assignment(body: &[u8]) -> Option<&[u8]> {
+    let at = match sync_answer_error(body) {
+        Some(_) if read_i32(body, 6).is_some_and(|l| 10 + l.max(0) as usize == body.len()) => 10,
+        Some(_) => 6,
+        None => return None,
+    };
+    body.get(at..)
+}
+
+pub(super) fn put_string(out: &mut Vec<u8>, value: &str) {
     // Names the front writes came from the wire, within an i16 length.
     let length = i16::try_from(value.len()).unwrap_or(i16::MAX);
     out.extend_from_slice(&length.to_be_bytes());
     out.extend_from_slice(&value.as_bytes()[..length as usize]);
 }
 
-fn put_bytes(out: &mut Vec<u8>, value: &[u8]) {
+pub(super) fn put_bytes(out: &mut Vec<u8>, value: &[u8]) {
     let length = i32::try_from(value.len()).unwrap_or(i32::MAX);
     out.extend_from_slice(&length.to_be_bytes());
     out.extend_from_slice(&value[..length as usize]);
@@ -572,6 +791,69 @@ mod tests {
             groups.on_request(&join_request("m1", 5), JOIN_GROUP, 5),
             Decision::Relay(Some(_))
         ));
+    }
+
+    #[test]
+    fn a_flexible_heartbeats_error_hands_the_group_back_to_the_mock() {
+        let groups = Groups::default();
+        settle(&groups, 5);
+        // Heartbeat v4: header tags, compact "g", generation 3, compact
+        // "m1", null instance id, tags.
+        let mut body = vec![0, 2, b'g'];
+        body.extend_from_slice(&3i32.to_be_bytes());
+        body.extend_from_slice(&[3, b'm', b'1', 0, 0]);
+        let Decision::Relay(Some(watched)) =
+            groups.on_request(&frame(HEARTBEAT, 4, &body), HEARTBEAT, 4)
+        else {
+            panic!("heartbeats go to the mock");
+        };
+        assert!(matches!(&watched, Watched::Other { member_id, .. } if member_id == "m1"));
+        // Header tags, throttle, REBALANCE_IN_PROGRESS, tags.
+        groups.on_answer(watched, &[0, 0, 0, 0, 0, 0, 27, 0]);
+        assert!(matches!(
+            groups.on_request(&join_request("m1", 5), JOIN_GROUP, 5),
+            Decision::Relay(Some(_))
+        ));
+    }
+
+    #[test]
+    fn commits_register_their_group_in_classic_and_flexible_versions() {
+        let groups = Groups::default();
+        // OffsetCommit v2 (classic): group, generation, member, ...
+        let mut classic = Vec::new();
+        put_string(&mut classic, "classic");
+        classic.extend_from_slice(&(-1i32).to_be_bytes());
+        put_string(&mut classic, "");
+        let commit = frame(listing::OFFSET_COMMIT, 2, &classic);
+        assert_eq!(
+            groups.on_request(&commit, listing::OFFSET_COMMIT, 2),
+            Decision::Relay(None)
+        );
+        // OffsetCommit v8 (flexible): header tags, compact group, ...
+        let mut flexible = vec![0, 9];
+        flexible.extend_from_slice(b"flexible");
+        flexible.extend_from_slice(&(-1i32).to_be_bytes());
+        flexible.push(1); // member id ""
+        let commit = frame(listing::OFFSET_COMMIT, 8, &flexible);
+        groups.on_request(&commit, listing::OFFSET_COMMIT, 8);
+        let Decision::Answer(list) = groups.on_request(
+            &frame(listing::LIST_GROUPS, 0, &[]),
+            listing::LIST_GROUPS,
+            0,
+        ) else {
+            panic!("ListGroups is the front's to answer");
+        };
+        let mut r = Reader::new(&list);
+        assert_eq!(r.i16(), Some(0));
+        assert_eq!(r.count(4), Some(2));
+        let names: Vec<_> = (0..2)
+            .map(|_| {
+                let name = r.string().unwrap();
+                r.string().unwrap();
+                name
+            })
+            .collect();
+        assert_eq!(names, ["classic", "flexible"]);
     }
 
     #[test]

@@ -1,0 +1,550 @@
+//! The groups one front has seen, answered to ListGroups and DescribeGroups.
+//!
+//! librdkafka's mock cluster answers neither, so `kafka-consumer-groups
+//! --list`, an admin client or the harness's own outside-group wait could
+//! not find a group that nobody named. Every group request to a broker
+//! passes through its front, so the front keeps what Kafka's group
+//! coordinator would tell: each group that joined (JoinGroup) or committed
+//! offsets (OffsetCommit, also without joining: protocol type "" and state
+//! Empty, as on Kafka), its protocol type and state, and its members with
+//! their client id, host, metadata and assignment. A member leaves on
+//! LeaveGroup, on an UNKNOWN_MEMBER_ID answer, or once its session timeout
+//! passed with no request from it (the mock then dropped it too).
+//!
+//! Memory is bounded: at most [`GROUPS_LISTED`] groups (past that, the one
+//! idle longest is forgotten), [`MEMBERS_LISTED`] members in all (past
+//! that, a new member is not listed until one leaves), and a member's
+//! metadata and assignment are kept up to [`BLOB_KEPT`] bytes each (a
+//! longer one is described as empty).
+//!
+//! The front answers ListGroups v0 to v4 and DescribeGroups v0 to v4, and
+//! adds both to every ApiVersions answer. A group request larger than the
+//! front reads whole (32 KiB: an OffsetCommit of some thousand partitions)
+//! is relayed unread; its group is listed once a smaller request names it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// Kafka's OffsetCommit api key.
+pub(super) const OFFSET_COMMIT: i16 = 8;
+/// Kafka's DescribeGroups api key.
+pub(super) const DESCRIBE_GROUPS: i16 = 15;
+/// Kafka's ListGroups api key.
+pub(super) const LIST_GROUPS: i16 = 16;
+/// Highest ListGroups version the front answers (v4 filters by state).
+pub(super) const LIST_GROUPS_MAX: i16 = 4;
+/// Highest DescribeGroups version the front answers (v5 is flexible).
+pub(super) const DESCRIBE_GROUPS_MAX: i16 = 4;
+/// The ranges the front adds to ApiVersions answers.
+pub(super) const ANSWERED_RANGES: [(i16, i16, i16); 2] = [
+    (DESCRIBE_GROUPS, 0, DESCRIBE_GROUPS_MAX),
+    (LIST_GROUPS, 0, LIST_GROUPS_MAX),
+];
+/// Most groups one front lists.
+const GROUPS_LISTED: usize = 10_000;
+/// Most members one front lists, over all its groups.
+const MEMBERS_LISTED: usize = 10_000;
+/// Longest member metadata or assignment kept for DescribeGroups.
+const BLOB_KEPT: usize = 4 * 1024;
+/// Kafka's error code UNKNOWN_MEMBER_ID.
+const UNKNOWN_MEMBER_ID: i16 = 25;
+/// Kafka's error code REBALANCE_IN_PROGRESS.
+const REBALANCE_IN_PROGRESS: i16 = 27;
+
+/// A group's state, named as Kafka names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum State {
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+    Empty,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            Self::PreparingRebalance => "PreparingRebalance",
+            Self::CompletingRebalance => "CompletingRebalance",
+            Self::Stable => "Stable",
+            Self::Empty => "Empty",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Group {
+    protocol_type: String,
+    protocol: String,
+    state: State,
+    generation: i32,
+    members: BTreeMap<String, Member>,
+    last_active: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Member {
+    client_id: String,
+    client_host: String,
+    group_instance_id: Option<String>,
+    metadata: Vec<u8>,
+    assignment: Vec<u8>,
+    session_timeout: Duration,
+    last_seen: Instant,
+}
+
+/// What a JoinGroup request says of its member, kept until its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Joining {
+    pub(super) client_id: String,
+    pub(super) client_host: String,
+    pub(super) group_instance_id: Option<String>,
+    pub(super) session_timeout: Duration,
+    /// The protocols offered, with this member's metadata for each.
+    pub(super) protocols: Vec<(String, Vec<u8>)>,
+}
+
+/// A successful JoinGroup answer.
+#[derive(Debug)]
+pub(super) struct Joined<'a> {
+    pub(super) member_id: &'a str,
+    pub(super) generation: i32,
+    pub(super) protocol: &'a str,
+    /// The members listed to the leader (empty for a follower).
+    pub(super) members: &'a [(String, Option<String>, Vec<u8>)],
+}
+
+fn kept(blob: &[u8]) -> Vec<u8> {
+    if blob.len() <= BLOB_KEPT {
+        blob.to_vec()
+    } else {
+        Vec::new()
+    }
+}
+
+/// The groups one front lists.
+#[derive(Debug, Default)]
+pub(super) struct Registry {
+    groups: HashMap<String, Group>,
+    members: usize,
+}
+
+impl Registry {
+    /// The group `id`, made (Empty, of `protocol_type`) if new.
+    fn group(&mut self, id: &str, protocol_type: &str, now: Instant) -> &mut Group {
+        if !self.groups.contains_key(id) && self.groups.len() >= GROUPS_LISTED {
+            let idle = self
+                .groups
+                .iter()
+                .min_by_key(|(_, group)| group.last_active)
+                .map(|(id, _)| id.clone());
+            if let Some(idle) = idle
+                && let Some(gone) = self.groups.remove(&idle)
+            {
+                self.members -= gone.members.len();
+            }
+        }
+        let group = self.groups.entry(id.to_owned()).or_insert_with(|| Group {
+            protocol_type: protocol_type.to_owned(),
+            protocol: String::new(),
+            state: State::Empty,
+            generation: -1,
+            members: BTreeMap::new(),
+            last_active: now,
+        });
+        group.last_active = now;
+        group
+    }
+
+    /// A member asked something of its group: it is alive.
+    fn touch(&mut self, group: &str, member_id: &str, now: Instant) {
+        if let Some(group) = self.groups.get_mut(group) {
+            group.last_active = now;
+            if let Some(member) = group.members.get_mut(member_id) {
+                member.last_seen = now;
+            }
+        }
+    }
+
+    /// A JoinGroup request of `protocol_type` went to the mock.
+    pub(super) fn join_asked(&mut self, group: &str, protocol_type: &str, member_id: &str) {
+        let now = Instant::now();
+        let entry = self.group(group, protocol_type, now);
+        entry.protocol_type = protocol_type.to_owned();
+        entry.state = State::PreparingRebalance;
+        self.touch(group, member_id, now);
+    }
+
+    /// A successful JoinGroup answer to a member that asked as `joining` said.
+    pub(super) fn joined(&mut self, group: &str, joining: &Joining, answer: &Joined<'_>) {
+        let now = Instant::now();
+        let mut room = MEMBERS_LISTED.saturating_sub(self.members);
+        let entry = self.group(group, "", now);
+        let before = entry.members.len();
+        if answer.generation != entry.generation {
+            entry.generation = answer.generation;
+            entry.state = State::CompletingRebalance;
+        }
+        entry.protocol = answer.protocol.to_owned();
+        if !answer.members.is_empty() {
+            // The leader's list is the generation's membership.
+            entry
+                .members
+                .retain(|id, _| answer.members.iter().any(|(listed, _, _)| listed == id));
+            for (id, instance, metadata) in answer.members {
+                if let Some(member) = entry.members.get_mut(id) {
+                    member.metadata = kept(metadata);
+                } else if room > 0 {
+                    room -= 1;
+                    entry.members.insert(
+                        id.clone(),
+                        Member {
+                            client_id: String::new(),
+                            client_host: String::new(),
+                            group_instance_id: instance.clone(),
+                            metadata: kept(metadata),
+                            assignment: Vec::new(),
+                            session_timeout: joining.session_timeout,
+                            last_seen: now,
+                        },
+                    );
+                }
+            }
+        }
+        let metadata = joining
+            .protocols
+            .iter()
+            .find(|(name, _)| name == answer.protocol)
+            .map(|(_, metadata)| kept(metadata))
+            .unwrap_or_default();
+        let member = Member {
+            client_id: joining.client_id.clone(),
+            client_host: joining.client_host.clone(),
+            group_instance_id: joining.group_instance_id.clone(),
+            metadata,
+            assignment: Vec::new(),
+            session_timeout: joining.session_timeout,
+            last_seen: now,
+        };
+        if let Some(known) = entry.members.get_mut(answer.member_id) {
+            // A new generation: its assignment comes with the SyncGroup.
+            *known = member;
+        } else if room > 0 {
+            entry.members.insert(answer.member_id.to_owned(), member);
+        }
+        let after = entry.members.len();
+        self.members = self.members - before + after;
+    }
+
+    /// A successful SyncGroup answer gave `member_id` its `assignment`.
+    pub(super) fn synced(&mut self, group: &str, member_id: &str, assignment: &[u8]) {
+        let now = Instant::now();
+        self.touch(group, member_id, now);
+        if let Some(entry) = self.groups.get_mut(group) {
+            if let Some(member) = entry.members.get_mut(member_id) {
+                member.assignment = kept(assignment);
+            }
+            if entry.state == State::CompletingRebalance {
+                entry.state = State::Stable;
+            }
+        }
+    }
+
+    /// The front answered a sole member's rejoin and sync itself: it stays.
+    pub(super) fn rejoined(&mut self, group: &str, member_id: &str) {
+        self.touch(group, member_id, Instant::now());
+    }
+
+    /// A Heartbeat from `member_id`, answered with `error` once known.
+    pub(super) fn heartbeat(&mut self, group: &str, member_id: &str, error: Option<i16>) {
+        self.touch(group, member_id, Instant::now());
+        match error {
+            Some(UNKNOWN_MEMBER_ID) => self.leave(group, &[member_id.to_owned()]),
+            Some(REBALANCE_IN_PROGRESS) => {
+                if let Some(entry) = self.groups.get_mut(group) {
+                    entry.state = State::PreparingRebalance;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `members` left `group`.
+    pub(super) fn leave(&mut self, group: &str, members: &[String]) {
+        if let Some(entry) = self.groups.get_mut(group) {
+            for member in members {
+                if entry.members.remove(member).is_some() {
+                    self.members -= 1;
+                }
+            }
+            if entry.members.is_empty() {
+                entry.state = State::Empty;
+            }
+        }
+    }
+
+    /// An OffsetCommit for `group` (by `member_id`, empty for a simple
+    /// consumer): the group exists from then on, as on Kafka.
+    pub(super) fn committed(&mut self, group: &str, member_id: &str) {
+        let now = Instant::now();
+        self.group(group, "", now);
+        self.touch(group, member_id, now);
+    }
+
+    /// Forgets members whose session timed out.
+    fn expire(&mut self, now: Instant) {
+        for group in self.groups.values_mut() {
+            let before = group.members.len();
+            group
+                .members
+                .retain(|_, m| now.saturating_duration_since(m.last_seen) <= m.session_timeout);
+            self.members -= before - group.members.len();
+            if before > 0 && group.members.is_empty() {
+                group.state = State::Empty;
+            }
+        }
+    }
+
+    /// The ListGroups answer body (response header's tagged fields
+    /// included from v3) to a request `body` at `version`.
+    pub(super) fn list_answer(&mut self, body: &[u8], version: i16) -> Vec<u8> {
+        self.expire(Instant::now());
+        let filter = if version >= 4 {
+            states_filter(body).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut listed: Vec<(&String, &Group)> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| filter.is_empty() || filter.iter().any(|s| s == g.state.name()))
+            .collect();
+        listed.sort_by(|a, b| a.0.cmp(b.0));
+        let flexible = version >= 3;
+        let mut out = Vec::with_capacity(16 + listed.len() * 32);
+        if flexible {
+            out.push(0); // response header: no tagged fields
+        }
+        if version >= 1 {
+            out.extend_from_slice(&0i32.to_be_bytes()); // throttle_time_ms
+        }
+        out.extend_from_slice(&0i16.to_be_bytes()); // error_code
+        if flexible {
+            put_uvarint(&mut out, listed.len() as u64 + 1);
+        } else {
+            put_i32_len(&mut out, listed.len());
+        }
+        for (id, group) in listed {
+            let mut strings = vec![id.as_str(), group.protocol_type.as_str()];
+            if version >= 4 {
+                strings.push(group.state.name());
+            }
+            for s in strings {
+                if flexible {
+                    put_compact_string(&mut out, s);
+                } else {
+                    put_string(&mut out, s);
+                }
+            }
+            if flexible {
+                out.push(0);
+            }
+        }
+        if flexible {
+            out.push(0);
+        }
+        out
+    }
+
+    /// The DescribeGroups answer body (v0 to v4) to a request `body`;
+    /// `None` if the request cannot be read (it is then relayed).
+    pub(super) fn describe_answer(&mut self, body: &[u8], version: i16) -> Option<Vec<u8>> {
+        let mut r = super::groups::Reader::new(body);
+        let count = r.count(2)?;
+        let mut asked = Vec::with_capacity(count);
+        for _ in 0..count {
+            asked.push(r.string()?);
+        }
+        self.expire(Instant::now());
+        let mut out = Vec::with_capacity(64 * asked.len().max(1));
+        if version >= 1 {
+            out.extend_from_slice(&0i32.to_be_bytes()); // throttle_time_ms
+        }
+        put_i32_len(&mut out, asked.len());
+        for id in &asked {
+            out.extend_from_slice(&0i16.to_be_bytes()); // error_code
+            put_string(&mut out, id);
+            let Some(group) = self.groups.get(id) else {
+                // Kafka's answer for a group it does not know.
+                put_string(&mut out, "Dead");
+                put_string(&mut out, "");
+                put_string(&mut out, "");
+                put_i32_len(&mut out, 0);
+                if version >= 3 {
+                    out.extend_from_slice(&i32::MIN.to_be_bytes()); // authorized_operations
+                }
+                continue;
+            };
+            put_string(&mut out, group.state.name());
+            put_string(&mut out, &group.protocol_type);
+            put_string(&mut out, &group.protocol);
+            put_i32_len(&mut out, group.members.len());
+            for (member_id, member) in &group.members {
+                put_string(&mut out, member_id);
+                if version >= 4 {
+                    match &member.group_instance_id {
+                        Some(instance) => put_string(&mut out, instance),
+                        None => out.extend_from_slice(&(-1i16).to_be_bytes()),
+                    }
+                }
+                put_string(&mut out, &member.client_id);
+                put_string(&mut out, &member.client_host);
+                super::groups::put_bytes(&mut out, &member.metadata);
+                super::groups::put_bytes(&mut out, &member.assignment);
+            }
+            if version >= 3 {
+                out.extend_from_slice(&i32::MIN.to_be_bytes()); // authorized_operations
+            }
+        }
+        Some(out)
+    }
+}
+
+/// A ListGroups v4 request body's states filter (compact array of compact
+/// strings), past the request header's tagged fields.
+fn states_filter(body: &[u8]) -> Option<Vec<String>> {
+    let mut r = super::groups::Reader::new(body);
+    let count = r.uvarint()?.checked_sub(1)?;
+    let mut states = Vec::new();
+    for _ in 0..count.min(16) {
+        states.push(r.compact_string()?);
+    }
+    Some(states)
+}
+
+fn put_i32_len(out: &mut Vec<u8>, len: usize) {
+    out.extend_from_slice(&i32::try_from(len).unwrap_or(i32::MAX).to_be_bytes());
+}
+
+fn put_string(out: &mut Vec<u8>, value: &str) {
+    super::groups::put_string(out, value);
+}
+
+fn put_uvarint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn put_compact_string(out: &mut Vec<u8>, value: &str) {
+    put_uvarint(out, value.len() as u64 + 1);
+    out.extend_from_slice(value.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::front::groups::Reader;
+
+    fn joining(client: &str) -> Joining {
+        Joining {
+            client_id: client.into(),
+            client_host: "/127.0.0.1".into(),
+            group_instance_id: None,
+            session_timeout: Duration::from_secs(45),
+            protocols: vec![("range".into(), b"subscription".to_vec())],
+        }
+    }
+
+    fn listed(registry: &mut Registry, version: i16) -> Vec<(String, String)> {
+        let answer = registry.list_answer(&[1, 0], version);
+        let mut r = Reader::new(&answer);
+        if version >= 1 {
+            r.i32().unwrap();
+        }
+        assert_eq!(r.i16(), Some(0));
+        let count = r.count(4).unwrap();
+        (0..count)
+            .map(|_| (r.string().unwrap(), r.string().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn joined_and_committing_groups_are_listed_and_described() {
+        let mut registry = Registry::default();
+        registry.join_asked("joined", "consumer", "");
+        let members = [("m1".to_owned(), None, b"subscription".to_vec())];
+        let answer = Joined {
+            member_id: "m1",
+            generation: 1,
+            protocol: "range",
+            members: &members,
+        };
+        registry.joined("joined", &joining("rdkafka"), &answer);
+        registry.synced("joined", "m1", b"partitions");
+        registry.committed("simple", "");
+        for version in 0..=2 {
+            assert_eq!(
+                listed(&mut registry, version),
+                [
+                    ("joined".to_owned(), "consumer".to_owned()),
+                    ("simple".to_owned(), String::new())
+                ]
+            );
+        }
+
+        let mut request = 2i32.to_be_bytes().to_vec();
+        put_string(&mut request, "joined");
+        put_string(&mut request, "simple");
+        let described = registry.describe_answer(&request, 0).unwrap();
+        let mut r = Reader::new(&described);
+        assert_eq!(r.count(2), Some(2));
+        assert_eq!(r.i16(), Some(0));
+        assert_eq!(r.string().as_deref(), Some("joined"));
+        assert_eq!(r.string().as_deref(), Some("Stable"));
+        assert_eq!(r.string().as_deref(), Some("consumer"));
+        assert_eq!(r.string().as_deref(), Some("range"));
+        assert_eq!(r.count(4), Some(1));
+        assert_eq!(r.string().as_deref(), Some("m1"));
+        assert_eq!(r.string().as_deref(), Some("rdkafka"));
+        assert_eq!(r.string().as_deref(), Some("/127.0.0.1"));
+        assert_eq!(r.bytes().as_deref(), Some(&b"subscription"[..]));
+        assert_eq!(r.bytes().as_deref(), Some(&b"partitions"[..]));
+        assert_eq!(r.i16(), Some(0));
+        assert_eq!(r.string().as_deref(), Some("simple"));
+        assert_eq!(r.string().as_deref(), Some("Empty"));
+
+        registry.leave("joined", &["m1".to_owned()]);
+        assert_eq!(registry.members, 0);
+        assert_eq!(registry.groups["joined"].state, State::Empty);
+    }
+
+    #[test]
+    fn list_v4_filters_by_state() {
+        let mut registry = Registry::default();
+        registry.committed("simple", "");
+        registry.join_asked("joining", "consumer", "");
+        // Request v4: states_filter ["Empty"], tagged fields.
+        let mut body = vec![2];
+        put_compact_string(&mut body, "Empty");
+        body.push(0);
+        let answer = registry.list_answer(&body, 4);
+        // tagged, throttle, error, count+1 = 2, "simple", "", "Empty", tagged, tagged
+        let mut expected = vec![0, 0, 0, 0, 0, 0, 0, 2];
+        put_compact_string(&mut expected, "simple");
+        put_compact_string(&mut expected, "");
+        put_compact_string(&mut expected, "Empty");
+        expected.extend_from_slice(&[0, 0]);
+        assert_eq!(answer, expected);
+    }
+
+    #[test]
+    fn groups_and_members_are_bounded() {
+        let mut registry = Registry::default();
+        for i in 0..GROUPS_LISTED + 5 {
+            registry.committed(&format!("g{i}"), "");
+        }
+        assert_eq!(registry.groups.len(), GROUPS_LISTED);
+    }
+}
