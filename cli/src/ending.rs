@@ -11,6 +11,10 @@ use kafka_trace_harness::stockapp::pipeline::{PipelineProgress, Services};
 /// the services (their last sends and commits), the summary, the files.
 pub const GRACE: Duration = Duration::from_secs(5);
 
+/// How long stopping the services may take after a stop signal: within
+/// [`GRACE`], so that the pipeline itself names what it could not finish.
+pub const STOP_WITHIN: Duration = Duration::from_secs(4);
+
 /// Exit status of a run cut short by a stop signal before it finished.
 const INTERRUPTED: i32 = 130;
 
@@ -48,6 +52,15 @@ impl Ending {
     /// The step the run is on now.
     pub fn step(&self, step: &str) {
         *self.step.lock().unwrap_or_else(PoisonError::into_inner) = step.to_owned();
+    }
+
+    /// Ends the run now, after a stop signal, because `unfinished` could
+    /// not be finished within the grace.
+    pub fn give_up(&self, unfinished: &str) -> ! {
+        self.step(unfinished);
+        self.exit(&format!(
+            "the run did not end within {GRACE:?} of the stop signal"
+        ))
     }
 
     fn exit(&self, why: &str) -> ! {

@@ -491,9 +491,18 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     // From here a stop signal (or the first one's grace running out) ends
     // the run, naming the step it could not finish.
-    let ending = ending::Ending::arm(stopped_early || !args.services.datagen);
+    let signalled = stopped_early || !args.services.datagen;
+    let ending = ending::Ending::arm(signalled);
     let api_json = pipeline.api_states().first().map(|state| state.to_json());
-    let progress = pipeline.stop().await?;
+    let progress = match signalled {
+        // Stopped by a signal: the pipeline names the services it cut off
+        // before the grace runs out.
+        true => match pipeline.stop_within(ending::STOP_WITHIN).await {
+            Ok(progress) => progress,
+            Err(e) => ending.give_up(&e.to_string()),
+        },
+        false => pipeline.stop().await?,
+    };
     ending.step("reporting");
     bar.set_position(progress.trades_processed as u64);
     bar.finish_and_clear();

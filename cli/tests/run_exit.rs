@@ -138,7 +138,10 @@ fn ctrl_c_ends_the_run_within_its_grace_with_a_frozen_broker() {
     assert!(
         seen.iter()
             .any(|l| l.starts_with("error: the run did not end within")
-                && l.contains("not finished: ")),
+                // The services the pipeline cut off, by name.
+                && l.contains("not finished: ")
+                && l.contains("were cut off")
+                && l.contains("datagen (waiting for the broker")),
         "no error line naming what it could not finish: {seen:?}"
     );
 }

@@ -785,13 +785,15 @@ impl RunningPipeline {
                 Ok(Some(joined)) => joined,
                 Ok(None) => break,
                 Err(_) => {
-                    self.tasks.abort_all();
+                    // Named before the abort: an aborted task's drop marks
+                    // it finished, at once on another worker thread.
                     let unfinished = self
                         .statuses
                         .iter()
                         .filter_map(|s| s.unfinished())
                         .collect::<Vec<_>>()
                         .join("; ");
+                    self.tasks.abort_all();
                     let earlier = first_error
                         .map(|e: Error| format!(" (and before that: {e})"))
                         .unwrap_or_default();
