@@ -391,6 +391,7 @@ impl PipelineBuilder {
                 in_flight: in_flight::InFlight::new(MAX_IN_FLIGHT),
             };
             tasks.spawn(run_service(
+                PROCESSOR_SERVICE.to_owned(),
                 service,
                 status_of(PROCESSOR_SERVICE),
                 Arc::clone(&progress),
@@ -415,6 +416,7 @@ impl PipelineBuilder {
                 in_flight: in_flight::InFlight::new(MAX_IN_FLIGHT),
             };
             tasks.spawn(run_service(
+                KSTREAM_SERVICE.to_owned(),
                 service,
                 status_of(KSTREAM_SERVICE),
                 Arc::clone(&progress),
@@ -451,6 +453,7 @@ impl PipelineBuilder {
                 };
                 let row = index - 1;
                 tasks.spawn(run_service(
+                    name.clone(),
                     service,
                     status_of(&name),
                     Arc::clone(&progress),
@@ -513,6 +516,7 @@ impl PipelineBuilder {
             tasks,
             statuses,
             started,
+            client: Arc::new(broker.client().await?),
         })
     }
 }
@@ -538,7 +542,14 @@ struct Progress {
     redeliveries: AtomicUsize,
     /// Rows read by each API consumer, in service order.
     api_rows: Vec<AtomicUsize>,
+    /// Each reader's committed positions, by (service, topic): what it has
+    /// settled, whatever the counts say (copies of a record stored twice
+    /// count twice).
+    committed: std::sync::Mutex<std::collections::HashMap<(String, &'static str), Positions>>,
 }
+
+/// Next offset by partition.
+type Positions = std::collections::BTreeMap<i32, i64>;
 
 impl Progress {
     fn new(services: Services, api_consumers: usize) -> Self {
@@ -558,7 +569,27 @@ impl Progress {
             duplicates: AtomicUsize::default(),
             redeliveries: AtomicUsize::default(),
             api_rows: (0..api_consumers).map(|_| AtomicUsize::default()).collect(),
+            committed: Default::default(),
         }
+    }
+
+    fn note_committed(&self, service: &str, positions: Vec<(&'static str, Positions)>) {
+        let mut committed = self
+            .committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (topic, at) in positions {
+            committed.insert((service.to_owned(), topic), at);
+        }
+    }
+
+    fn committed(&self, service: &str, topic: &'static str) -> Positions {
+        self.committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(service.to_owned(), topic))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The most records one of this pipeline's readers has yet to settle
@@ -668,6 +699,8 @@ pub struct RunningPipeline {
     statuses: Vec<Arc<ServiceStatus>>,
     stop_deadline: Duration,
     started: Instant,
+    /// Reads the ends of the topics, for [`wait_until_complete`](Self::wait_until_complete).
+    client: Arc<rskafka::client::Client>,
 }
 
 impl RunningPipeline {
@@ -715,6 +748,7 @@ impl RunningPipeline {
         deadline: Duration,
         mut observe: impl FnMut(&PipelineProgress),
     ) -> Result<PipelineProgress> {
+        let until = Instant::now() + deadline;
         let services = self.settings.services;
         self.wait_for(
             "every generated record through every service",
@@ -724,7 +758,106 @@ impl RunningPipeline {
             },
             deadline,
         )
-        .await
+        .await?;
+        self.wait_until_read_to_end(until).await?;
+        Ok(self.progress())
+    }
+
+    /// Waits until every reader here has committed up to the end of each
+    /// topic a service here writes. The counts alone can hold early: a
+    /// record stored twice (a send retried after the broker had stored it)
+    /// is read, and counted, twice, so a reader could be counted done
+    /// while the last records were still unread.
+    async fn wait_until_read_to_end(&mut self, until: Instant) -> Result<()> {
+        let services = self.settings.services;
+        let mut stages: Vec<(&'static str, Vec<String>)> = Vec::new();
+        if services.datagen {
+            let mut trade_readers = Vec::new();
+            if services.processor {
+                trade_readers.push(PROCESSOR_SERVICE.to_owned());
+                stages.push((USERS_TOPIC, vec![PROCESSOR_SERVICE.to_owned()]));
+            }
+            if services.kstream {
+                trade_readers.push(KSTREAM_SERVICE.to_owned());
+            }
+            stages.push((TRADES_TOPIC, trade_readers));
+        }
+        // Last: the end of the rows is final once the processor has
+        // committed every trade (it commits a trade once its row is stored).
+        if services.processor {
+            let api_readers = (1..=self.api_states.len()).map(api_service_name);
+            stages.push((DOLLARS_BY_ZIP_TOPIC, api_readers.collect()));
+        }
+        for (topic, readers) in stages {
+            if readers.is_empty() {
+                continue;
+            }
+            let ends = self.end_offsets(topic, until).await?;
+            loop {
+                let behind = readers.iter().find_map(|reader| {
+                    let committed = self.progress.committed(reader, topic);
+                    ends.iter()
+                        .find(|(p, end)| committed.get(p).copied().unwrap_or(0) < **end)
+                        .map(|(p, end)| {
+                            format!(
+                                "{reader} committed {} of the {end} records of {topic} \
+                                 partition {p}",
+                                committed.get(p).copied().unwrap_or(0)
+                            )
+                        })
+                });
+                let Some(behind) = behind else { break };
+                if let Some(joined) = self.tasks.try_join_next() {
+                    match joined {
+                        Ok(Err(e)) => return Err(e),
+                        Err(e) => return Err(Error::Pipeline(format!("a service panicked: {e}"))),
+                        Ok(Ok(())) => continue,
+                    }
+                }
+                if Instant::now() >= until {
+                    return Err(Error::Pipeline(format!(
+                        "waited for every reader to read to the end of what was written: {behind}"
+                    )));
+                }
+                // A poll interval, not synchronisation: the loop checks positions.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The end offset of each partition of `topic`, read by `until`.
+    async fn end_offsets(&self, topic: &'static str, until: Instant) -> Result<Positions> {
+        let partitions = if topic == DOLLARS_BY_ZIP_TOPIC {
+            1
+        } else {
+            i32::from(self.settings.partitions)
+        };
+        let mut ends = Positions::new();
+        for partition in 0..partitions {
+            let end = async {
+                self.client
+                    .partition_client(topic, partition, UnknownTopicHandling::Error)
+                    .await?
+                    .get_offset(rskafka::client::partition::OffsetAt::Latest)
+                    .await
+            };
+            let remaining = until.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, end).await {
+                Ok(Ok(end)) => ends.insert(partition, end),
+                Ok(Err(e)) => {
+                    return Err(Error::Pipeline(format!(
+                        "reading the end of {topic} partition {partition}: {e}"
+                    )));
+                }
+                Err(_) => {
+                    return Err(Error::Pipeline(format!(
+                        "reading the end of {topic} partition {partition} took past the deadline"
+                    )));
+                }
+            };
+        }
+        Ok(ends)
     }
 
     /// Waits until `condition` (described by `what`) holds for the
@@ -829,6 +962,8 @@ trait ServiceLoop: Send {
     ) -> impl Future<Output = Result<Self::Step>> + Send;
     /// Waits for the outputs still in flight.
     fn drain(&mut self) -> impl Future<Output = Result<Self::Step>> + Send;
+    /// The committed position of each topic it reads.
+    fn committed(&self) -> Vec<(&'static str, Positions)>;
 }
 
 impl ServiceLoop for ProcessorService {
@@ -841,6 +976,12 @@ impl ServiceLoop for ProcessorService {
     }
     fn drain(&mut self) -> impl Future<Output = Result<ProcessorStep>> + Send {
         ProcessorService::drain(self)
+    }
+    fn committed(&self) -> Vec<(&'static str, Positions)> {
+        vec![
+            (TRADES_TOPIC, self.trades.committed()),
+            (USERS_TOPIC, self.users.committed()),
+        ]
     }
 }
 
@@ -855,6 +996,9 @@ impl ServiceLoop for KstreamService {
     fn drain(&mut self) -> impl Future<Output = Result<Self::Step>> + Send {
         KstreamService::drain(self)
     }
+    fn committed(&self) -> Vec<(&'static str, Positions)> {
+        vec![(TRADES_TOPIC, self.trades.committed())]
+    }
 }
 
 impl ServiceLoop for ApiConsumerService {
@@ -868,12 +1012,16 @@ impl ServiceLoop for ApiConsumerService {
     fn drain(&mut self) -> impl Future<Output = Result<Self::Step>> + Send {
         ApiConsumerService::drain(self)
     }
+    fn committed(&self) -> Vec<(&'static str, Positions)> {
+        vec![(DOLLARS_BY_ZIP_TOPIC, self.consumer.committed())]
+    }
 }
 
 /// Steps `service` until stopped, then waits for its outputs still in
 /// flight (their records then commit); each step's counts go to `count`,
 /// and datagen hears that a reader advanced.
 async fn run_service<S: ServiceLoop>(
+    name: String,
     mut service: S,
     status: Arc<ServiceStatus>,
     progress: Arc<Progress>,
@@ -884,10 +1032,12 @@ async fn run_service<S: ServiceLoop>(
     while !*stop.borrow() {
         status.doing(STEPPING);
         count(&progress, service.step(&mut stop).await?);
+        progress.note_committed(&name, service.committed());
         progress.readers_advanced();
     }
     status.doing(DRAINING);
     count(&progress, service.drain().await?);
+    progress.note_committed(&name, service.committed());
     progress.readers_advanced();
     Ok(())
 }
