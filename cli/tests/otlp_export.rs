@@ -417,7 +417,7 @@ fn assert_whole_run_that_exported_nothing(output: &RunOutput) -> u64 {
         output.stdout,
         output.stderr
     );
-    assert_traces_complete(&output);
+    assert_traces_complete(output);
     let [recorded, exported, dropped, failed, unsent] = span_counts(&output.stdout);
     assert!(recorded > 1_000, "{}", output.stdout);
     assert_eq!(exported, 0);
