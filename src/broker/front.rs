@@ -371,6 +371,17 @@ async fn relay_both_ways(client: TcpStream, shared: &Shared) -> io::Result<()> {
     let server = TcpStream::connect(shared.upstream).await?;
     client.set_nodelay(true)?;
     server.set_nodelay(true)?;
+    // The upstream connection closes with a reset, not a FIN: the mock
+    // stops polling a connection for reads while it holds a JoinGroup or
+    // SyncGroup there, and a FIN only makes the socket readable, so it
+    // never saw the close. The member, rejoining on a new connection,
+    // then still had an answer pending and the mock aborted the process
+    // (`rd_kafka_mock_cgrp_classic_member_add: !member->resp`). A reset
+    // is reported as an error even to such a connection, and the mock
+    // drops the held answer. Only answers nobody reads are lost: the
+    // client side is gone by then, and Linux hands the mock the requests
+    // queued before the reset first.
+    server.set_zero_linger()?;
     // As Kafka shows a member's host in DescribeGroups.
     let client_host = client
         .peer_addr()

@@ -1,0 +1,158 @@
+//! A connection cut while librdkafka's mock holds a member's JoinGroup
+//! must not abort the process.
+//!
+//! The mock holds every JoinGroup of a rebalancing group until its
+//! rebalance timer runs out, and stops reading from (polling) the member's
+//! connection meanwhile. The front used to close its side of that
+//! connection with a plain FIN, which such a socket reports only as
+//! readable: the mock never saw the close and still held the old answer
+//! when the member rejoined with the same id on a new connection, and then
+//! failed its assertion `rd_kafka_mock_cgrp_classic_member_add:
+//! !member->resp`, aborting the whole test binary (found by
+//! `tests/chaos.rs`). So before the fix this test did not fail: its binary
+//! died.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use kafka_trace_harness::Broker;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::{ClientContext, Statistics};
+
+/// Bound of every wait here; the mock holds a rebalance's joins for the
+/// session timeout less 1 s.
+const DEADLINE: Duration = Duration::from_secs(30);
+const SESSION: Duration = Duration::from_secs(6);
+
+/// Keeps the consumer's group join state from its statistics.
+#[derive(Default)]
+struct JoinState(Mutex<String>);
+
+impl ClientContext for JoinState {
+    fn stats(&self, statistics: Statistics) {
+        if let Some(group) = statistics.cgrp {
+            *self.0.lock().unwrap_or_else(PoisonError::into_inner) = group.join_state;
+        }
+    }
+}
+
+impl ConsumerContext for JoinState {}
+
+/// A librdkafka group member polled on a thread of its own until dropped.
+struct Member {
+    consumer: Arc<BaseConsumer<JoinState>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Member {
+    fn start(broker: &Broker, group: &str, topic: &str) -> Self {
+        let consumer: BaseConsumer<JoinState> = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap_servers())
+            .set("group.id", group)
+            .set("session.timeout.ms", SESSION.as_millis().to_string())
+            .set("heartbeat.interval.ms", "100")
+            .set("statistics.interval.ms", "20")
+            .set("reconnect.backoff.max.ms", "200")
+            .set("log_level", "0")
+            .create_with_context(JoinState::default())
+            .expect("consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let consumer = Arc::new(consumer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (consumer, stop) = (Arc::clone(&consumer), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let _ = consumer.poll(Duration::from_millis(20));
+                }
+            })
+        };
+        Self {
+            consumer,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn join_state(&self) -> String {
+        self.consumer
+            .context()
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn assigned(&self) -> bool {
+        self.consumer.assignment().is_ok_and(|a| a.count() > 0)
+    }
+
+    /// Stops polling; the consumer leaves its group when the last `Arc`
+    /// goes, which blocks (hence a blocking task).
+    async fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let thread = self.thread.take();
+        tokio::task::spawn_blocking(move || {
+            if let Some(thread) = thread {
+                thread.join().expect("poll thread");
+            }
+            drop(self);
+        })
+        .await
+        .expect("closing the consumer");
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Waits for `done` within [`DEADLINE`]; panics naming `what`.
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{what}: not within {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// Two workers: closing a librdkafka consumer blocks its thread while it
+// leaves the group, through the broker's front, which runs on this runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_while_the_mock_holds_a_join_does_not_abort() {
+    let broker = Broker::start().await.expect("broker");
+    let topic = broker
+        .create_unique_topic("held-join", 1)
+        .await
+        .expect("topic");
+    let group = format!("{topic}-group");
+    let first = Member::start(&broker, &group, &topic);
+    wait_for("the first member gets the partition", || first.assigned()).await;
+    // A second member makes the group rebalance: the mock holds its join
+    // and the first member's rejoin until its rebalance timer runs out.
+    let second = Member::start(&broker, &group, &topic);
+    wait_for("both members wait for their JoinGroup answers", || {
+        first.join_state() == "wait-join" && second.join_state() == "wait-join"
+    })
+    .await;
+    broker.cut_connections().expect("cut");
+    // Both rejoin, with their member ids, on new connections: the mock
+    // must have dropped the held joins, and the group forms again.
+    wait_for("the group forms again after the cut", || {
+        first.join_state() == "steady"
+            && second.join_state() == "steady"
+            && (first.assigned() || second.assigned())
+    })
+    .await;
+    first.stop().await;
+    second.stop().await;
+    broker.shutdown().await.expect("shutdown");
+}
