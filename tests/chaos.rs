@@ -19,7 +19,8 @@
 //! 3. **Every trace is whole, or its break is explained.** No orphan, no
 //!    dangling link. A failed send attempt (the `send attempt failed`
 //!    event) or a span with error status is *explained* when an injected
-//!    fault's window, `[injected, lifted + GRACE]`, contains the failure
+//!    fault's window, `[injected, lifted + grace]` (1 s, or 3 s for faults
+//!    on connections), contains the failure
 //!    (the event's time; for a span, any part of it) and the fault can
 //!    cause that failure: produce errors explain only attempts failed with
 //!    the very error injected, the other faults any error. Anything else is
@@ -77,6 +78,13 @@ const STOP_BOUND: Duration = Duration::from_secs(30);
 /// request sent while it was on fails when the client notices, a little
 /// later (a reconnect, a response held by a stall or added latency).
 const GRACE: Duration = Duration::from_secs(1);
+
+/// [`GRACE`] for faults on connections (cut, broker down, stall, pause):
+/// a client learns that its connection is gone only when it next uses it,
+/// and the retry storm after a long stall drains on a loaded machine for a
+/// while (one case, a stall with two cuts in it, had attempts failing
+/// past a 1 s grace in about one run of ten, on a machine running builds).
+const CONNECTION_GRACE: Duration = Duration::from_secs(3);
 
 /// The API consumers of each run (`api-1`, `api-2`).
 const API_CONSUMERS: usize = 2;
@@ -180,6 +188,16 @@ enum FaultKind {
 }
 
 impl FaultKind {
+    /// How long after its lift a failure may still be this fault's doing.
+    fn grace(self) -> Duration {
+        match self {
+            Self::BrokerDown | Self::CutConnections | Self::Stall => CONNECTION_GRACE,
+            #[cfg(feature = "container")]
+            Self::Pause => CONNECTION_GRACE,
+            Self::RequestErrors { .. } | Self::RoundTripTime { .. } | Self::Latency { .. } => GRACE,
+        }
+    }
+
     async fn inject(self, broker: &Broker, hold: Duration) -> kafka_trace_harness::Result<()> {
         match self {
             Self::BrokerDown => broker.broker_down(1),
@@ -271,7 +289,7 @@ impl FaultWindow {
     /// Whether a failure between `from` and `to` (one instant for an
     /// event) lies in the window, grace included.
     fn overlaps(&self, from: SystemTime, to: SystemTime) -> bool {
-        to >= self.injected && from <= self.lifted + GRACE
+        to >= self.injected && from <= self.lifted + self.kind.grace()
     }
 }
 
