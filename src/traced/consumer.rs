@@ -17,7 +17,7 @@ use super::attributes::{
     SpanTemplate, attr, extraction_events, mark_failed, partition_id, server, shared,
 };
 use super::offsets::{OffsetStore, StartFrom};
-use super::retry::retry_backoff;
+use super::retry::{is_retriable_read_error, retry_backoff};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::propagation::{Extracted, extract_with};
@@ -580,7 +580,7 @@ where
                 }
                 for (id, from, mut drained) in answered {
                     self.waiting.remove(&id);
-                    let retriable = drained.error.as_ref().is_some_and(is_retriable_fetch_error);
+                    let retriable = drained.error.as_ref().is_some_and(is_retriable_read_error);
                     if !retriable {
                         self.retrying.remove(&id);
                         batches.push((id, from, drained));
@@ -825,43 +825,6 @@ impl Retrying {
             self.since.elapsed(),
             self.attempts,
         )
-    }
-}
-
-/// Whether a fetch that failed with `error` may succeed if asked again:
-/// the errors Kafka's protocol marks retriable that a fetch can meet (an
-/// unknown partition included, as during a topic's creation or a leader
-/// move), and a broken connection or a timeout. rskafka retries some of
-/// these itself (`NotLeaderOrFollower`, `LeaderNotAvailable`, a broken
-/// connection), within its own backoff deadline.
-fn is_retriable_fetch_error(error: &rskafka::client::error::Error) -> bool {
-    use rskafka::client::error::{Error as E, ProtocolError as P, RequestError};
-    if let Some(inner) = super::attributes::retried_error(error) {
-        return is_retriable_fetch_error(inner);
-    }
-    match error {
-        E::Connection(_) | E::Timeout => true,
-        E::Request(request) => matches!(request, RequestError::Poisoned(_) | RequestError::IO(_)),
-        E::ServerError { protocol_error, .. } => matches!(
-            protocol_error,
-            P::CorruptMessage
-                | P::UnknownTopicOrPartition
-                | P::LeaderNotAvailable
-                | P::NotLeaderOrFollower
-                | P::RequestTimedOut
-                | P::NetworkException
-                | P::NotEnoughReplicas
-                | P::NotEnoughReplicasAfterAppend
-                | P::KafkaStorageError
-                | P::FetchSessionIdNotFound
-                | P::InvalidFetchSessionEpoch
-                | P::FencedLeaderEpoch
-                | P::UnknownLeaderEpoch
-                | P::OffsetNotAvailable
-                | P::PreferredLeaderNotAvailable
-                | P::ThrottlingQuotaExceeded
-        ),
-        _ => false,
     }
 }
 
