@@ -3,6 +3,10 @@
 //! record; an error Kafka calls fatal still fails the poll, and a
 //! retriable one that outlasts the deadline fails it naming the error.
 
+// Clippy (not rustc) overflows the default query depth (128) on any
+// `async fn` that awaits `TracedConsumer::poll`, as `poll_all` does.
+#![recursion_limit = "256"]
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -59,43 +63,55 @@ async fn retriable_fetch_errors_are_retried_and_every_record_comes_once() {
             (ErrorCode::KafkaStorageError, 2),
         ];
         for (error, count) in cases {
-            let topic = broker.create_unique_topic("fetch-retry", 2).await.unwrap();
-            let mut consumer = TracedConsumer::builder("reader", &topic)
-                .build(&broker, capture.tracer("reader"))
-                .await
-                .unwrap();
-            let mut expected = BTreeSet::new();
-            for n in 0..3 {
-                for partition in 0..2 {
-                    producer
-                        .send(&Context::new(), &topic, partition, record(n))
-                        .await
-                        .unwrap();
-                    expected.insert((partition, i64::try_from(n).unwrap()));
-                }
-            }
-            broker.request_errors(ApiKey::Fetch, error, count).unwrap();
-            let got = poll_all(&mut consumer, &expected).await;
-            assert_eq!(got, expected, "{error:?} x{count}: each record once");
-
-            // Errors while the consumer waits on empty partitions: the
-            // fetches carried between polls are retried too.
-            broker.request_errors(ApiKey::Fetch, error, count).unwrap();
-            assert!(consumer.poll().await.expect("an idle poll").is_empty());
-            let mut later = BTreeSet::new();
-            for partition in 0..2 {
-                producer
-                    .send(&Context::new(), &topic, partition, record(3))
-                    .await
-                    .unwrap();
-                later.insert((partition, 3));
-            }
-            let got = poll_all(&mut consumer, &later).await;
-            assert_eq!(got, later, "{error:?} x{count} while idle");
-            broker.clear_request_errors(ApiKey::Fetch).unwrap();
+            retried_case(&broker, &producer, &capture, error, count).await;
         }
     })
     .await;
+}
+
+/// Every record of two partitions comes once although `count` fetches
+/// fail with `error`, first with records waiting, then while idle.
+async fn retried_case(
+    broker: &Broker,
+    producer: &TracedProducer,
+    capture: &SpanCapture,
+    error: ErrorCode,
+    count: usize,
+) {
+    let topic = broker.create_unique_topic("fetch-retry", 2).await.unwrap();
+    let mut consumer = TracedConsumer::builder("reader", &topic)
+        .build(broker, capture.tracer("reader"))
+        .await
+        .unwrap();
+    let mut expected = BTreeSet::new();
+    for n in 0..3 {
+        for partition in 0..2 {
+            producer
+                .send(&Context::new(), &topic, partition, record(n))
+                .await
+                .unwrap();
+            expected.insert((partition, i64::try_from(n).unwrap()));
+        }
+    }
+    broker.request_errors(ApiKey::Fetch, error, count).unwrap();
+    let got = poll_all(&mut consumer, &expected).await;
+    assert_eq!(got, expected, "{error:?} x{count}: each record once");
+
+    // Errors while the consumer waits on empty partitions: the
+    // fetches carried between polls are retried too.
+    broker.request_errors(ApiKey::Fetch, error, count).unwrap();
+    assert!(consumer.poll().await.expect("an idle poll").is_empty());
+    let mut later = BTreeSet::new();
+    for partition in 0..2 {
+        producer
+            .send(&Context::new(), &topic, partition, record(3))
+            .await
+            .unwrap();
+        later.insert((partition, 3));
+    }
+    let got = poll_all(&mut consumer, &later).await;
+    assert_eq!(got, later, "{error:?} x{count} while idle");
+    broker.clear_request_errors(ApiKey::Fetch).unwrap();
 }
 
 #[tokio::test]

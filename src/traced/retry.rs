@@ -66,6 +66,7 @@ pub(crate) fn is_retriable_read_error(error: &rskafka::client::error::Error) -> 
 /// `until`, pausing [`retry_backoff`] between attempts. The error is the
 /// last one, with how many attempts failed. Bound each attempt, or the
 /// whole call, with a timeout: an attempt itself may take any time.
+#[cfg(feature = "stockapp")]
 pub(crate) async fn retry_read<T, F, Fut>(
     until: std::time::Instant,
     mut attempt: F,
@@ -108,7 +109,7 @@ pub(super) fn failed_attempt(attempt: u32, error: &Error) -> Vec<KeyValue> {
     ]
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "stockapp"))]
 mod tests {
     use std::time::{Duration, Instant};
 
