@@ -294,19 +294,15 @@ impl FaultWindow {
 }
 
 fn fault_kind() -> impl Strategy<Value = FaultKind> {
-    let data_errors = prop_oneof![
-        (
-            prop_oneof![Just(Api::Produce), Just(Api::Metadata)],
-            prop_oneof![
-                Just(InjectedError::NotLeader),
-                Just(InjectedError::RequestTimedOut),
-                Just(InjectedError::NotEnoughReplicas),
-                Just(InjectedError::LeaderNotAvailable),
-            ],
-        ),
-        // Only the fetch error rskafka retries: see `schedule`.
-        (Just(Api::Fetch), Just(InjectedError::NotLeader)),
-    ];
+    let data_errors = (
+        prop_oneof![Just(Api::Produce), Just(Api::Metadata), Just(Api::Fetch)],
+        prop_oneof![
+            Just(InjectedError::NotLeader),
+            Just(InjectedError::RequestTimedOut),
+            Just(InjectedError::NotEnoughReplicas),
+            Just(InjectedError::LeaderNotAvailable),
+        ],
+    );
     let group_errors = (
         prop_oneof![
             Just(Api::OffsetCommit),
@@ -340,13 +336,6 @@ fn fault_kind() -> impl Strategy<Value = FaultKind> {
 /// 105 ms and 347 ms, four `SyncGroup` errors (`NotCoordinator`) at
 /// 960 ms, 29 ms of round-trip time at 89 ms; see
 /// `tests/broker_group_cut.rs`).
-///
-/// Left out: fetch errors other than `NotLeaderOrFollower`. A
-/// `TracedConsumer` returns any other fetch error from `poll`, retriable
-/// or not, and the pipeline's service then ends, failing the run: one
-/// `NotEnoughReplicas` answer to an API consumer's fetch did so in the
-/// soak (seed 3686399610042129153; eight `Fetch` errors at 1,373 ms among
-/// added latency and round-trip time).
 fn schedule(span_ms: u64, max_faults: usize) -> impl Strategy<Value = Vec<Fault>> {
     let fault =
         (0..span_ms.max(1), 20..=1_500u64, fault_kind()).prop_map(|(at_ms, hold_ms, kind)| Fault {
@@ -1040,6 +1029,35 @@ proptest! {
                 eprintln!("chaos: {schedule:?}\n  FAILED: {violations}");
                 return Err(TestCaseError::fail(violations));
             }
+        }
+    }
+}
+
+/// The schedule the soak shrank to when one retriable fetch error ended a
+/// `TracedConsumer`'s poll, and with it the run (seed
+/// 3686399610042129153 had eight `NotEnoughReplicas` fetch errors among
+/// added latency): fetch errors at 500 ms, which the pipeline's readers
+/// must retry.
+#[test]
+fn retriable_fetch_errors_end_no_run() {
+    for error in [
+        InjectedError::NotEnoughReplicas,
+        InjectedError::RequestTimedOut,
+    ] {
+        let schedule = vec![Fault {
+            at_ms: 500,
+            hold_ms: 1_000,
+            kind: FaultKind::RequestErrors {
+                api: Api::Fetch,
+                error,
+                count: 8,
+            },
+        }];
+        let runtime = runtime();
+        let outcome = runtime.block_on(run_under(property_settings(1), schedule.clone()));
+        runtime.shutdown_timeout(STOP_BOUND);
+        if let Err(violations) = outcome {
+            panic!("{schedule:?}: {violations}");
         }
     }
 }

@@ -17,6 +17,7 @@ use super::attributes::{
     SpanTemplate, attr, extraction_events, mark_failed, partition_id, server, shared,
 };
 use super::offsets::{OffsetStore, StartFrom};
+use super::retry::{is_retriable_read_error, retry_backoff};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::propagation::{Extracted, extract_with};
@@ -263,6 +264,7 @@ impl TracedConsumerBuilder {
             acks,
             redeliver_below,
             waiting: FxHashMap::default(),
+            retrying: FxHashMap::default(),
             unreported_deletions: deleted_unread.keys().copied().collect(),
             deleted_unread,
             deadline,
@@ -281,6 +283,11 @@ impl TracedConsumerBuilder {
 /// name starts at the committed position, and a record handed out before
 /// but not committed comes again with `redelivered` set (and the
 /// `messaging.kafka.message.redelivered` attribute on its new span). A
+/// fetch that fails with an error Kafka calls retriable
+/// (`NotEnoughReplicas`, `RequestTimedOut`, a broken connection, ...) is
+/// asked again after a backoff until it has failed for the
+/// [`deadline`](TracedConsumerBuilder::deadline); then, or on any other
+/// error, the call fails naming the last error. A
 /// failed fetch keeps what was fetched before it, and
 /// [`consume`](Self::consume) is cancel-safe. A next offset below the
 /// partition's log start is an [`Error::RecordsDeleted`], never a silent
@@ -337,6 +344,9 @@ pub struct TracedConsumer<T = SdkTracer> {
     /// (it returned with another partition's records), with the offset it
     /// fetches from: the next poll takes its answer.
     waiting: FxHashMap<i32, WaitingFetch>,
+    /// Per partition, a fetch failing retriably since when, and how: its
+    /// retry waits in `waiting`. Cleared by the partition's next answer.
+    retrying: FxHashMap<i32, Retrying>,
     /// Per partition, the log start found above 0 when this consumer
     /// started from the earliest record: offsets `0..log_start` were
     /// deleted before it could read them.
@@ -469,9 +479,15 @@ where
     }
 
     fn timeout(&self, what: &str, deadline: Duration) -> Error {
+        let mut retrying: Vec<_> = self.retrying.iter().collect();
+        retrying.sort_by_key(|(id, _)| **id);
+        let retrying: String = retrying
+            .into_iter()
+            .map(|(id, r)| format!("; partition {id} {}", r.describe()))
+            .collect();
         Error::Timeout {
             what: format!(
-                "consumer {:?} {what} topic {:?} (partitions {:?}, next offsets {:?})",
+                "consumer {:?} {what} topic {:?} (partitions {:?}, next offsets {:?}{retrying})",
                 self.settings.group,
                 self.settings.topic,
                 self.fetched.keys().collect::<Vec<_>>(),
@@ -479,6 +495,26 @@ where
             ),
             bootstrap: self.bootstrap.clone(),
             timeout: deadline,
+        }
+    }
+
+    /// The error of a fetch of `partition` that failed retriably for
+    /// longer than the deadline.
+    fn retries_exhausted(&self, partition: i32) -> Error {
+        let next = self.fetched.get(&partition).copied().unwrap_or_default();
+        let retrying = self
+            .retrying
+            .get(&partition)
+            .map(Retrying::describe)
+            .unwrap_or_default();
+        Error::Timeout {
+            what: format!(
+                "consumer {:?} fetching topic {:?} partition {partition} from offset {next} \
+                 ({retrying})",
+                self.settings.group, self.settings.topic,
+            ),
+            bootstrap: self.bootstrap.clone(),
+            timeout: self.deadline,
         }
     }
 
@@ -521,21 +557,72 @@ where
         // has answered: an empty round still means every partition was
         // empty. An empty answer taken by a cancelled round is only asked
         // again.
+        //
+        // A fetch that failed retriably, with nothing fetched before the
+        // error, is asked again after a backoff (as Kafka's clients do)
+        // until it has failed for the deadline: it stays in `waiting`
+        // meanwhile, so the round goes on and an empty round still means
+        // every partition answered empty.
         let mut batches = Vec::new();
+        let mut exhausted = None;
         std::future::poll_fn(|cx| {
-            let answered: Vec<i32> = self
-                .waiting
-                .iter_mut()
-                .filter_map(|(id, waiting)| match waiting.fetch().as_mut().poll(cx) {
-                    std::task::Poll::Ready(drained) => {
-                        batches.push((*id, waiting.from, drained));
-                        Some(*id)
+            loop {
+                let answered: Vec<(i32, i64, Drained)> = self
+                    .waiting
+                    .iter_mut()
+                    .filter_map(|(id, waiting)| match waiting.fetch().as_mut().poll(cx) {
+                        std::task::Poll::Ready(drained) => Some((*id, waiting.from, drained)),
+                        std::task::Poll::Pending => None,
+                    })
+                    .collect();
+                if answered.is_empty() {
+                    break;
+                }
+                for (id, from, mut drained) in answered {
+                    self.waiting.remove(&id);
+                    let retriable = drained.error.as_ref().is_some_and(is_retriable_read_error);
+                    if !retriable {
+                        self.retrying.remove(&id);
+                        batches.push((id, from, drained));
+                        continue;
                     }
-                    std::task::Poll::Pending => None,
-                })
-                .collect();
-            for id in answered {
-                self.waiting.remove(&id);
+                    if !drained.records.is_empty() {
+                        // Hands out what came; the next round fetches on
+                        // from there, which retries.
+                        self.retrying.remove(&id);
+                        drained.error = None;
+                        batches.push((id, from, drained));
+                        continue;
+                    }
+                    let Some(error) = drained.error.take() else {
+                        continue;
+                    };
+                    let retrying = self.retrying.entry(id).or_insert_with(|| Retrying {
+                        since: Instant::now(),
+                        attempts: 0,
+                        last: None,
+                    });
+                    retrying.attempts += 1;
+                    retrying.last = Some(error);
+                    if retrying.since.elapsed() >= self.deadline {
+                        exhausted.get_or_insert(id);
+                        continue;
+                    }
+                    let backoff = retry_backoff(retrying.attempts - 1);
+                    let Some((_, client)) = self.partitions.iter().find(|(p, _)| *p == id) else {
+                        continue;
+                    };
+                    let client = Arc::clone(client);
+                    let fetch = async move {
+                        tokio::time::sleep(backoff).await;
+                        drain(&client, from, max_wait, most, until).await
+                    };
+                    self.waiting
+                        .insert(id, WaitingFetch::new(from, fetch.boxed()));
+                }
+            }
+            if exhausted.is_some() {
+                return std::task::Poll::Ready(());
             }
             let brought = batches
                 .iter()
@@ -568,6 +655,11 @@ where
             {
                 first_error = Some((id, error));
             }
+        }
+        if let Some(partition) = exhausted {
+            let error = self.retries_exhausted(partition);
+            self.retrying.remove(&partition);
+            return Err(error);
         }
         match first_error {
             None => Ok(()),
@@ -708,6 +800,31 @@ where
             context,
             acks: Arc::clone(&self.acks),
         }
+    }
+}
+
+/// A partition's fetch failing retriably.
+#[derive(Debug)]
+struct Retrying {
+    /// When its first error came.
+    since: Instant,
+    /// Failed attempts so far.
+    attempts: u32,
+    /// The last error (always set once an attempt failed).
+    last: Option<rskafka::client::error::Error>,
+}
+
+impl Retrying {
+    fn describe(&self) -> String {
+        let last = match &self.last {
+            Some(error) => error.to_string(),
+            None => "none".into(),
+        };
+        format!(
+            "retried a retriable error for {:?} ({} failed attempts), last error: {last}",
+            self.since.elapsed(),
+            self.attempts,
+        )
     }
 }
 

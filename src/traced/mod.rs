@@ -12,7 +12,7 @@ mod consumer;
 mod offsets;
 pub mod partitioner;
 mod producer;
-mod retry;
+pub(crate) mod retry;
 #[cfg(feature = "proptest")]
 pub mod strategies;
 

@@ -9,6 +9,7 @@ use super::in_flight::InFlight;
 use crate::stockapp::error::{Error, Result};
 use crate::stockapp::metrics::PipelineMetrics;
 use crate::stockapp::{ApiState, DOLLARS_BY_ZIP_TOPIC};
+use crate::traced::retry::retry_read;
 use crate::traced::{BatchingTracedProducer, TracedConsumer};
 
 pub(crate) struct ApiConsumerService {
@@ -99,12 +100,15 @@ impl ApiConsumerService {
         if step.rows_in > 0
             && let Some(m) = &self.metrics
         {
-            let read = m.watermark.get_offset(OffsetAt::Latest);
+            // A retriable error (a leader move, a timeout) is asked again.
+            let until = std::time::Instant::now() + m.deadline;
+            let read = retry_read(until, || m.watermark.get_offset(OffsetAt::Latest));
             let high_watermark = match tokio::time::timeout(m.deadline, read).await {
                 Ok(Ok(high_watermark)) => high_watermark,
-                Ok(Err(e)) => {
+                Ok(Err((e, attempts))) => {
                     return Err(Error::Pipeline(format!(
-                        "{}: reading the high watermark of {DOLLARS_BY_ZIP_TOPIC:?}: {e}",
+                        "{}: reading the high watermark of {DOLLARS_BY_ZIP_TOPIC:?}: {e} \
+                         ({attempts} failed attempts)",
                         m.service
                     )));
                 }

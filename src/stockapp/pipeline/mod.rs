@@ -39,6 +39,7 @@ use crate::stockapp::{
     ApiState, DLQ_TOPIC, DOLLARS_BY_ZIP_TOPIC, Datagen, DecodeError, SchemaRegistry,
     StockProcessor, TRADES_JSON_TOPIC, TRADES_TOPIC, USERS_TOPIC,
 };
+use crate::traced::retry::retry_read;
 use crate::traced::{
     BatchingTracedProducer, ConsumedRecord, DEFAULT_MAX_WAIT, StartFrom, TracedConsumer,
 };
@@ -835,19 +836,21 @@ impl RunningPipeline {
         };
         let mut ends = Positions::new();
         for partition in 0..partitions {
-            let end = async {
+            // A retriable error (a leader move, a timeout) is asked again.
+            let end = retry_read(until, || async {
                 self.client
                     .partition_client(topic, partition, UnknownTopicHandling::Error)
                     .await?
                     .get_offset(rskafka::client::partition::OffsetAt::Latest)
                     .await
-            };
+            });
             let remaining = until.saturating_duration_since(Instant::now());
             match tokio::time::timeout(remaining, end).await {
                 Ok(Ok(end)) => ends.insert(partition, end),
-                Ok(Err(e)) => {
+                Ok(Err((e, attempts))) => {
                     return Err(Error::Pipeline(format!(
-                        "reading the end of {topic} partition {partition}: {e}"
+                        "reading the end of {topic} partition {partition}: {e} \
+                         ({attempts} failed attempts)"
                     )));
                 }
                 Err(_) => {
