@@ -638,15 +638,32 @@ async fn run_on(
     for (index, state) in states.iter().enumerate() {
         let served = state.totals_in_cents();
         if served != expected {
-            let wrong = expected
+            // Every window either side holds that the other does not match.
+            let differing: Vec<_> = expected
+                .keys()
+                .chain(served.keys().filter(|k| !expected.contains_key(*k)))
+                .filter(|k| served.get(*k) != expected.get(*k))
+                .collect();
+            // A few, to tell a missing trade from a doubled one or a
+            // window keyed wrong.
+            let examples: Vec<String> = differing
                 .iter()
-                .filter(|(k, v)| served.get(*k) != Some(*v))
-                .count()
-                + served.keys().filter(|k| !expected.contains_key(*k)).count();
+                .take(3)
+                .map(|k| {
+                    format!(
+                        "{k:?}: expected {:?}, served {:?}",
+                        expected.get(*k),
+                        served.get(*k)
+                    )
+                })
+                .collect();
             violations.push(format!(
-                "api-{} serves totals that differ from the trades' in {wrong} of {} windows",
+                "api-{} serves totals that differ from the trades' in {} of {} windows \
+                 (e.g. {})",
                 index + 1,
-                expected.len()
+                differing.len(),
+                expected.len(),
+                examples.join("; ")
             ));
         }
     }
