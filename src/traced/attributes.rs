@@ -114,15 +114,10 @@ pub(super) fn retried_error(
 /// Whether trying the same request again may succeed: the connection
 /// broke, or the broker said so (Kafka's retriable error codes).
 pub(crate) fn is_transient(error: &rskafka::client::error::Error) -> bool {
-    use rskafka::client::error::{Error as E, ProtocolError as P, RequestError};
-    if let Some(inner) = retried_error(error) {
-        return is_transient(inner);
-    }
-    match error {
-        E::Connection(_) | E::Timeout => true,
-        E::Request(request) => matches!(request, RequestError::Poisoned(_) | RequestError::IO(_)),
-        E::ServerError { protocol_error, .. } => matches!(
-            protocol_error,
+    use rskafka::client::error::ProtocolError as P;
+    is_retriable_with(error, |code| {
+        matches!(
+            code,
             P::CorruptMessage
                 | P::LeaderNotAvailable
                 | P::NotLeaderOrFollower
@@ -135,7 +130,26 @@ pub(crate) fn is_transient(error: &rskafka::client::error::Error) -> bool {
                 | P::PreferredLeaderNotAvailable
                 | P::ThrottlingQuotaExceeded
                 | P::UnknownServerError
-        ),
+        )
+    })
+}
+
+/// Whether `error` (or the last error behind rskafka's "all retries
+/// failed") is a broken connection, a timeout, or a broker error whose
+/// code `retriable_code` accepts: the shape every retry decision shares,
+/// each with its own codes.
+pub(super) fn is_retriable_with(
+    error: &rskafka::client::error::Error,
+    retriable_code: fn(&rskafka::client::error::ProtocolError) -> bool,
+) -> bool {
+    use rskafka::client::error::{Error as E, RequestError};
+    if let Some(inner) = retried_error(error) {
+        return is_retriable_with(inner, retriable_code);
+    }
+    match error {
+        E::Connection(_) | E::Timeout => true,
+        E::Request(request) => matches!(request, RequestError::Poisoned(_) | RequestError::IO(_)),
+        E::ServerError { protocol_error, .. } => retriable_code(protocol_error),
         _ => false,
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 
-use super::attributes::{attr, error_type, is_transient, retried_error};
+use super::attributes::{attr, error_type, is_retriable_with, is_transient};
 use crate::error::Error;
 
 /// Name of the event a send span gets for each failed attempt that is
@@ -31,15 +31,10 @@ pub(super) fn retry_backoff(attempt: u32) -> Duration {
 /// these itself (`NotLeaderOrFollower`, `LeaderNotAvailable`, a broken
 /// connection), within its own backoff deadline.
 pub(crate) fn is_retriable_read_error(error: &rskafka::client::error::Error) -> bool {
-    use rskafka::client::error::{Error as E, ProtocolError as P, RequestError};
-    if let Some(inner) = retried_error(error) {
-        return is_retriable_read_error(inner);
-    }
-    match error {
-        E::Connection(_) | E::Timeout => true,
-        E::Request(request) => matches!(request, RequestError::Poisoned(_) | RequestError::IO(_)),
-        E::ServerError { protocol_error, .. } => matches!(
-            protocol_error,
+    use rskafka::client::error::ProtocolError as P;
+    is_retriable_with(error, |code| {
+        matches!(
+            code,
             P::CorruptMessage
                 | P::UnknownTopicOrPartition
                 | P::LeaderNotAvailable
@@ -56,9 +51,8 @@ pub(crate) fn is_retriable_read_error(error: &rskafka::client::error::Error) -> 
                 | P::OffsetNotAvailable
                 | P::PreferredLeaderNotAvailable
                 | P::ThrottlingQuotaExceeded
-        ),
-        _ => false,
-    }
+        )
+    })
 }
 
 /// Runs `attempt` until it succeeds, fails with an error that
