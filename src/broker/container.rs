@@ -102,9 +102,31 @@ fn is_port_taken(reason: &str) -> bool {
     reason.contains("already allocated") || reason.contains("address already in use")
 }
 
-/// A port of the host that is free now.
+/// Host ports are picked from here: below Linux's ephemeral range
+/// (32768–60999), from which the container's own sockets (the mock
+/// cluster's listener, its connections) take theirs. The broker listens
+/// on the same port inside the container, and a port picked from the
+/// host's ephemeral range could already be one of those there.
+const HOST_PORTS: std::ops::Range<u16> = 20_000..32_768;
+
+/// A port of the host, in [`HOST_PORTS`], that is free now; else any
+/// free port.
 fn free_host_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+    let span = u32::from(HOST_PORTS.end - HOST_PORTS.start);
+    // Different runs and tests start at different places (no RNG crate
+    // for this); the step is prime to the span, so tries do not repeat.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos())
+        ^ std::process::id().rotate_left(16);
+    for attempt in 0..200u32 {
+        let offset = (seed.wrapping_add(attempt.wrapping_mul(7_919))) % span;
+        let port = HOST_PORTS.start + offset as u16;
+        if TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Ok(TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0))?
         .local_addr()?
         .port())
 }
@@ -187,10 +209,34 @@ async fn read_addresses(
                 Ok((bootstrap.trim().to_owned(), admin.to_owned()))
             }
             _ => Err(format!(
-                "expected a bootstrap line and an admin line, got {bootstrap:?} and {admin:?}"
+                "expected a bootstrap line and an admin line, got {bootstrap:?} and {admin:?}{}",
+                why_it_ended(container).await
             )),
         },
     }
+}
+
+/// What the container said before its output ended: its exit code and
+/// the end of its stderr, each within a bound (Docker may hang too).
+async fn why_it_ended(container: &ContainerAsync<GenericImage>) -> String {
+    const BOUND: Duration = Duration::from_secs(10);
+    let exit = match tokio::time::timeout(BOUND, container.exit_code()).await {
+        Ok(Ok(Some(code))) => format!("exited with code {code}"),
+        Ok(Ok(None)) => "still running".to_owned(),
+        Ok(Err(e)) => format!("exit code unknown: {e}"),
+        Err(_) => format!("exit code unknown within {BOUND:?}"),
+    };
+    let stderr = match tokio::time::timeout(BOUND, container.stderr_to_vec()).await {
+        Ok(Ok(bytes)) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("stderr: {:?}", tail.join("\n"))
+        }
+        Ok(Err(e)) => format!("stderr unreadable: {e}"),
+        Err(_) => format!("stderr unread within {BOUND:?}"),
+    };
+    format!(" (the container {exit}; {stderr})")
 }
 
 impl RunningContainer {
