@@ -45,7 +45,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use kafka_trace_harness::broker::{ApiKey, ErrorCode};
 use kafka_trace_harness::stockapp::pipeline::{
-    DUPLICATE_ATTRIBUTE, FILTERED_OUT_ATTRIBUTE, PipelineBuilder, RunningPipeline, TradeClock,
+    DUPLICATE_ATTRIBUTE, FILTERED_OUT_ATTRIBUTE, LATE_AMOUNT_CENTS_ATTRIBUTE,
+    LATE_WINDOW_START_ATTRIBUTE, LATE_ZIPCODE_ATTRIBUTE, PROCESSOR_SERVICE, PipelineBuilder,
+    RunningPipeline, TradeClock,
 };
 use kafka_trace_harness::stockapp::processor::window_start;
 use kafka_trace_harness::stockapp::trace_check::TraceCheck;
@@ -62,10 +64,23 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 
 /// 2023-11-14T22:10:00Z, on a window boundary: windows are predictable.
-const CLOCK: TradeClock = TradeClock {
-    start_ms: 1_700_000_000_000 - 1_700_000_000_000 % 300_000,
-    spacing_ms: 7_000,
-};
+const CLOCK_START_MS: i64 = 1_700_000_000_000 - 1_700_000_000_000 % 300_000;
+
+/// How much of the offered run the processor's 24 h grace period spans:
+/// trade time runs so that a trade read this much later than the others
+/// finds its window closed (a run spans days of trade time). Faults make
+/// such lateness and must explain every trade dropped for it; without a
+/// fault, no trade is that late.
+const GRACE_IN_RUN: Duration = Duration::from_secs(2);
+
+/// The trades' clock of a run offered at `rate` trades per second.
+fn clock(rate: f64) -> TradeClock {
+    let grace_ms = 24.0 * 3_600_000.0;
+    TradeClock {
+        start_ms: CLOCK_START_MS,
+        spacing_ms: (grace_ms / (GRACE_IN_RUN.as_secs_f64() * rate)).max(1.0) as i64,
+    }
+}
 
 /// How long after its last fault is lifted a run may take to finish: a
 /// bound on hanging (the run takes a few seconds), not a speed claim.
@@ -565,6 +580,9 @@ struct Figures {
     trade_traces: usize,
     broken_explained: usize,
     broken_unexplained: usize,
+    /// Trades dropped because a fault made them later than the grace
+    /// period (each explained).
+    late_trades: usize,
 }
 
 impl std::ops::AddAssign for Figures {
@@ -578,6 +596,7 @@ impl std::ops::AddAssign for Figures {
         self.trade_traces += o.trade_traces;
         self.broken_explained += o.broken_explained;
         self.broken_unexplained += o.broken_unexplained;
+        self.late_trades += o.late_trades;
     }
 }
 
@@ -614,7 +633,7 @@ async fn run_on(
         .users(9)
         .api_consumers(API_CONSUMERS)
         .rate(settings.rate)
-        .clock(CLOCK);
+        .clock(clock(settings.rate));
     let datagen = builder.datagen();
     let pipeline = builder
         .start(&broker, &capture)
@@ -634,7 +653,22 @@ async fn run_on(
     let mut violations = Vec::new();
     let trades: Vec<StockTrade> = datagen.trades().collect();
     let users: HashMap<String, User> = datagen.users().map(|u| (u.userid.clone(), u)).collect();
-    let expected = expected_totals(&trades, &users);
+    let mut expected = expected_totals(&trades, &users, clock(settings.rate));
+    let late = late_trades(&capture, &windows, &mut violations);
+    let late_count = late.len();
+    for (key, cents) in late {
+        if let Some((total, count)) = expected.get_mut(&key) {
+            *total -= cents;
+            *count -= 1;
+            if *count == 0 {
+                expected.remove(&key);
+            }
+        }
+    }
+    let expected: BTreeMap<(String, i64), i128> = expected
+        .into_iter()
+        .map(|(k, (total, _))| (k, total))
+        .collect();
     for (index, state) in states.iter().enumerate() {
         let served = state.totals_in_cents();
         if served != expected {
@@ -659,15 +693,17 @@ async fn run_on(
                 .collect();
             violations.push(format!(
                 "api-{} serves totals that differ from the trades' in {} of {} windows \
-                 (e.g. {})",
+                 (e.g. {}); the processor filtered out trades: {}",
                 index + 1,
                 differing.len(),
                 expected.len(),
-                examples.join("; ")
+                examples.join("; "),
+                filtered_out(&capture)
             ));
         }
     }
     let (mut figures, rows) = check_spans(&capture, &windows, &mut violations);
+    figures.late_trades = late_count;
     if let Err(e) = group.wait_for(&rows, RUN_BOUND).await {
         violations.push(e);
     }
@@ -735,22 +771,89 @@ async fn run_schedule(
     Ok((windows, states))
 }
 
-/// (zip code, window start) → total in cents, computed straight from the
-/// generated records (every user is sent before any trade).
+/// (zip code, window start) → total in cents and how many trades make
+/// it, computed straight from the generated records (every user is sent
+/// before any trade).
 fn expected_totals(
     trades: &[StockTrade],
     users: &HashMap<String, User>,
-) -> BTreeMap<(String, i64), i128> {
-    let mut totals = BTreeMap::new();
+    clock: TradeClock,
+) -> BTreeMap<(String, i64), (i128, usize)> {
+    let mut totals: BTreeMap<(String, i64), (i128, usize)> = BTreeMap::new();
     for (index, trade) in trades.iter().enumerate() {
         let zip = users.get(&trade.userid).and_then(|u| u.zipcode());
         if let (true, Some(zip)) = (trade.symbol.ends_with('T'), zip) {
-            let window = window_start(CLOCK.timestamp_ms(index));
-            *totals.entry((zip.to_owned(), window)).or_default() +=
-                i128::from(trade.price) * i128::from(trade.quantity);
+            let window = window_start(clock.timestamp_ms(index));
+            let (total, count) = totals.entry((zip.to_owned(), window)).or_default();
+            *total += i128::from(trade.price) * i128::from(trade.quantity);
+            *count += 1;
         }
     }
     totals
+}
+
+/// The trades the processor dropped because their window had closed: the
+/// row each lacks, and by how much. Each must be explained by a fault on
+/// between the trade's send and its processing (lateness comes from a
+/// fault: a retry's backoff, a stall); one that is not is a violation.
+fn late_trades(
+    capture: &SpanCapture,
+    windows: &[FaultWindow],
+    violations: &mut Vec<String>,
+) -> Vec<((String, i64), i128)> {
+    let forest = capture.forest();
+    let mut late = Vec::new();
+    for span in forest.of_service(PROCESSOR_SERVICE) {
+        let closed = span
+            .attribute(FILTERED_OUT_ATTRIBUTE)
+            .is_some_and(|v| v.as_str() == "window_closed");
+        if !closed {
+            continue;
+        }
+        let from = span
+            .parent()
+            .map_or(span.data().start_time, |send| send.data().start_time);
+        if !windows
+            .iter()
+            .any(|w| w.overlaps(from, span.data().end_time))
+        {
+            violations.push(format!(
+                "{} was dropped as late (its window had closed) and no fault was on",
+                describe(&span)
+            ));
+        }
+        let zipcode = span
+            .attribute(LATE_ZIPCODE_ATTRIBUTE)
+            .map(|v| v.as_str().into_owned());
+        let window = match span.attribute(LATE_WINDOW_START_ATTRIBUTE) {
+            Some(Value::I64(start)) => Some(*start),
+            _ => None,
+        };
+        let cents = match span.attribute(LATE_AMOUNT_CENTS_ATTRIBUTE) {
+            Some(Value::I64(cents)) => i128::from(*cents),
+            _ => 0,
+        };
+        match (zipcode, window) {
+            (Some(zipcode), Some(window)) => late.push(((zipcode, window), cents)),
+            _ => violations.push(format!(
+                "{} was dropped as late without saying which row lacks it",
+                describe(&span)
+            )),
+        }
+    }
+    late
+}
+
+/// How many trades the processor filtered out, per reason (a late trade
+/// in a closed window, an unknown user): what a wrong total may come from.
+fn filtered_out(capture: &SpanCapture) -> String {
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for span in capture.forest().spans() {
+        if let Some(reason) = span.attribute(FILTERED_OUT_ATTRIBUTE) {
+            *reasons.entry(reason.to_string()).or_default() += 1;
+        }
+    }
+    format!("{reasons:?}")
 }
 
 fn is_true(span: &SpanView<'_>, key: &str) -> bool {
@@ -1159,6 +1262,11 @@ fn soak_random_fault_schedules() {
         "  traces           {} trade traces; broken: {} explained, {} unexplained; \
          {} error spans (explained)",
         total.trade_traces, total.broken_explained, total.broken_unexplained, total.error_spans
+    );
+    println!(
+        "  late trades      {} dropped in closed windows (each explained by a fault; the \
+         24 h grace period is {GRACE_IN_RUN:?} of a run)",
+        total.late_trades
     );
     match max_rss_mib() {
         Some(mib) => println!("  max RSS          {mib:.0} MiB"),

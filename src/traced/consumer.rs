@@ -265,6 +265,7 @@ impl TracedConsumerBuilder {
             redeliver_below,
             waiting: FxHashMap::default(),
             retrying: FxHashMap::default(),
+            high_watermarks: FxHashMap::default(),
             unreported_deletions: deleted_unread.keys().copied().collect(),
             deleted_unread,
             deadline,
@@ -347,6 +348,9 @@ pub struct TracedConsumer<T = SdkTracer> {
     /// Per partition, a fetch failing retriably since when, and how: its
     /// retry waits in `waiting`. Cleared by the partition's next answer.
     retrying: FxHashMap<i32, Retrying>,
+    /// Per partition, the high watermark of its last answer, when that
+    /// answer was not an error: what [`TracedConsumer::lag`] counts from.
+    high_watermarks: FxHashMap<i32, i64>,
     /// Per partition, the log start found above 0 when this consumer
     /// started from the earliest record: offsets `0..log_start` were
     /// deleted before it could read them.
@@ -388,6 +392,27 @@ where
     /// The next offset to hand out, per partition.
     pub fn offsets(&self) -> &BTreeMap<i32, i64> {
         &self.handed
+    }
+
+    /// How many records of `partition` the broker held beyond what this
+    /// consumer has fetched, as of the partition's last answer (its high
+    /// watermark minus the next offset to fetch). `Some(0)`: caught up.
+    /// `None` while it is not known: before the partition's first
+    /// answer, after a failed fetch, or for a partition this consumer
+    /// does not read. A fetch still waiting keeps the last answer's
+    /// figure, so records that arrived since are not counted yet.
+    ///
+    /// Kafka Streams asks the same of a partition before it lets a task
+    /// process records of the others ahead of it (`max.task.idle.ms`).
+    pub fn lag(&self, partition: i32) -> Option<i64> {
+        let high_watermark = self.high_watermarks.get(&partition)?;
+        let next = self.fetched.get(&partition)?;
+        Some((high_watermark - next).max(0))
+    }
+
+    /// The partitions this consumer reads, in ascending order.
+    pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
+        self.fetched.keys().copied()
     }
 
     /// Records the broker had deleted from the head of a partition before
@@ -638,6 +663,14 @@ where
         batches.sort_by_key(|(id, _, _)| *id);
         let mut first_error = None;
         for (id, from, drained) in batches {
+            match (drained.error.is_none(), drained.high_watermark) {
+                (true, Some(high_watermark)) => {
+                    self.high_watermarks.insert(id, high_watermark);
+                }
+                _ => {
+                    self.high_watermarks.remove(&id);
+                }
+            }
             let mut records = drained.records;
             records.retain(|r| r.offset >= from);
             records.sort_by_key(|r| r.offset);
@@ -863,6 +896,8 @@ impl std::fmt::Debug for WaitingFetch {
 struct Drained {
     records: Vec<rskafka::record::RecordAndOffset>,
     error: Option<rskafka::client::error::Error>,
+    /// The high watermark of the last answer, unless a fetch failed.
+    high_watermark: Option<i64>,
 }
 
 /// When a fetch round that may take `deadline` stops starting fetches:
@@ -892,6 +927,7 @@ async fn drain(
                 return Drained {
                     records,
                     error: Some(error),
+                    high_watermark: None,
                 };
             }
         };
@@ -912,6 +948,7 @@ async fn drain(
             return Drained {
                 records,
                 error: None,
+                high_watermark: Some(high_watermark),
             };
         }
     }

@@ -10,6 +10,7 @@ mod datagen_service;
 mod in_flight;
 mod kstream_service;
 mod processor_service;
+mod timestamp_order;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,7 +26,9 @@ use tokio::task::JoinSet;
 pub use datagen_service::TradeClock;
 use processor_service::plain_record;
 pub use processor_service::{
-    DUPLICATE_ATTRIBUTE, FILTERED_OUT_ATTRIBUTE, JOINED_USER_ATTRIBUTE, ProcessorStep,
+    DUPLICATE_ATTRIBUTE, FILTERED_OUT_ATTRIBUTE, JOINED_USER_ATTRIBUTE,
+    LATE_AMOUNT_CENTS_ATTRIBUTE, LATE_WINDOW_START_ATTRIBUTE, LATE_ZIPCODE_ATTRIBUTE,
+    ProcessorStep,
 };
 
 use self::api_service::{ApiConsumerService, ApiMetrics};
@@ -390,6 +393,7 @@ impl PipelineBuilder {
                 metrics: self.metrics.clone(),
                 seen_trades: Default::default(),
                 in_flight: in_flight::InFlight::new(MAX_IN_FLIGHT),
+                held_trades: timestamp_order::TimestampOrder::new(processor_service::MAX_TASK_IDLE),
             };
             tasks.spawn(run_service(
                 PROCESSOR_SERVICE.to_owned(),

@@ -9,9 +9,11 @@ use opentelemetry::trace::{Link, SpanContext, SpanId, TraceContextExt, TraceId};
 use rskafka::record::Record;
 
 use super::in_flight::InFlight;
+use super::timestamp_order::TimestampOrder;
 use super::{PROCESSOR_SERVICE, dead_letter, decode_error_type};
 use crate::stockapp::error::Result;
 use crate::stockapp::metrics::PipelineMetrics;
+use crate::stockapp::processor::{DollarAmount, FilteredOut};
 use crate::stockapp::{
     DLQ_TOPIC, DOLLARS_BY_ZIP_TOPIC, SchemaRegistry, StockProcessor, StockTrade, TRADES_TOPIC,
     USERS_TOPIC, User,
@@ -26,6 +28,15 @@ pub const FILTERED_OUT_ATTRIBUTE: &str = "stockapp.filtered_out";
 pub const DUPLICATE_ATTRIBUTE: &str = "stockapp.duplicate";
 /// Attribute on a trade's `process` span: the joined user, when found.
 pub const JOINED_USER_ATTRIBUTE: &str = "stockapp.joined_userid";
+/// Attributes on the `process` span of a trade dropped because its window
+/// had closed (`stockapp.filtered_out = window_closed`): the row that
+/// lacks it, zip code and window start (ms), and the amount it lacks, in
+/// cents (absent when ksqlDB's cast makes it `NULL`).
+pub const LATE_ZIPCODE_ATTRIBUTE: &str = "stockapp.late.zipcode";
+/// See [`LATE_ZIPCODE_ATTRIBUTE`].
+pub const LATE_WINDOW_START_ATTRIBUTE: &str = "stockapp.late.window_start";
+/// See [`LATE_ZIPCODE_ATTRIBUTE`].
+pub const LATE_AMOUNT_CENTS_ATTRIBUTE: &str = "stockapp.late.amount_cents";
 
 /// Counts of one processing step.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -73,7 +84,19 @@ pub(crate) struct ProcessorService {
     /// Rows and dead-letter copies sent, not yet acknowledged; each
     /// settles (and commits) the record it came from.
     pub(crate) in_flight: InFlight<ProcessorStep>,
+    /// Trades read, not yet processed: they go in timestamp order across
+    /// the partitions, as a Kafka Streams task takes them, so that a
+    /// partition whose fetch is slow does not see its windows closed by
+    /// the others' later trades. (A held trade's `process` span is open,
+    /// and it is not committed, until it goes.)
+    pub(crate) held_trades: TimestampOrder<ConsumedRecord>,
 }
+
+/// How long held trades wait for a partition whose lag is unknown or
+/// non-zero and that brings nothing, before they go anyway: longer than a
+/// fetch's retry backoff and a stall of the chaos schedules, and bounded,
+/// so that a partition that never answers cannot hold the run.
+pub(crate) const MAX_TASK_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl ProcessorService {
     /// Reads trades, then brings the users table up to date, then processes
@@ -109,19 +132,27 @@ impl ProcessorService {
             }
         }
         for consumed in trades {
-            let started = std::time::Instant::now();
-            self.process_trade(consumed);
-            if let Some(metrics) = &self.metrics {
-                metrics.record_processing(PROCESSOR_SERVICE, TRADES_TOPIC, started.elapsed());
-            }
+            let timestamp_ms = consumed.record.timestamp.timestamp_millis();
+            self.held_trades
+                .push(consumed.partition, timestamp_ms, consumed);
+        }
+        while let Some(consumed) = self
+            .held_trades
+            .pop(self.trades.partitions(), |p| self.trades.lag(p))
+        {
+            self.process_timed(consumed);
         }
         let step = self.in_flight.settle().await?;
         self.report(&step);
         Ok(step)
     }
 
-    /// Waits for every output still in flight (at stop).
+    /// Processes the trades still held, then waits for every output still
+    /// in flight (at stop).
     pub(crate) async fn drain(&mut self) -> Result<ProcessorStep> {
+        for consumed in self.held_trades.drain() {
+            self.process_timed(consumed);
+        }
         let step = self.in_flight.drain().await?;
         self.report(&step);
         Ok(step)
@@ -165,6 +196,38 @@ impl ProcessorService {
                 self.in_flight
                     .push(async move { sent.await.map(|()| step) });
             }
+        }
+    }
+
+    /// [`Self::process_trade`], its time recorded.
+    fn process_timed(&mut self, consumed: ConsumedRecord) {
+        let started = std::time::Instant::now();
+        self.process_trade(consumed);
+        if let Some(metrics) = &self.metrics {
+            metrics.record_processing(PROCESSOR_SERVICE, TRADES_TOPIC, started.elapsed());
+        }
+    }
+
+    /// Says on a late trade's span which row lacks it, and by how much.
+    fn tell_late(
+        &self,
+        span: &opentelemetry::trace::SpanRef<'_>,
+        trade: &StockTrade,
+        window_start: i64,
+    ) {
+        let zipcode = self
+            .logic
+            .users()
+            .get(&trade.userid)
+            .and_then(User::zipcode);
+        if let Some(zipcode) = zipcode {
+            span.set_attribute(KeyValue::new(LATE_ZIPCODE_ATTRIBUTE, zipcode.to_owned()));
+        }
+        span.set_attribute(KeyValue::new(LATE_WINDOW_START_ATTRIBUTE, window_start));
+        let cents = DollarAmount::of_trade(trade.price, trade.quantity)
+            .and_then(|amount| i64::try_from(amount.cents()).ok());
+        if let Some(cents) = cents {
+            span.set_attribute(KeyValue::new(LATE_AMOUNT_CENTS_ATTRIBUTE, cents));
         }
     }
 
@@ -247,6 +310,9 @@ impl ProcessorService {
             }
             Err(reason) => {
                 span.set_attribute(KeyValue::new(FILTERED_OUT_ATTRIBUTE, reason.code()));
+                if let FilteredOut::WindowClosed { window_start, .. } = reason {
+                    self.tell_late(&span, &trade, window_start);
+                }
                 if reason.is_error() {
                     consumed.fail(reason.code(), reason.to_string());
                 }
