@@ -20,6 +20,7 @@ pub mod otlp;
 pub mod propagation;
 #[cfg(feature = "report")]
 pub mod report;
+mod shallow;
 #[cfg(feature = "stockapp")]
 pub mod stockapp;
 pub mod traced;

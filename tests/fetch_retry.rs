@@ -3,10 +3,6 @@
 //! record; an error Kafka calls fatal still fails the poll, and a
 //! retriable one that outlasts the deadline fails it naming the error.
 
-// Clippy (not rustc) overflows the default query depth (128) on any
-// `async fn` that awaits `TracedConsumer::poll`, as `poll_all` does.
-#![recursion_limit = "256"]
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 

@@ -220,72 +220,75 @@ impl BrokerBuilder {
     }
 
     /// Starts the broker and waits until it answers metadata requests.
-    pub async fn start(self) -> Result<Broker> {
-        let (running, bootstrap) = match &self.backend {
-            Backend::Embedded => {
-                let cluster = EmbeddedCluster::start(&self.embedded).await?;
-                let bootstrap = cluster.bootstrap().to_owned();
-                (Running::Embedded(cluster), bootstrap)
-            }
-            #[cfg(feature = "container")]
-            Backend::Container(image) => {
-                let (container, bootstrap) = container::start(image, self.timeout).await?;
-                (Running::Container(Box::new(container)), bootstrap)
-            }
-            #[cfg(not(feature = "container"))]
-            Backend::Container(image) => {
-                return Err(Error::Config {
-                    variable: BROKER_ENV,
-                    value: format!("container ({})", image.reference()),
-                    reason: "this build of kafka-trace-harness has no `container` feature; \
-                             enable it in Cargo.toml to run brokers through testcontainers"
-                        .into(),
-                });
-            }
-            Backend::External { bootstrap } => (Running::External, bootstrap.clone()),
-        };
-        let mut broker = Broker {
-            running,
-            bootstrap,
-            timeout: self.timeout,
-            client_deadline: self.client_deadline,
-            watch: None,
-        };
-        let gate = match &broker.running {
-            Running::Embedded(cluster) => {
-                Some(watch::ProduceGate::counting(cluster.produced_bytes()))
-            }
-            // The harness image runs the same mock cluster, limits included;
-            // its produce traffic is not counted here, so the watch always looks.
-            #[cfg(feature = "container")]
-            Running::Container(c) if c.admin_address().is_some() => Some(Default::default()),
-            _ => None,
-        };
-        if let Some(gate) = gate
-            && self.watch_deleted_records
-        {
-            let bootstrap = broker.bootstrap_list();
-            let deadline = self.client_deadline;
-            let connect = move || {
-                ClientBuilder::new(bootstrap.clone())
-                    .client_id("kafka-trace-harness-watch")
-                    .backoff_config(retrying_backoff(deadline))
-                    .build()
+    pub fn start(self) -> impl Future<Output = Result<Broker>> {
+        // Behind a pointer: see crate::shallow.
+        crate::shallow::shallow_local(async move {
+            let (running, bootstrap) = match &self.backend {
+                Backend::Embedded => {
+                    let cluster = EmbeddedCluster::start(&self.embedded).await?;
+                    let bootstrap = cluster.bootstrap().to_owned();
+                    (Running::Embedded(cluster), bootstrap)
+                }
+                #[cfg(feature = "container")]
+                Backend::Container(image) => {
+                    let (container, bootstrap) = container::start(image, self.timeout).await?;
+                    (Running::Container(Box::new(container)), bootstrap)
+                }
+                #[cfg(not(feature = "container"))]
+                Backend::Container(image) => {
+                    return Err(Error::Config {
+                        variable: BROKER_ENV,
+                        value: format!("container ({})", image.reference()),
+                        reason: "this build of kafka-trace-harness has no `container` feature; \
+                                 enable it in Cargo.toml to run brokers through testcontainers"
+                            .into(),
+                    });
+                }
+                Backend::External { bootstrap } => (Running::External, bootstrap.clone()),
             };
-            broker.watch = Some(DeletionWatch::start(connect, gate, self.client_deadline));
-        }
-        if broker.kind() != BackendKind::Embedded {
-            // The mock cluster is ready once created; others prove it.
-            let client = broker.client().await?;
-            broker
-                .bounded(
-                    || "listing the topics (readiness)".into(),
-                    broker.timeout,
-                    client.list_topics(),
-                )
-                .await?;
-        }
-        Ok(broker)
+            let mut broker = Broker {
+                running,
+                bootstrap,
+                timeout: self.timeout,
+                client_deadline: self.client_deadline,
+                watch: None,
+            };
+            let gate = match &broker.running {
+                Running::Embedded(cluster) => {
+                    Some(watch::ProduceGate::counting(cluster.produced_bytes()))
+                }
+                // The harness image runs the same mock cluster, limits included;
+                // its produce traffic is not counted here, so the watch always looks.
+                #[cfg(feature = "container")]
+                Running::Container(c) if c.admin_address().is_some() => Some(Default::default()),
+                _ => None,
+            };
+            if let Some(gate) = gate
+                && self.watch_deleted_records
+            {
+                let bootstrap = broker.bootstrap_list();
+                let deadline = self.client_deadline;
+                let connect = move || {
+                    ClientBuilder::new(bootstrap.clone())
+                        .client_id("kafka-trace-harness-watch")
+                        .backoff_config(retrying_backoff(deadline))
+                        .build()
+                };
+                broker.watch = Some(DeletionWatch::start(connect, gate, self.client_deadline));
+            }
+            if broker.kind() != BackendKind::Embedded {
+                // The mock cluster is ready once created; others prove it.
+                let client = broker.client().await?;
+                broker
+                    .bounded(
+                        || "listing the topics (readiness)".into(),
+                        broker.timeout,
+                        client.list_topics(),
+                    )
+                    .await?;
+            }
+            Ok(broker)
+        })
     }
 }
 
@@ -390,10 +393,13 @@ impl Broker {
     }
 
     async fn client_with(&self, backoff: BackoffConfig) -> Result<Client> {
-        let build = ClientBuilder::new(self.bootstrap_list())
-            .client_id("kafka-trace-harness")
-            .backoff_config(backoff)
-            .build();
+        // rskafka's futures are deep: behind a pointer (crate::shallow).
+        let build = crate::shallow::shallow(
+            ClientBuilder::new(self.bootstrap_list())
+                .client_id("kafka-trace-harness")
+                .backoff_config(backoff)
+                .build(),
+        );
         match tokio::time::timeout(self.timeout, build).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(source)) => Err(Error::Client {
@@ -414,9 +420,10 @@ impl Broker {
         &self,
         what: impl FnOnce() -> String,
         deadline: Duration,
-        work: impl Future<Output = std::result::Result<T, rskafka::client::error::Error>>,
+        work: impl Future<Output = std::result::Result<T, rskafka::client::error::Error>> + Send,
     ) -> Result<T> {
-        match tokio::time::timeout(deadline, work).await {
+        // rskafka's futures are deep: behind a pointer (crate::shallow).
+        match tokio::time::timeout(deadline, crate::shallow::shallow(work)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(source)) => Err(Error::Request {
                 what: what(),
@@ -432,22 +439,29 @@ impl Broker {
     }
 
     /// Creates `topic` with `partitions` partitions (replication factor 1).
-    pub async fn create_topic(&self, topic: &str, partitions: u16) -> Result<()> {
-        let partitions = i32::from(partitions.max(1));
-        match &self.running {
-            // The mock cluster has no CreateTopics handler: use its own API.
-            Running::Embedded(cluster) => cluster.create_topic(topic, partitions),
-            _ => {
-                let work = self.create_topic_through_kafka(topic, partitions);
-                tokio::time::timeout(self.timeout, work)
-                    .await
-                    .map_err(|_| Error::Timeout {
-                        what: format!("creating topic {topic:?}"),
-                        bootstrap: self.bootstrap.clone(),
-                        timeout: self.timeout,
-                    })?
+    pub fn create_topic<'a>(
+        &'a self,
+        topic: &'a str,
+        partitions: u16,
+    ) -> impl Future<Output = Result<()>> + 'a {
+        // Behind a pointer: see crate::shallow.
+        crate::shallow::shallow(async move {
+            let partitions = i32::from(partitions.max(1));
+            match &self.running {
+                // The mock cluster has no CreateTopics handler: use its own API.
+                Running::Embedded(cluster) => cluster.create_topic(topic, partitions),
+                _ => {
+                    let work = self.create_topic_through_kafka(topic, partitions);
+                    tokio::time::timeout(self.timeout, work)
+                        .await
+                        .map_err(|_| Error::Timeout {
+                            what: format!("creating topic {topic:?}"),
+                            bootstrap: self.bootstrap.clone(),
+                            timeout: self.timeout,
+                        })?
+                }
             }
-        }
+        })
     }
 
     async fn create_topic_through_kafka(&self, topic: &str, partitions: i32) -> Result<()> {
@@ -470,8 +484,7 @@ impl Broker {
         let controller = client
             .controller_client()
             .map_err(|e| topic_error(e.to_string()))?;
-        controller
-            .create_topic(topic, partitions, 1, 5_000)
+        crate::shallow::shallow(controller.create_topic(topic, partitions, 1, 5_000))
             .await
             .map_err(|e| topic_error(e.to_string()))
     }
@@ -529,21 +542,24 @@ impl Broker {
     ///
     /// Fails with [`Error::DeletionWatch`], naming each partition and why,
     /// when some partition could not be looked at.
-    pub async fn check_deleted_records(&self) -> Result<Vec<DeletedRecords>> {
-        let Some(watch) = &self.watch else {
-            return Ok(Vec::new());
-        };
-        if !watch.may_have_deleted() {
-            return Ok(Vec::new());
-        }
-        let client = self.client().await?;
-        watch
-            .check_now(&client, self.client_deadline)
-            .await
-            .map_err(|reason| Error::DeletionWatch {
-                bootstrap: self.bootstrap.clone(),
-                reason,
-            })
+    pub fn check_deleted_records(&self) -> impl Future<Output = Result<Vec<DeletedRecords>>> {
+        // Behind a pointer: see crate::shallow.
+        crate::shallow::shallow(async move {
+            let Some(watch) = &self.watch else {
+                return Ok(Vec::new());
+            };
+            if !watch.may_have_deleted() {
+                return Ok(Vec::new());
+            }
+            let client = self.client().await?;
+            watch
+                .check_now(&client, self.client_deadline)
+                .await
+                .map_err(|reason| Error::DeletionWatch {
+                    bootstrap: self.bootstrap.clone(),
+                    reason,
+                })
+        })
     }
 
     /// Stops the broker (embedded) or removes its container, and waits.
@@ -571,35 +587,38 @@ impl Broker {
     /// Fails with [`Error::DeletionWatch`] when the broker may have deleted
     /// records (more was produced than one partition keeps) but the last
     /// look could not see every partition: a loss must not pass for none.
-    pub async fn shutdown_listing_deleted(self) -> Result<Vec<DeletedRecords>> {
-        // A failed look (the broker down on purpose, say) fails the
-        // shutdown, naming what the watch saw before; the broker is
-        // stopped all the same.
-        let deleted = self.check_deleted_records().await.map_err(|e| match e {
-            Error::DeletionWatch { bootstrap, reason } => {
-                let seen = self.deleted_records();
-                let reason = match seen.is_empty() {
-                    true => reason,
-                    false => format!(
-                        "{reason}; seen deleted before: {}",
-                        DeletedRecords::list(&seen)
-                    ),
-                };
-                Error::DeletionWatch { bootstrap, reason }
-            }
-            other => other,
-        });
-        drop(self.watch);
-        let stopped = match self.running {
-            Running::Embedded(cluster) => {
-                cluster.shutdown().await;
-                Ok(())
-            }
-            #[cfg(feature = "container")]
-            Running::Container(container) => container.remove().await,
-            Running::External => Ok(()),
-        };
-        stopped.and(deleted)
+    pub fn shutdown_listing_deleted(self) -> impl Future<Output = Result<Vec<DeletedRecords>>> {
+        // Behind a pointer: see crate::shallow.
+        crate::shallow::shallow(async move {
+            // A failed look (the broker down on purpose, say) fails the
+            // shutdown, naming what the watch saw before; the broker is
+            // stopped all the same.
+            let deleted = self.check_deleted_records().await.map_err(|e| match e {
+                Error::DeletionWatch { bootstrap, reason } => {
+                    let seen = self.deleted_records();
+                    let reason = match seen.is_empty() {
+                        true => reason,
+                        false => format!(
+                            "{reason}; seen deleted before: {}",
+                            DeletedRecords::list(&seen)
+                        ),
+                    };
+                    Error::DeletionWatch { bootstrap, reason }
+                }
+                other => other,
+            });
+            drop(self.watch);
+            let stopped = match self.running {
+                Running::Embedded(cluster) => {
+                    cluster.shutdown().await;
+                    Ok(())
+                }
+                #[cfg(feature = "container")]
+                Running::Container(container) => container.remove().await,
+                Running::External => Ok(()),
+            };
+            stopped.and(deleted)
+        })
     }
 }
 

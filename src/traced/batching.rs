@@ -108,14 +108,21 @@ impl BatchingTracedProducerBuilder {
     }
 
     /// A producer on a new client of `broker`, recording with `tracer`.
-    pub async fn build(self, broker: &Broker, tracer: SdkTracer) -> Result<BatchingTracedProducer> {
-        let deadline = self.deadline.unwrap_or(broker.client_deadline());
-        // Single attempts: the producer retries itself, so that each
-        // failed attempt shows on the spans.
-        let client = broker.single_attempt_client().await?;
-        Ok(self
-            .deadline(deadline)
-            .build_on(client, broker.bootstrap_servers(), tracer))
+    pub fn build(
+        self,
+        broker: &Broker,
+        tracer: SdkTracer,
+    ) -> impl Future<Output = Result<BatchingTracedProducer>> {
+        // Behind a pointer: see crate::shallow.
+        crate::shallow::shallow(async move {
+            let deadline = self.deadline.unwrap_or(broker.client_deadline());
+            // Single attempts: the producer retries itself, so that each
+            // failed attempt shows on the spans.
+            let client = broker.single_attempt_client().await?;
+            Ok(self
+                .deadline(deadline)
+                .build_on(client, broker.bootstrap_servers(), tracer))
+        })
     }
 
     /// A producer on an existing client; `bootstrap` only feeds the
@@ -757,8 +764,8 @@ async fn attempt_once(
         .stats
         .produce_requests
         .fetch_add(1, Ordering::Relaxed);
-    client
-        .produce(records, Compression::NoCompression)
+    // rskafka's futures are deep: behind a pointer (crate::shallow).
+    crate::shallow::shallow(client.produce(records, Compression::NoCompression))
         .await
         .map_err(|source| client_error(label, source))
 }

@@ -37,8 +37,8 @@ pub(super) async fn partition_client(
     // Looked up in the full topic list first: a metadata request naming
     // the topic would make brokers that auto-create topics (the mock
     // cluster does) create a mistyped one silently.
-    let topics = client
-        .list_topics()
+    // rskafka's futures are deep: behind a pointer (crate::shallow).
+    let topics = crate::shallow::shallow(client.list_topics())
         .await
         .map_err(|source| client_error(topic, bootstrap, source))?;
     match topics.iter().find(|t| t.name == topic) {
@@ -57,8 +57,7 @@ pub(super) async fn partition_client(
             });
         }
     }
-    client
-        .partition_client(topic, partition, UnknownTopicHandling::Error)
+    crate::shallow::shallow(client.partition_client(topic, partition, UnknownTopicHandling::Error))
         .await
         .map_err(|source| client_error(topic, bootstrap, source))
 }

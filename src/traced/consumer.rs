@@ -135,23 +135,30 @@ impl TracedConsumerBuilder {
     /// Connects to every partition of the topic and finds the start
     /// offsets, within the deadline. Any OpenTelemetry [`Tracer`] records
     /// the spans (see [`TracedProducer`](crate::TracedProducer)).
-    pub async fn build<T>(self, broker: &Broker, tracer: T) -> Result<TracedConsumer<T>>
+    pub fn build<'a, T>(
+        self,
+        broker: &'a Broker,
+        tracer: T,
+    ) -> impl Future<Output = Result<TracedConsumer<T>>> + 'a
     where
-        T: Tracer<Span: Send + Sync + 'static> + Send + Sync,
+        T: Tracer<Span: Send + Sync + 'static> + Send + Sync + 'a,
     {
-        let deadline = self.deadline.unwrap_or(broker.client_deadline());
-        let what = format!(
-            "building consumer {:?} of topic {:?}",
-            self.group, self.topic
-        );
-        match tokio::time::timeout(deadline, self.connect(broker, tracer, deadline)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                what,
-                bootstrap: broker.bootstrap_servers().to_owned(),
-                timeout: deadline,
-            }),
-        }
+        // Behind a pointer: see crate::shallow.
+        crate::shallow::shallow(async move {
+            let deadline = self.deadline.unwrap_or(broker.client_deadline());
+            let what = format!(
+                "building consumer {:?} of topic {:?}",
+                self.group, self.topic
+            );
+            match tokio::time::timeout(deadline, self.connect(broker, tracer, deadline)).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::Timeout {
+                    what,
+                    bootstrap: broker.bootstrap_servers().to_owned(),
+                    timeout: deadline,
+                }),
+            }
+        })
     }
 
     async fn connect<T>(
@@ -173,7 +180,10 @@ impl TracedConsumerBuilder {
             bootstrap: bootstrap.clone(),
             source,
         };
-        let topics = client.list_topics().await.map_err(client_error)?;
+        // rskafka's futures are deep: behind a pointer (crate::shallow).
+        let topics = crate::shallow::shallow(client.list_topics())
+            .await
+            .map_err(client_error)?;
         let Some(topic) = topics.iter().find(|t| t.name == self.topic) else {
             return Err(Error::Topic {
                 topic: self.topic,
@@ -197,10 +207,13 @@ impl TracedConsumerBuilder {
             } else {
                 &client
             };
-            let pc = client
-                .partition_client(self.topic.as_str(), id, UnknownTopicHandling::Error)
-                .await
-                .map_err(client_error)?;
+            let pc = crate::shallow::shallow(client.partition_client(
+                self.topic.as_str(),
+                id,
+                UnknownTopicHandling::Error,
+            ))
+            .await
+            .map_err(client_error)?;
             let stored = self
                 .store
                 .as_ref()
@@ -208,8 +221,7 @@ impl TracedConsumerBuilder {
             let start = match (stored, self.start) {
                 (Some(next), _) => next,
                 (None, StartFrom::Earliest) => {
-                    let log_start = pc
-                        .get_offset(OffsetAt::Earliest)
+                    let log_start = crate::shallow::shallow(pc.get_offset(OffsetAt::Earliest))
                         .await
                         .map_err(client_error)?;
                     // Offsets start at 0: a log start above it means the
@@ -220,10 +232,11 @@ impl TracedConsumerBuilder {
                     }
                     log_start
                 }
-                (None, StartFrom::Latest) => pc
-                    .get_offset(OffsetAt::Latest)
-                    .await
-                    .map_err(client_error)?,
+                (None, StartFrom::Latest) => {
+                    crate::shallow::shallow(pc.get_offset(OffsetAt::Latest))
+                        .await
+                        .map_err(client_error)?
+                }
             };
             offsets.insert(id, start);
             if let Some(delivered) = self
@@ -464,7 +477,9 @@ where
     /// [`poll`](Self::poll) with `ambient` as the fallback parent (and the
     /// parent in link-only mode).
     pub async fn poll_in(&mut self, ambient: &Context) -> Result<Vec<ConsumedRecord>> {
-        let out = self.next_batch().await?;
+        // Behind a pointer: see crate::shallow.
+        let batch = crate::shallow::shallow(self.next_batch());
+        let out = batch.await?;
         Ok(self.hand_out(ambient, out))
     }
 
@@ -711,8 +726,11 @@ where
             ..
         } = &error
             && let Some((_, client)) = self.partitions.iter().find(|(id, _)| *id == partition)
-            && let Ok(Ok(log_start)) =
-                tokio::time::timeout(self.deadline, client.get_offset(OffsetAt::Earliest)).await
+            && let Ok(Ok(log_start)) = tokio::time::timeout(
+                self.deadline,
+                crate::shallow::shallow(client.get_offset(OffsetAt::Earliest)),
+            )
+            .await
             && log_start > next
         {
             return Error::RecordsDeleted {
@@ -739,27 +757,30 @@ where
     /// The deadline holds during a fetch too. Cancel-safe: records fetched
     /// but not returned (on a timeout, an error, or when the future is
     /// dropped) stay buffered, and the next call returns them first.
-    pub async fn consume(
+    pub fn consume(
         &mut self,
         count: usize,
         deadline: Duration,
-    ) -> Result<Vec<ConsumedRecord>> {
-        let started = Instant::now();
-        while self.pending.len() < count {
-            let remaining = deadline.saturating_sub(started.elapsed());
-            let missing = count - self.pending.len();
-            let what = format!("reading {count} records ({missing} missing) of");
-            if remaining.is_zero() {
-                return Err(self.timeout(&what, deadline));
+    ) -> impl Future<Output = Result<Vec<ConsumedRecord>>> {
+        // Behind a pointer: see crate::shallow.
+        crate::shallow::shallow(async move {
+            let started = Instant::now();
+            while self.pending.len() < count {
+                let remaining = deadline.saturating_sub(started.elapsed());
+                let missing = count - self.pending.len();
+                let what = format!("reading {count} records ({missing} missing) of");
+                if remaining.is_zero() {
+                    return Err(self.timeout(&what, deadline));
+                }
+                let round = self.fetch_round(round_end(remaining.min(self.deadline)));
+                match tokio::time::timeout(remaining, round).await {
+                    Ok(result) => result?,
+                    Err(_) => return Err(self.timeout(&what, deadline)),
+                }
             }
-            let round = self.fetch_round(round_end(remaining.min(self.deadline)));
-            match tokio::time::timeout(remaining, round).await {
-                Ok(result) => result?,
-                Err(_) => return Err(self.timeout(&what, deadline)),
-            }
-        }
-        let got: Vec<Fetched> = self.pending.drain(..count).collect();
-        Ok(self.hand_out(&Context::new(), got))
+            let got: Vec<Fetched> = self.pending.drain(..count).collect();
+            Ok(self.hand_out(&Context::new(), got))
+        })
     }
 
     fn start_process(
@@ -921,7 +942,8 @@ async fn drain(
     let mut next = from;
     loop {
         let wait = if records.is_empty() { max_wait_ms } else { 0 };
-        let (batch, high_watermark) = match client.fetch_records(next, 1..52_428_800, wait).await {
+        let fetch = crate::shallow::shallow(client.fetch_records(next, 1..52_428_800, wait));
+        let (batch, high_watermark) = match fetch.await {
             Ok(answer) => answer,
             Err(error) => {
                 return Drained {

@@ -97,13 +97,19 @@ where
     /// A producer on a new client of `broker`, recording with `tracer`;
     /// each send may take the broker's
     /// [`client_deadline`](Broker::client_deadline), retries included.
-    pub async fn connect(broker: &Broker, tracer: T) -> Result<Self> {
-        Ok(Self::new(
-            broker.single_attempt_client().await?,
-            broker.bootstrap_servers(),
-            tracer,
-        )
-        .deadline(broker.client_deadline()))
+    pub fn connect<'a>(broker: &'a Broker, tracer: T) -> impl Future<Output = Result<Self>> + 'a
+    where
+        T: 'a,
+    {
+        // Behind a pointer: see crate::shallow.
+        crate::shallow::shallow(async move {
+            Ok(Self::new(
+                broker.single_attempt_client().await?,
+                broker.bootstrap_servers(),
+                tracer,
+            )
+            .deadline(broker.client_deadline()))
+        })
     }
 
     /// A producer on an existing client; `bootstrap` only feeds the
@@ -204,80 +210,83 @@ where
     /// is a child of `parent`'s span; returns the record's offset.
     // Not an `async fn`: returning `send_linked`'s future saves moving it
     // into a wrapper's state once per record.
-    pub fn send(
-        &self,
-        parent: &Context,
-        topic: &str,
+    pub fn send<'a>(
+        &'a self,
+        parent: &'a Context,
+        topic: &'a str,
         partition: i32,
         record: Record,
-    ) -> impl Future<Output = Result<i64>> {
+    ) -> impl Future<Output = Result<i64>> + 'a {
         self.send_linked(parent, topic, partition, record, Vec::new())
     }
 
     /// Like [`send`](Self::send), with `links` on the send span (for
     /// example to the earlier records an aggregate was computed from).
-    pub async fn send_linked(
-        &self,
-        parent: &Context,
-        topic: &str,
+    pub fn send_linked<'a>(
+        &'a self,
+        parent: &'a Context,
+        topic: &'a str,
         partition: i32,
         mut record: Record,
         links: Vec<Link>,
-    ) -> Result<i64> {
-        let plan = self.plan(topic, partition, record.key.as_deref());
-        let span = self
-            .tracer
-            .span_builder(plan.name)
-            .with_kind(SpanKind::Producer)
-            .with_attributes(plan.attributes)
-            .with_links(links)
-            .start_with_context(&self.tracer, parent);
-        let cx = parent.with_span(span);
-        if inject_with(&cx, &mut record.headers, self.existing) == Injected::KeptExisting {
-            cx.span()
-                .add_event("kept the record's existing traceparent", Vec::new());
-        }
-        let started = Instant::now();
-        let mut client = plan.client;
-        let mut attempt = 1u32;
-        let result = loop {
-            let remaining = self.deadline.saturating_sub(started.elapsed());
-            let try_once = self.attempt(topic, partition, client.take(), record.clone());
-            let error = match tokio::time::timeout(remaining, try_once).await {
-                Ok(Ok(offset)) => break Ok(offset),
-                Ok(Err(error)) => error,
-                Err(_) => {
-                    break Err(Error::Timeout {
-                        what: format!(
-                            "sending a record to topic {topic:?} partition {partition} \
-                             ({attempt} attempt(s))"
-                        ),
-                        bootstrap: self.bootstrap.clone(),
-                        timeout: self.deadline,
-                    });
-                }
-            };
-            let backoff = retry_backoff(attempt);
-            if !is_transient_error(&error) || started.elapsed() + backoff >= self.deadline {
-                break Err(error);
+    ) -> impl Future<Output = Result<i64>> + 'a {
+        // Behind a pointer: see crate::shallow.
+        crate::shallow::shallow(async move {
+            let plan = self.plan(topic, partition, record.key.as_deref());
+            let span = self
+                .tracer
+                .span_builder(plan.name)
+                .with_kind(SpanKind::Producer)
+                .with_attributes(plan.attributes)
+                .with_links(links)
+                .start_with_context(&self.tracer, parent);
+            let cx = parent.with_span(span);
+            if inject_with(&cx, &mut record.headers, self.existing) == Injected::KeptExisting {
+                cx.span()
+                    .add_event("kept the record's existing traceparent", Vec::new());
             }
-            // The attempt failed but another fits in the deadline: say so on
-            // the span, with the same headers (one traceparent) next time.
-            cx.span()
-                .add_event(SEND_ATTEMPT_FAILED_EVENT, failed_attempt(attempt, &error));
-            tokio::time::sleep(backoff).await;
-            attempt += 1;
-        };
-        let span = cx.span();
-        if attempt > 1 {
-            span.set_attribute(KeyValue::new(attr::SEND_ATTEMPTS, i64::from(attempt)));
-        }
-        match &result {
-            Ok(offset) => span.set_attribute(KeyValue::new(attr::OFFSET, *offset)),
-            Err(e) => mark_failed(&span, send_error_type(e), e.to_string()),
-        }
-        span.end();
-        result
+            let started = Instant::now();
+            let mut client = plan.client;
+            let mut attempt = 1u32;
+            let result = loop {
+                let remaining = self.deadline.saturating_sub(started.elapsed());
+                let try_once = self.attempt(topic, partition, client.take(), record.clone());
+                let error = match tokio::time::timeout(remaining, try_once).await {
+                    Ok(Ok(offset)) => break Ok(offset),
+                    Ok(Err(error)) => error,
+                    Err(_) => {
+                        break Err(Error::Timeout {
+                            what: format!(
+                                "sending a record to topic {topic:?} partition {partition} \
+                                 ({attempt} attempt(s))"
+                            ),
+                            bootstrap: self.bootstrap.clone(),
+                            timeout: self.deadline,
+                        });
+                    }
+                };
+                let backoff = retry_backoff(attempt);
+                if !is_transient_error(&error) || started.elapsed() + backoff >= self.deadline {
+                    break Err(error);
+                }
+                // The attempt failed but another fits in the deadline: say so on
+                // the span, with the same headers (one traceparent) next time.
+                cx.span()
+                    .add_event(SEND_ATTEMPT_FAILED_EVENT, failed_attempt(attempt, &error));
+                tokio::time::sleep(backoff).await;
+                attempt += 1;
+            };
+            let span = cx.span();
+            if attempt > 1 {
+                span.set_attribute(KeyValue::new(attr::SEND_ATTEMPTS, i64::from(attempt)));
+            }
+            match &result {
+                Ok(offset) => span.set_attribute(KeyValue::new(attr::OFFSET, *offset)),
+                Err(e) => mark_failed(&span, send_error_type(e), e.to_string()),
+            }
+            span.end();
+            result
+        })
     }
 }
 
@@ -300,10 +309,11 @@ where
                 None => self.connect_partition(topic, partition).await?,
             },
         };
-        let offsets = client
-            .produce(vec![record], Compression::NoCompression)
-            .await
-            .map_err(|source| self.client_error(topic, source))?;
+        // rskafka's futures are deep: behind a pointer (crate::shallow).
+        let offsets =
+            crate::shallow::shallow(client.produce(vec![record], Compression::NoCompression))
+                .await
+                .map_err(|source| self.client_error(topic, source))?;
         offsets.first().copied().ok_or_else(|| Error::Topic {
             topic: topic.to_owned(),
             bootstrap: self.bootstrap.clone(),

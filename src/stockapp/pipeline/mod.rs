@@ -313,20 +313,30 @@ impl PipelineBuilder {
 
     /// Creates the topics and starts the services, each service's spans
     /// going to its own tracer of `capture`.
-    pub async fn start(self, broker: &Broker, capture: &SpanCapture) -> Result<RunningPipeline> {
-        self.start_with(broker, &|service| capture.tracer(service))
-            .await
+    pub fn start<'a>(
+        self,
+        broker: &'a Broker,
+        capture: &'a SpanCapture,
+    ) -> impl Future<Output = Result<RunningPipeline>> + 'a {
+        // Behind a pointer: see crate::shallow.
+        crate::shallow::shallow_local(async move {
+            let tracer = |service: &str| capture.tracer(service);
+            self.start_with(broker, &tracer).await
+        })
     }
 
     /// Like [`start`](Self::start), with tracing off: every tracer samples
     /// nothing, so no span is recorded (context headers still travel, marked
     /// not sampled). The baseline for measuring what tracing costs.
-    pub async fn start_untraced(self, broker: &Broker) -> Result<RunningPipeline> {
-        let provider = SdkTracerProvider::builder()
-            .with_sampler(Sampler::AlwaysOff)
-            .build();
-        self.start_with(broker, &|service| provider.tracer(service.to_owned()))
-            .await
+    pub fn start_untraced(self, broker: &Broker) -> impl Future<Output = Result<RunningPipeline>> {
+        // Behind a pointer: see crate::shallow.
+        crate::shallow::shallow_local(async move {
+            let provider = SdkTracerProvider::builder()
+                .with_sampler(Sampler::AlwaysOff)
+                .build();
+            let tracer = |service: &str| provider.tracer(service.to_owned());
+            self.start_with(broker, &tracer).await
+        })
     }
 
     async fn start_with(
@@ -742,30 +752,36 @@ impl RunningPipeline {
 
     /// Waits until every generated record went through every running
     /// service, or a service failed, or `deadline` passed.
-    pub async fn wait_until_complete(&mut self, deadline: Duration) -> Result<PipelineProgress> {
-        self.wait_until_complete_observed(deadline, |_| {}).await
+    pub fn wait_until_complete(
+        &mut self,
+        deadline: Duration,
+    ) -> impl Future<Output = Result<PipelineProgress>> + '_ {
+        self.wait_until_complete_observed(deadline, |_| {})
     }
 
     /// [`wait_until_complete`](Self::wait_until_complete), showing each
     /// poll's counters to `observe` (a progress bar, say).
-    pub async fn wait_until_complete_observed(
-        &mut self,
+    pub fn wait_until_complete_observed<'a>(
+        &'a mut self,
         deadline: Duration,
-        mut observe: impl FnMut(&PipelineProgress),
-    ) -> Result<PipelineProgress> {
-        let until = Instant::now() + deadline;
-        let services = self.settings.services;
-        self.wait_for(
-            "every generated record through every service",
-            |p| {
-                observe(p);
-                p.is_complete(services)
-            },
-            deadline,
-        )
-        .await?;
-        self.wait_until_read_to_end(until).await?;
-        Ok(self.progress())
+        mut observe: impl FnMut(&PipelineProgress) + 'a,
+    ) -> impl Future<Output = Result<PipelineProgress>> + 'a {
+        // Behind a pointer: see crate::shallow.
+        crate::shallow::shallow_local(async move {
+            let until = Instant::now() + deadline;
+            let services = self.settings.services;
+            self.wait_for(
+                "every generated record through every service",
+                |p| {
+                    observe(p);
+                    p.is_complete(services)
+                },
+                deadline,
+            )
+            .await?;
+            self.wait_until_read_to_end(until).await?;
+            Ok(self.progress())
+        })
     }
 
     /// Waits until every reader here has committed up to the end of each
@@ -873,34 +889,37 @@ impl RunningPipeline {
     ///
     /// For tests that feed the services themselves, e.g. "every trade I
     /// produced was processed": `|p| p.trades_processed == 10`.
-    pub async fn wait_for(
-        &mut self,
-        what: &str,
-        mut condition: impl FnMut(&PipelineProgress) -> bool,
+    pub fn wait_for<'a>(
+        &'a mut self,
+        what: &'a str,
+        mut condition: impl FnMut(&PipelineProgress) -> bool + 'a,
         deadline: Duration,
-    ) -> Result<PipelineProgress> {
-        let until = Instant::now() + deadline;
-        loop {
-            let progress = self.progress();
-            if condition(&progress) {
-                return Ok(progress);
-            }
-            // A service that ended early ended with an error: report it.
-            if let Some(joined) = self.tasks.try_join_next() {
-                match joined {
-                    Ok(Err(e)) => return Err(e),
-                    Err(e) => return Err(Error::Pipeline(format!("a service panicked: {e}"))),
-                    Ok(Ok(())) => continue,
+    ) -> impl Future<Output = Result<PipelineProgress>> + 'a {
+        // Behind a pointer: see crate::shallow.
+        crate::shallow::shallow_local(async move {
+            let until = Instant::now() + deadline;
+            loop {
+                let progress = self.progress();
+                if condition(&progress) {
+                    return Ok(progress);
                 }
+                // A service that ended early ended with an error: report it.
+                if let Some(joined) = self.tasks.try_join_next() {
+                    match joined {
+                        Ok(Err(e)) => return Err(e),
+                        Err(e) => return Err(Error::Pipeline(format!("a service panicked: {e}"))),
+                        Ok(Ok(())) => continue,
+                    }
+                }
+                if Instant::now() >= until {
+                    return Err(Error::Pipeline(format!(
+                        "waited {deadline:?} for {what}; progress: {progress:?}"
+                    )));
+                }
+                // A poll interval, not synchronisation: the loop checks counters.
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            if Instant::now() >= until {
-                return Err(Error::Pipeline(format!(
-                    "waited {deadline:?} for {what}; progress: {progress:?}"
-                )));
-            }
-            // A poll interval, not synchronisation: the loop checks counters.
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        })
     }
 
     /// Stops every service and waits for them, within the
@@ -910,50 +929,56 @@ impl RunningPipeline {
     /// A service still running at the deadline (a broker that stopped
     /// answering, say) is cut off, and `stop` fails naming it and the
     /// step it was on.
-    pub async fn stop(self) -> Result<PipelineProgress> {
+    pub fn stop(self) -> impl Future<Output = Result<PipelineProgress>> {
         let deadline = self.stop_deadline;
-        self.stop_within(deadline).await
+        self.stop_within(deadline)
     }
 
     /// [`stop`](Self::stop) with its own `deadline`.
-    pub async fn stop_within(mut self, deadline: Duration) -> Result<PipelineProgress> {
-        let _ = self.stop.send(true);
-        let mut first_error = None;
-        let until = tokio::time::Instant::now() + deadline;
-        loop {
-            let joined = match tokio::time::timeout_at(until, self.tasks.join_next()).await {
-                Ok(Some(joined)) => joined,
-                Ok(None) => break,
-                Err(_) => {
-                    // Named before the abort: an aborted task's drop marks
-                    // it finished, at once on another worker thread.
-                    let unfinished = self
-                        .statuses
-                        .iter()
-                        .filter_map(|s| s.unfinished())
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    self.tasks.abort_all();
-                    let earlier = first_error
-                        .map(|e: Error| format!(" (and before that: {e})"))
-                        .unwrap_or_default();
-                    return Err(Error::Pipeline(format!(
-                        "stopping: services did not stop within {deadline:?} and were cut off \
-                         (records they had not finished are not committed): {unfinished}{earlier}"
-                    )));
-                }
-            };
-            let error = match joined {
-                Ok(Ok(())) => continue,
-                Ok(Err(e)) => e,
-                Err(e) => Error::Pipeline(format!("a service panicked: {e}")),
-            };
-            first_error.get_or_insert(error);
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(self.progress()),
-        }
+    pub fn stop_within(
+        mut self,
+        deadline: Duration,
+    ) -> impl Future<Output = Result<PipelineProgress>> {
+        // Behind a pointer: see crate::shallow.
+        crate::shallow::shallow(async move {
+            let _ = self.stop.send(true);
+            let mut first_error = None;
+            let until = tokio::time::Instant::now() + deadline;
+            loop {
+                let joined = match tokio::time::timeout_at(until, self.tasks.join_next()).await {
+                    Ok(Some(joined)) => joined,
+                    Ok(None) => break,
+                    Err(_) => {
+                        // Named before the abort: an aborted task's drop marks
+                        // it finished, at once on another worker thread.
+                        let unfinished = self
+                            .statuses
+                            .iter()
+                            .filter_map(|s| s.unfinished())
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        self.tasks.abort_all();
+                        let earlier = first_error
+                            .map(|e: Error| format!(" (and before that: {e})"))
+                            .unwrap_or_default();
+                        return Err(Error::Pipeline(format!(
+                            "stopping: services did not stop within {deadline:?} and were cut off \
+                             (records they had not finished are not committed): {unfinished}{earlier}"
+                        )));
+                    }
+                };
+                let error = match joined {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e,
+                    Err(e) => Error::Pipeline(format!("a service panicked: {e}")),
+                };
+                first_error.get_or_insert(error);
+            }
+            match first_error {
+                Some(e) => Err(e),
+                None => Ok(self.progress()),
+            }
+        })
     }
 }
 
