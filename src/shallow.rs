@@ -27,3 +27,58 @@ pub(crate) fn shallow_local<'a, T>(
 ) -> Pin<Box<dyn Future<Output = T> + 'a>> {
     Box::pin(future)
 }
+
+/// rskafka's calls, each erased here, in code that is not generic: a
+/// generic caller (a producer or consumer over any tracer) is compiled in
+/// the crate that uses it, and would erase the future there, after
+/// computing its layout against that crate's limit.
+pub(crate) mod rskafka_calls {
+    use std::ops::Range;
+
+    use rskafka::client::Client;
+    use rskafka::client::error::Error;
+    use rskafka::client::partition::{
+        Compression, OffsetAt, PartitionClient, UnknownTopicHandling,
+    };
+    use rskafka::record::{Record, RecordAndOffset};
+    use rskafka::topic::Topic;
+
+    use super::{Shallow, shallow};
+
+    pub(crate) fn list_topics(client: &Client) -> Shallow<'_, Result<Vec<Topic>, Error>> {
+        shallow(client.list_topics())
+    }
+
+    pub(crate) fn partition_client<'a>(
+        client: &'a Client,
+        topic: &'a str,
+        partition: i32,
+        unknown_topic: UnknownTopicHandling,
+    ) -> Shallow<'a, Result<PartitionClient, Error>> {
+        shallow(client.partition_client(topic, partition, unknown_topic))
+    }
+
+    pub(crate) fn get_offset(
+        client: &PartitionClient,
+        at: OffsetAt,
+    ) -> Shallow<'_, Result<i64, Error>> {
+        shallow(client.get_offset(at))
+    }
+
+    pub(crate) fn fetch_records(
+        client: &PartitionClient,
+        offset: i64,
+        bytes: Range<i32>,
+        max_wait_ms: i32,
+    ) -> Shallow<'_, Result<(Vec<RecordAndOffset>, i64), Error>> {
+        shallow(client.fetch_records(offset, bytes, max_wait_ms))
+    }
+
+    pub(crate) fn produce(
+        client: &PartitionClient,
+        records: Vec<Record>,
+        compression: Compression,
+    ) -> Shallow<'_, Result<Vec<i64>, Error>> {
+        shallow(client.produce(records, compression))
+    }
+}

@@ -765,7 +765,7 @@ async fn attempt_once(
         .produce_requests
         .fetch_add(1, Ordering::Relaxed);
     // rskafka's futures are deep: behind a pointer (crate::shallow).
-    crate::shallow::shallow(client.produce(records, Compression::NoCompression))
+    crate::shallow::rskafka_calls::produce(client, records, Compression::NoCompression)
         .await
         .map_err(|source| client_error(label, source))
 }

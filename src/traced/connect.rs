@@ -38,7 +38,7 @@ pub(super) async fn partition_client(
     // the topic would make brokers that auto-create topics (the mock
     // cluster does) create a mistyped one silently.
     // rskafka's futures are deep: behind a pointer (crate::shallow).
-    let topics = crate::shallow::shallow(client.list_topics())
+    let topics = crate::shallow::rskafka_calls::list_topics(client)
         .await
         .map_err(|source| client_error(topic, bootstrap, source))?;
     match topics.iter().find(|t| t.name == topic) {
@@ -57,7 +57,12 @@ pub(super) async fn partition_client(
             });
         }
     }
-    crate::shallow::shallow(client.partition_client(topic, partition, UnknownTopicHandling::Error))
-        .await
-        .map_err(|source| client_error(topic, bootstrap, source))
+    crate::shallow::rskafka_calls::partition_client(
+        client,
+        topic,
+        partition,
+        UnknownTopicHandling::Error,
+    )
+    .await
+    .map_err(|source| client_error(topic, bootstrap, source))
 }

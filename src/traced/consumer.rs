@@ -181,7 +181,7 @@ impl TracedConsumerBuilder {
             source,
         };
         // rskafka's futures are deep: behind a pointer (crate::shallow).
-        let topics = crate::shallow::shallow(client.list_topics())
+        let topics = crate::shallow::rskafka_calls::list_topics(&client)
             .await
             .map_err(client_error)?;
         let Some(topic) = topics.iter().find(|t| t.name == self.topic) else {
@@ -207,11 +207,12 @@ impl TracedConsumerBuilder {
             } else {
                 &client
             };
-            let pc = crate::shallow::shallow(client.partition_client(
+            let pc = crate::shallow::rskafka_calls::partition_client(
+                client,
                 self.topic.as_str(),
                 id,
                 UnknownTopicHandling::Error,
-            ))
+            )
             .await
             .map_err(client_error)?;
             let stored = self
@@ -221,9 +222,10 @@ impl TracedConsumerBuilder {
             let start = match (stored, self.start) {
                 (Some(next), _) => next,
                 (None, StartFrom::Earliest) => {
-                    let log_start = crate::shallow::shallow(pc.get_offset(OffsetAt::Earliest))
-                        .await
-                        .map_err(client_error)?;
+                    let log_start =
+                        crate::shallow::rskafka_calls::get_offset(&pc, OffsetAt::Earliest)
+                            .await
+                            .map_err(client_error)?;
                     // Offsets start at 0: a log start above it means the
                     // broker deleted the partition's head (retention,
                     // DeleteRecords) before this consumer could read it.
@@ -233,7 +235,7 @@ impl TracedConsumerBuilder {
                     log_start
                 }
                 (None, StartFrom::Latest) => {
-                    crate::shallow::shallow(pc.get_offset(OffsetAt::Latest))
+                    crate::shallow::rskafka_calls::get_offset(&pc, OffsetAt::Latest)
                         .await
                         .map_err(client_error)?
                 }
@@ -728,7 +730,7 @@ where
             && let Some((_, client)) = self.partitions.iter().find(|(id, _)| *id == partition)
             && let Ok(Ok(log_start)) = tokio::time::timeout(
                 self.deadline,
-                crate::shallow::shallow(client.get_offset(OffsetAt::Earliest)),
+                crate::shallow::rskafka_calls::get_offset(client, OffsetAt::Earliest),
             )
             .await
             && log_start > next
@@ -942,7 +944,7 @@ async fn drain(
     let mut next = from;
     loop {
         let wait = if records.is_empty() { max_wait_ms } else { 0 };
-        let fetch = crate::shallow::shallow(client.fetch_records(next, 1..52_428_800, wait));
+        let fetch = crate::shallow::rskafka_calls::fetch_records(client, next, 1..52_428_800, wait);
         let (batch, high_watermark) = match fetch.await {
             Ok(answer) => answer,
             Err(error) => {

@@ -310,10 +310,13 @@ where
             },
         };
         // rskafka's futures are deep: behind a pointer (crate::shallow).
-        let offsets =
-            crate::shallow::shallow(client.produce(vec![record], Compression::NoCompression))
-                .await
-                .map_err(|source| self.client_error(topic, source))?;
+        let offsets = crate::shallow::rskafka_calls::produce(
+            &client,
+            vec![record],
+            Compression::NoCompression,
+        )
+        .await
+        .map_err(|source| self.client_error(topic, source))?;
         offsets.first().copied().ok_or_else(|| Error::Topic {
             topic: topic.to_owned(),
             bootstrap: self.bootstrap.clone(),
