@@ -38,7 +38,7 @@
 //! property; the ignored `soak_random_fault_schedules` runs random
 //! schedules for a while (`scripts/soak.sh`: 10 minutes, a million trades).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -49,9 +49,8 @@ use kafka_trace_harness::stockapp::pipeline::{
     LATE_WINDOW_START_ATTRIBUTE, LATE_ZIPCODE_ATTRIBUTE, PROCESSOR_SERVICE, PipelineBuilder,
     RunningPipeline, TradeClock,
 };
-use kafka_trace_harness::stockapp::processor::window_start;
 use kafka_trace_harness::stockapp::trace_check::TraceCheck;
-use kafka_trace_harness::stockapp::{ApiState, DOLLARS_BY_ZIP_TOPIC, StockTrade, User};
+use kafka_trace_harness::stockapp::{ApiState, DOLLARS_BY_ZIP_TOPIC, StockTrade};
 use kafka_trace_harness::traced::{SEND_ATTEMPT_FAILED_EVENT, attr};
 use kafka_trace_harness::{Broker, SpanCapture, SpanStream, SpanView};
 use opentelemetry::Value;
@@ -62,6 +61,10 @@ use proptest::test_runner::TestRunner;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+
+#[path = "support/totals.rs"]
+mod support_totals;
+use support_totals::{RowKey, expected_rows, totals, users_by_id};
 
 /// 2023-11-14T22:10:00Z, on a window boundary: windows are predictable.
 const CLOCK_START_MS: i64 = 1_700_000_000_000 - 1_700_000_000_000 % 300_000;
@@ -652,8 +655,8 @@ async fn run_on(
 
     let mut violations = Vec::new();
     let trades: Vec<StockTrade> = datagen.trades().collect();
-    let users: HashMap<String, User> = datagen.users().map(|u| (u.userid.clone(), u)).collect();
-    let mut expected = expected_totals(&trades, &users, clock(settings.rate));
+    let users = users_by_id(datagen.users());
+    let mut expected = expected_rows(&trades, &users, clock(settings.rate));
     let late = late_trades(&capture, &windows, &mut violations);
     let late_count = late.len();
     for (key, cents) in late {
@@ -665,10 +668,7 @@ async fn run_on(
             }
         }
     }
-    let expected: BTreeMap<(String, i64), i128> = expected
-        .into_iter()
-        .map(|(k, (total, _))| (k, total))
-        .collect();
+    let expected = totals(expected);
     for (index, state) in states.iter().enumerate() {
         let served = state.totals_in_cents();
         if served != expected {
@@ -771,27 +771,6 @@ async fn run_schedule(
     Ok((windows, states))
 }
 
-/// (zip code, window start) → total in cents and how many trades make
-/// it, computed straight from the generated records (every user is sent
-/// before any trade).
-fn expected_totals(
-    trades: &[StockTrade],
-    users: &HashMap<String, User>,
-    clock: TradeClock,
-) -> BTreeMap<(String, i64), (i128, usize)> {
-    let mut totals: BTreeMap<(String, i64), (i128, usize)> = BTreeMap::new();
-    for (index, trade) in trades.iter().enumerate() {
-        let zip = users.get(&trade.userid).and_then(|u| u.zipcode());
-        if let (true, Some(zip)) = (trade.symbol.ends_with('T'), zip) {
-            let window = window_start(clock.timestamp_ms(index));
-            let (total, count) = totals.entry((zip.to_owned(), window)).or_default();
-            *total += i128::from(trade.price) * i128::from(trade.quantity);
-            *count += 1;
-        }
-    }
-    totals
-}
-
 /// The trades the processor dropped because their window had closed: the
 /// row each lacks, and by how much. Each must be explained by a fault on
 /// between the trade's send and its processing (lateness comes from a
@@ -800,7 +779,7 @@ fn late_trades(
     capture: &SpanCapture,
     windows: &[FaultWindow],
     violations: &mut Vec<String>,
-) -> Vec<((String, i64), i128)> {
+) -> Vec<(RowKey, i128)> {
     let forest = capture.forest();
     let mut late = Vec::new();
     for span in forest.of_service(PROCESSOR_SERVICE) {

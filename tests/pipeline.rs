@@ -6,7 +6,6 @@ use std::time::Duration;
 use kafka_trace_harness::stockapp::pipeline::{
     FILTERED_OUT_ATTRIBUTE, PipelineBuilder, PipelineProgress, RunningPipeline, TradeClock,
 };
-use kafka_trace_harness::stockapp::processor::window_start;
 use kafka_trace_harness::stockapp::summary::showcase_traces;
 use kafka_trace_harness::stockapp::{DLQ_TOPIC, StockTrade, TRADES_TOPIC, User};
 use kafka_trace_harness::{Broker, ExpectedSpan, SpanCapture};
@@ -20,6 +19,10 @@ const CLOCK: TradeClock = TradeClock {
     spacing_ms: 7_000,
 };
 const DEADLINE: Duration = Duration::from_secs(60);
+
+#[path = "support/totals.rs"]
+mod support_totals;
+use support_totals::{RowKey, expected_rows, totals, users_by_id};
 
 fn api(index: usize) -> ExpectedSpan {
     ExpectedSpan::consumer("process stockapp.dollarsbyzip").service(format!("api-{index}"))
@@ -40,27 +43,9 @@ fn json_branch() -> ExpectedSpan {
         .child(ExpectedSpan::producer("send stockapp.trades-json").service("kstream-service"))
 }
 
-/// The latest profile of each user: every user is sent before any trade.
-fn users_by_id(users: impl Iterator<Item = User>) -> HashMap<String, User> {
-    users.map(|u| (u.userid.clone(), u)).collect()
-}
-
-/// (zip code, window start) → total in cents, computed straight from the
-/// generated records.
-fn expected_totals(
-    trades: &[StockTrade],
-    users: &HashMap<String, User>,
-) -> BTreeMap<(String, i64), i128> {
-    let mut totals = BTreeMap::new();
-    for (index, trade) in trades.iter().enumerate() {
-        let zip = users.get(&trade.userid).and_then(|u| u.zipcode());
-        if let (true, Some(zip)) = (trade.symbol.ends_with('T'), zip) {
-            let window = window_start(CLOCK.timestamp_ms(index));
-            *totals.entry((zip.to_owned(), window)).or_default() +=
-                i128::from(trade.price) * i128::from(trade.quantity);
-        }
-    }
-    totals
+/// (zip code, window start) → total in cents, on [`CLOCK`].
+fn expected_totals(trades: &[StockTrade], users: &HashMap<String, User>) -> BTreeMap<RowKey, i128> {
+    totals(expected_rows(trades, users, CLOCK))
 }
 
 /// Partition 0 of `topic`, for writing or reading records by hand.
