@@ -419,6 +419,35 @@ where
     ///
     /// Kafka Streams asks the same of a partition before it lets a task
     /// process records of the others ahead of it (`max.task.idle.ms`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kafka_trace_harness::Result<()> {
+    /// use kafka_trace_harness::{Broker, SpanCapture, TracedConsumer, TracedProducer};
+    /// use opentelemetry::Context;
+    /// use rskafka::record::Record;
+    ///
+    /// let broker = Broker::builder().start().await?;
+    /// let topic = broker.create_unique_topic("lag", 1).await?;
+    /// let capture = SpanCapture::new();
+    /// let producer = TracedProducer::connect(&broker, capture.tracer("app")).await?;
+    /// for n in 0..3 {
+    ///     let value = Some(format!("v{n}").into_bytes());
+    ///     let record = Record { key: None, value, headers: Default::default(), timestamp: chrono::Utc::now() };
+    ///     producer.send(&Context::new(), &topic, 0, record).await?;
+    /// }
+    /// let mut consumer = TracedConsumer::builder("reader", &topic)
+    ///     .max_partition_records(1)
+    ///     .build(&broker, capture.tracer("reader"))
+    ///     .await?;
+    /// assert_eq!(consumer.lag(0), None); // no answer yet
+    ///
+    /// let first = consumer.poll().await?;
+    /// assert_eq!(first.len(), 1);
+    /// assert_eq!(consumer.lag(0), Some(2)); // 3 stored, 1 fetched
+    /// assert_eq!(consumer.partitions().collect::<Vec<_>>(), vec![0]);
+    /// # Ok(()) }
+    /// ```
     pub fn lag(&self, partition: i32) -> Option<i64> {
         let high_watermark = self.high_watermarks.get(&partition)?;
         let next = self.fetched.get(&partition)?;
