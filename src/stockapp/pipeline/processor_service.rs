@@ -136,9 +136,10 @@ impl ProcessorService {
             self.held_trades
                 .push(consumed.partition, timestamp_ms, consumed);
         }
-        while let Some(consumed) = self
-            .held_trades
-            .pop(self.trades.partitions(), |p| self.trades.lag(p))
+        let now = std::time::Instant::now();
+        while let Some(consumed) =
+            self.held_trades
+                .pop(self.trades.partitions(), |p| self.trades.lag(p), now)
         {
             self.process_timed(consumed);
         }
