@@ -52,7 +52,7 @@ use kafka_trace_harness::stockapp::pipeline::{
 use kafka_trace_harness::stockapp::trace_check::TraceCheck;
 use kafka_trace_harness::stockapp::{ApiState, DOLLARS_BY_ZIP_TOPIC, StockTrade};
 use kafka_trace_harness::traced::{SEND_ATTEMPT_FAILED_EVENT, attr};
-use kafka_trace_harness::{Broker, SpanCapture, SpanStream, SpanView};
+use kafka_trace_harness::{Broker, SpanCapture, SpanForest, SpanStream, SpanView};
 use opentelemetry::Value;
 use opentelemetry::trace::{SpanKind, Status, TraceId};
 use proptest::prelude::*;
@@ -630,13 +630,14 @@ async fn run_on(
 ) -> Result<Figures, String> {
     let broker = Arc::new(broker);
     let capture = SpanCapture::new();
+    let clock = clock(settings.rate);
     let builder = PipelineBuilder::new()
         .seed(settings.seed)
         .trades(settings.trades)
         .users(9)
         .api_consumers(API_CONSUMERS)
         .rate(settings.rate)
-        .clock(clock(settings.rate));
+        .clock(clock);
     let datagen = builder.datagen();
     let pipeline = builder
         .start(&broker, &capture)
@@ -656,8 +657,10 @@ async fn run_on(
     let mut violations = Vec::new();
     let trades: Vec<StockTrade> = datagen.trades().collect();
     let users = users_by_id(datagen.users());
-    let mut expected = expected_rows(&trades, &users, clock(settings.rate));
-    let late = late_trades(&capture, &windows, &mut violations);
+    let mut expected = expected_rows(&trades, &users, clock);
+    // Built once: every check below reads the same spans.
+    let forest = capture.forest();
+    let late = late_trades(&forest, &windows, &mut violations);
     let late_count = late.len();
     for (key, cents) in late {
         if let Some((total, count)) = expected.get_mut(&key) {
@@ -698,11 +701,11 @@ async fn run_on(
                 differing.len(),
                 expected.len(),
                 examples.join("; "),
-                filtered_out(&capture)
+                filtered_out(&forest)
             ));
         }
     }
-    let (mut figures, rows) = check_spans(&capture, &windows, &mut violations);
+    let (mut figures, rows) = check_spans(&forest, &windows, &mut violations);
     figures.late_trades = late_count;
     if let Err(e) = group.wait_for(&rows, RUN_BOUND).await {
         violations.push(e);
@@ -719,6 +722,7 @@ async fn run_on(
             trades.len()
         ));
     }
+    drop(forest);
     drop(capture);
     let broker = Arc::try_unwrap(broker).map_err(|_| "the broker is still shared".to_owned())?;
     match tokio::time::timeout(STOP_BOUND, broker.shutdown()).await {
@@ -776,11 +780,10 @@ async fn run_schedule(
 /// between the trade's send and its processing (lateness comes from a
 /// fault: a retry's backoff, a stall); one that is not is a violation.
 fn late_trades(
-    capture: &SpanCapture,
+    forest: &SpanForest,
     windows: &[FaultWindow],
     violations: &mut Vec<String>,
 ) -> Vec<(RowKey, i128)> {
-    let forest = capture.forest();
     let mut late = Vec::new();
     for span in forest.of_service(PROCESSOR_SERVICE) {
         let closed = span
@@ -825,9 +828,9 @@ fn late_trades(
 
 /// How many trades the processor filtered out, per reason (a late trade
 /// in a closed window, an unknown user): what a wrong total may come from.
-fn filtered_out(capture: &SpanCapture) -> String {
+fn filtered_out(forest: &SpanForest) -> String {
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    for span in capture.forest().spans() {
+    for span in forest.spans() {
         if let Some(reason) = span.attribute(FILTERED_OUT_ATTRIBUTE) {
             *reasons.entry(reason.to_string()).or_default() += 1;
         }
@@ -869,11 +872,10 @@ fn readers(topic: &str) -> Vec<String> {
 /// Properties 1–3 on the captured spans; pushes each violation. Returns
 /// the figures and the offsets of the acknowledged rows.
 fn check_spans(
-    capture: &SpanCapture,
+    forest: &SpanForest,
     windows: &[FaultWindow],
     violations: &mut Vec<String>,
 ) -> (Figures, BTreeSet<i64>) {
-    let forest = capture.forest();
     let mut figures = Figures::default();
     for problem in forest.problems() {
         violations.push(format!("span structure: {problem:?}"));

@@ -709,14 +709,12 @@ where
         batches.sort_by_key(|(id, _, _)| *id);
         let mut first_error = None;
         for (id, from, drained) in batches {
-            match (drained.error.is_none(), drained.high_watermark) {
-                (true, Some(high_watermark)) => {
-                    self.high_watermarks.insert(id, high_watermark);
-                }
-                _ => {
-                    self.high_watermarks.remove(&id);
-                }
-            }
+            // None after any failed fetch, also one whose error was set
+            // aside above for the records it brought.
+            match drained.high_watermark {
+                Some(high_watermark) => self.high_watermarks.insert(id, high_watermark),
+                None => self.high_watermarks.remove(&id),
+            };
             let mut records = drained.records;
             records.retain(|r| r.offset >= from);
             records.sort_by_key(|r| r.offset);
