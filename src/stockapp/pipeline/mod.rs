@@ -718,6 +718,11 @@ pub struct RunningPipeline {
     client: Arc<rskafka::client::Client>,
 }
 
+/// How a service task ended: its own error, or a panic told as one.
+fn service_result(joined: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
+    joined.map_err(|e| Error::Pipeline(format!("a service panicked: {e}")))?
+}
+
 impl RunningPipeline {
     /// The counters right now.
     pub fn progress(&self) -> PipelineProgress {
@@ -829,11 +834,8 @@ impl RunningPipeline {
                 });
                 let Some(behind) = behind else { break };
                 if let Some(joined) = self.tasks.try_join_next() {
-                    match joined {
-                        Ok(Err(e)) => return Err(e),
-                        Err(e) => return Err(Error::Pipeline(format!("a service panicked: {e}"))),
-                        Ok(Ok(())) => continue,
-                    }
+                    service_result(joined)?;
+                    continue;
                 }
                 if Instant::now() >= until {
                     return Err(Error::Pipeline(format!(
@@ -905,11 +907,8 @@ impl RunningPipeline {
                 }
                 // A service that ended early ended with an error: report it.
                 if let Some(joined) = self.tasks.try_join_next() {
-                    match joined {
-                        Ok(Err(e)) => return Err(e),
-                        Err(e) => return Err(Error::Pipeline(format!("a service panicked: {e}"))),
-                        Ok(Ok(())) => continue,
-                    }
+                    service_result(joined)?;
+                    continue;
                 }
                 if Instant::now() >= until {
                     return Err(Error::Pipeline(format!(
@@ -967,12 +966,9 @@ impl RunningPipeline {
                         )));
                     }
                 };
-                let error = match joined {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(e)) => e,
-                    Err(e) => Error::Pipeline(format!("a service panicked: {e}")),
-                };
-                first_error.get_or_insert(error);
+                if let Err(error) = service_result(joined) {
+                    first_error.get_or_insert(error);
+                }
             }
             match first_error {
                 Some(e) => Err(e),
