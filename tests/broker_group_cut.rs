@@ -1,16 +1,13 @@
-//! A connection cut while librdkafka's mock holds a member's JoinGroup
-//! must not abort the process.
+//! A connection cut while a member's JoinGroup waits for the rest of its
+//! group loses neither member: both rejoin, with their member ids, on new
+//! connections, and the group forms again.
 //!
-//! The mock holds every JoinGroup of a rebalancing group until its
-//! rebalance timer runs out, and stops reading from (polling) the member's
-//! connection meanwhile. The front used to close its side of that
-//! connection with a plain FIN, which such a socket reports only as
-//! readable: the mock never saw the close and still held the old answer
-//! when the member rejoined with the same id on a new connection, and then
-//! failed its assertion `rd_kafka_mock_cgrp_classic_member_add:
-//! !member->resp`, aborting the whole test binary (found by
-//! `tests/chaos.rs`). So before the fix this test did not fail: its binary
-//! died.
+//! When librdkafka's mock coordinated groups, the same cut aborted the
+//! process: the mock still held the old join when the member rejoined on
+//! a new connection, and failed its assertion
+//! `rd_kafka_mock_cgrp_classic_member_add: !member->resp` (found by
+//! `tests/chaos.rs`). The fronts now coordinate groups themselves; a
+//! waiting join whose connection is gone is replaced by the member's next.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,10 +18,12 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::{ClientContext, Statistics};
 
-/// Bound of every wait here; the mock holds a rebalance's joins for the
-/// session timeout less 1 s.
+/// Bound of every wait here.
 const DEADLINE: Duration = Duration::from_secs(30);
-const SESSION: Duration = Duration::from_secs(6);
+const SESSION: Duration = Duration::from_secs(25);
+/// The first member's heartbeat: the second member's join waits up to this
+/// long for the first member to learn of the rebalance and rejoin.
+const SLOW_HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// Keeps the consumer's group join state from its statistics.
 #[derive(Default)]
@@ -48,12 +47,12 @@ struct Member {
 }
 
 impl Member {
-    fn start(broker: &Broker, group: &str, topic: &str) -> Self {
+    fn start(broker: &Broker, group: &str, topic: &str, heartbeat: Duration) -> Self {
         let consumer: BaseConsumer<JoinState> = ClientConfig::new()
             .set("bootstrap.servers", broker.bootstrap_servers())
             .set("group.id", group)
             .set("session.timeout.ms", SESSION.as_millis().to_string())
-            .set("heartbeat.interval.ms", "100")
+            .set("heartbeat.interval.ms", heartbeat.as_millis().to_string())
             .set("statistics.interval.ms", "20")
             .set("reconnect.backoff.max.ms", "200")
             .set("log_level", "0")
@@ -127,25 +126,25 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 // Two workers: closing a librdkafka consumer blocks its thread while it
 // leaves the group, through the broker's front, which runs on this runtime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cut_while_the_mock_holds_a_join_does_not_abort() {
+async fn a_cut_while_a_join_waits_loses_no_member() {
     let broker = Broker::start().await.expect("broker");
     let topic = broker
         .create_unique_topic("held-join", 1)
         .await
         .expect("topic");
     let group = format!("{topic}-group");
-    let first = Member::start(&broker, &group, &topic);
+    let first = Member::start(&broker, &group, &topic, SLOW_HEARTBEAT);
     wait_for("the first member gets the partition", || first.assigned()).await;
-    // A second member makes the group rebalance: the mock holds its join
-    // and the first member's rejoin until its rebalance timer runs out.
-    let second = Member::start(&broker, &group, &topic);
-    wait_for("both members wait for their JoinGroup answers", || {
-        first.join_state() == "wait-join" && second.join_state() == "wait-join"
+    // A second member makes the group rebalance: its join waits until the
+    // first member learns of it from a heartbeat and rejoins.
+    let second = Member::start(&broker, &group, &topic, Duration::from_millis(100));
+    wait_for("the second member waits for its JoinGroup answer", || {
+        second.join_state() == "wait-join"
     })
     .await;
     broker.cut_connections().expect("cut");
-    // Both rejoin, with their member ids, on new connections: the mock
-    // must have dropped the held joins, and the group forms again.
+    // Both rejoin, with their member ids, on new connections, and the
+    // group forms again.
     wait_for("the group forms again after the cut", || {
         first.join_state() == "steady"
             && second.join_state() == "steady"

@@ -2,15 +2,16 @@
 
 use std::ffi::CString;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::bindings as rdsys;
 use rdkafka::client::{Client, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
-use rdkafka::types::RDKafkaType;
+use rdkafka::types::{RDKafkaApiKey as ApiKey, RDKafkaType};
 
-use super::front::TcpFront;
+use super::front::{Groups, TcpFront};
 use crate::error::{Error, Result};
 
 /// How an embedded broker is laid out; defaults live in [`Default`].
@@ -46,6 +47,8 @@ pub(crate) struct EmbeddedCluster {
     // The mock cluster lives as long as this client handle.
     client: Client<DefaultClientContext>,
     fronts: Vec<TcpFront>,
+    /// The classic groups, coordinated by the fronts (unused without them).
+    groups: Arc<Groups>,
     bootstrap: String,
 }
 
@@ -88,6 +91,7 @@ impl EmbeddedCluster {
         let mut cluster = Self {
             client,
             fronts: Vec::new(),
+            groups: Arc::new(Groups::new(options.group_initial_rebalance_delay)),
             bootstrap: direct.clone(),
         };
         // Whole milliseconds, saturating: the mock takes an i32.
@@ -127,7 +131,7 @@ impl EmbeddedCluster {
                 .map_err(|e| embedded_error(&format!("mock broker address {upstream:?}"), e))?;
             let port = if index == 0 { options.first_port } else { 0 };
             let listen = SocketAddr::new(options.listen_host, port);
-            let front = TcpFront::start(listen, upstream)
+            let front = TcpFront::start(listen, upstream, Arc::clone(&self.groups))
                 .await
                 .map_err(|source| Error::Front {
                     addr: listen.to_string(),
@@ -205,6 +209,15 @@ impl EmbeddedCluster {
     /// The next `codes.len()` requests of kind `api_key` fail with these
     /// Kafka error codes, in order.
     pub(crate) fn push_request_errors(&self, api_key: i16, codes: &[i32]) {
+        if self.has_fronts() && Groups::answers(api_key) {
+            // The fronts answer these; the mock never sees one.
+            let codes: Vec<i16> = codes
+                .iter()
+                .map(|&code| i16::try_from(code).unwrap_or(i16::MAX))
+                .collect();
+            self.groups.push_errors(api_key, &codes);
+            return;
+        }
         // Through the C API with plain integers: rdkafka's wrapper takes
         // its raw error enum, which a caller's code number cannot become
         // soundly when librdkafka has no name for it.
@@ -219,6 +232,12 @@ impl EmbeddedCluster {
                 codes.as_ptr().cast(),
             );
         }
+    }
+
+    /// Drops the request errors still waiting for `api_key`.
+    pub(crate) fn clear_request_errors(&self, api_key: ApiKey) {
+        self.groups.clear_errors(api_key as i16);
+        self.mock_cluster().clear_request_errors(api_key);
     }
 
     pub(crate) fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {

@@ -123,14 +123,12 @@ impl Broker {
 
     /// Embedded: drops the request errors still waiting for `api_key`.
     pub fn clear_request_errors(&self, api_key: ApiKey) -> Result<()> {
-        match self.mock_cluster() {
-            Some(mock) => {
-                mock.clear_request_errors(api_key);
+        match &self.running {
+            Running::Embedded(cluster) => {
+                cluster.clear_request_errors(api_key);
                 Ok(())
             }
-            None => {
-                Err(self.unsupported(&format!("clear_request_errors({api_key:?})"), "embedded"))
-            }
+            _ => Err(self.unsupported(&format!("clear_request_errors({api_key:?})"), "embedded")),
         }
     }
 

@@ -52,13 +52,14 @@
 //! v11 (see [`MOCK_VERSION_CAPS`]), the last layout without compact
 //! encodings, which the front reads.
 //!
-//! # Groups of one
+//! # Consumer groups
 //!
-//! The mock holds a stable group's rejoin for the session timeout less
-//! 1 s; the front answers the rejoin of a group's sole member itself (see
-//! [`groups`]), so that a kafka-python consumer, which joins before it
-//! knows the topic's partitions and rejoins, gets its records at once.
-//! The front's own answers take the place of an ApiVersions v0 request
+//! The mock holds every rebalance of a stable group for the session
+//! timeout less 1 s (44 s by librdkafka's default), for a kafka-python
+//! consumer's rejoin once it knows its topic's partitions as for a second
+//! member. The fronts of a cluster coordinate classic groups themselves,
+//! as Kafka does (see [`coordinator`]): a rebalance ends once every member
+//! has rejoined. The front's own answers take the place of an ApiVersions v0 request
 //! it relays in their stead, so they keep their place among the
 //! connection's answers.
 //!
@@ -75,8 +76,11 @@
 //! [`TcpFront::set_latency`] act on every relayed connection. With no
 //! stall or latency in force, a relay pays one atomic load per read.
 
+mod coordinator;
 mod groups;
 mod listing;
+
+pub(crate) use groups::Groups;
 
 use std::collections::VecDeque;
 use std::io;
@@ -125,13 +129,18 @@ const API_VERSIONS_RESPONSE_HEAD: usize = 10;
 /// mock's is under 400 bytes).
 const VERSIONS_ANSWER_HOLD: usize = 4 * 1024;
 /// Highest versions the front lets clients use, below what the mock
-/// advertises: its handlers parse these APIs' newer (flexible) requests
-/// wrongly, and librdkafka's own client never sends them. JoinGroup v6 and
-/// SyncGroup v4 read a compact array count as an int32 (the mock then drops
-/// the connection); LeaveGroup v3+ reads its members array as one member id.
-/// Fetch is capped so that the front can read its answers (see the module
-/// docs).
-const MOCK_VERSION_CAPS: [(i16, i16); 4] = [(FETCH, FETCH_MAX_VERSION), (11, 5), (13, 2), (14, 3)];
+/// advertises: the last layouts without compact encodings, which the front
+/// reads and writes (the group APIs, which it answers or checks itself, see
+/// [`groups`]; Fetch, whose answers it reads, see the module docs). The
+/// mock's own handlers also parsed the newer group requests wrongly.
+const MOCK_VERSION_CAPS: [(i16, i16); 6] = [
+    (FETCH, FETCH_MAX_VERSION),
+    (listing::OFFSET_COMMIT, groups::OFFSET_COMMIT_MAX),
+    (groups::JOIN_GROUP, groups::JOIN_GROUP_MAX),
+    (groups::HEARTBEAT, groups::HEARTBEAT_MAX),
+    (groups::LEAVE_GROUP, groups::LEAVE_GROUP_MAX),
+    (groups::SYNC_GROUP, groups::SYNC_GROUP_MAX),
+];
 /// Deadline for learning the mock's ApiVersions range; the mock is in
 /// process and answers in well under a millisecond.
 const VERSIONS_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -163,13 +172,17 @@ struct Shared {
     /// Bumped whenever the upstream answers a Produce request: a waiting
     /// fetch asks again.
     produced: watch::Sender<u64>,
-    /// The groups whose sole member's rejoin the front answers.
-    groups: groups::Groups,
+    /// The classic groups, coordinated by the fronts of the cluster.
+    groups: Arc<groups::Groups>,
 }
 
 impl TcpFront {
     /// Binds `listen` (port 0 picks a free port) and relays to `upstream`.
-    pub(crate) async fn start(listen: SocketAddr, upstream: SocketAddr) -> io::Result<Self> {
+    pub(crate) async fn start(
+        listen: SocketAddr,
+        upstream: SocketAddr,
+        groups: Arc<groups::Groups>,
+    ) -> io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         let local_addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -178,7 +191,7 @@ impl TcpFront {
             faults: Faults::new(),
             produced_bytes: Arc::default(),
             produced: watch::Sender::new(0),
-            groups: groups::Groups::default(),
+            groups,
         });
         let accept_task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         Ok(Self {
@@ -411,18 +424,15 @@ struct Pending {
     produces: Mutex<VecDeque<i32>>,
     /// The fetch being long-polled: the client sends nothing else meanwhile.
     fetch: Mutex<Option<WaitingFetch>>,
-    /// Group requests relayed whose answers the front reads, oldest first.
-    group_requests: Mutex<VecDeque<(i32, groups::Watched)>>,
     /// Answers the front gives itself, each in place of the answer to an
     /// ApiVersions v0 request relayed with the same correlation id.
     own_answers: Mutex<VecDeque<(i32, Vec<u8>)>>,
 }
 
-/// Largest group request the front reads whole; a larger one is relayed
-/// as it is (and the group is then the mock's alone).
-const GROUP_REQUEST_HOLD: usize = 32 * 1024;
-/// Most group requests remembered per connection.
-const GROUP_REQUESTS_REMEMBERED: usize = 1024;
+/// Largest group request the front reads whole (a leader's SyncGroup
+/// carries every member's assignment); a larger one is relayed as it is,
+/// and the mock, which then answers it, knows no such group.
+const GROUP_REQUEST_HOLD: usize = 1024 * 1024;
 
 /// Most Produce correlation ids remembered per connection.
 const PRODUCES_REMEMBERED: usize = 1024;
@@ -549,36 +559,30 @@ async fn forward_requests(
             {
                 let frame_end = pos + header.frame_bytes as usize;
                 if frame_end > end {
+                    if header.frame_bytes as usize > buf.len() {
+                        // Room for the whole frame from the buffer's start.
+                        buf.resize(header.frame_bytes as usize, 0);
+                    }
                     break; // held whole: wait for the rest
                 }
+                // Earlier requests leave first: an answer may wait.
+                to.write_all(&buf[sent..pos]).await?;
+                sent = pos;
                 let frame = &buf[pos..frame_end];
-                match shared.groups.on_request_from(
-                    frame,
-                    header.api_key,
-                    header.api_version,
-                    client_host,
-                ) {
-                    groups::Decision::Relay(watched) => {
-                        if let Some(watched) = watched {
-                            let mut requests = locked(&pending.group_requests);
-                            if requests.len() == GROUP_REQUESTS_REMEMBERED {
-                                requests.pop_front();
-                            }
-                            requests.push_back((header.correlation_id, watched));
-                        }
-                    }
-                    groups::Decision::Answer(body) => {
-                        to.write_all(&buf[sent..pos]).await?;
-                        locked(&pending.own_answers).push_back((
-                            header.correlation_id,
-                            response_frame(header.correlation_id, &body),
-                        ));
-                        to.write_all(&api_versions_v0_request(header.correlation_id))
-                            .await?;
-                        pos = frame_end;
-                        sent = pos;
-                        continue;
-                    }
+                let answer = shared
+                    .groups
+                    .answer(frame, header.api_key, header.api_version, client_host)
+                    .await;
+                if let Some(body) = answer {
+                    locked(&pending.own_answers).push_back((
+                        header.correlation_id,
+                        response_frame(header.correlation_id, &body),
+                    ));
+                    to.write_all(&api_versions_v0_request(header.correlation_id))
+                        .await?;
+                    pos = frame_end;
+                    sent = pos;
+                    continue;
                 }
             }
             remaining = header.frame_bytes;
@@ -906,24 +910,6 @@ fn scan_responses(
             };
         }
         drop(own_answers);
-        {
-            let mut requests = locked(&pending.group_requests);
-            if let Some(at) = requests.iter().position(|(id, _)| *id == correlation_id) {
-                let small = frame_bytes <= GROUP_REQUEST_HOLD as u64;
-                if small && ((end - pos) as u64) < frame_bytes {
-                    break;
-                }
-                let answered = requests.drain(..=at).next_back();
-                if let Some((_, watched)) = answered
-                    && small
-                {
-                    let frame = &buf[pos..pos + frame_bytes as usize];
-                    shared
-                        .groups
-                        .on_answer(watched, &frame[8.min(frame.len())..]);
-                }
-            }
-        }
         if let Some(&pending) = versions.front() {
             // A frame too large to be an ApiVersions answer is not one; the
             // front never holds more than this much back.

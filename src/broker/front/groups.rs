@@ -1,32 +1,25 @@
-//! A stable group's sole member rejoining, answered by the front.
+//! The group requests the front answers itself, read and written on the
+//! wire; what they mean to a group is the [`coordinator`](super::coordinator)'s.
 //!
-//! The mock holds every JoinGroup to a stable group for the session
-//! timeout less 1 s (44 s with kafka-python's default), waiting for
-//! members that may come; Kafka ends a rebalance once every known member
-//! has rejoined, at once for a group of one. kafka-python joins a group
-//! before it knows the topic's partitions, assigns itself nothing, and
-//! rejoins once it knows them, so it got no record for 44 s.
+//! JoinGroup (v0 to v5), SyncGroup (v0 to v3), Heartbeat (v0 to v3) and
+//! LeaveGroup (v0 to v2) are answered here and never reach the mock, the
+//! caps the front puts on them (see `MOCK_VERSION_CAPS`). An OffsetCommit
+//! (v0 to v7) is checked against its group and relayed when valid, else
+//! answered with the error on every partition, as Kafka does. ListGroups
+//! and DescribeGroups are answered from the [`listing`].
 //!
-//! The front answers such a rejoin itself. It follows each group's
-//! JoinGroup and SyncGroup answers; a group whose last JoinGroup answer
-//! listed one member, and whose SyncGroup then succeeded, is stable with
-//! that sole member. A JoinGroup from that member (no static membership)
-//! naming the group's protocol gets the answer the mock gives after its
-//! wait: the same generation, the member as leader, its own metadata. Its
-//! SyncGroup for that generation then gets the assignment it gave itself.
-//! The mock's group stays stable at that generation, so heartbeats and
-//! offset commits go on as before. Anything else (another member joining,
-//! a leave, an error) forgets the group, and the mock decides as before.
-//!
-//! The front reads JoinGroup up to v5 and SyncGroup up to v3, the caps it
-//! already puts on both (see `MOCK_VERSION_CAPS`).
+//! A join or a follower's sync may have to wait for other members; the
+//! front then awaits it, reading nothing more from that client meanwhile,
+//! as a Kafka broker does, and wakes when the coordinator says something
+//! is due (a session or a rebalance timeout).
 
-use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::listing::{self, Joined, Joining};
-use super::{locked, read_i16, read_i32};
+use tokio::sync::oneshot;
+
+use super::coordinator::{self, Coordinator, JoinAnswer, JoinAsk, Reply, SyncAnswer};
+use super::{listing, locked, read_i16};
 
 /// Kafka's JoinGroup api key.
 pub(super) const JOIN_GROUP: i16 = 11;
@@ -40,326 +33,152 @@ pub(super) const SYNC_GROUP: i16 = 14;
 pub(super) const JOIN_GROUP_MAX: i16 = 5;
 /// Highest SyncGroup version the front reads (its cap).
 pub(super) const SYNC_GROUP_MAX: i16 = 3;
-/// Most groups one front follows; past that it forgets them all (the mock
-/// then decides every rejoin, as without the front).
-const GROUPS_FOLLOWED: usize = 10_000;
+/// Highest Heartbeat version the front reads (its cap; v4 is flexible).
+pub(super) const HEARTBEAT_MAX: i16 = 3;
+/// Highest LeaveGroup version the front reads (its cap; v3 lists members).
+pub(super) const LEAVE_GROUP_MAX: i16 = 2;
+/// Highest OffsetCommit version the front reads (its cap; v8 is flexible).
+pub(super) const OFFSET_COMMIT_MAX: i16 = 7;
+/// The longest a waiting request sleeps before it asks the coordinator
+/// again, whatever it said was due.
+const RECHECK: Duration = Duration::from_secs(1);
 
-/// The groups one front follows, by group id.
-#[derive(Debug, Default)]
-pub(super) struct Groups {
-    groups: Mutex<HashMap<String, GroupState>>,
-    /// Every group seen, for ListGroups and DescribeGroups (see
-    /// [`listing`]). Locked after `groups` when both are.
-    listed: Mutex<listing::Registry>,
+/// The group requests of the fronts of one cluster.
+#[derive(Debug)]
+pub(crate) struct Groups {
+    coordinator: Mutex<Coordinator>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum GroupState {
-    /// The last JoinGroup answer listed only `0.member_id`, the leader;
-    /// its SyncGroup is on its way.
-    Joined(Sole),
-    /// That SyncGroup succeeded.
-    Stable(Sole),
-    /// The front answered the member's rejoin; its SyncGroup comes next.
-    Rejoined(Sole),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Sole {
-    member_id: String,
-    generation: i32,
-    protocol_name: String,
-}
-
-/// A group request relayed to the mock, whose answer the front reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Watched {
-    Join {
-        group: String,
-        version: i16,
-        joining: Joining,
-    },
-    Sync {
-        group: String,
-        member_id: String,
-        generation: i32,
-    },
-    /// A Heartbeat or a LeaveGroup of `member_id`: an error (or a leave)
-    /// forgets the group.
-    Other {
-        group: String,
-        member_id: String,
-        leave: bool,
-    },
-}
-
-/// What the front does with one group request.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Decision {
-    /// Relay it; read its answer as `Watched` says.
-    Relay(Option<Watched>),
-    /// Answer it with this response body (after the correlation id).
-    Answer(Vec<u8>),
+impl Default for Groups {
+    fn default() -> Self {
+        Self::new(Duration::ZERO)
+    }
 }
 
 impl Groups {
-    /// Decides on a whole request `frame` (length prefix included) of
-    /// `api_key` at `version`.
-    #[cfg(test)]
-    pub(super) fn on_request(&self, frame: &[u8], api_key: i16, version: i16) -> Decision {
-        self.on_request_from(frame, api_key, version, "/127.0.0.1")
+    /// Groups whose first rebalance waits `initial_delay` for more members.
+    pub(crate) fn new(initial_delay: Duration) -> Self {
+        Self {
+            coordinator: Mutex::new(Coordinator::new(initial_delay)),
+        }
     }
 
-    /// Decides on a whole request `frame` (length prefix included) of
-    /// `api_key` at `version`, from a client at `client_host`.
-    pub(super) fn on_request_from(
+    /// Whether the front answers requests of `api_key` itself, so that the
+    /// mock would never see an error injected for them.
+    pub(crate) fn answers(api_key: i16) -> bool {
+        matches!(api_key, JOIN_GROUP | SYNC_GROUP | HEARTBEAT | LEAVE_GROUP)
+    }
+
+    /// The next requests of `api_key` are answered with `errors`.
+    pub(crate) fn push_errors(&self, api_key: i16, errors: &[i16]) {
+        locked(&self.coordinator).push_errors(api_key, errors);
+    }
+
+    /// Drops the errors still waiting for `api_key`.
+    pub(crate) fn clear_errors(&self, api_key: i16) {
+        locked(&self.coordinator).clear_errors(api_key);
+    }
+
+    /// The answer body (after the correlation id) the front gives to a
+    /// whole request `frame` (length prefix included) of `api_key` at
+    /// `version` from a client at `client_host`, or `None` to relay it.
+    pub(super) async fn answer(
         &self,
         frame: &[u8],
         api_key: i16,
         version: i16,
         client_host: &str,
-    ) -> Decision {
-        let flexible = match api_key {
-            HEARTBEAT => version >= 4,
-            listing::OFFSET_COMMIT => version >= 8,
-            listing::LIST_GROUPS => version >= 3,
-            _ => false,
-        };
-        let Some(body) = request_body(frame, flexible) else {
-            return Decision::Relay(None);
-        };
+    ) -> Option<Vec<u8>> {
+        let flexible = api_key == listing::LIST_GROUPS && version >= 3;
+        let body = request_body(frame, flexible)?;
         match api_key {
             JOIN_GROUP if (0..=JOIN_GROUP_MAX).contains(&version) => {
-                let client_id = client_id(frame);
-                self.on_join(body, version, client_id, client_host)
-            }
-            SYNC_GROUP if (0..=SYNC_GROUP_MAX).contains(&version) => self.on_sync(body, version),
-            HEARTBEAT | LEAVE_GROUP => {
-                let mut r = Reader::new(body);
-                let read = |r: &mut Reader<'_>| {
-                    let group = if flexible {
-                        r.compact_string()?
-                    } else {
-                        r.string()?
-                    };
-                    // The member, where the front can read it ("" if not:
-                    // LeaveGroup v3+ lists its members).
-                    let member = |r: &mut Reader<'_>| {
-                        if api_key == HEARTBEAT {
-                            r.i32()?; // generation_id
-                        } else if version > 2 {
-                            return None;
-                        }
-                        if flexible {
-                            r.compact_string()
-                        } else {
-                            r.string()
-                        }
-                    };
-                    Some((group, member(r).unwrap_or_default()))
+                let ask = JoinRequest::read(body, version)?.ask(client_id(frame), client_host);
+                let group = ask.group.clone();
+                let member_id = ask.member_id.clone();
+                let reply = locked(&self.coordinator).join(api_key, ask, Instant::now());
+                let lost = JoinAnswer {
+                    error: coordinator::error::UNKNOWN_MEMBER_ID,
+                    generation: -1,
+                    member_id,
+                    ..JoinAnswer::default()
                 };
-                match read(&mut r) {
-                    Some((group, member_id)) if api_key == LEAVE_GROUP => {
-                        // The member is gone once it asks to leave, as its
-                        // client is (it may not wait for the answer).
-                        locked(&self.listed).leave(&group, std::slice::from_ref(&member_id));
-                        Decision::Relay(Some(Watched::Other {
-                            group,
-                            member_id,
-                            leave: true,
-                        }))
-                    }
-                    Some((group, member_id)) => Decision::Relay(Some(Watched::Other {
-                        group,
-                        member_id,
-                        leave: api_key == LEAVE_GROUP,
-                    })),
-                    None => Decision::Relay(None),
-                }
+                Some(join_answer(&self.settle(&group, reply, lost).await, version))
             }
-            listing::OFFSET_COMMIT => {
-                let mut r = Reader::new(body);
-                let read = |r: &mut Reader<'_>| {
-                    let group = if flexible {
-                        r.compact_string()?
-                    } else {
-                        r.string()?
-                    };
-                    if version == 0 {
-                        return Some((group, String::new()));
-                    }
-                    r.i32()?; // generation_id
-                    let member = if flexible {
-                        r.compact_string()
-                    } else {
-                        r.string()
-                    };
-                    Some((group, member.unwrap_or_default()))
+            SYNC_GROUP if (0..=SYNC_GROUP_MAX).contains(&version) => {
+                let sync = SyncRequest::read(body, version)?;
+                let reply = locked(&self.coordinator).sync(
+                    api_key,
+                    &sync.group,
+                    sync.generation,
+                    &sync.member_id,
+                    sync.assignments,
+                    Instant::now(),
+                );
+                let lost = SyncAnswer {
+                    error: coordinator::error::REBALANCE_IN_PROGRESS,
+                    assignment: Vec::new(),
                 };
-                if let Some((group, member_id)) = read(&mut r) {
-                    locked(&self.listed).committed(&group, &member_id);
-                }
-                Decision::Relay(None)
+                Some(sync_answer(&self.settle(&sync.group, reply, lost).await, version))
+            }
+            HEARTBEAT if (0..=HEARTBEAT_MAX).contains(&version) => {
+                let mut r = Reader::new(body);
+                let group = r.string()?;
+                let generation = r.i32()?;
+                let member_id = r.string()?;
+                let error = locked(&self.coordinator).heartbeat(
+                    api_key,
+                    &group,
+                    generation,
+                    &member_id,
+                    Instant::now(),
+                );
+                Some(error_answer(error, version))
+            }
+            LEAVE_GROUP if (0..=LEAVE_GROUP_MAX).contains(&version) => {
+                let mut r = Reader::new(body);
+                let group = r.string()?;
+                let member_id = r.string()?;
+                let error =
+                    locked(&self.coordinator).leave(api_key, &group, &member_id, Instant::now());
+                Some(error_answer(error, version))
+            }
+            listing::OFFSET_COMMIT if (0..=OFFSET_COMMIT_MAX).contains(&version) => {
+                let commit = CommitRequest::read(body, version)?;
+                let error = locked(&self.coordinator).commit_error(
+                    &commit.group,
+                    commit.generation,
+                    &commit.member_id,
+                    Instant::now(),
+                )?;
+                Some(commit.answer(error, version))
             }
             listing::LIST_GROUPS if (0..=listing::LIST_GROUPS_MAX).contains(&version) => {
-                Decision::Answer(locked(&self.listed).list_answer(body, version))
+                Some(locked(&self.coordinator).listed.list_answer(body, version))
             }
             listing::DESCRIBE_GROUPS if (0..=listing::DESCRIBE_GROUPS_MAX).contains(&version) => {
-                match locked(&self.listed).describe_answer(body, version) {
-                    Some(answer) => Decision::Answer(answer),
-                    None => Decision::Relay(None),
-                }
+                locked(&self.coordinator)
+                    .listed
+                    .describe_answer(body, version)
             }
-            _ => Decision::Relay(None),
+            _ => None,
         }
     }
 
-    fn on_join(&self, body: &[u8], version: i16, client_id: &str, client_host: &str) -> Decision {
-        let Some(join) = JoinRequest::read(body, version) else {
-            return Decision::Relay(None);
+    /// The answer `reply` gives, awaited if it must wait; `lost` if the
+    /// coordinator dropped the wait (the member left or rejoined elsewhere).
+    async fn settle<T>(&self, group: &str, reply: Reply<T>, lost: T) -> T {
+        let mut receiver: oneshot::Receiver<T> = match reply {
+            Reply::Now(answer) => return answer,
+            Reply::Later(receiver) => receiver,
         };
-        let mut groups = locked(&self.groups);
-        if let Some(GroupState::Stable(sole)) = groups.get(&join.group)
-            && sole.member_id == join.member_id
-            && join.group_instance_id.is_none()
-            && let Some((_, metadata)) = join
-                .protocols
-                .iter()
-                .find(|(name, _)| *name == sole.protocol_name)
-        {
-            let answer = join_answer(sole, metadata, version);
-            let sole = sole.clone();
-            locked(&self.listed).rejoined(&join.group, &sole.member_id);
-            groups.insert(join.group, GroupState::Rejoined(sole));
-            return Decision::Answer(answer);
-        }
-        groups.remove(&join.group);
-        locked(&self.listed).join_asked(&join.group, &join.protocol_type, &join.member_id);
-        Decision::Relay(Some(Watched::Join {
-            group: join.group,
-            version,
-            joining: Joining {
-                client_id: client_id.to_owned(),
-                client_host: client_host.to_owned(),
-                group_instance_id: join.group_instance_id,
-                session_timeout: join.session_timeout,
-                protocols: join.protocols,
-            },
-        }))
-    }
-
-    fn on_sync(&self, body: &[u8], version: i16) -> Decision {
-        let Some(sync) = SyncRequest::read(body, version) else {
-            return Decision::Relay(None);
-        };
-        let mut groups = locked(&self.groups);
-        if let Some(GroupState::Rejoined(sole)) = groups.get(&sync.group)
-            && sole.member_id == sync.member_id
-            && sole.generation == sync.generation
-        {
-            let assignment = sync
-                .assignments
-                .iter()
-                .find(|(member, _)| *member == sole.member_id)
-                .map(|(_, assignment)| assignment.as_slice())
-                .unwrap_or_default();
-            let sole = sole.clone();
-            locked(&self.listed).synced(&sync.group, &sole.member_id, assignment);
-            groups.insert(sync.group, GroupState::Stable(sole));
-            return Decision::Answer(sync_answer(assignment, version));
-        }
-        Decision::Relay(Some(Watched::Sync {
-            group: sync.group,
-            member_id: sync.member_id,
-            generation: sync.generation,
-        }))
-    }
-
-    /// Reads the answer `body` (after the correlation id) to a watched request.
-    pub(super) fn on_answer(&self, watched: Watched, body: &[u8]) {
-        let mut groups = locked(&self.groups);
-        match watched {
-            Watched::Join {
-                group,
-                version,
-                joining,
-            } => match JoinAnswer::read(body, version) {
-                Some(answer) if answer.error == 0 => {
-                    locked(&self.listed).joined(
-                        &group,
-                        &joining,
-                        &Joined {
-                            member_id: &answer.member_id,
-                            generation: answer.generation,
-                            protocol: &answer.protocol_name,
-                            members: &answer.listed,
-                        },
-                    );
-                    if answer.members != 1 || answer.leader != answer.member_id {
-                        groups.remove(&group);
-                        return;
-                    }
-                    if groups.len() >= GROUPS_FOLLOWED {
-                        groups.clear();
-                    }
-                    groups.insert(
-                        group,
-                        GroupState::Joined(Sole {
-                            member_id: answer.member_id,
-                            generation: answer.generation,
-                            protocol_name: answer.protocol_name,
-                        }),
-                    );
-                }
-                _ => {
-                    groups.remove(&group);
-                }
-            },
-            Watched::Sync {
-                group,
-                member_id,
-                generation,
-            } => {
-                let error = sync_answer_error(body);
-                if error == Some(0) {
-                    let assignment = sync_answer_assignment(body).unwrap_or_default();
-                    locked(&self.listed).synced(&group, &member_id, assignment);
-                }
-                match groups.get(&group) {
-                    Some(GroupState::Joined(sole))
-                        if error == Some(0)
-                            && sole.member_id == member_id
-                            && sole.generation == generation =>
-                    {
-                        let sole = sole.clone();
-                        groups.insert(group, GroupState::Stable(sole));
-                    }
-                    Some(_) if error != Some(0) => {
-                        groups.remove(&group);
-                    }
-                    _ => {}
-                }
-            }
-            Watched::Other {
-                group,
-                member_id,
-                leave,
-            } => {
-                // Heartbeat and LeaveGroup answers: throttle (v1+) and error
-                // code; a flexible one (Heartbeat v4) has a tagged-fields
-                // byte in its header and one after. A leave forgets the
-                // group whatever the answer.
-                let error = match body.len() {
-                    2 | 6 => read_i16(body, body.len() - 2),
-                    8 => read_i16(body, 5),
-                    _ => None,
-                };
-                if !leave {
-                    locked(&self.listed).heartbeat(&group, &member_id, error);
-                }
-                if leave || error != Some(0) {
-                    groups.remove(&group);
-                }
+        loop {
+            let now = Instant::now();
+            let due = locked(&self.coordinator).tick(group, now);
+            let wake = due.map_or(now + RECHECK, |due| due.min(now + RECHECK));
+            tokio::select! {
+                answer = &mut receiver => return answer.unwrap_or(lost),
+                () = tokio::time::sleep_until(wake.into()) => {}
             }
         }
     }
@@ -480,6 +299,7 @@ impl<'a> Reader<'a> {
 struct JoinRequest {
     group: String,
     session_timeout: Duration,
+    rebalance_timeout: Duration,
     protocol_type: String,
     member_id: String,
     group_instance_id: Option<String>,
@@ -490,10 +310,14 @@ impl JoinRequest {
     fn read(body: &[u8], version: i16) -> Option<Self> {
         let mut r = Reader::new(body);
         let group = r.string()?;
-        let session_timeout = Duration::from_millis(u64::try_from(r.i32()?).unwrap_or(0));
-        if version >= 1 {
-            r.i32()?; // rebalance_timeout_ms
-        }
+        let millis = |ms: i32| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+        let session_timeout = millis(r.i32()?);
+        // v0 has none: the session timeout stands in, as on Kafka.
+        let rebalance_timeout = if version >= 1 {
+            millis(r.i32()?)
+        } else {
+            session_timeout
+        };
         let member_id = r.string()?;
         let group_instance_id = if version >= 5 {
             r.nullable_string()?.filter(|id| !id.is_empty())
@@ -509,11 +333,26 @@ impl JoinRequest {
         Some(Self {
             group,
             session_timeout,
+            rebalance_timeout,
             protocol_type,
             member_id,
             group_instance_id,
             protocols,
         })
+    }
+
+    fn ask(self, client_id: &str, client_host: &str) -> JoinAsk {
+        JoinAsk {
+            group: self.group,
+            member_id: self.member_id,
+            group_instance_id: self.group_instance_id,
+            protocol_type: self.protocol_type,
+            protocols: self.protocols,
+            session_timeout: self.session_timeout,
+            rebalance_timeout: self.rebalance_timeout,
+            client_id: client_id.to_owned(),
+            client_host: client_host.to_owned(),
+        }
     }
 }
 
@@ -548,78 +387,79 @@ impl SyncRequest {
     }
 }
 
+/// An OffsetCommit request (v0 to v7): who commits, and which partitions
+/// (for an answer that refuses them all).
 #[derive(Debug)]
-struct JoinAnswer {
-    error: i16,
+struct CommitRequest {
+    group: String,
     generation: i32,
-    protocol_name: String,
-    leader: String,
     member_id: String,
-    members: usize,
-    /// The members listed (to the leader): id, group instance id, metadata.
-    listed: Vec<(String, Option<String>, Vec<u8>)>,
+    topics: Vec<(String, Vec<i32>)>,
 }
 
-impl JoinAnswer {
+impl CommitRequest {
     fn read(body: &[u8], version: i16) -> Option<Self> {
         let mut r = Reader::new(body);
-        if version >= 2 {
-            r.i32()?; // throttle_time_ms
-        }
-        let mut answer = Self {
-            error: r.i16()?,
-            generation: r.i32()?,
-            protocol_name: r.string()?,
-            leader: r.string()?,
-            member_id: r.string()?,
-            members: usize::try_from(r.i32()?).unwrap_or(0),
-            listed: Vec::new(),
+        let group = r.string()?;
+        let (generation, member_id) = if version >= 1 {
+            (r.i32()?, r.string()?)
+        } else {
+            (-1, String::new())
         };
-        // Bounded by what the body can hold, as Reader::count does.
-        if answer.members <= body.len() / 6 {
-            for _ in 0..answer.members {
-                let id = r.string()?;
-                let instance = if version >= 5 {
-                    r.nullable_string()?
-                } else {
-                    None
-                };
-                answer.listed.push((id, instance, r.bytes()?));
+        if version >= 7 {
+            r.nullable_string()?; // group_instance_id
+        }
+        if (2..=4).contains(&version) {
+            r.take(8)?; // retention_time_ms
+        }
+        let count = r.count(6)?;
+        let mut topics = Vec::with_capacity(count);
+        for _ in 0..count {
+            let name = r.string()?;
+            let count = r.count(14)?;
+            let mut partitions = Vec::with_capacity(count);
+            for _ in 0..count {
+                partitions.push(r.i32()?);
+                r.take(8)?; // committed_offset
+                if version >= 6 {
+                    r.take(4)?; // committed_leader_epoch
+                }
+                if version == 1 {
+                    r.take(8)?; // commit_timestamp
+                }
+                r.nullable_string()?; // committed_metadata
+            }
+            topics.push((name, partitions));
+        }
+        Some(Self {
+            group,
+            generation,
+            member_id,
+            topics,
+        })
+    }
+
+    /// The answer body giving `error` for every partition asked.
+    fn answer(&self, error: i16, version: i16) -> Vec<u8> {
+        let mut out = Vec::new();
+        if version >= 3 {
+            out.extend_from_slice(&0i32.to_be_bytes()); // throttle_time_ms
+        }
+        put_count(&mut out, self.topics.len());
+        for (name, partitions) in &self.topics {
+            put_string(&mut out, name);
+            put_count(&mut out, partitions.len());
+            for partition in partitions {
+                out.extend_from_slice(&partition.to_be_bytes());
+                out.extend_from_slice(&error.to_be_bytes());
             }
         }
-        Some(answer)
+        out
     }
 }
 
-/// The error code of a SyncGroup answer (v0: first; v1+: after throttle).
-/// Both layouts end in the assignment bytes, so read from the front by
-/// trying the longer one only if the shorter does not add up.
-fn sync_answer_error(body: &[u8]) -> Option<i16> {
-    // v0: error (2) + bytes; v1+: throttle (4) + error (2) + bytes.
-    let fits = |at: usize| {
-        read_i32(body, at + 2).is_some_and(|length| {
-            let length = usize::try_from(length).unwrap_or(0);
-            at + 6 + length == body.len()
-        })
-    };
-    if fits(4) {
-        read_i16(body, 4)
-    } else if fits(0) {
-        read_i16(body, 0)
-    } else {
-        None
-    }
-}
-
-/// The assignment bytes of a SyncGroup answer (layouts as in
-/// [`sync_answer_error`]).
-fn sync_answer_assignment(body: &[u8]) -> Option<&[u8]> {
-    let at = match sync_answer_error(body) {
-        Some(_) if read_i32(body, 6).is_some_and(|l| 10 + l.max(0) as usize == body.len()) => 10,
-        Some(_) => 6,
-        None => return None,
-    };
-    body.get(at..)
+fn put_count(out: &mut Vec<u8>, count: usize) {
+    out.extend_from_slice(&i32::try_from(count).unwrap_or(i32::MAX).to_be_bytes());
 }
 
 pub(super) fn put_string(out: &mut Vec<u8>, value: &str) {
@@ -629,242 +469,59 @@ pub(super) fn put_string(out: &mut Vec<u8>, value: &str) {
     out.extend_from_slice(&value.as_bytes()[..length as usize]);
 }
 
+fn put_nullable_string(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        Some(value) => put_string(out, value),
+        None => out.extend_from_slice(&(-1i16).to_be_bytes()),
+    }
+}
+
 pub(super) fn put_bytes(out: &mut Vec<u8>, value: &[u8]) {
     let length = i32::try_from(value.len()).unwrap_or(i32::MAX);
     out.extend_from_slice(&length.to_be_bytes());
     out.extend_from_slice(&value[..length as usize]);
 }
 
-/// The JoinGroup answer body (v0 to v5) the mock gives a group of one
-/// after its wait: same generation, the member leads and is listed alone.
-fn join_answer(sole: &Sole, metadata: &[u8], version: i16) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + metadata.len());
+/// The JoinGroup answer body (v0 to v5).
+fn join_answer(answer: &JoinAnswer, version: i16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
     if version >= 2 {
         out.extend_from_slice(&0i32.to_be_bytes()); // throttle_time_ms
     }
-    out.extend_from_slice(&0i16.to_be_bytes()); // error_code
-    out.extend_from_slice(&sole.generation.to_be_bytes());
-    put_string(&mut out, &sole.protocol_name);
-    put_string(&mut out, &sole.member_id); // leader
-    put_string(&mut out, &sole.member_id);
-    out.extend_from_slice(&1i32.to_be_bytes());
-    put_string(&mut out, &sole.member_id);
-    if version >= 5 {
-        out.extend_from_slice(&(-1i16).to_be_bytes()); // group_instance_id: null
+    out.extend_from_slice(&answer.error.to_be_bytes());
+    out.extend_from_slice(&answer.generation.to_be_bytes());
+    put_string(&mut out, &answer.protocol);
+    put_string(&mut out, &answer.leader);
+    put_string(&mut out, &answer.member_id);
+    put_count(&mut out, answer.members.len());
+    for (id, instance, metadata) in &answer.members {
+        put_string(&mut out, id);
+        if version >= 5 {
+            put_nullable_string(&mut out, instance.as_deref());
+        }
+        put_bytes(&mut out, metadata);
     }
-    put_bytes(&mut out, metadata);
     out
 }
 
-/// The SyncGroup answer body (v0 to v3) carrying `assignment`.
-fn sync_answer(assignment: &[u8], version: i16) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + assignment.len());
+/// The SyncGroup answer body (v0 to v3).
+fn sync_answer(answer: &SyncAnswer, version: i16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + answer.assignment.len());
     if version >= 1 {
         out.extend_from_slice(&0i32.to_be_bytes()); // throttle_time_ms
     }
-    out.extend_from_slice(&0i16.to_be_bytes()); // error_code
-    put_bytes(&mut out, assignment);
+    out.extend_from_slice(&answer.error.to_be_bytes());
+    put_bytes(&mut out, &answer.assignment);
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frame(api_key: i16, version: i16, body: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&0u32.to_be_bytes());
-        out.extend_from_slice(&api_key.to_be_bytes());
-        out.extend_from_slice(&version.to_be_bytes());
-        out.extend_from_slice(&7i32.to_be_bytes());
-        put_string(&mut out, "client");
-        out.extend_from_slice(body);
-        let length = u32::try_from(out.len() - 4).unwrap();
-        out[..4].copy_from_slice(&length.to_be_bytes());
-        out
+/// A Heartbeat (v0 to v3) or LeaveGroup (v0 to v2) answer body: the error
+/// code, after the throttle time from v1.
+fn error_answer(error: i16, version: i16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(6);
+    if version >= 1 {
+        out.extend_from_slice(&0i32.to_be_bytes()); // throttle_time_ms
     }
-
-    fn join_request(member: &str, version: i16) -> Vec<u8> {
-        let mut body = Vec::new();
-        put_string(&mut body, "g");
-        body.extend_from_slice(&45_000i32.to_be_bytes());
-        if version >= 1 {
-            body.extend_from_slice(&300_000i32.to_be_bytes());
-        }
-        put_string(&mut body, member);
-        if version >= 5 {
-            body.extend_from_slice(&(-1i16).to_be_bytes());
-        }
-        put_string(&mut body, "consumer");
-        body.extend_from_slice(&1i32.to_be_bytes());
-        put_string(&mut body, "range");
-        put_bytes(&mut body, b"subscription");
-        frame(JOIN_GROUP, version, &body)
-    }
-
-    fn sync_request(member: &str, generation: i32, version: i16) -> Vec<u8> {
-        let mut body = Vec::new();
-        put_string(&mut body, "g");
-        body.extend_from_slice(&generation.to_be_bytes());
-        put_string(&mut body, member);
-        if version >= 3 {
-            body.extend_from_slice(&(-1i16).to_be_bytes());
-        }
-        body.extend_from_slice(&1i32.to_be_bytes());
-        put_string(&mut body, member);
-        put_bytes(&mut body, b"partitions");
-        frame(SYNC_GROUP, version, &body)
-    }
-
-    fn settle(groups: &Groups, version: i16) {
-        let Decision::Relay(Some(join)) =
-            groups.on_request(&join_request("", version), JOIN_GROUP, version)
-        else {
-            panic!("a first join goes to the mock");
-        };
-        let sole = Sole {
-            member_id: "m1".into(),
-            generation: 3,
-            protocol_name: "range".into(),
-        };
-        groups.on_answer(join, &join_answer(&sole, b"subscription", version));
-        let Decision::Relay(Some(sync)) =
-            groups.on_request(&sync_request("m1", 3, 3), SYNC_GROUP, 3)
-        else {
-            panic!("the first sync goes to the mock");
-        };
-        groups.on_answer(sync, &sync_answer(b"partitions", 3));
-    }
-
-    #[test]
-    fn a_sole_members_rejoin_is_answered_with_the_same_generation() {
-        for version in 0..=JOIN_GROUP_MAX {
-            let groups = Groups::default();
-            settle(&groups, version);
-            let Decision::Answer(answer) =
-                groups.on_request(&join_request("m1", version), JOIN_GROUP, version)
-            else {
-                panic!("v{version}: the rejoin went to the mock");
-            };
-            let read = JoinAnswer::read(&answer, version).expect("answer reads");
-            assert_eq!((read.error, read.generation, read.members), (0, 3, 1));
-            assert_eq!(
-                (read.leader.as_str(), read.member_id.as_str()),
-                ("m1", "m1")
-            );
-            let Decision::Answer(sync) =
-                groups.on_request(&sync_request("m1", 3, 1), SYNC_GROUP, 1)
-            else {
-                panic!("v{version}: the sync after the rejoin went to the mock");
-            };
-            assert_eq!(sync_answer_error(&sync), Some(0));
-            assert!(sync.ends_with(b"partitions"));
-        }
-    }
-
-    #[test]
-    fn another_member_or_an_error_hands_the_group_back_to_the_mock() {
-        let groups = Groups::default();
-        settle(&groups, 5);
-        assert!(matches!(
-            groups.on_request(&join_request("m2", 5), JOIN_GROUP, 5),
-            Decision::Relay(Some(_))
-        ));
-        // Forgotten: even the sole member's rejoin now goes to the mock.
-        assert!(matches!(
-            groups.on_request(&join_request("m1", 5), JOIN_GROUP, 5),
-            Decision::Relay(Some(_))
-        ));
-
-        let groups = Groups::default();
-        settle(&groups, 5);
-        let mut heartbeat = Vec::new();
-        put_string(&mut heartbeat, "g");
-        let Decision::Relay(Some(watched)) =
-            groups.on_request(&frame(HEARTBEAT, 1, &heartbeat), HEARTBEAT, 1)
-        else {
-            panic!("heartbeats go to the mock");
-        };
-        // throttle, REBALANCE_IN_PROGRESS
-        groups.on_answer(watched, &[0, 0, 0, 0, 0, 27]);
-        assert!(matches!(
-            groups.on_request(&join_request("m1", 5), JOIN_GROUP, 5),
-            Decision::Relay(Some(_))
-        ));
-    }
-
-    #[test]
-    fn a_flexible_heartbeats_error_hands_the_group_back_to_the_mock() {
-        let groups = Groups::default();
-        settle(&groups, 5);
-        // Heartbeat v4: header tags, compact "g", generation 3, compact
-        // "m1", null instance id, tags.
-        let mut body = vec![0, 2, b'g'];
-        body.extend_from_slice(&3i32.to_be_bytes());
-        body.extend_from_slice(&[3, b'm', b'1', 0, 0]);
-        let Decision::Relay(Some(watched)) =
-            groups.on_request(&frame(HEARTBEAT, 4, &body), HEARTBEAT, 4)
-        else {
-            panic!("heartbeats go to the mock");
-        };
-        assert!(matches!(&watched, Watched::Other { member_id, .. } if member_id == "m1"));
-        // Header tags, throttle, REBALANCE_IN_PROGRESS, tags.
-        groups.on_answer(watched, &[0, 0, 0, 0, 0, 0, 27, 0]);
-        assert!(matches!(
-            groups.on_request(&join_request("m1", 5), JOIN_GROUP, 5),
-            Decision::Relay(Some(_))
-        ));
-    }
-
-    #[test]
-    fn commits_register_their_group_in_classic_and_flexible_versions() {
-        let groups = Groups::default();
-        // OffsetCommit v2 (classic): group, generation, member, ...
-        let mut classic = Vec::new();
-        put_string(&mut classic, "classic");
-        classic.extend_from_slice(&(-1i32).to_be_bytes());
-        put_string(&mut classic, "");
-        let commit = frame(listing::OFFSET_COMMIT, 2, &classic);
-        assert_eq!(
-            groups.on_request(&commit, listing::OFFSET_COMMIT, 2),
-            Decision::Relay(None)
-        );
-        // OffsetCommit v8 (flexible): header tags, compact group, ...
-        let mut flexible = vec![0, 9];
-        flexible.extend_from_slice(b"flexible");
-        flexible.extend_from_slice(&(-1i32).to_be_bytes());
-        flexible.push(1); // member id ""
-        let commit = frame(listing::OFFSET_COMMIT, 8, &flexible);
-        groups.on_request(&commit, listing::OFFSET_COMMIT, 8);
-        let Decision::Answer(list) = groups.on_request(
-            &frame(listing::LIST_GROUPS, 0, &[]),
-            listing::LIST_GROUPS,
-            0,
-        ) else {
-            panic!("ListGroups is the front's to answer");
-        };
-        let mut r = Reader::new(&list);
-        assert_eq!(r.i16(), Some(0));
-        assert_eq!(r.count(4), Some(2));
-        let names: Vec<_> = (0..2)
-            .map(|_| {
-                let name = r.string().unwrap();
-                r.string().unwrap();
-                name
-            })
-            .collect();
-        assert_eq!(names, ["classic", "flexible"]);
-    }
-
-    #[test]
-    fn malformed_requests_are_relayed_untouched() {
-        let groups = Groups::default();
-        for cut in 0..join_request("m1", 5).len() {
-            let frame = &join_request("m1", 5)[..cut];
-            assert!(matches!(
-                groups.on_request(frame, JOIN_GROUP, 5),
-                Decision::Relay(_)
-            ));
-        }
-    }
+    out.extend_from_slice(&error.to_be_bytes());
+    out
 }

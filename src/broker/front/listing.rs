@@ -249,7 +249,7 @@ impl Registry {
         }
     }
 
-    /// The front answered a sole member's rejoin and sync itself: it stays.
+    /// A member rejoined with nothing changed and got its generation back.
     pub(super) fn rejoined(&mut self, group: &str, member_id: &str) {
         self.touch(group, member_id, Instant::now());
     }

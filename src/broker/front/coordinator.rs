@@ -1,0 +1,700 @@
+//! The classic consumer-group coordinator of the fronts of one cluster.
+//!
+//! librdkafka's mock elects a group's leader only when its rebalance timer
+//! fires, and sets that timer to the session timeout less 1 s whenever a
+//! member joins a stable group: a second consumer waited 44 s (librdkafka's
+//! default session) where Kafka ends the rebalance as soon as every known
+//! member has rejoined, about one heartbeat (3 s) later. So the fronts
+//! coordinate classic groups themselves, as Kafka's group coordinator
+//! does, and never relay JoinGroup, SyncGroup, Heartbeat or LeaveGroup:
+//!
+//! - A join to an empty group starts a rebalance that waits the initial
+//!   delay (`group.initial.rebalance.delay.ms`, the builder's setting).
+//! - A rebalance ends once every known member has rejoined, or at the
+//!   longest rebalance timeout of its members; members that did not rejoin
+//!   by then are dropped. Members of a stable group learn of a rebalance
+//!   from their heartbeat's REBALANCE_IN_PROGRESS.
+//! - The leader stays leader while it is a member (else the member that
+//!   joined first leads); the protocol is the leader's first one that every
+//!   member offers.
+//! - A member not heard from within its session timeout is dropped, checked
+//!   whenever the group is asked something and while a join or sync waits.
+//! - A follower rejoining with unchanged metadata gets the current
+//!   generation back without a rebalance (as on Kafka); the leader, or a
+//!   member whose metadata changed, starts one.
+//!
+//! Offsets stay the mock's: an OffsetCommit is checked here (member,
+//! generation, state) and, if valid, relayed to the mock, which holds no
+//! classic group and so stores it. Static members (`group.instance.id`)
+//! take over their earlier member's place, then rejoin as that member would.
+//!
+//! The core below is synchronous and takes the time as an argument, so
+//! tests drive timeouts without waiting; the front awaits answers that
+//! must wait (a join during a rebalance, a follower's sync before the
+//! leader's) on the channels it hands out.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+
+use super::listing::{self, Joined, Joining, State};
+
+/// Kafka's error codes the coordinator answers with.
+pub(super) mod error {
+    pub(in super::super) const NONE: i16 = 0;
+    pub(in super::super) const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub(in super::super) const ILLEGAL_GENERATION: i16 = 22;
+    pub(in super::super) const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+    pub(in super::super) const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub(in super::super) const REBALANCE_IN_PROGRESS: i16 = 27;
+}
+
+/// Most groups one cluster coordinates; past that a join to a new group is
+/// refused with COORDINATOR_NOT_AVAILABLE (retriable) until one empties.
+const GROUPS_COORDINATED: usize = 10_000;
+
+/// What a JoinGroup request asks.
+#[derive(Debug, Clone)]
+pub(super) struct JoinAsk {
+    pub(super) group: String,
+    pub(super) member_id: String,
+    pub(super) group_instance_id: Option<String>,
+    pub(super) protocol_type: String,
+    pub(super) protocols: Vec<(String, Vec<u8>)>,
+    pub(super) session_timeout: Duration,
+    pub(super) rebalance_timeout: Duration,
+    pub(super) client_id: String,
+    pub(super) client_host: String,
+}
+
+/// A JoinGroup answer, before encoding.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(super) struct JoinAnswer {
+    pub(super) error: i16,
+    pub(super) generation: i32,
+    pub(super) protocol: String,
+    pub(super) leader: String,
+    pub(super) member_id: String,
+    /// Every member (id, group instance id, metadata), to the leader only.
+    pub(super) members: Vec<(String, Option<String>, Vec<u8>)>,
+}
+
+impl JoinAnswer {
+    fn error(error: i16, member_id: &str) -> Self {
+        Self {
+            error,
+            generation: -1,
+            member_id: member_id.to_owned(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A SyncGroup answer, before encoding.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(super) struct SyncAnswer {
+    pub(super) error: i16,
+    pub(super) assignment: Vec<u8>,
+}
+
+impl SyncAnswer {
+    fn error(error: i16) -> Self {
+        Self {
+            error,
+            assignment: Vec::new(),
+        }
+    }
+}
+
+/// An answer now, or one to await.
+#[derive(Debug)]
+pub(super) enum Reply<T> {
+    Now(T),
+    /// Comes on this channel; meanwhile call [`Coordinator::tick`] for the
+    /// group at the instant it returns.
+    Later(oneshot::Receiver<T>),
+}
+
+#[derive(Debug)]
+struct Member {
+    id: String,
+    instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    protocol_type: String,
+    protocols: Vec<(String, Vec<u8>)>,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    last_seen: Instant,
+    assignment: Vec<u8>,
+    /// A JoinGroup waiting for the rebalance to end.
+    join_waiter: Option<oneshot::Sender<JoinAnswer>>,
+    /// A follower's SyncGroup waiting for the leader's.
+    sync_waiter: Option<oneshot::Sender<SyncAnswer>>,
+}
+
+impl Member {
+    fn joining(&self) -> Joining {
+        Joining {
+            client_id: self.client_id.clone(),
+            client_host: self.client_host.clone(),
+            group_instance_id: self.instance_id.clone(),
+            session_timeout: self.session_timeout,
+            protocols: self.protocols.clone(),
+        }
+    }
+
+    /// Whether its session ran out at `now` (a member waiting for an answer
+    /// is kept alive by its request, as on Kafka).
+    fn expired(&self, now: Instant) -> bool {
+        self.join_waiter.is_none()
+            && self.sync_waiter.is_none()
+            && now.saturating_duration_since(self.last_seen) >= self.session_timeout
+    }
+}
+
+#[derive(Debug)]
+struct Group {
+    state: State,
+    generation: i32,
+    protocol: String,
+    leader: Option<String>,
+    /// In join order.
+    members: Vec<Member>,
+    /// While preparing a rebalance: when members that have not rejoined
+    /// are dropped and the rebalance ends anyway.
+    rebalance_deadline: Option<Instant>,
+    /// While preparing the first rebalance of an empty group: the initial
+    /// delay, before which it does not end.
+    initial_until: Option<Instant>,
+}
+
+impl Group {
+    fn new() -> Self {
+        Self {
+            state: State::Empty,
+            generation: 0,
+            protocol: String::new(),
+            leader: None,
+            members: Vec::new(),
+            rebalance_deadline: None,
+            initial_until: None,
+        }
+    }
+
+    fn member(&mut self, id: &str) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.id == id)
+    }
+
+    /// The leader's first protocol that every member offers.
+    fn select_protocol(&self) -> Option<String> {
+        let leader = self
+            .leader
+            .as_ref()
+            .and_then(|id| self.members.iter().find(|m| m.id == *id))
+            .or_else(|| self.members.first())?;
+        leader
+            .protocols
+            .iter()
+            .map(|(name, _)| name)
+            .find(|name| {
+                self.members
+                    .iter()
+                    .all(|m| m.protocols.iter().any(|(n, _)| n == *name))
+            })
+            .cloned()
+    }
+}
+
+/// The classic groups of one cluster, shared by its fronts.
+#[derive(Debug)]
+pub(super) struct Coordinator {
+    initial_delay: Duration,
+    groups: HashMap<String, Group>,
+    /// Errors to answer the next requests of an api key with (the
+    /// broker's `request_errors` fault for the group APIs).
+    injected: HashMap<i16, VecDeque<i16>>,
+    /// What ListGroups and DescribeGroups tell.
+    pub(super) listed: listing::Registry,
+}
+
+impl Coordinator {
+    pub(super) fn new(initial_delay: Duration) -> Self {
+        Self {
+            initial_delay,
+            groups: HashMap::new(),
+            injected: HashMap::new(),
+            listed: listing::Registry::default(),
+        }
+    }
+
+    /// The next requests of `api_key` are answered with these `errors`.
+    pub(super) fn push_errors(&mut self, api_key: i16, errors: &[i16]) {
+        self.injected.entry(api_key).or_default().extend(errors);
+    }
+
+    /// Drops the errors still waiting for `api_key`.
+    pub(super) fn clear_errors(&mut self, api_key: i16) {
+        self.injected.remove(&api_key);
+    }
+
+    fn injected(&mut self, api_key: i16) -> Option<i16> {
+        self.injected.get_mut(&api_key)?.pop_front()
+    }
+
+    /// A JoinGroup (`api_key`, for injected errors).
+    pub(super) fn join(&mut self, api_key: i16, ask: JoinAsk, now: Instant) -> Reply<JoinAnswer> {
+        if let Some(error) = self.injected(api_key) {
+            return Reply::Now(JoinAnswer::error(error, &ask.member_id));
+        }
+        self.listed
+            .join_asked(&ask.group, &ask.protocol_type, &ask.member_id);
+        if !self.groups.contains_key(&ask.group) && self.groups.len() >= GROUPS_COORDINATED {
+            self.groups.retain(|_, g| !g.members.is_empty());
+            if self.groups.len() >= GROUPS_COORDINATED {
+                return Reply::Now(JoinAnswer::error(
+                    error::COORDINATOR_NOT_AVAILABLE,
+                    &ask.member_id,
+                ));
+            }
+        }
+        let initial_delay = self.initial_delay;
+        let group = self.groups.entry(ask.group.clone()).or_insert_with(Group::new);
+        expire(group, &ask.group, &mut self.listed, now);
+        let consistent = group.members.iter().all(|m| {
+            m.protocol_type == ask.protocol_type
+                && ask.protocols.iter().any(|(name, _)| {
+                    m.protocols.iter().any(|(n, _)| n == name)
+                })
+        });
+        if ask.protocols.is_empty() || !consistent {
+            return Reply::Now(JoinAnswer::error(
+                error::INCONSISTENT_GROUP_PROTOCOL,
+                &ask.member_id,
+            ));
+        }
+        // A static member takes over its earlier member's place.
+        let mut member_id = ask.member_id.clone();
+        if let Some(instance) = &ask.group_instance_id
+            && let Some(earlier) = group
+                .members
+                .iter_mut()
+                .find(|m| m.instance_id.as_ref() == Some(instance))
+        {
+            if member_id.is_empty() {
+                member_id = new_member_id(&ask.client_id);
+            }
+            if earlier.id != member_id {
+                if group.leader.as_ref() == Some(&earlier.id) {
+                    group.leader = Some(member_id.clone());
+                }
+                self.listed
+                    .leave(&ask.group, std::slice::from_ref(&earlier.id));
+                earlier.id.clone_from(&member_id);
+            }
+        }
+        let known = !member_id.is_empty() && group.member(&member_id).is_some();
+        if !member_id.is_empty() && !known {
+            return Reply::Now(JoinAnswer::error(error::UNKNOWN_MEMBER_ID, &member_id));
+        }
+        if member_id.is_empty() {
+            member_id = new_member_id(&ask.client_id);
+        }
+        let (sender, receiver) = oneshot::channel();
+        if known {
+            let is_leader = group.leader.as_ref() == Some(&member_id);
+            let unchanged = group
+                .members
+                .iter()
+                .any(|m| m.id == member_id && m.protocols == ask.protocols);
+            if unchanged
+                && (group.state == State::CompletingRebalance
+                    || (group.state == State::Stable && !is_leader))
+            {
+                // Kafka answers such a rejoin with the current generation.
+                let answer = JoinAnswer {
+                    error: error::NONE,
+                    generation: group.generation,
+                    protocol: group.protocol.clone(),
+                    leader: group.leader.clone().unwrap_or_default(),
+                    member_id: member_id.clone(),
+                    members: if is_leader {
+                        members_listed(group)
+                    } else {
+                        Vec::new()
+                    },
+                };
+                if let Some(member) = group.member(&member_id) {
+                    member.last_seen = now;
+                }
+                self.listed.rejoined(&ask.group, &member_id);
+                return Reply::Now(answer);
+            }
+            let Some(member) = group.member(&member_id) else {
+                return Reply::Now(JoinAnswer::error(error::UNKNOWN_MEMBER_ID, &member_id));
+            };
+            member.last_seen = now;
+            member.protocols = ask.protocols;
+            member.session_timeout = ask.session_timeout;
+            member.rebalance_timeout = ask.rebalance_timeout;
+            member.client_id = ask.client_id;
+            member.client_host = ask.client_host;
+            // A second join from the same member (a reconnect) replaces
+            // the first, whose connection is gone.
+            member.join_waiter = Some(sender);
+        } else {
+            group.members.push(Member {
+                id: member_id,
+                instance_id: ask.group_instance_id,
+                client_id: ask.client_id,
+                client_host: ask.client_host,
+                protocol_type: ask.protocol_type,
+                protocols: ask.protocols,
+                session_timeout: ask.session_timeout,
+                rebalance_timeout: ask.rebalance_timeout,
+                last_seen: now,
+                assignment: Vec::new(),
+                join_waiter: Some(sender),
+                sync_waiter: None,
+            });
+        }
+        if group.state != State::PreparingRebalance {
+            prepare_rebalance(group, initial_delay, now);
+        }
+        try_complete(group, &ask.group, &mut self.listed, now);
+        Reply::Later(receiver)
+    }
+
+    /// A SyncGroup from `member_id` of `generation`; the leader's carries
+    /// every member's `assignments`.
+    pub(super) fn sync(
+        &mut self,
+        api_key: i16,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        assignments: Vec<(String, Vec<u8>)>,
+        now: Instant,
+    ) -> Reply<SyncAnswer> {
+        if let Some(error) = self.injected(api_key) {
+            return Reply::Now(SyncAnswer::error(error));
+        }
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return Reply::Now(SyncAnswer::error(error::UNKNOWN_MEMBER_ID));
+        };
+        expire(group, group_id, &mut self.listed, now);
+        let state = group.state;
+        let current = group.generation;
+        let is_leader = group.leader.as_deref() == Some(member_id);
+        let Some(member) = group.member(member_id) else {
+            return Reply::Now(SyncAnswer::error(error::UNKNOWN_MEMBER_ID));
+        };
+        member.last_seen = now;
+        if generation != current {
+            return Reply::Now(SyncAnswer::error(error::ILLEGAL_GENERATION));
+        }
+        match state {
+            State::Empty | State::PreparingRebalance => {
+                Reply::Now(SyncAnswer::error(error::REBALANCE_IN_PROGRESS))
+            }
+            State::Stable => Reply::Now(SyncAnswer {
+                error: error::NONE,
+                assignment: member.assignment.clone(),
+            }),
+            State::CompletingRebalance if !is_leader => {
+                let (sender, receiver) = oneshot::channel();
+                member.sync_waiter = Some(sender);
+                Reply::Later(receiver)
+            }
+            State::CompletingRebalance => {
+                let mut own = Vec::new();
+                for member in &mut group.members {
+                    member.assignment = assignments
+                        .iter()
+                        .find(|(id, _)| *id == member.id)
+                        .map(|(_, assignment)| assignment.clone())
+                        .unwrap_or_default();
+                    self.listed
+                        .synced(group_id, &member.id, &member.assignment);
+                    if member.id == member_id {
+                        own.clone_from(&member.assignment);
+                    }
+                    if let Some(waiter) = member.sync_waiter.take() {
+                        // A waiter whose connection is gone reads nothing.
+                        let _ = waiter.send(SyncAnswer {
+                            error: error::NONE,
+                            assignment: member.assignment.clone(),
+                        });
+                    }
+                }
+                group.state = State::Stable;
+                Reply::Now(SyncAnswer {
+                    error: error::NONE,
+                    assignment: own,
+                })
+            }
+        }
+    }
+
+    /// A Heartbeat; its error code.
+    pub(super) fn heartbeat(
+        &mut self,
+        api_key: i16,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        now: Instant,
+    ) -> i16 {
+        let error = self.heartbeat_error(api_key, group_id, generation, member_id, now);
+        self.listed.heartbeat(group_id, member_id, Some(error));
+        error
+    }
+
+    fn heartbeat_error(
+        &mut self,
+        api_key: i16,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        now: Instant,
+    ) -> i16 {
+        if let Some(error) = self.injected(api_key) {
+            return error;
+        }
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return error::UNKNOWN_MEMBER_ID;
+        };
+        expire(group, group_id, &mut self.listed, now);
+        let state = group.state;
+        let current = group.generation;
+        let Some(member) = group.member(member_id) else {
+            return error::UNKNOWN_MEMBER_ID;
+        };
+        member.last_seen = now;
+        match state {
+            State::PreparingRebalance => error::REBALANCE_IN_PROGRESS,
+            _ if generation != current => error::ILLEGAL_GENERATION,
+            _ => error::NONE,
+        }
+    }
+
+    /// A LeaveGroup of `member_id`; its error code.
+    pub(super) fn leave(
+        &mut self,
+        api_key: i16,
+        group_id: &str,
+        member_id: &str,
+        now: Instant,
+    ) -> i16 {
+        if let Some(error) = self.injected(api_key) {
+            return error;
+        }
+        // The member is gone once it asks to leave, as its client is.
+        self.listed
+            .leave(group_id, std::slice::from_ref(&member_id.to_owned()));
+        let initial_delay = self.initial_delay;
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return error::UNKNOWN_MEMBER_ID;
+        };
+        let Some(at) = group.members.iter().position(|m| m.id == member_id) else {
+            return error::UNKNOWN_MEMBER_ID;
+        };
+        group.members.remove(at);
+        if group.state != State::PreparingRebalance {
+            prepare_rebalance(group, initial_delay, now);
+        }
+        try_complete(group, group_id, &mut self.listed, now);
+        error::NONE
+    }
+
+    /// Whether an OffsetCommit by `member_id` of `generation` (-1 for a
+    /// consumer outside any group) may be stored; the error if not.
+    pub(super) fn commit_error(
+        &mut self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        now: Instant,
+    ) -> Option<i16> {
+        self.listed.committed(group_id, member_id);
+        let group = self.groups.get_mut(group_id)?;
+        expire(group, group_id, &mut self.listed, now);
+        if generation < 0 && group.members.is_empty() {
+            return None;
+        }
+        let state = group.state;
+        let current = group.generation;
+        let Some(member) = group.member(member_id) else {
+            return Some(error::UNKNOWN_MEMBER_ID);
+        };
+        member.last_seen = now;
+        if generation != current {
+            return Some(error::ILLEGAL_GENERATION);
+        }
+        (state == State::CompletingRebalance).then_some(error::REBALANCE_IN_PROGRESS)
+    }
+
+    /// Drops expired members and ends a rebalance that is due; the next
+    /// instant something is due in `group_id` (a waiting request calls
+    /// again then).
+    pub(super) fn tick(&mut self, group_id: &str, now: Instant) -> Option<Instant> {
+        let group = self.groups.get_mut(group_id)?;
+        expire(group, group_id, &mut self.listed, now);
+        try_complete(group, group_id, &mut self.listed, now);
+        let mut due: Option<Instant> = None;
+        let mut consider = |at: Instant| due = Some(due.map_or(at, |d| d.min(at)));
+        if group.state == State::PreparingRebalance {
+            if let Some(at) = group.initial_until {
+                consider(at);
+            }
+            if let Some(at) = group.rebalance_deadline {
+                consider(at);
+            }
+        }
+        for member in &group.members {
+            if member.join_waiter.is_none() && member.sync_waiter.is_none() {
+                consider(member.last_seen + member.session_timeout);
+            }
+        }
+        due
+    }
+}
+
+/// A member id as Kafka makes them: the client id and a unique suffix.
+fn new_member_id(client_id: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{client_id}-{nanos:08x}-{n:08x}")
+}
+
+/// Every member with its metadata for the group's protocol.
+fn members_listed(group: &Group) -> Vec<(String, Option<String>, Vec<u8>)> {
+    group
+        .members
+        .iter()
+        .map(|m| {
+            let metadata = m
+                .protocols
+                .iter()
+                .find(|(name, _)| *name == group.protocol)
+                .map(|(_, metadata)| metadata.clone())
+                .unwrap_or_default();
+            (m.id.clone(), m.instance_id.clone(), metadata)
+        })
+        .collect()
+}
+
+/// Starts a rebalance: a pending sync learns of it at once.
+fn prepare_rebalance(group: &mut Group, initial_delay: Duration, now: Instant) {
+    for member in &mut group.members {
+        if let Some(waiter) = member.sync_waiter.take() {
+            let _ = waiter.send(SyncAnswer::error(error::REBALANCE_IN_PROGRESS));
+        }
+    }
+    group.initial_until = (group.state == State::Empty).then(|| now + initial_delay);
+    let longest = group
+        .members
+        .iter()
+        .map(|m| m.rebalance_timeout)
+        .max()
+        .unwrap_or_default();
+    group.rebalance_deadline = Some(now + longest);
+    group.state = State::PreparingRebalance;
+}
+
+/// Drops members whose session ran out; a stable group then rebalances.
+fn expire(group: &mut Group, group_id: &str, listed: &mut listing::Registry, now: Instant) {
+    let gone: Vec<String> = group
+        .members
+        .iter()
+        .filter(|m| m.expired(now))
+        .map(|m| m.id.clone())
+        .collect();
+    if gone.is_empty() {
+        return;
+    }
+    group.members.retain(|m| !gone.contains(&m.id));
+    listed.leave(group_id, &gone);
+    if group.state != State::PreparingRebalance {
+        // Never from Empty: a group with members to expire has members.
+        prepare_rebalance(group, Duration::ZERO, now);
+    }
+}
+
+/// Ends a rebalance once every member has rejoined, or at its deadline.
+fn try_complete(group: &mut Group, group_id: &str, listed: &mut listing::Registry, now: Instant) {
+    if group.state != State::PreparingRebalance {
+        return;
+    }
+    if group.initial_until.is_some_and(|until| now < until) {
+        return;
+    }
+    let all_rejoined = group.members.iter().all(|m| m.join_waiter.is_some());
+    let overdue = group.rebalance_deadline.is_none_or(|at| now >= at);
+    if !all_rejoined && !overdue {
+        return;
+    }
+    if !all_rejoined {
+        let gone: Vec<String> = group
+            .members
+            .iter()
+            .filter(|m| m.join_waiter.is_none())
+            .map(|m| m.id.clone())
+            .collect();
+        group.members.retain(|m| m.join_waiter.is_some());
+        listed.leave(group_id, &gone);
+    }
+    group.generation += 1;
+    group.rebalance_deadline = None;
+    group.initial_until = None;
+    if group.members.is_empty() {
+        group.state = State::Empty;
+        group.leader = None;
+        return;
+    }
+    if !group
+        .leader
+        .as_ref()
+        .is_some_and(|id| group.members.iter().any(|m| m.id == *id))
+    {
+        group.leader = group.members.first().map(|m| m.id.clone());
+    }
+    group.protocol = group.select_protocol().unwrap_or_default();
+    group.state = State::CompletingRebalance;
+    let everyone = members_listed(group);
+    let leader = group.leader.clone().unwrap_or_default();
+    for member in &mut group.members {
+        member.assignment.clear();
+        member.last_seen = now;
+        let members = if member.id == leader {
+            everyone.clone()
+        } else {
+            Vec::new()
+        };
+        listed.joined(
+            group_id,
+            &member.joining(),
+            &Joined {
+                member_id: &member.id,
+                generation: group.generation,
+                protocol: &group.protocol,
+                members: &members,
+            },
+        );
+        if let Some(waiter) = member.join_waiter.take() {
+            let _ = waiter.send(JoinAnswer {
+                error: error::NONE,
+                generation: group.generation,
+                protocol: group.protocol.clone(),
+                leader: leader.clone(),
+                member_id: member.id.clone(),
+                members,
+            });
+        }
+    }
+}
