@@ -7,12 +7,18 @@ binary headers and consumes them back through a consumer group of its own;
 keys, values and headers must come back intact. kafka-python's admin
 client then lists and describes the group while its member is in it
 (ListGroups and DescribeGroups, which the front answers for the mock).
+Then a second kafka-python member joins a stable group: each gets one of
+the topic's two partitions about one heartbeat later (the mock alone held
+that rebalance for the session timeout less 1 s), and every record
+produced afterwards reaches the member that holds its partition.
 Usage: python3 tests/interop/kafka_python_client.py PATH_TO_BINARY
 """
 import asyncio
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 HEADERS = [
@@ -24,6 +30,9 @@ DEADLINE_S = 20  # for each client's whole round trip
 # A group member's first record, with default settings: ≤ 1 s is the goal
 # (measured in the README); the bound here only catches a held rejoin.
 FIRST_RECORD_S = 5
+# A second member's assignment: about one heartbeat (3 s) on Kafka; the
+# bound here only catches a rebalance held for the session timeout.
+SECOND_MEMBER_S = 10
 
 
 def expected(prefix):
@@ -94,6 +103,117 @@ def kafka_python(bootstrap, topic):
     assert [a["topic"] for a in assigned] == [topic], f"kafka-python: assignment {assigned}"
 
 
+class Member:
+    """A kafka-python group member polled on a thread of its own (a
+    member's rejoin happens in its poll, so two members polled from one
+    thread could wait on each other)."""
+
+    def __init__(self, bootstrap, group, topic):
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.assignment = set()
+        self.assigned_at = None
+        self.records = []
+        self.error = None
+        self.subscribed = time.monotonic()
+        self.thread = threading.Thread(target=self.run, args=(bootstrap, group, topic))
+        self.thread.start()
+
+    def run(self, bootstrap, group, topic):
+        from kafka import KafkaConsumer
+
+        try:
+            consumer = KafkaConsumer(
+                bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest"
+            )
+        except Exception as error:
+            self.error = error
+            return
+        try:
+            consumer.subscribe([topic])
+            while not self.stop.is_set():
+                batches = consumer.poll(timeout_ms=100)
+                assignment = {tp.partition for tp in consumer.assignment()}
+                with self.lock:
+                    if assignment and self.assigned_at is None:
+                        self.assigned_at = time.monotonic()
+                    self.assignment = assignment
+                    for tp, records in batches.items():
+                        self.records.extend((tp.partition, r.value) for r in records)
+        except Exception as error:
+            self.error = error
+        finally:
+            consumer.close()
+
+    def state(self):
+        with self.lock:
+            if self.error is not None:
+                raise AssertionError(f"a member failed: {self.error!r}")
+            return set(self.assignment), list(self.records)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(DEADLINE_S)
+        assert not self.thread.is_alive(), "a member did not close"
+
+
+def wait_until(what, done):
+    deadline = time.monotonic() + DEADLINE_S
+    while not done():
+        assert time.monotonic() < deadline, f"{what}: not within {DEADLINE_S} s"
+        time.sleep(0.05)
+
+
+def create_topic(admin, topic, partitions):
+    """Through the broker's admin channel (the mock has no controller that
+    kafka-python's admin client would find)."""
+    host, port = admin.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as channel:
+        channel.sendall(f"create {topic} {partitions}\n".encode())
+        reply = channel.makefile().readline().strip()
+    assert reply == "ok", f"creating {topic}: {reply}"
+
+
+def kafka_python_second_member(bootstrap, admin, topic):
+    from kafka import KafkaProducer
+
+    create_topic(admin, topic, 2)
+    group = f"{topic}-group"
+    first = Member(bootstrap, group, topic)
+    second = None
+    try:
+        wait_until("the first member holds both partitions", lambda: first.state()[0] == {0, 1})
+        second = Member(bootstrap, group, topic)
+
+        def split():
+            mine, theirs = first.state()[0], second.state()[0]
+            return len(mine) == 1 and len(theirs) == 1 and mine | theirs == {0, 1}
+
+        wait_until("each member holds one partition", split)
+        waited = second.assigned_at - second.subscribed
+        print(f"kafka-python second member: assigned {waited:.3f} s after subscribing")
+        assert waited < SECOND_MEMBER_S, f"second member: assigned only after {waited:.1f} s"
+
+        producer = KafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        sent = {(p, f"p{p}-{i}".encode()) for p in (0, 1) for i in range(RECORDS)}
+        for partition, value in sorted(sent):
+            producer.send(topic, value=value, partition=partition).get(timeout=10)
+        producer.close(timeout=10)
+
+        def received():
+            return {r for m in (first, second) for r in m.state()[1]}
+
+        wait_until("every record reaches a member", lambda: received() >= sent)
+        for name, member in (("first", first), ("second", second)):
+            assignment, records = member.state()
+            strays = {p for p, _ in records} - assignment
+            assert not strays, f"{name} member read partitions {strays}, holds {assignment}"
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+
+
 async def aiokafka_round_trip(bootstrap, topic):
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -137,7 +257,16 @@ def main(binary):
     signal.signal(signal.SIGALRM, on_alarm)
     # The flag's default is 0 already; passing it checks that it parses.
     broker = subprocess.Popen(
-        [binary, "broker", "--port", "0", "--group-initial-rebalance-delay-ms", "0"],
+        [
+            binary,
+            "broker",
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+            "--group-initial-rebalance-delay-ms",
+            "0",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -145,8 +274,14 @@ def main(binary):
     try:
         bootstrap = broker.stdout.readline().strip()
         assert bootstrap, "the broker printed no bootstrap address"
+        admin = broker.stdout.readline().strip().removeprefix("admin ")
+        assert admin, "the broker printed no admin address"
         for name, run in [
             ("kafka-python", lambda: kafka_python(bootstrap, "interop-kafka-python")),
+            (
+                "kafka-python second member",
+                lambda: kafka_python_second_member(bootstrap, admin, "interop-kafka-python-pair"),
+            ),
             ("aiokafka", lambda: asyncio.run(aiokafka_round_trip(bootstrap, "interop-aiokafka"))),
         ]:
             started = time.monotonic()

@@ -261,13 +261,17 @@ impl Coordinator {
             }
         }
         let initial_delay = self.initial_delay;
-        let group = self.groups.entry(ask.group.clone()).or_insert_with(Group::new);
+        let group = self
+            .groups
+            .entry(ask.group.clone())
+            .or_insert_with(Group::new);
         expire(group, &ask.group, &mut self.listed, now);
         let consistent = group.members.iter().all(|m| {
             m.protocol_type == ask.protocol_type
-                && ask.protocols.iter().any(|(name, _)| {
-                    m.protocols.iter().any(|(n, _)| n == name)
-                })
+                && ask
+                    .protocols
+                    .iter()
+                    .any(|(name, _)| m.protocols.iter().any(|(n, _)| n == name))
         });
         if ask.protocols.is_empty() || !consistent {
             return Reply::Now(JoinAnswer::error(
@@ -416,8 +420,7 @@ impl Coordinator {
                         .find(|(id, _)| *id == member.id)
                         .map(|(_, assignment)| assignment.clone())
                         .unwrap_or_default();
-                    self.listed
-                        .synced(group_id, &member.id, &member.assignment);
+                    self.listed.synced(group_id, &member.id, &member.assignment);
                     if member.id == member_id {
                         own.clone_from(&member.assignment);
                     }
@@ -696,5 +699,253 @@ fn try_complete(group: &mut Group, group_id: &str, listed: &mut listing::Registr
                 members,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JOIN: i16 = 11;
+    const SYNC: i16 = 14;
+    const HEARTBEAT: i16 = 12;
+    const SESSION: Duration = Duration::from_secs(10);
+    const REBALANCE: Duration = Duration::from_secs(60);
+
+    fn ask(member_id: &str, metadata: &[u8]) -> JoinAsk {
+        JoinAsk {
+            group: "g".into(),
+            member_id: member_id.into(),
+            group_instance_id: None,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), metadata.to_vec())],
+            session_timeout: SESSION,
+            rebalance_timeout: REBALANCE,
+            client_id: "client".into(),
+            client_host: "/127.0.0.1".into(),
+        }
+    }
+
+    fn now_answer<T: std::fmt::Debug>(reply: Reply<T>) -> T {
+        match reply {
+            Reply::Now(answer) => answer,
+            Reply::Later(_) => panic!("the answer waits"),
+        }
+    }
+
+    fn later<T>(reply: Reply<T>) -> oneshot::Receiver<T> {
+        match reply {
+            Reply::Later(receiver) => receiver,
+            Reply::Now(_) => panic!("answered at once"),
+        }
+    }
+
+    fn received<T>(receiver: &mut oneshot::Receiver<T>) -> Option<T> {
+        receiver.try_recv().ok()
+    }
+
+    /// A group of one member, joined and synced at `t0`; its member id.
+    fn stable_group(coordinator: &mut Coordinator, t0: Instant) -> String {
+        let mut join = later(coordinator.join(JOIN, ask("", b"a"), t0));
+        let answer = received(&mut join).expect("a first join ends at once (no initial delay)");
+        assert_eq!((answer.error, answer.generation), (0, 1));
+        assert_eq!(answer.leader, answer.member_id);
+        let sync = now_answer(coordinator.sync(
+            SYNC,
+            "g",
+            1,
+            &answer.member_id,
+            vec![(answer.member_id.clone(), b"p0,p1".to_vec())],
+            t0,
+        ));
+        assert_eq!(sync.assignment, b"p0,p1");
+        answer.member_id
+    }
+
+    #[test]
+    fn a_second_member_is_answered_as_soon_as_the_first_rejoins() {
+        let t0 = Instant::now();
+        let mut coordinator = Coordinator::new(Duration::ZERO);
+        let first = stable_group(&mut coordinator, t0);
+
+        let mut second = later(coordinator.join(JOIN, ask("", b"b"), t0));
+        assert!(
+            received(&mut second).is_none(),
+            "the first member has not rejoined"
+        );
+        // The first member learns of the rebalance from its heartbeat.
+        let t1 = t0 + Duration::from_secs(3);
+        assert_eq!(
+            coordinator.heartbeat(HEARTBEAT, "g", 1, &first, t1),
+            error::REBALANCE_IN_PROGRESS
+        );
+        let mut rejoin = later(coordinator.join(JOIN, ask(&first, b"a"), t1));
+        let leader = received(&mut rejoin).expect("every member rejoined: the rebalance ends");
+        let follower = received(&mut second).expect("the second member is answered too");
+        assert_eq!((leader.generation, follower.generation), (2, 2));
+        assert_eq!(leader.leader, first, "the leader stays leader");
+        assert_eq!(leader.members.len(), 2, "the leader sees every member");
+        assert!(follower.members.is_empty(), "a follower sees none");
+
+        // The follower's sync waits for the leader's, which assigns both.
+        let mut follower_sync =
+            later(coordinator.sync(SYNC, "g", 2, &follower.member_id, Vec::new(), t1));
+        let assignments = vec![
+            (first.clone(), b"p0".to_vec()),
+            (follower.member_id.clone(), b"p1".to_vec()),
+        ];
+        let own = now_answer(coordinator.sync(SYNC, "g", 2, &first, assignments, t1));
+        assert_eq!(own.assignment, b"p0");
+        let theirs = received(&mut follower_sync).expect("the leader's sync ends the wait");
+        assert_eq!((theirs.error, theirs.assignment), (0, b"p1".to_vec()));
+        assert_eq!(coordinator.heartbeat(HEARTBEAT, "g", 2, &first, t1), 0);
+        assert_eq!(
+            coordinator.heartbeat(HEARTBEAT, "g", 1, &first, t1),
+            error::ILLEGAL_GENERATION
+        );
+    }
+
+    #[test]
+    fn a_member_that_does_not_rejoin_is_dropped_when_its_session_ends() {
+        let t0 = Instant::now();
+        let mut coordinator = Coordinator::new(Duration::ZERO);
+        let first = stable_group(&mut coordinator, t0);
+        let mut second = later(coordinator.join(JOIN, ask("", b"b"), t0));
+        // Nothing more from the first member: due when its session ends.
+        let due = coordinator.tick("g", t0).expect("something is due");
+        assert_eq!(due, t0 + SESSION);
+        assert!(received(&mut second).is_none());
+        coordinator.tick("g", due);
+        let answer = received(&mut second).expect("the rebalance ends without the first");
+        assert_eq!(answer.leader, answer.member_id, "the second member leads");
+        assert_eq!(answer.members.len(), 1);
+        assert_eq!(
+            coordinator.heartbeat(HEARTBEAT, "g", 2, &first, due),
+            error::UNKNOWN_MEMBER_ID
+        );
+    }
+
+    #[test]
+    fn a_rebalance_ends_at_its_timeout_without_members_that_keep_heartbeating() {
+        let t0 = Instant::now();
+        let mut coordinator = Coordinator::new(Duration::ZERO);
+        let first = stable_group(&mut coordinator, t0);
+        let mut second = later(coordinator.join(JOIN, ask("", b"b"), t0));
+        // Alive but never rejoining: heartbeats keep its session.
+        let mut t = t0;
+        while t < t0 + REBALANCE {
+            t += Duration::from_secs(3);
+            coordinator.heartbeat(HEARTBEAT, "g", 1, &first, t);
+            coordinator.tick("g", t);
+        }
+        let answer = received(&mut second).expect("ended at the rebalance timeout");
+        assert_eq!(answer.members.len(), 1, "{answer:?}");
+    }
+
+    #[test]
+    fn a_follower_rejoining_unchanged_keeps_its_generation() {
+        let t0 = Instant::now();
+        let mut coordinator = Coordinator::new(Duration::ZERO);
+        let first = stable_group(&mut coordinator, t0);
+        let mut second = later(coordinator.join(JOIN, ask("", b"b"), t0));
+        let _waiting = later(coordinator.join(JOIN, ask(&first, b"a"), t0));
+        let follower = received(&mut second).expect("answered").member_id;
+        now_answer(coordinator.sync(
+            SYNC,
+            "g",
+            2,
+            &first,
+            vec![(follower.clone(), b"p1".to_vec())],
+            t0,
+        ));
+        let again = now_answer(coordinator.join(JOIN, ask(&follower, b"b"), t0));
+        assert_eq!((again.error, again.generation), (0, 2));
+        // Changed metadata starts a rebalance instead.
+        let _waiting = later(coordinator.join(JOIN, ask(&follower, b"b2"), t0));
+        assert_eq!(
+            coordinator.heartbeat(HEARTBEAT, "g", 2, &first, t0),
+            error::REBALANCE_IN_PROGRESS
+        );
+    }
+
+    #[test]
+    fn the_initial_delay_holds_a_new_groups_first_rebalance() {
+        let t0 = Instant::now();
+        let delay = Duration::from_secs(3);
+        let mut coordinator = Coordinator::new(delay);
+        let mut first = later(coordinator.join(JOIN, ask("", b"a"), t0));
+        let mut second = later(coordinator.join(JOIN, ask("", b"b"), t0 + Duration::from_secs(1)));
+        assert_eq!(coordinator.tick("g", t0), Some(t0 + delay));
+        assert!(received(&mut first).is_none());
+        coordinator.tick("g", t0 + delay);
+        let (first, second) = (received(&mut first), received(&mut second));
+        assert_eq!(first.expect("first answered").generation, 1);
+        assert_eq!(second.expect("second answered").generation, 1);
+    }
+
+    #[test]
+    fn commits_are_checked_against_member_generation_and_state() {
+        let t0 = Instant::now();
+        let mut coordinator = Coordinator::new(Duration::ZERO);
+        assert_eq!(coordinator.commit_error("other", -1, "", t0), None);
+        let first = stable_group(&mut coordinator, t0);
+        assert_eq!(coordinator.commit_error("g", 1, &first, t0), None);
+        assert_eq!(
+            coordinator.commit_error("g", 0, &first, t0),
+            Some(error::ILLEGAL_GENERATION)
+        );
+        assert_eq!(
+            coordinator.commit_error("g", 1, "stranger", t0),
+            Some(error::UNKNOWN_MEMBER_ID)
+        );
+        assert_eq!(
+            coordinator.commit_error("g", -1, "", t0),
+            Some(error::UNKNOWN_MEMBER_ID)
+        );
+        // While a rebalance is prepared, the old generation still commits.
+        let _waiting = later(coordinator.join(JOIN, ask("", b"b"), t0));
+        assert_eq!(coordinator.commit_error("g", 1, &first, t0), None);
+    }
+
+    #[test]
+    fn injected_errors_answer_the_next_requests_then_stop() {
+        let t0 = Instant::now();
+        let mut coordinator = Coordinator::new(Duration::ZERO);
+        coordinator.push_errors(JOIN, &[error::COORDINATOR_NOT_AVAILABLE]);
+        let refused = now_answer(coordinator.join(JOIN, ask("", b"a"), t0));
+        assert_eq!(refused.error, error::COORDINATOR_NOT_AVAILABLE);
+        stable_group(&mut coordinator, t0);
+    }
+
+    #[test]
+    fn a_leave_ends_the_rebalance_for_the_rest() {
+        let t0 = Instant::now();
+        let mut coordinator = Coordinator::new(Duration::ZERO);
+        let first = stable_group(&mut coordinator, t0);
+        let mut second = later(coordinator.join(JOIN, ask("", b"b"), t0));
+        assert_eq!(coordinator.leave(13, "g", &first, t0), 0);
+        let answer = received(&mut second).expect("the only member left has rejoined");
+        assert_eq!(answer.leader, answer.member_id);
+        assert_eq!(
+            coordinator.leave(13, "g", &first, t0),
+            error::UNKNOWN_MEMBER_ID
+        );
+    }
+
+    #[test]
+    fn members_without_a_common_protocol_are_refused() {
+        let t0 = Instant::now();
+        let mut coordinator = Coordinator::new(Duration::ZERO);
+        stable_group(&mut coordinator, t0);
+        let mut other = ask("", b"b");
+        other.protocols = vec![("roundrobin".into(), Vec::new())];
+        let refused = now_answer(coordinator.join(JOIN, other, t0));
+        assert_eq!(refused.error, error::INCONSISTENT_GROUP_PROTOCOL);
+        let mut unknown = ask("ghost", b"b");
+        unknown.group = "g".into();
+        assert_eq!(
+            now_answer(coordinator.join(JOIN, unknown, t0)).error,
+            error::UNKNOWN_MEMBER_ID
+        );
     }
 }

@@ -103,7 +103,10 @@ impl Groups {
                     member_id,
                     ..JoinAnswer::default()
                 };
-                Some(join_answer(&self.settle(&group, reply, lost).await, version))
+                Some(join_answer(
+                    &self.settle(&group, reply, lost).await,
+                    version,
+                ))
             }
             SYNC_GROUP if (0..=SYNC_GROUP_MAX).contains(&version) => {
                 let sync = SyncRequest::read(body, version)?;
@@ -119,7 +122,10 @@ impl Groups {
                     error: coordinator::error::REBALANCE_IN_PROGRESS,
                     assignment: Vec::new(),
                 };
-                Some(sync_answer(&self.settle(&sync.group, reply, lost).await, version))
+                Some(sync_answer(
+                    &self.settle(&sync.group, reply, lost).await,
+                    version,
+                ))
             }
             HEARTBEAT if (0..=HEARTBEAT_MAX).contains(&version) => {
                 let mut r = Reader::new(body);
@@ -524,4 +530,228 @@ fn error_answer(error: i16, version: i16) -> Vec<u8> {
     }
     out.extend_from_slice(&error.to_be_bytes());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(api_key: i16, version: i16, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&0u32.to_be_bytes());
+        out.extend_from_slice(&api_key.to_be_bytes());
+        out.extend_from_slice(&version.to_be_bytes());
+        out.extend_from_slice(&7i32.to_be_bytes());
+        put_string(&mut out, "client");
+        out.extend_from_slice(body);
+        let length = u32::try_from(out.len() - 4).unwrap();
+        out[..4].copy_from_slice(&length.to_be_bytes());
+        out
+    }
+
+    fn join_request(member: &str, version: i16) -> Vec<u8> {
+        let mut body = Vec::new();
+        put_string(&mut body, "g");
+        body.extend_from_slice(&45_000i32.to_be_bytes());
+        if version >= 1 {
+            body.extend_from_slice(&300_000i32.to_be_bytes());
+        }
+        put_string(&mut body, member);
+        if version >= 5 {
+            body.extend_from_slice(&(-1i16).to_be_bytes());
+        }
+        put_string(&mut body, "consumer");
+        body.extend_from_slice(&1i32.to_be_bytes());
+        put_string(&mut body, "range");
+        put_bytes(&mut body, b"subscription");
+        frame(JOIN_GROUP, version, &body)
+    }
+
+    fn sync_request(member: &str, generation: i32, version: i16) -> Vec<u8> {
+        let mut body = Vec::new();
+        put_string(&mut body, "g");
+        body.extend_from_slice(&generation.to_be_bytes());
+        put_string(&mut body, member);
+        if version >= 3 {
+            body.extend_from_slice(&(-1i16).to_be_bytes());
+        }
+        body.extend_from_slice(&1i32.to_be_bytes());
+        put_string(&mut body, member);
+        put_bytes(&mut body, b"partitions");
+        frame(SYNC_GROUP, version, &body)
+    }
+
+    fn commit_request(member: &str, generation: i32, version: i16) -> Vec<u8> {
+        let mut body = Vec::new();
+        put_string(&mut body, "g");
+        if version >= 1 {
+            body.extend_from_slice(&generation.to_be_bytes());
+            put_string(&mut body, member);
+        }
+        if version >= 7 {
+            body.extend_from_slice(&(-1i16).to_be_bytes());
+        }
+        if (2..=4).contains(&version) {
+            body.extend_from_slice(&(-1i64).to_be_bytes());
+        }
+        body.extend_from_slice(&1i32.to_be_bytes());
+        put_string(&mut body, "t");
+        body.extend_from_slice(&2i32.to_be_bytes());
+        for partition in [0i32, 1] {
+            body.extend_from_slice(&partition.to_be_bytes());
+            body.extend_from_slice(&42i64.to_be_bytes());
+            if version >= 6 {
+                body.extend_from_slice(&(-1i32).to_be_bytes());
+            }
+            if version == 1 {
+                body.extend_from_slice(&(-1i64).to_be_bytes());
+            }
+            put_string(&mut body, "meta");
+        }
+        frame(listing::OFFSET_COMMIT, version, &body)
+    }
+
+    /// Error, generation and member id of a JoinGroup answer.
+    fn read_join(answer: &[u8], version: i16) -> (i16, i32, String) {
+        let mut r = Reader::new(answer);
+        if version >= 2 {
+            r.i32().unwrap();
+        }
+        let error = r.i16().unwrap();
+        let generation = r.i32().unwrap();
+        r.string().unwrap(); // protocol
+        r.string().unwrap(); // leader
+        (error, generation, r.string().unwrap())
+    }
+
+    #[tokio::test]
+    async fn every_version_of_join_sync_heartbeat_and_leave_reads_and_answers() {
+        for version in 0..=JOIN_GROUP_MAX {
+            let groups = Groups::default();
+            let join = join_request("", version);
+            let answer = groups.answer(&join, JOIN_GROUP, version, "/h").await;
+            let (error, generation, member) = read_join(&answer.expect("answered"), version);
+            assert_eq!((error, generation), (0, 1), "JoinGroup v{version}");
+            for sync_version in 0..=SYNC_GROUP_MAX {
+                let sync = sync_request(&member, 1, sync_version);
+                let answer = groups.answer(&sync, SYNC_GROUP, sync_version, "/h").await;
+                let answer = answer.expect("answered");
+                let at = if sync_version >= 1 { 4 } else { 0 };
+                assert_eq!(read_i16(&answer, at), Some(0), "SyncGroup v{sync_version}");
+                assert!(answer.ends_with(b"partitions"), "SyncGroup v{sync_version}");
+            }
+            for heartbeat_version in 0..=HEARTBEAT_MAX {
+                let mut body = Vec::new();
+                put_string(&mut body, "g");
+                body.extend_from_slice(&1i32.to_be_bytes());
+                put_string(&mut body, &member);
+                let request = frame(HEARTBEAT, heartbeat_version, &body);
+                let answer = groups
+                    .answer(&request, HEARTBEAT, heartbeat_version, "/h")
+                    .await;
+                let expected = error_answer(0, heartbeat_version);
+                assert_eq!(answer, Some(expected), "Heartbeat v{heartbeat_version}");
+            }
+            let mut body = Vec::new();
+            put_string(&mut body, "g");
+            put_string(&mut body, &member);
+            let leave = frame(LEAVE_GROUP, 1, &body);
+            let answer = groups.answer(&leave, LEAVE_GROUP, 1, "/h").await;
+            assert_eq!(
+                answer,
+                Some(error_answer(0, 1)),
+                "LeaveGroup after v{version}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_valid_commit_is_relayed_and_a_stale_one_refused_on_every_partition() {
+        for version in 1..=OFFSET_COMMIT_MAX {
+            let groups = Groups::default();
+            let join = join_request("", 5);
+            let answer = groups.answer(&join, JOIN_GROUP, 5, "/h").await;
+            let (_, generation, member) = read_join(&answer.expect("answered"), 5);
+            let sync = sync_request(&member, generation, 3);
+            let during = commit_request(&member, generation, version);
+            let answer = groups
+                .answer(&during, listing::OFFSET_COMMIT, version, "/h")
+                .await;
+            assert!(
+                answer.is_some(),
+                "v{version}: a commit before the sync is refused"
+            );
+            groups
+                .answer(&sync, SYNC_GROUP, 3, "/h")
+                .await
+                .expect("synced");
+            let valid = commit_request(&member, generation, version);
+            let relayed = groups
+                .answer(&valid, listing::OFFSET_COMMIT, version, "/h")
+                .await;
+            assert_eq!(
+                relayed, None,
+                "OffsetCommit v{version}: a valid commit is relayed"
+            );
+            let stale = commit_request(&member, generation - 1, version);
+            let answer = groups
+                .answer(&stale, listing::OFFSET_COMMIT, version, "/h")
+                .await;
+            let answer = answer.expect("a stale commit is answered");
+            let mut r = Reader::new(&answer);
+            if version >= 3 {
+                r.i32().unwrap();
+            }
+            assert_eq!(r.i32(), Some(1));
+            assert_eq!(r.string().as_deref(), Some("t"));
+            assert_eq!(r.i32(), Some(2));
+            for partition in [0, 1] {
+                assert_eq!(r.i32(), Some(partition));
+                assert_eq!(r.i16(), Some(coordinator::error::ILLEGAL_GENERATION));
+            }
+            assert_eq!(r.position(), answer.len(), "OffsetCommit v{version}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_members_join_waits_for_the_first_to_rejoin() {
+        let groups = Groups::default();
+        let first = groups
+            .answer(&join_request("", 5), JOIN_GROUP, 5, "/h")
+            .await;
+        let (_, _, first) = read_join(&first.expect("answered"), 5);
+        groups
+            .answer(&sync_request(&first, 1, 3), SYNC_GROUP, 3, "/h")
+            .await
+            .expect("synced");
+        let second_join = join_request("", 5);
+        let second = groups.answer(&second_join, JOIN_GROUP, 5, "/h");
+        let rejoin_request = join_request(&first, 5);
+        let rejoin = async {
+            // The second member's join is in before the first rejoins.
+            tokio::task::yield_now().await;
+            groups.answer(&rejoin_request, JOIN_GROUP, 5, "/h").await
+        };
+        let (second, rejoin) = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::join!(second, rejoin)
+        })
+        .await
+        .expect("both joins answered once the first member rejoined");
+        assert_eq!(read_join(&second.expect("answered"), 5).1, 2);
+        assert_eq!(read_join(&rejoin.expect("answered"), 5).1, 2);
+    }
+
+    #[test]
+    fn malformed_requests_are_relayed_not_answered() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let groups = Groups::default();
+        let join = join_request("", 5);
+        for cut in [0, 10, 16, join.len() - 1] {
+            let answer = runtime.block_on(groups.answer(&join[..cut], JOIN_GROUP, 5, "/h"));
+            assert_eq!(answer, None, "a JoinGroup cut at {cut}");
+        }
+    }
 }
