@@ -97,7 +97,10 @@ impl Broker {
     }
 
     /// Embedded: the next `count` requests of kind `api_key` (to any mock
-    /// broker) fail with `error`, then requests succeed again.
+    /// broker) fail with `error`, then requests succeed again. The fronts
+    /// answer JoinGroup, SyncGroup, Heartbeat and LeaveGroup themselves
+    /// (they coordinate consumer groups), so errors for those are answered
+    /// there.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

@@ -498,6 +498,9 @@ impl Broker {
 
     /// librdkafka's mock-cluster API (broker down / up, request errors,
     /// round-trip time, leaders) for fault tests; `None` unless embedded.
+    /// Behind the fronts (the default), consumer groups are coordinated by
+    /// the fronts, not the mock: inject group request errors through
+    /// [`Broker::request_errors`], which reaches them.
     pub fn mock_cluster(&self) -> Option<MockCluster<'_, DefaultClientContext>> {
         match &self.running {
             Running::Embedded(cluster) => Some(cluster.mock_cluster()),

@@ -1,4 +1,5 @@
-//! The groups one front has seen, answered to ListGroups and DescribeGroups.
+//! The groups the fronts of a cluster have seen, answered to ListGroups
+//! and DescribeGroups.
 //!
 //! librdkafka's mock cluster answers neither, so `kafka-consumer-groups
 //! --list`, an admin client or the harness's own outside-group wait could
@@ -9,7 +10,7 @@
 //! Empty, as on Kafka), its protocol type and state, and its members with
 //! their client id, host, metadata and assignment. A member leaves on
 //! LeaveGroup, on an UNKNOWN_MEMBER_ID answer, or once its session timeout
-//! passed with no request from it (the mock then dropped it too).
+//! passed with no request from it (the coordinator then dropped it too).
 //!
 //! Memory is bounded: at most [`GROUPS_LISTED`] groups (past that, the one
 //! idle longest is forgotten), [`MEMBERS_LISTED`] members in all (past
@@ -40,9 +41,9 @@ pub(super) const ANSWERED_RANGES: [(i16, i16, i16); 2] = [
     (DESCRIBE_GROUPS, 0, DESCRIBE_GROUPS_MAX),
     (LIST_GROUPS, 0, LIST_GROUPS_MAX),
 ];
-/// Most groups one front lists.
+/// Most groups the fronts of a cluster list.
 const GROUPS_LISTED: usize = 10_000;
-/// Most members one front lists, over all its groups.
+/// Most members the fronts of a cluster list, over all their groups.
 const MEMBERS_LISTED: usize = 10_000;
 /// Longest member metadata or assignment kept for DescribeGroups.
 const BLOB_KEPT: usize = 4 * 1024;
@@ -121,7 +122,7 @@ fn kept(blob: &[u8]) -> Vec<u8> {
     }
 }
 
-/// The groups one front lists.
+/// The groups the fronts of a cluster list.
 #[derive(Debug, Default)]
 pub(super) struct Registry {
     groups: HashMap<String, Group>,
