@@ -56,8 +56,8 @@ fn raw_rskafka(c: &mut Criterion) {
         let topic = rt
             .block_on(broker.create_unique_topic("latency", 1))
             .expect("topic");
-        let producer = rt.block_on(partition(&broker, &topic));
-        let consumer = Arc::new(rt.block_on(partition(&broker, &topic)));
+        let producer = rt.block_on(partition(&broker, &topic, 0));
+        let consumer = Arc::new(rt.block_on(partition(&broker, &topic, 0)));
         let mut next = 0i64;
         group.bench_function(BenchmarkId::from_parameter(path_name(front)), |b| {
             b.iter_custom(|iters| {
@@ -110,7 +110,7 @@ fn librdkafka_group(c: &mut Criterion) {
         let topic = rt
             .block_on(broker.create_unique_topic("latency", 1))
             .expect("topic");
-        let producer = rt.block_on(partition(&broker, &topic));
+        let producer = rt.block_on(partition(&broker, &topic, 0));
         let fetch_wait = Duration::from_millis(FETCH_WAIT_MS.unsigned_abs().into());
         let consumer = Arc::new(group_consumer(&broker, &topic, Some(fetch_wait)));
         group.bench_function(BenchmarkId::from_parameter(path_name(front)), |b| {

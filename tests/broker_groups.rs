@@ -13,18 +13,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use clients::{group_consumer, partition};
+use clients::group_consumer;
 use kafka_trace_harness::Broker;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::client::partition::Compression;
 use rskafka::record::Record;
 
 /// Far below the 44 s the mock holds a rejoin.
 const DEADLINE: Duration = Duration::from_secs(10);
 
-async fn produce(broker: &Broker, topic: &str) {
-    partition(broker, topic)
+/// Produces one record (the topic's name) to `partition` of `topic`.
+async fn produce_to(broker: &Broker, topic: &str, partition: i32) {
+    clients::partition(broker, topic, partition)
         .await
         .produce(
             vec![Record {
@@ -71,8 +72,8 @@ async fn a_sole_members_rejoin_is_not_held_for_the_session_timeout() {
         .create_unique_topic("rejoin-second", 1)
         .await
         .expect("topic");
-    produce(&broker, &first).await;
-    produce(&broker, &second).await;
+    produce_to(&broker, &first, 0).await;
+    produce_to(&broker, &second, 0).await;
     let consumer = Arc::new(group_consumer(&broker, &first, None));
     assert!(
         first_record_of(&consumer, &first).await.is_some(),
@@ -89,28 +90,6 @@ async fn a_sole_members_rejoin_is_not_held_for_the_session_timeout() {
         "no record of {second} within {DEADLINE:?} of the rejoin"
     );
     broker.shutdown().await.expect("shutdown");
-}
-
-/// Produces one record to `partition` of `topic`.
-async fn produce_to(broker: &Broker, topic: &str, partition: i32) {
-    broker
-        .client()
-        .await
-        .expect("client")
-        .partition_client(topic, partition, UnknownTopicHandling::Retry)
-        .await
-        .expect("partition client")
-        .produce(
-            vec![Record {
-                key: None,
-                value: Some(vec![b'x']),
-                headers: Default::default(),
-                timestamp: Utc::now(),
-            }],
-            Compression::NoCompression,
-        )
-        .await
-        .expect("produce");
 }
 
 /// The partitions `consumer` holds.

@@ -41,8 +41,8 @@ async fn a_raw_fetch_is_answered_when_records_arrive() {
         .create_unique_topic("long-poll-raw", 1)
         .await
         .expect("topic");
-    let producer = partition(&broker, &topic).await;
-    let consumer = std::sync::Arc::new(partition(&broker, &topic).await);
+    let producer = partition(&broker, &topic, 0).await;
+    let consumer = std::sync::Arc::new(partition(&broker, &topic, 0).await);
     let wait_ms = i32::try_from(FETCH_WAIT.as_millis()).expect("wait");
     for offset in 0..ROUNDS {
         // The fetch for the next offset is on its way (or waiting at the
@@ -85,7 +85,7 @@ async fn a_librdkafka_group_consumer_gets_each_record_before_its_fetch_wait_ends
         .create_unique_topic("long-poll-librdkafka", 1)
         .await
         .expect("topic");
-    let producer = partition(&broker, &topic).await;
+    let producer = partition(&broker, &topic, 0).await;
     let consumer = std::sync::Arc::new(group_consumer(&broker, &topic, Some(FETCH_WAIT)));
     for offset in 0..ROUNDS {
         producer

@@ -2,33 +2,22 @@
 //! send, and only that: different trades that share a send span (an
 //! upstream that forwards one context into several records) all count.
 
+#[path = "support/hand_trades.rs"]
+mod hand_trades;
+
 use std::time::Duration;
 
+use hand_trades::{CLOCK, produce_trades, trade};
+
 use kafka_trace_harness::propagation::{self, ExistingTraceparent};
-use kafka_trace_harness::stockapp::pipeline::{DUPLICATE_ATTRIBUTE, PipelineBuilder, TradeClock};
-use kafka_trace_harness::stockapp::{SchemaRegistry, StockTrade, TRADES_TOPIC};
+use kafka_trace_harness::stockapp::pipeline::{DUPLICATE_ATTRIBUTE, PipelineBuilder};
+use kafka_trace_harness::stockapp::{SchemaRegistry, TRADES_TOPIC};
 use kafka_trace_harness::{Broker, SpanCapture};
 use opentelemetry::Context;
 use opentelemetry::trace::{TraceContextExt, Tracer};
-use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
 
-const CLOCK: TradeClock = TradeClock {
-    start_ms: 1_700_000_000_000 - 1_700_000_000_000 % 300_000,
-    spacing_ms: 7_000,
-};
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn trade(quantity: i32) -> StockTrade {
-    StockTrade {
-        side: "BUY".into(),
-        quantity,
-        symbol: "ZVZZT".into(),
-        price: 100,
-        account: "ABC123".into(),
-        userid: "User_1".into(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_record_stored_twice_is_a_duplicate_not_another_trade_of_its_send_span() {
@@ -65,17 +54,7 @@ async fn only_a_record_stored_twice_is_a_duplicate_not_another_trade_of_its_send
     };
     let first = record(1);
     let records = vec![first.clone(), record(2), first];
-    let trades = broker
-        .client()
-        .await
-        .expect("client")
-        .partition_client(TRADES_TOPIC, 0, UnknownTopicHandling::Retry)
-        .await
-        .expect("partition");
-    trades
-        .produce(records, Compression::NoCompression)
-        .await
-        .expect("produced");
+    produce_trades(&broker, records).await;
     cx.span().end();
 
     pipeline

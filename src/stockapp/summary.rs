@@ -333,8 +333,13 @@ pub fn render_summary(progress: &PipelineProgress, traces: &TraceSummary) -> Str
     if services.processor {
         let _ = writeln!(
             out,
-            "  stock-processor  read {} users, {} trades; sent {} dollarsbyzip rows",
-            progress.users_processed, progress.trades_processed, progress.rows_sent
+            "  stock-processor  read {} users, {} trades; sent {} dollarsbyzip rows; \
+             filtered out {} trades, {} of them late (window closed)",
+            progress.users_processed,
+            progress.trades_processed,
+            progress.rows_sent,
+            progress.trades_filtered_out,
+            progress.trades_late
         );
     }
     if services.kstream {
@@ -530,9 +535,15 @@ mod tests {
         let progress = PipelineProgress {
             services: Services::parse("processor").unwrap(),
             rows_sent: 1,
+            trades_filtered_out: 3,
+            trades_late: 2,
             ..PipelineProgress::default()
         };
         let text = render_summary(&progress, &summary);
+        assert!(
+            text.contains("filtered out 3 trades, 2 of them late (window closed)"),
+            "{text}"
+        );
         assert!(!text.contains("datagen"), "{text}");
         assert!(!text.contains("kstream-service"), "{text}");
         assert!(text.contains("stock-processor  read"), "{text}");

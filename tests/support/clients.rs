@@ -10,14 +10,14 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
 
-/// A client of `topic`'s partition 0 on a connection of its own, as a
-/// separate service has.
-pub async fn partition(broker: &Broker, topic: &str) -> PartitionClient {
+/// A client of `topic`'s partition `partition` on a connection of its
+/// own, as a separate service has.
+pub async fn partition(broker: &Broker, topic: &str, partition: i32) -> PartitionClient {
     broker
         .client()
         .await
         .expect("client")
-        .partition_client(topic, 0, UnknownTopicHandling::Retry)
+        .partition_client(topic, partition, UnknownTopicHandling::Retry)
         .await
         .expect("partition client")
 }

@@ -762,13 +762,19 @@ mod tests {
         answer.member_id
     }
 
-    #[test]
-    fn a_second_member_is_answered_as_soon_as_the_first_rejoins() {
+    /// A stable group of one, and a second member's join waiting: the
+    /// coordinator, the time, the first member's id and the second's answer.
+    fn second_member_joining() -> (Coordinator, Instant, String, oneshot::Receiver<JoinAnswer>) {
         let t0 = Instant::now();
         let mut coordinator = Coordinator::new(Duration::ZERO);
         let first = stable_group(&mut coordinator, t0);
+        let second = later(coordinator.join(JOIN, ask("", b"b"), t0));
+        (coordinator, t0, first, second)
+    }
 
-        let mut second = later(coordinator.join(JOIN, ask("", b"b"), t0));
+    #[test]
+    fn a_second_member_is_answered_as_soon_as_the_first_rejoins() {
+        let (mut coordinator, t0, first, mut second) = second_member_joining();
         assert!(
             received(&mut second).is_none(),
             "the first member has not rejoined"
@@ -807,10 +813,7 @@ mod tests {
 
     #[test]
     fn a_member_that_does_not_rejoin_is_dropped_when_its_session_ends() {
-        let t0 = Instant::now();
-        let mut coordinator = Coordinator::new(Duration::ZERO);
-        let first = stable_group(&mut coordinator, t0);
-        let mut second = later(coordinator.join(JOIN, ask("", b"b"), t0));
+        let (mut coordinator, t0, first, mut second) = second_member_joining();
         // Nothing more from the first member: due when its session ends.
         let due = coordinator.tick("g", t0).expect("something is due");
         assert_eq!(due, t0 + SESSION);
@@ -827,10 +830,7 @@ mod tests {
 
     #[test]
     fn a_rebalance_ends_at_its_timeout_without_members_that_keep_heartbeating() {
-        let t0 = Instant::now();
-        let mut coordinator = Coordinator::new(Duration::ZERO);
-        let first = stable_group(&mut coordinator, t0);
-        let mut second = later(coordinator.join(JOIN, ask("", b"b"), t0));
+        let (mut coordinator, t0, first, mut second) = second_member_joining();
         // Alive but never rejoining: heartbeats keep its session.
         let mut t = t0;
         while t < t0 + REBALANCE {
@@ -844,10 +844,7 @@ mod tests {
 
     #[test]
     fn a_follower_rejoining_unchanged_keeps_its_generation() {
-        let t0 = Instant::now();
-        let mut coordinator = Coordinator::new(Duration::ZERO);
-        let first = stable_group(&mut coordinator, t0);
-        let mut second = later(coordinator.join(JOIN, ask("", b"b"), t0));
+        let (mut coordinator, t0, first, mut second) = second_member_joining();
         let _waiting = later(coordinator.join(JOIN, ask(&first, b"a"), t0));
         let follower = received(&mut second).expect("answered").member_id;
         now_answer(coordinator.sync(
@@ -919,10 +916,7 @@ mod tests {
 
     #[test]
     fn a_leave_ends_the_rebalance_for_the_rest() {
-        let t0 = Instant::now();
-        let mut coordinator = Coordinator::new(Duration::ZERO);
-        let first = stable_group(&mut coordinator, t0);
-        let mut second = later(coordinator.join(JOIN, ask("", b"b"), t0));
+        let (mut coordinator, t0, first, mut second) = second_member_joining();
         assert_eq!(coordinator.leave(13, "g", &first, t0), 0);
         let answer = received(&mut second).expect("the only member left has rejoined");
         assert_eq!(answer.leader, answer.member_id);

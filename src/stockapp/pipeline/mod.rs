@@ -406,7 +406,6 @@ impl PipelineBuilder {
                 held_trades: timestamp_order::TimestampOrder::new(processor_service::MAX_TASK_IDLE),
             };
             tasks.spawn(run_service(
-                PROCESSOR_SERVICE.to_owned(),
                 service,
                 status_of(PROCESSOR_SERVICE),
                 Arc::clone(&progress),
@@ -431,7 +430,6 @@ impl PipelineBuilder {
                 in_flight: in_flight::InFlight::new(MAX_IN_FLIGHT),
             };
             tasks.spawn(run_service(
-                KSTREAM_SERVICE.to_owned(),
                 service,
                 status_of(KSTREAM_SERVICE),
                 Arc::clone(&progress),
@@ -468,7 +466,6 @@ impl PipelineBuilder {
                 };
                 let row = index - 1;
                 tasks.spawn(run_service(
-                    name.clone(),
                     service,
                     status_of(&name),
                     Arc::clone(&progress),
@@ -555,6 +552,8 @@ struct Progress {
     dead_lettered: AtomicUsize,
     duplicates: AtomicUsize,
     redeliveries: AtomicUsize,
+    filtered_out: AtomicUsize,
+    late: AtomicUsize,
     /// Rows read by each API consumer, in service order.
     api_rows: Vec<AtomicUsize>,
     /// Each reader's committed positions, by (service, topic): what it has
@@ -583,6 +582,8 @@ impl Progress {
             dead_lettered: AtomicUsize::default(),
             duplicates: AtomicUsize::default(),
             redeliveries: AtomicUsize::default(),
+            filtered_out: AtomicUsize::default(),
+            late: AtomicUsize::default(),
             api_rows: (0..api_consumers).map(|_| AtomicUsize::default()).collect(),
             committed: Default::default(),
         }
@@ -678,6 +679,12 @@ pub struct PipelineProgress {
     pub duplicates: usize,
     /// Records the processor's consumers delivered again after a restart.
     pub redeliveries: usize,
+    /// Trades the processor read that produced no row: filtered out by the
+    /// query, bad timestamps, and late ones.
+    pub trades_filtered_out: usize,
+    /// Of those, trades whose window had closed (later than the grace
+    /// period): missing from the totals, as in ksqlDB, and said so here.
+    pub trades_late: usize,
     /// Rows each API consumer read, in service order.
     pub api_rows: Vec<usize>,
     /// Time since the start.
@@ -740,6 +747,8 @@ impl RunningPipeline {
             dead_lettered: p.dead_lettered.load(Ordering::SeqCst),
             duplicates: p.duplicates.load(Ordering::SeqCst),
             redeliveries: p.redeliveries.load(Ordering::SeqCst),
+            trades_filtered_out: p.filtered_out.load(Ordering::SeqCst),
+            trades_late: p.late.load(Ordering::SeqCst),
             api_rows: p
                 .api_rows
                 .iter()
@@ -1049,7 +1058,6 @@ impl ServiceLoop for ApiConsumerService {
 /// flight (their records then commit); each step's counts go to `count`,
 /// and datagen hears that a reader advanced.
 async fn run_service<S: ServiceLoop>(
-    name: String,
     mut service: S,
     status: Arc<ServiceStatus>,
     progress: Arc<Progress>,
@@ -1060,12 +1068,12 @@ async fn run_service<S: ServiceLoop>(
     while !*stop.borrow() {
         status.doing(STEPPING);
         count(&progress, service.step(&mut stop).await?);
-        progress.note_committed(&name, service.committed());
+        progress.note_committed(&status.service, service.committed());
         progress.readers_advanced();
     }
     status.doing(DRAINING);
     count(&progress, service.drain().await?);
-    progress.note_committed(&name, service.committed());
+    progress.note_committed(&status.service, service.committed());
     progress.readers_advanced();
     Ok(())
 }
@@ -1130,6 +1138,8 @@ fn count_processor(progress: &Progress, step: ProcessorStep) {
     add(&progress.rows_out, step.rows_out);
     add(&progress.duplicates, step.duplicates);
     add(&progress.redeliveries, step.redeliveries);
+    add(&progress.filtered_out, step.filtered_out);
+    add(&progress.late, step.late);
     add(&progress.dead_lettered, step.dead_lettered);
 }
 

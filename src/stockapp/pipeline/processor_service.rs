@@ -56,6 +56,11 @@ pub struct ProcessorStep {
     /// Records (trades and users) the consumers delivered again after a
     /// restart from committed offsets.
     pub redeliveries: usize,
+    /// Trades that produced no row (see [`FilteredOut`]), late ones included.
+    pub filtered_out: usize,
+    /// Trades dropped because their window had closed
+    /// ([`FilteredOut::WindowClosed`]): late by more than the grace period.
+    pub late: usize,
 }
 
 impl std::ops::AddAssign for ProcessorStep {
@@ -66,6 +71,8 @@ impl std::ops::AddAssign for ProcessorStep {
         self.dead_lettered += other.dead_lettered;
         self.duplicates += other.duplicates;
         self.redeliveries += other.redeliveries;
+        self.filtered_out += other.filtered_out;
+        self.late += other.late;
     }
 }
 
@@ -311,8 +318,10 @@ impl ProcessorService {
             }
             Err(reason) => {
                 span.set_attribute(KeyValue::new(FILTERED_OUT_ATTRIBUTE, reason.code()));
+                step.filtered_out = 1;
                 if let FilteredOut::WindowClosed { window_start, .. } = reason {
                     self.tell_late(&span, &trade, window_start);
+                    step.late = 1;
                 }
                 if reason.is_error() {
                     consumed.fail(reason.code(), reason.to_string());
