@@ -7,7 +7,7 @@ binary headers and consumes them back through a consumer group of its own;
 keys, values and headers must come back intact. kafka-python's admin
 client then lists and describes the group while its member is in it
 (ListGroups and DescribeGroups, which the front answers for the mock).
-Then a second kafka-python member joins a stable group: each gets one of
+Then a second member (kafka-python, then aiokafka) joins a stable group: each gets one of
 the topic's two partitions about one heartbeat later (the mock alone held
 that rebalance for the session timeout less 1 s), and every record
 produced afterwards reaches the member that holds its partition.
@@ -248,6 +248,66 @@ async def aiokafka_round_trip(bootstrap, topic):
     check("aiokafka", got, "aio")
 
 
+async def aiokafka_second_member(bootstrap, admin, topic):
+    """As kafka_python_second_member, with aiokafka (whose members rejoin
+    in a background task, so one event loop serves both)."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    create_topic(admin, topic, 2)
+    group = f"{topic}-group"
+
+    def member():
+        return AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest"
+        )
+
+    async def until(what, done, members):
+        deadline = time.monotonic() + DEADLINE_S
+        while not done():
+            assert time.monotonic() < deadline, f"{what}: not within {DEADLINE_S} s"
+            for m in members:
+                await m.getmany(timeout_ms=20)
+
+    def partitions(m):
+        return {tp.partition for tp in m.assignment()}
+
+    first, second = member(), member()
+    await first.start()
+    try:
+        await until("the first member holds both partitions", lambda: partitions(first) == {0, 1}, [first])
+        subscribed = time.monotonic()
+        await second.start()
+        await until(
+            "each member holds one partition",
+            lambda: len(partitions(first)) == 1 and len(partitions(second)) == 1,
+            [first, second],
+        )
+        waited = time.monotonic() - subscribed
+        print(f"aiokafka second member: assigned {waited:.3f} s after start()")
+        assert waited < SECOND_MEMBER_S, f"aiokafka second member: assigned only after {waited:.1f} s"
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        await producer.start()
+        try:
+            sent = {(p, f"p{p}-{i}".encode()) for p in (0, 1) for i in range(RECORDS)}
+            for partition, value in sorted(sent):
+                await producer.send_and_wait(topic, value=value, partition=partition)
+        finally:
+            await producer.stop()
+        got = {m: set() for m in (first, second)}
+        deadline = time.monotonic() + DEADLINE_S
+        while set().union(*got.values()) < sent:
+            assert time.monotonic() < deadline, f"aiokafka: records missing after {DEADLINE_S} s"
+            for m in (first, second):
+                for tp, records in (await m.getmany(timeout_ms=20)).items():
+                    got[m].update((tp.partition, r.value) for r in records)
+        for name, m in (("first", first), ("second", second)):
+            strays = {p for p, _ in got[m]} - partitions(m)
+            assert not strays, f"aiokafka {name} member read partitions {strays}"
+    finally:
+        await second.stop()
+        await first.stop()
+
+
 def on_alarm(_signum, _frame):
     raise TimeoutError(f"no result within {2 * DEADLINE_S} s")
 
@@ -283,6 +343,12 @@ def main(binary):
                 lambda: kafka_python_second_member(bootstrap, admin, "interop-kafka-python-pair"),
             ),
             ("aiokafka", lambda: asyncio.run(aiokafka_round_trip(bootstrap, "interop-aiokafka"))),
+            (
+                "aiokafka second member",
+                lambda: asyncio.run(
+                    aiokafka_second_member(bootstrap, admin, "interop-aiokafka-pair")
+                ),
+            ),
         ]:
             started = time.monotonic()
             signal.alarm(2 * DEADLINE_S)

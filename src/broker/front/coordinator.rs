@@ -266,13 +266,18 @@ impl Coordinator {
             .entry(ask.group.clone())
             .or_insert_with(Group::new);
         expire(group, &ask.group, &mut self.listed, now);
-        let consistent = group.members.iter().all(|m| {
-            m.protocol_type == ask.protocol_type
-                && ask
-                    .protocols
+        // Some protocol the joining member offers must be one every member
+        // offers, of the same protocol type.
+        let consistent = group
+            .members
+            .iter()
+            .all(|m| m.protocol_type == ask.protocol_type)
+            && ask.protocols.iter().any(|(name, _)| {
+                group
+                    .members
                     .iter()
-                    .any(|(name, _)| m.protocols.iter().any(|(n, _)| n == name))
-        });
+                    .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+            });
         if ask.protocols.is_empty() || !consistent {
             return Reply::Now(JoinAnswer::error(
                 error::INCONSISTENT_GROUP_PROTOCOL,
@@ -549,7 +554,8 @@ impl Coordinator {
         let mut due: Option<Instant> = None;
         let mut consider = |at: Instant| due = Some(due.map_or(at, |d| d.min(at)));
         if group.state == State::PreparingRebalance {
-            if let Some(at) = group.initial_until {
+            // Past, the initial delay no longer holds the rebalance back.
+            if let Some(at) = group.initial_until.filter(|at| *at > now) {
                 consider(at);
             }
             if let Some(at) = group.rebalance_deadline {
@@ -627,6 +633,8 @@ fn expire(group: &mut Group, group_id: &str, listed: &mut listing::Registry, now
         // Never from Empty: a group with members to expire has members.
         prepare_rebalance(group, Duration::ZERO, now);
     }
+    // A group left with no members is Empty at once.
+    try_complete(group, group_id, listed, now);
 }
 
 /// Ends a rebalance once every member has rejoined, or at its deadline.
@@ -934,6 +942,18 @@ mod tests {
         let mut other = ask("", b"b");
         other.protocols = vec![("roundrobin".into(), Vec::new())];
         let refused = now_answer(coordinator.join(JOIN, other, t0));
+        assert_eq!(refused.error, error::INCONSISTENT_GROUP_PROTOCOL);
+        // Each member shares a protocol with the joiner, but none shares
+        // the same one: no protocol would serve the whole group.
+        let offering = |names: [&str; 2]| {
+            let mut member = ask("", b"m");
+            member.group = "h".into();
+            member.protocols = names.iter().map(|n| ((*n).into(), Vec::new())).collect();
+            member
+        };
+        let _first = later(coordinator.join(JOIN, offering(["range", "sticky"]), t0));
+        let _second = later(coordinator.join(JOIN, offering(["sticky", "roundrobin"]), t0));
+        let refused = now_answer(coordinator.join(JOIN, offering(["range", "roundrobin"]), t0));
         assert_eq!(refused.error, error::INCONSISTENT_GROUP_PROTOCOL);
         let mut unknown = ask("ghost", b"b");
         unknown.group = "g".into();
