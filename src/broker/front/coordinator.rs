@@ -244,8 +244,22 @@ impl Coordinator {
         self.injected.get_mut(&api_key)?.pop_front()
     }
 
+    /// Tells the listing `group_id`'s state after a request changed it.
+    fn publish(&mut self, group_id: &str) {
+        if let Some(group) = self.groups.get(group_id) {
+            self.listed.state_is(group_id, group.state);
+        }
+    }
+
     /// A JoinGroup (`api_key`, for injected errors).
     pub(super) fn join(&mut self, api_key: i16, ask: JoinAsk, now: Instant) -> Reply<JoinAnswer> {
+        let group_id = ask.group.clone();
+        let reply = self.join_group(api_key, ask, now);
+        self.publish(&group_id);
+        reply
+    }
+
+    fn join_group(&mut self, api_key: i16, ask: JoinAsk, now: Instant) -> Reply<JoinAnswer> {
         if let Some(error) = self.injected(api_key) {
             return Reply::Now(JoinAnswer::error(error, &ask.member_id));
         }
@@ -387,6 +401,20 @@ impl Coordinator {
         assignments: Vec<(String, Vec<u8>)>,
         now: Instant,
     ) -> Reply<SyncAnswer> {
+        let reply = self.sync_group(api_key, group_id, generation, member_id, assignments, now);
+        self.publish(group_id);
+        reply
+    }
+
+    fn sync_group(
+        &mut self,
+        api_key: i16,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        assignments: Vec<(String, Vec<u8>)>,
+        now: Instant,
+    ) -> Reply<SyncAnswer> {
         if let Some(error) = self.injected(api_key) {
             return Reply::Now(SyncAnswer::error(error));
         }
@@ -457,6 +485,7 @@ impl Coordinator {
     ) -> i16 {
         let error = self.heartbeat_error(api_key, group_id, generation, member_id, now);
         self.listed.heartbeat(group_id, member_id, Some(error));
+        self.publish(group_id);
         error
     }
 
@@ -496,6 +525,12 @@ impl Coordinator {
         member_id: &str,
         now: Instant,
     ) -> i16 {
+        let error = self.leave_group(api_key, group_id, member_id, now);
+        self.publish(group_id);
+        error
+    }
+
+    fn leave_group(&mut self, api_key: i16, group_id: &str, member_id: &str, now: Instant) -> i16 {
         if let Some(error) = self.injected(api_key) {
             return error;
         }
@@ -520,6 +555,18 @@ impl Coordinator {
     /// Whether an OffsetCommit by `member_id` of `generation` (-1 for a
     /// consumer outside any group) may be stored; the error if not.
     pub(super) fn commit_error(
+        &mut self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        now: Instant,
+    ) -> Option<i16> {
+        let error = self.check_commit(group_id, generation, member_id, now);
+        self.publish(group_id);
+        error
+    }
+
+    fn check_commit(
         &mut self,
         group_id: &str,
         generation: i32,
@@ -551,6 +598,7 @@ impl Coordinator {
         let group = self.groups.get_mut(group_id)?;
         expire(group, group_id, &mut self.listed, now);
         try_complete(group, group_id, &mut self.listed, now);
+        self.listed.state_is(group_id, group.state);
         let mut due: Option<Instant> = None;
         let mut consider = |at: Instant| due = Some(due.map_or(at, |d| d.min(at)));
         if group.state == State::PreparingRebalance {
@@ -931,6 +979,23 @@ mod tests {
         assert_eq!(
             coordinator.leave(13, "g", &first, t0),
             error::UNKNOWN_MEMBER_ID
+        );
+    }
+
+    #[test]
+    fn the_listing_tells_the_coordinators_state() {
+        let (mut coordinator, t0, first, mut second) = second_member_joining();
+        let _rejoined = later(coordinator.join(JOIN, ask(&first, b"a"), t0));
+        let follower = received(&mut second).expect("answered").member_id;
+        let assignments = vec![(follower.clone(), b"p1".to_vec())];
+        now_answer(coordinator.sync(SYNC, "g", 2, &first, assignments, t0));
+        assert_eq!(coordinator.listed.state_of("g"), Some(State::Stable));
+        // A member leaves: the other has yet to rejoin, so the group
+        // prepares a rebalance (the listing alone would still say Stable).
+        assert_eq!(coordinator.leave(13, "g", &follower, t0), 0);
+        assert_eq!(
+            coordinator.listed.state_of("g"),
+            Some(State::PreparingRebalance)
         );
     }
 

@@ -291,6 +291,19 @@ impl Registry {
         self.touch(group, member_id, now);
     }
 
+    /// `group`'s state as its coordinator has it: it wins over what the
+    /// requests seen so far suggest (a leave that starts a rebalance, say).
+    pub(super) fn state_is(&mut self, group: &str, state: State) {
+        if let Some(entry) = self.groups.get_mut(group) {
+            entry.state = state;
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn state_of(&self, group: &str) -> Option<State> {
+        self.groups.get(group).map(|entry| entry.state)
+    }
+
     /// Forgets members whose session timed out.
     fn expire(&mut self, now: Instant) {
         for group in self.groups.values_mut() {
