@@ -129,6 +129,9 @@ struct Member {
     rebalance_timeout: Duration,
     last_seen: Instant,
     assignment: Vec<u8>,
+    /// Whether a JoinGroup answer reached the front's connection to it, so
+    /// that its client knows its member id.
+    answered: bool,
     /// A JoinGroup waiting for the rebalance to end.
     join_waiter: Option<oneshot::Sender<JoinAnswer>>,
     /// A follower's SyncGroup waiting for the leader's.
@@ -351,6 +354,7 @@ impl Coordinator {
                 };
                 if let Some(member) = group.member(&member_id) {
                     member.last_seen = now;
+                    member.answered = true;
                 }
                 self.listed.rejoined(&ask.group, &member_id);
                 return Reply::Now(answer);
@@ -379,6 +383,7 @@ impl Coordinator {
                 rebalance_timeout: ask.rebalance_timeout,
                 last_seen: now,
                 assignment: Vec::new(),
+                answered: false,
                 join_waiter: Some(sender),
                 sync_waiter: None,
             });
@@ -664,8 +669,37 @@ fn prepare_rebalance(group: &mut Group, initial_delay: Duration, now: Instant) {
     group.state = State::PreparingRebalance;
 }
 
+/// Joins whose connection is gone (cut, or closed) wait no more. A member
+/// that never had an answer cannot know its member id: it joins again as a
+/// new one, so it is dropped; any other rejoins with its id, or its session
+/// runs out.
+fn forget_gone_joins(group: &mut Group, group_id: &str, listed: &mut listing::Registry) {
+    let mut gone = Vec::new();
+    group.members.retain_mut(|m| {
+        if !m
+            .join_waiter
+            .as_ref()
+            .is_some_and(oneshot::Sender::is_closed)
+        {
+            return true;
+        }
+        m.join_waiter = None;
+        if !m.answered {
+            gone.push(m.id.clone());
+        }
+        m.answered
+    });
+    if !gone.is_empty() {
+        listed.leave(group_id, &gone);
+        if group.leader.as_ref().is_some_and(|id| gone.contains(id)) {
+            group.leader = None;
+        }
+    }
+}
+
 /// Drops members whose session ran out; a stable group then rebalances.
 fn expire(group: &mut Group, group_id: &str, listed: &mut listing::Registry, now: Instant) {
+    forget_gone_joins(group, group_id, listed);
     let gone: Vec<String> = group
         .members
         .iter()
@@ -693,6 +727,7 @@ fn try_complete(group: &mut Group, group_id: &str, listed: &mut listing::Registr
     if group.initial_until.is_some_and(|until| now < until) {
         return;
     }
+    forget_gone_joins(group, group_id, listed);
     let all_rejoined = group.members.iter().all(|m| m.join_waiter.is_some());
     let overdue = group.rebalance_deadline.is_none_or(|at| now >= at);
     if !all_rejoined && !overdue {
@@ -746,14 +781,17 @@ fn try_complete(group: &mut Group, group_id: &str, listed: &mut listing::Registr
             },
         );
         if let Some(waiter) = member.join_waiter.take() {
-            let _ = waiter.send(JoinAnswer {
-                error: error::NONE,
-                generation: group.generation,
-                protocol: group.protocol.clone(),
-                leader: leader.clone(),
-                member_id: member.id.clone(),
-                members,
-            });
+            // An answer whose connection is gone reaches nobody.
+            member.answered |= waiter
+                .send(JoinAnswer {
+                    error: error::NONE,
+                    generation: group.generation,
+                    protocol: group.protocol.clone(),
+                    leader: leader.clone(),
+                    member_id: member.id.clone(),
+                    members,
+                })
+                .is_ok();
         }
     }
 }
@@ -996,6 +1034,23 @@ mod tests {
         assert_eq!(
             coordinator.listed.state_of("g"),
             Some(State::PreparingRebalance)
+        );
+    }
+
+    #[test]
+    fn a_join_whose_connection_is_gone_is_not_waited_for() {
+        let (mut coordinator, t0, first, second) = second_member_joining();
+        // The second member's connection is cut before its answer: its
+        // client never learnt its member id and joins again as a new one.
+        drop(second);
+        let mut again = later(coordinator.join(JOIN, ask("", b"b"), t0));
+        let mut rejoined = later(coordinator.join(JOIN, ask(&first, b"a"), t0));
+        let leader = received(&mut rejoined).expect("the rebalance ends");
+        assert!(received(&mut again).is_some(), "the new join is answered");
+        assert_eq!(
+            leader.members.len(),
+            2,
+            "no member is left from the cut join: {leader:?}"
         );
     }
 
