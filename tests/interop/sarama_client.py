@@ -40,6 +40,8 @@ def build(out_dir):
 
 
 def main(binary, out_dir):
+    # Go wants an absolute GOCACHE, and the build runs in the program's folder.
+    out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     program = build(out_dir)
     broker = subprocess.Popen(
