@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use kafka_trace_harness::Broker;
+use kafka_trace_harness::broker::{ApiKey, ErrorCode};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::{ClientContext, Statistics};
@@ -21,9 +22,10 @@ use rdkafka::{ClientContext, Statistics};
 /// Bound of every wait here.
 const DEADLINE: Duration = Duration::from_secs(30);
 const SESSION: Duration = Duration::from_secs(25);
-/// The first member's heartbeat: the second member's join waits up to this
-/// long for the first member to learn of the rebalance and rejoin.
-const SLOW_HEARTBEAT: Duration = Duration::from_secs(10);
+const HEARTBEAT: Duration = Duration::from_millis(100);
+/// Heartbeats answered "no error" while the second member's join waits:
+/// more than the first member sends within [`DEADLINE`].
+const UNAWARE_HEARTBEATS: usize = 100_000;
 
 /// Keeps the consumer's group join state from its statistics.
 #[derive(Default)]
@@ -133,16 +135,24 @@ async fn a_cut_while_a_join_waits_loses_no_member() {
         .await
         .expect("topic");
     let group = format!("{topic}-group");
-    let first = Member::start(&broker, &group, &topic, SLOW_HEARTBEAT);
+    let first = Member::start(&broker, &group, &topic, HEARTBEAT);
     wait_for("the first member gets the partition", || first.assigned()).await;
     // A second member makes the group rebalance: its join waits until the
-    // first member learns of it from a heartbeat and rejoins.
-    let second = Member::start(&broker, &group, &topic, Duration::from_millis(100));
+    // first member learns of it from a heartbeat and rejoins. Until the cut,
+    // the first member's heartbeats are answered "no error", so the join
+    // surely still waits when the cut comes.
+    broker
+        .request_errors(ApiKey::Heartbeat, ErrorCode::NoError, UNAWARE_HEARTBEATS)
+        .expect("heartbeat answers");
+    let second = Member::start(&broker, &group, &topic, HEARTBEAT);
     wait_for("the second member waits for its JoinGroup answer", || {
         second.join_state() == "wait-join"
     })
     .await;
     broker.cut_connections().expect("cut");
+    broker
+        .clear_request_errors(ApiKey::Heartbeat)
+        .expect("heartbeats answered again");
     // Both rejoin, with their member ids, on new connections, and the
     // group forms again.
     wait_for("the group forms again after the cut", || {

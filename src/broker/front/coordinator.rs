@@ -144,7 +144,6 @@ impl Member {
             client_id: self.client_id.clone(),
             client_host: self.client_host.clone(),
             group_instance_id: self.instance_id.clone(),
-            session_timeout: self.session_timeout,
             protocols: self.protocols.clone(),
         }
     }
@@ -254,6 +253,17 @@ impl Coordinator {
         }
     }
 
+    /// The listing, every group brought up to `now` first (members whose
+    /// session ran out dropped, rebalances that are due ended), so that it
+    /// tells what Kafka's coordinator would also when nobody asked since.
+    pub(super) fn listing(&mut self, now: Instant) -> &mut listing::Registry {
+        let ids: Vec<String> = self.groups.keys().cloned().collect();
+        for id in ids {
+            self.tick(&id, now);
+        }
+        &mut self.listed
+    }
+
     /// A JoinGroup (`api_key`, for injected errors).
     pub(super) fn join(&mut self, api_key: i16, ask: JoinAsk, now: Instant) -> Reply<JoinAnswer> {
         let group_id = ask.group.clone();
@@ -266,8 +276,6 @@ impl Coordinator {
         if let Some(error) = self.injected(api_key) {
             return Reply::Now(JoinAnswer::error(error, &ask.member_id));
         }
-        self.listed
-            .join_asked(&ask.group, &ask.protocol_type, &ask.member_id);
         if !self.groups.contains_key(&ask.group) && self.groups.len() >= GROUPS_COORDINATED {
             self.groups.retain(|_, g| !g.members.is_empty());
             if self.groups.len() >= GROUPS_COORDINATED {
@@ -277,6 +285,7 @@ impl Coordinator {
                 ));
             }
         }
+        self.listed.join_asked(&ask.group, &ask.protocol_type);
         let initial_delay = self.initial_delay;
         let group = self
             .groups
@@ -356,7 +365,7 @@ impl Coordinator {
                     member.last_seen = now;
                     member.answered = true;
                 }
-                self.listed.rejoined(&ask.group, &member_id);
+                self.listed.touch(&ask.group);
                 return Reply::Now(answer);
             }
             let Some(member) = group.member(&member_id) else {
@@ -489,7 +498,7 @@ impl Coordinator {
         now: Instant,
     ) -> i16 {
         let error = self.heartbeat_error(api_key, group_id, generation, member_id, now);
-        self.listed.heartbeat(group_id, member_id, Some(error));
+        self.listed.touch(group_id);
         self.publish(group_id);
         error
     }
@@ -578,7 +587,7 @@ impl Coordinator {
         member_id: &str,
         now: Instant,
     ) -> Option<i16> {
-        self.listed.committed(group_id, member_id);
+        self.listed.committed(group_id);
         let group = self.groups.get_mut(group_id)?;
         expire(group, group_id, &mut self.listed, now);
         if generation < 0 && group.members.is_empty() {
@@ -775,7 +784,6 @@ fn try_complete(group: &mut Group, group_id: &str, listed: &mut listing::Registr
             &member.joining(),
             &Joined {
                 member_id: &member.id,
-                generation: group.generation,
                 protocol: &group.protocol,
                 members: &members,
             },
@@ -1035,6 +1043,21 @@ mod tests {
             coordinator.listed.state_of("g"),
             Some(State::PreparingRebalance)
         );
+    }
+
+    #[test]
+    fn the_listing_drops_members_whose_session_ran_out_unasked() {
+        let t0 = Instant::now();
+        let mut coordinator = Coordinator::new(Duration::ZERO);
+        stable_group(&mut coordinator, t0);
+        assert_eq!(coordinator.listing(t0).state_of("g"), Some(State::Stable));
+        // No request since: the listing still ends the member's session.
+        let after_session = t0 + SESSION + Duration::from_secs(1);
+        assert_eq!(
+            coordinator.listing(after_session).state_of("g"),
+            Some(State::Empty)
+        );
+        assert_eq!(coordinator.listed.members_of("g"), Some(0));
     }
 
     #[test]

@@ -160,11 +160,16 @@ impl Groups {
                 Some(commit.answer(error, version))
             }
             listing::LIST_GROUPS if (0..=listing::LIST_GROUPS_MAX).contains(&version) => {
-                Some(locked(&self.coordinator).listed.list_answer(body, version))
+                let mut coordinator = locked(&self.coordinator);
+                Some(
+                    coordinator
+                        .listing(Instant::now())
+                        .list_answer(body, version),
+                )
             }
             listing::DESCRIBE_GROUPS if (0..=listing::DESCRIBE_GROUPS_MAX).contains(&version) => {
                 locked(&self.coordinator)
-                    .listed
+                    .listing(Instant::now())
                     .describe_answer(body, version)
             }
             _ => None,

@@ -8,9 +8,10 @@
 //! coordinator would tell: each group that joined (JoinGroup) or committed
 //! offsets (OffsetCommit, also without joining: protocol type "" and state
 //! Empty, as on Kafka), its protocol type and state, and its members with
-//! their client id, host, metadata and assignment. A member leaves on
-//! LeaveGroup, on an UNKNOWN_MEMBER_ID answer, or once its session timeout
-//! passed with no request from it (the coordinator then dropped it too).
+//! their client id, host, metadata and assignment. The coordinator
+//! (`coordinator.rs`) tells it every change: members that joined, synced or
+//! left, and each group's state after every request. It holds no group
+//! state of its own, so the two cannot disagree.
 //!
 //! Memory is bounded: at most [`GROUPS_LISTED`] groups (past that, the one
 //! idle longest is forgotten), [`MEMBERS_LISTED`] members in all (past
@@ -20,11 +21,11 @@
 //!
 //! The front answers ListGroups v0 to v4 and DescribeGroups v0 to v4, and
 //! adds both to every ApiVersions answer. A group request larger than the
-//! front reads whole (32 KiB: an OffsetCommit of some thousand partitions)
-//! is relayed unread; its group is listed once a smaller request names it.
+//! front reads whole (1 MiB) is relayed unread; its group is listed once a
+//! smaller request names it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Kafka's OffsetCommit api key.
 pub(super) const OFFSET_COMMIT: i16 = 8;
@@ -47,10 +48,6 @@ const GROUPS_LISTED: usize = 10_000;
 const MEMBERS_LISTED: usize = 10_000;
 /// Longest member metadata or assignment kept for DescribeGroups.
 const BLOB_KEPT: usize = 4 * 1024;
-/// Kafka's error code UNKNOWN_MEMBER_ID.
-const UNKNOWN_MEMBER_ID: i16 = 25;
-/// Kafka's error code REBALANCE_IN_PROGRESS.
-const REBALANCE_IN_PROGRESS: i16 = 27;
 
 /// A group's state, named as Kafka names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +74,6 @@ struct Group {
     protocol_type: String,
     protocol: String,
     state: State,
-    generation: i32,
     members: BTreeMap<String, Member>,
     last_active: Instant,
 }
@@ -89,8 +85,6 @@ struct Member {
     group_instance_id: Option<String>,
     metadata: Vec<u8>,
     assignment: Vec<u8>,
-    session_timeout: Duration,
-    last_seen: Instant,
 }
 
 /// What a JoinGroup request says of its member, kept until its answer.
@@ -99,7 +93,6 @@ pub(super) struct Joining {
     pub(super) client_id: String,
     pub(super) client_host: String,
     pub(super) group_instance_id: Option<String>,
-    pub(super) session_timeout: Duration,
     /// The protocols offered, with this member's metadata for each.
     pub(super) protocols: Vec<(String, Vec<u8>)>,
 }
@@ -108,7 +101,6 @@ pub(super) struct Joining {
 #[derive(Debug)]
 pub(super) struct Joined<'a> {
     pub(super) member_id: &'a str,
-    pub(super) generation: i32,
     pub(super) protocol: &'a str,
     /// The members listed to the leader (empty for a follower).
     pub(super) members: &'a [(String, Option<String>, Vec<u8>)],
@@ -148,7 +140,6 @@ impl Registry {
             protocol_type: protocol_type.to_owned(),
             protocol: String::new(),
             state: State::Empty,
-            generation: -1,
             members: BTreeMap::new(),
             last_active: now,
         });
@@ -156,23 +147,17 @@ impl Registry {
         group
     }
 
-    /// A member asked something of its group: it is alive.
-    fn touch(&mut self, group: &str, member_id: &str, now: Instant) {
+    /// A member asked something of `group`: the group is not idle.
+    pub(super) fn touch(&mut self, group: &str) {
         if let Some(group) = self.groups.get_mut(group) {
-            group.last_active = now;
-            if let Some(member) = group.members.get_mut(member_id) {
-                member.last_seen = now;
-            }
+            group.last_active = Instant::now();
         }
     }
 
-    /// A JoinGroup request of `protocol_type` went to the mock.
-    pub(super) fn join_asked(&mut self, group: &str, protocol_type: &str, member_id: &str) {
-        let now = Instant::now();
-        let entry = self.group(group, protocol_type, now);
+    /// A JoinGroup request of `protocol_type` came to the coordinator.
+    pub(super) fn join_asked(&mut self, group: &str, protocol_type: &str) {
+        let entry = self.group(group, protocol_type, Instant::now());
         entry.protocol_type = protocol_type.to_owned();
-        entry.state = State::PreparingRebalance;
-        self.touch(group, member_id, now);
     }
 
     /// A successful JoinGroup answer to a member that asked as `joining` said.
@@ -181,10 +166,6 @@ impl Registry {
         let mut room = MEMBERS_LISTED.saturating_sub(self.members);
         let entry = self.group(group, "", now);
         let before = entry.members.len();
-        if answer.generation != entry.generation {
-            entry.generation = answer.generation;
-            entry.state = State::CompletingRebalance;
-        }
         entry.protocol = answer.protocol.to_owned();
         if !answer.members.is_empty() {
             // The leader's list is the generation's membership.
@@ -204,8 +185,6 @@ impl Registry {
                             group_instance_id: instance.clone(),
                             metadata: kept(metadata),
                             assignment: Vec::new(),
-                            session_timeout: joining.session_timeout,
-                            last_seen: now,
                         },
                     );
                 }
@@ -223,8 +202,6 @@ impl Registry {
             group_instance_id: joining.group_instance_id.clone(),
             metadata,
             assignment: Vec::new(),
-            session_timeout: joining.session_timeout,
-            last_seen: now,
         };
         if let Some(known) = entry.members.get_mut(answer.member_id) {
             // A new generation: its assignment comes with the SyncGroup.
@@ -238,34 +215,13 @@ impl Registry {
 
     /// A successful SyncGroup answer gave `member_id` its `assignment`.
     pub(super) fn synced(&mut self, group: &str, member_id: &str, assignment: &[u8]) {
-        let now = Instant::now();
-        self.touch(group, member_id, now);
-        if let Some(entry) = self.groups.get_mut(group) {
-            if let Some(member) = entry.members.get_mut(member_id) {
-                member.assignment = kept(assignment);
-            }
-            if entry.state == State::CompletingRebalance {
-                entry.state = State::Stable;
-            }
-        }
-    }
-
-    /// A member rejoined with nothing changed and got its generation back.
-    pub(super) fn rejoined(&mut self, group: &str, member_id: &str) {
-        self.touch(group, member_id, Instant::now());
-    }
-
-    /// A Heartbeat from `member_id`, answered with `error` once known.
-    pub(super) fn heartbeat(&mut self, group: &str, member_id: &str, error: Option<i16>) {
-        self.touch(group, member_id, Instant::now());
-        match error {
-            Some(UNKNOWN_MEMBER_ID) => self.leave(group, &[member_id.to_owned()]),
-            Some(REBALANCE_IN_PROGRESS) => {
-                if let Some(entry) = self.groups.get_mut(group) {
-                    entry.state = State::PreparingRebalance;
-                }
-            }
-            _ => {}
+        self.touch(group);
+        if let Some(member) = self
+            .groups
+            .get_mut(group)
+            .and_then(|entry| entry.members.get_mut(member_id))
+        {
+            member.assignment = kept(assignment);
         }
     }
 
@@ -277,22 +233,16 @@ impl Registry {
                     self.members -= 1;
                 }
             }
-            if entry.members.is_empty() {
-                entry.state = State::Empty;
-            }
         }
     }
 
     /// An OffsetCommit for `group` (by `member_id`, empty for a simple
     /// consumer): the group exists from then on, as on Kafka.
-    pub(super) fn committed(&mut self, group: &str, member_id: &str) {
-        let now = Instant::now();
-        self.group(group, "", now);
-        self.touch(group, member_id, now);
+    pub(super) fn committed(&mut self, group: &str) {
+        self.group(group, "", Instant::now());
     }
 
-    /// `group`'s state as its coordinator has it: it wins over what the
-    /// requests seen so far suggest (a leave that starts a rebalance, say).
+    /// `group`'s state, as its coordinator has it after a request.
     pub(super) fn state_is(&mut self, group: &str, state: State) {
         if let Some(entry) = self.groups.get_mut(group) {
             entry.state = state;
@@ -304,24 +254,14 @@ impl Registry {
         self.groups.get(group).map(|entry| entry.state)
     }
 
-    /// Forgets members whose session timed out.
-    fn expire(&mut self, now: Instant) {
-        for group in self.groups.values_mut() {
-            let before = group.members.len();
-            group
-                .members
-                .retain(|_, m| now.saturating_duration_since(m.last_seen) <= m.session_timeout);
-            self.members -= before - group.members.len();
-            if before > 0 && group.members.is_empty() {
-                group.state = State::Empty;
-            }
-        }
+    #[cfg(test)]
+    pub(super) fn members_of(&self, group: &str) -> Option<usize> {
+        self.groups.get(group).map(|entry| entry.members.len())
     }
 
     /// The ListGroups answer body (response header's tagged fields
     /// included from v3) to a request `body` at `version`.
     pub(super) fn list_answer(&mut self, body: &[u8], version: i16) -> Vec<u8> {
-        self.expire(Instant::now());
         let filter = if version >= 4 {
             states_filter(body).unwrap_or_default()
         } else {
@@ -378,7 +318,6 @@ impl Registry {
         for _ in 0..count {
             asked.push(r.string()?);
         }
-        self.expire(Instant::now());
         let mut out = Vec::with_capacity(64 * asked.len().max(1));
         if version >= 1 {
             out.extend_from_slice(&0i32.to_be_bytes()); // throttle_time_ms
@@ -466,7 +405,6 @@ mod tests {
             client_id: client.into(),
             client_host: "/127.0.0.1".into(),
             group_instance_id: None,
-            session_timeout: Duration::from_secs(45),
             protocols: vec![("range".into(), b"subscription".to_vec())],
         }
     }
@@ -487,17 +425,17 @@ mod tests {
     #[test]
     fn joined_and_committing_groups_are_listed_and_described() {
         let mut registry = Registry::default();
-        registry.join_asked("joined", "consumer", "");
+        registry.join_asked("joined", "consumer");
         let members = [("m1".to_owned(), None, b"subscription".to_vec())];
         let answer = Joined {
             member_id: "m1",
-            generation: 1,
             protocol: "range",
             members: &members,
         };
         registry.joined("joined", &joining("rdkafka"), &answer);
         registry.synced("joined", "m1", b"partitions");
-        registry.committed("simple", "");
+        registry.state_is("joined", State::Stable);
+        registry.committed("simple");
         for version in 0..=2 {
             assert_eq!(
                 listed(&mut registry, version),
@@ -531,14 +469,15 @@ mod tests {
 
         registry.leave("joined", &["m1".to_owned()]);
         assert_eq!(registry.members, 0);
-        assert_eq!(registry.groups["joined"].state, State::Empty);
+        assert!(registry.groups["joined"].members.is_empty());
     }
 
     #[test]
     fn list_v4_filters_by_state() {
         let mut registry = Registry::default();
-        registry.committed("simple", "");
-        registry.join_asked("joining", "consumer", "");
+        registry.committed("simple");
+        registry.join_asked("joining", "consumer");
+        registry.state_is("joining", State::PreparingRebalance);
         // Request v4: states_filter ["Empty"], tagged fields.
         let mut body = vec![2];
         put_compact_string(&mut body, "Empty");
@@ -557,7 +496,7 @@ mod tests {
     fn groups_and_members_are_bounded() {
         let mut registry = Registry::default();
         for i in 0..GROUPS_LISTED + 5 {
-            registry.committed(&format!("g{i}"), "");
+            registry.committed(&format!("g{i}"));
         }
         assert_eq!(registry.groups.len(), GROUPS_LISTED);
     }
