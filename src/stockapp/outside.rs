@@ -20,6 +20,14 @@
 //! `kafka-consumer-groups --describe` shows). A group that has not by the
 //! deadline is named with its lag, and the wait fails.
 //!
+//! A query that fails (a broker's hiccup: a timeout, a leader moving) is
+//! not an answer: what it would have told is unknown, not zero. A look
+//! with a failed query cannot end the wait; the next look asks again, and
+//! if the deadline comes first the report names what could not be learnt
+//! (which query, about which topic, partition or group, and the error):
+//! [`GroupLag::unknown`], [`OutsideReport::unknown`]. A group the broker
+//! listed before stays waited for while its listing fails.
+//!
 //! Spans: with a receiver, the wait also lasts until no span has arrived
 //! for a quiet period longer than the OpenTelemetry SDKs' batch delay
 //! (5 s by default in every SDK), so that the last batch is not refused by
@@ -56,6 +64,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 /// Default of [`OutsideWait::deadline`]: 30 s.
@@ -126,14 +136,27 @@ pub struct GroupLag {
     pub group: String,
     /// Why it is waited for.
     pub source: GroupSource,
-    /// The run's topics it reads.
+    /// The run's topics it reads (over the partitions whose offsets are
+    /// known).
     pub topics: Vec<TopicLag>,
+    /// What the last look could not learn about it, one line each (the
+    /// query, what it was about, the error): its committed offsets, the
+    /// end offsets of a partition it reads, the partitions of a topic it
+    /// may read. While any is unknown it has not caught up.
+    pub unknown: Vec<String>,
 }
 
 impl GroupLag {
-    /// Committed up to the end of every topic it reads, and it reads one.
+    /// Committed up to the end of every topic it reads, it reads one, and
+    /// nothing about it is unknown.
     pub fn caught_up(&self) -> bool {
-        !self.topics.is_empty() && self.topics.iter().all(|t| t.lag == 0)
+        !self.topics.is_empty() && self.unknown.is_empty() && self.topics.iter().all(|t| t.lag == 0)
+    }
+
+    /// Behind where it is known (some lag, or nothing committed), as
+    /// opposed to only not known to have caught up.
+    fn known_behind(&self) -> bool {
+        self.topics.iter().any(|t| t.lag > 0) || (self.topics.is_empty() && self.unknown.is_empty())
     }
 
     /// Records not yet committed, over its topics.
@@ -142,21 +165,35 @@ impl GroupLag {
     }
 
     /// "lag 12 on stockapp.dollarsbyzip (committed 3 of 15)", or that it
-    /// committed nothing on the run's topics.
+    /// committed nothing on the run's topics; then what could not be
+    /// learnt, if anything ("; could not learn the end offsets of …").
     pub fn describe(&self) -> String {
-        if self.topics.is_empty() {
-            return "has committed no offset on a topic this run wrote".to_owned();
-        }
-        self.topics
-            .iter()
-            .map(|t| {
-                format!(
-                    "lag {} on {} (committed {} of {})",
-                    t.lag, t.topic, t.committed, t.end
-                )
-            })
+        let known = if self.topics.is_empty() {
+            if self.unknown.is_empty() {
+                return "has committed no offset on a topic this run wrote".to_owned();
+            }
+            None
+        } else {
+            Some(
+                self.topics
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "lag {} on {} (committed {} of {})",
+                            t.lag, t.topic, t.committed, t.end
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        };
+        let unknown = (!self.unknown.is_empty())
+            .then(|| format!("could not learn {}", self.unknown.join(", ")));
+        known
+            .into_iter()
+            .chain(unknown)
             .collect::<Vec<_>>()
-            .join(", ")
+            .join("; ")
     }
 }
 
@@ -176,8 +213,17 @@ pub enum WaitEnd {
 pub struct OutsideReport {
     /// Every outside group waited for, as last seen.
     pub groups: Vec<GroupLag>,
-    /// Why the broker's groups could not be listed, if it could not.
+    /// Why the broker does not list its groups, if it refuses to (it does
+    /// not support ListGroups, or does not allow it): groups are then found
+    /// by name and by spans only. A listing that failed otherwise is
+    /// retried on the next look, and is in [`unknown`](Self::unknown) if it
+    /// still failed at the end.
     pub listing_error: Option<String>,
+    /// What the last look could not learn beyond each group's own
+    /// ([`GroupLag::unknown`]), one line each: the broker's groups
+    /// (ListGroups failed), or the look itself. The wait does not end
+    /// [`WaitEnd::Done`] while anything is unknown.
+    pub unknown: Vec<String>,
     /// Outside spans received (`None` without a receiver).
     pub spans: Option<OutsideSpans>,
     /// Whether the quiet period applied.
@@ -202,7 +248,8 @@ impl OutsideReport {
     }
 
     /// What was left behind, one line each: groups that did not catch up
-    /// (named, with their lag) and spans still arriving.
+    /// (named, with their lag and what could not be learnt about them),
+    /// what else could not be learnt, and spans still arriving.
     pub fn problems(&self) -> Vec<String> {
         if self.end == WaitEnd::Done {
             return Vec::new();
@@ -217,12 +264,20 @@ impl OutsideReport {
             .filter(|g| !g.caught_up())
             .map(|g| {
                 format!(
-                    "outside consumer group {:?} did not catch up {why}: {}",
+                    "outside consumer group {:?} {} {why}: {}",
                     g.group,
+                    if g.known_behind() {
+                        "did not catch up"
+                    } else {
+                        "was not seen to catch up"
+                    },
                     g.describe()
                 )
             })
             .collect();
+        problems.extend(self.unknown.iter().map(|what| {
+            format!("could not learn {what} {why}: a group of another program may be behind")
+        }));
         if self.quiet_applied
             && let Some(age) = self.last_span_age
             && age < self.quiet
@@ -244,7 +299,11 @@ impl OutsideReport {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let spans = self.spans.as_ref().filter(|s| s.total() > 0);
-        if self.groups.is_empty() && spans.is_none() && !self.quiet_applied {
+        if self.groups.is_empty()
+            && self.unknown.is_empty()
+            && spans.is_none()
+            && !self.quiet_applied
+        {
             return out;
         }
         let _ = writeln!(
@@ -261,8 +320,10 @@ impl OutsideReport {
         for group in &self.groups {
             let state = if group.caught_up() {
                 "caught up"
-            } else {
+            } else if group.known_behind() {
                 "NOT caught up"
+            } else {
+                "NOT known to have caught up"
             };
             let _ = writeln!(
                 out,
@@ -275,6 +336,9 @@ impl OutsideReport {
                     GroupSource::Listed => "listed by the broker",
                 }
             );
+        }
+        for what in &self.unknown {
+            let _ = writeln!(out, "  not learnt       {what}");
         }
         if let Some(spans) = spans {
             for (service, count) in &spans.by_service {
@@ -394,13 +458,16 @@ impl OutsideWait {
 
     /// Waits until every outside group caught up and, with spans, no span
     /// arrived for the quiet period, or the deadline passed, or `stop`
-    /// resolved.
+    /// resolved. A look whose queries failed does not end it: it looks
+    /// again until the deadline.
     pub async fn wait(self, stop: impl std::future::Future<Output = ()>) -> OutsideReport {
         let started = Instant::now();
         let until = started + self.deadline;
         let settings = Arc::new(self);
         let mut probe: Option<GroupProbe> = None;
         let mut listing_error = None;
+        // As last seen: a look that learnt nothing keeps the previous ones.
+        let mut groups: Vec<GroupLag> = Vec::new();
         tokio::pin!(stop);
         loop {
             let spans = settings.spans.as_ref().map(|source| source());
@@ -416,6 +483,7 @@ impl OutsideWait {
                     Look {
                         groups: Vec::new(),
                         listing_error: None,
+                        unknown: Vec::new(),
                     },
                 ))
             } else {
@@ -424,26 +492,29 @@ impl OutsideWait {
                 tokio::task::spawn_blocking(move || {
                     let probe = match taken.take() {
                         Some(probe) => probe,
-                        None => GroupProbe::new(&settings.bootstrap, settings.list_groups)?,
+                        None => GroupProbe::new(&settings.bootstrap, settings.list_groups)
+                            .map_err(|e| format!("the outside groups ({e})"))?,
                     };
                     let mut probe = probe;
                     let look = probe.look(&settings, &span_groups);
                     Ok::<_, String>((Some(probe), look))
                 })
                 .await
-                .map_err(|e| format!("the group probe failed: {e}"))
+                .map_err(|e| format!("the outside groups (the look at them failed: {e})"))
                 .and_then(|r| r)
             };
-            let (groups, error) = match looked {
+            let unknown = match looked {
                 Ok((kept, look)) => {
                     probe = kept;
-                    (look.groups, look.listing_error)
+                    groups = look.groups;
+                    if listing_error.is_none() {
+                        listing_error = look.listing_error;
+                    }
+                    look.unknown
                 }
-                Err(e) => (Vec::new(), Some(e)),
+                // Nothing learnt: not that nothing is outside.
+                Err(e) => vec![e],
             };
-            if listing_error.is_none() {
-                listing_error = error;
-            }
             let quiet_applied = spans.is_some()
                 && (settings.always_quiet
                     || spans.as_ref().is_some_and(|s| s.total() > 0)
@@ -453,7 +524,7 @@ impl OutsideWait {
                 .and_then(|s| s.last_arrival)
                 .map_or(started, |(_, at)| at.max(started));
             let quiet = !quiet_applied || quiet_since.elapsed() >= settings.quiet;
-            let caught_up = groups.iter().all(GroupLag::caught_up);
+            let caught_up = unknown.is_empty() && groups.iter().all(GroupLag::caught_up);
             let now = Instant::now();
             let end = if caught_up && quiet {
                 Some(WaitEnd::Done)
@@ -465,6 +536,7 @@ impl OutsideWait {
             let report = |end| OutsideReport {
                 groups: groups.clone(),
                 listing_error: listing_error.clone(),
+                unknown: unknown.clone(),
                 spans: spans.clone(),
                 quiet_applied,
                 last_span_age: spans
@@ -503,7 +575,24 @@ fn drop_probe(probe: Option<GroupProbe>) {
 /// One look at the groups.
 struct Look {
     groups: Vec<GroupLag>,
+    /// The broker refuses to list its groups (and is not asked again).
     listing_error: Option<String>,
+    /// What this look could not learn beyond each group's own.
+    unknown: Vec<String>,
+}
+
+/// Whether a failed ListGroups means the broker will not list groups at
+/// all (it does not support the request, or does not allow it), as opposed
+/// to a failure worth asking again (a timeout, a connection lost).
+fn refuses_listing(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::UnsupportedFeature
+                | RDKafkaErrorCode::UnsupportedVersion
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+        )
+    )
 }
 
 /// librdkafka clients asking the broker about groups: one to list groups
@@ -514,6 +603,8 @@ struct GroupProbe {
     admin: BaseConsumer,
     by_group: BTreeMap<String, BaseConsumer>,
     can_list: bool,
+    /// The groups the last listing that answered waited for.
+    listed: BTreeSet<String>,
 }
 
 fn consumer(bootstrap: &str, group: &str) -> Result<BaseConsumer, String> {
@@ -527,6 +618,22 @@ fn consumer(bootstrap: &str, group: &str) -> Result<BaseConsumer, String> {
         .map_err(|e| format!("a client of {bootstrap} for group {group:?}: {e}"))
 }
 
+/// One partition of a topic the run wrote: its log start and end offsets,
+/// or why they are not known.
+struct PartitionEnds {
+    topic: String,
+    partition: i32,
+    ends: Result<(i64, i64), String>,
+}
+
+/// A group's committed offsets, where it has one, and what could not be
+/// learnt of them.
+#[derive(Default)]
+struct Committed {
+    offsets: BTreeMap<(String, i32), i64>,
+    unknown: Vec<String>,
+}
+
 impl GroupProbe {
     fn new(bootstrap: &str, settings_list: bool) -> Result<Self, String> {
         Ok(Self {
@@ -538,11 +645,13 @@ impl GroupProbe {
                 .map_err(|e| format!("a client of {bootstrap}: {e}"))?,
             by_group: BTreeMap::new(),
             can_list: settings_list,
+            listed: BTreeSet::new(),
         })
     }
 
     fn look(&mut self, settings: &OutsideWait, span_groups: &BTreeSet<(String, String)>) -> Look {
         let mut listing_error = None;
+        let mut unknown = Vec::new();
         // Which groups, and why: the first reason wins (named, spans, listed).
         let mut wanted: BTreeMap<String, (GroupSource, BTreeSet<String>)> = BTreeMap::new();
         for group in &settings.named {
@@ -561,6 +670,7 @@ impl GroupProbe {
         if self.can_list {
             match self.admin.fetch_group_list(None, REQUEST_DEADLINE) {
                 Ok(list) => {
+                    self.listed.clear();
                     for info in list.groups() {
                         // A group with no member (a past run's, say) reads
                         // nothing now: waiting for it would only time out.
@@ -568,20 +678,32 @@ impl GroupProbe {
                         let consumer =
                             info.protocol_type() == "consumer" || info.protocol_type().is_empty();
                         if active && consumer {
-                            wanted
-                                .entry(info.name().to_owned())
-                                .or_insert((GroupSource::Listed, BTreeSet::new()));
+                            self.listed.insert(info.name().to_owned());
                         }
                     }
                 }
-                Err(e) => {
+                Err(e) if refuses_listing(&e) => {
                     self.can_list = false;
+                    self.listed.clear();
                     listing_error = Some(format!(
-                        "the broker at {} did not list its consumer groups ({e}); name the \
+                        "the broker at {} does not list its consumer groups ({e}); name the \
                          groups of other programs with --outside-group",
                         self.bootstrap
                     ));
                 }
+                Err(e) => {
+                    // Unknown this time, asked again next time; the groups
+                    // it listed before may still be reading.
+                    unknown.push(format!(
+                        "the consumer groups of the broker at {} (ListGroups: {e})",
+                        self.bootstrap
+                    ));
+                }
+            }
+            for group in &self.listed {
+                wanted
+                    .entry(group.clone())
+                    .or_insert((GroupSource::Listed, BTreeSet::new()));
             }
         }
         wanted.retain(|group, _| !settings.own_groups.contains(group));
@@ -590,107 +712,179 @@ impl GroupProbe {
             return Look {
                 groups: Vec::new(),
                 listing_error,
+                unknown,
             };
         }
 
         // Partitions and end offsets of the run's topics.
-        let mut partitions: Vec<(String, i32, i64, i64)> = Vec::new();
+        let mut partitions = Vec::new();
+        let mut topics_unknown = Vec::new();
         for topic in &settings.topics {
-            let Ok(metadata) = self.admin.fetch_metadata(Some(topic), REQUEST_DEADLINE) else {
-                continue;
-            };
-            for t in metadata.topics() {
-                for p in t.partitions() {
-                    let (low, high) = self
+            match self.partitions(topic) {
+                Ok(ids) => partitions.extend(ids.into_iter().map(|partition| PartitionEnds {
+                    topic: topic.clone(),
+                    partition,
+                    ends: self
                         .admin
-                        .fetch_watermarks(topic, p.id(), REQUEST_DEADLINE)
-                        .unwrap_or((0, 0));
-                    partitions.push((topic.clone(), p.id(), low, high));
-                }
+                        .fetch_watermarks(topic, partition, REQUEST_DEADLINE)
+                        .map_err(|e| {
+                            format!("the end offsets of {topic} partition {partition} (ListOffsets: {e})")
+                        }),
+                })),
+                Err(e) => topics_unknown.push(e),
             }
         }
 
-        let mut groups = Vec::new();
-        for (group, (source, span_topics)) in wanted {
-            let committed = self.committed(&group, &partitions);
-            let reads: BTreeSet<&str> = partitions
-                .iter()
-                .filter(|(topic, partition, _, _)| {
-                    span_topics.contains(topic)
-                        || committed.contains_key(&(topic.clone(), *partition))
-                })
-                .map(|(topic, _, _, _)| topic.as_str())
-                .collect();
-            if reads.is_empty() && source != GroupSource::Named {
-                // A group that reads nothing the run wrote (its spans name
-                // other topics, or the broker lists it for other topics).
-                continue;
-            }
-            let topics = reads
-                .into_iter()
-                .map(|topic| {
-                    let mut lag = TopicLag {
-                        topic: topic.to_owned(),
-                        committed: 0,
-                        end: 0,
-                        lag: 0,
-                    };
-                    for (_, partition, low, high) in partitions.iter().filter(|p| p.0 == topic) {
-                        let at = committed
-                            .get(&(topic.to_owned(), *partition))
-                            .copied()
-                            .unwrap_or(*low)
-                            .min(*high);
-                        lag.committed += at;
-                        lag.end += high;
-                        lag.lag += high - at;
-                    }
-                    lag
-                })
-                .collect();
-            groups.push(GroupLag {
-                group,
-                source,
-                topics,
-            });
-        }
+        let committed = wanted
+            .keys()
+            .map(|group| (group.clone(), self.committed(group, &partitions)))
+            .collect();
         Look {
-            groups,
+            groups: lags(wanted, &partitions, &topics_unknown, committed),
             listing_error,
+            unknown,
+        }
+    }
+
+    /// The partitions of `topic`: none if the broker says there is no such
+    /// topic (nothing was written there to read).
+    fn partitions(&self, topic: &str) -> Result<Vec<i32>, String> {
+        let metadata = self
+            .admin
+            .fetch_metadata(Some(topic), REQUEST_DEADLINE)
+            .map_err(|e| format!("the partitions of {topic} (Metadata: {e})"))?;
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Err(format!(
+                "the partitions of {topic} (Metadata: the answer did not name the topic)"
+            ));
+        };
+        match found.error().map(RDKafkaErrorCode::from) {
+            None => Ok(found.partitions().iter().map(|p| p.id()).collect()),
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Ok(Vec::new()),
+            Some(code) => Err(format!("the partitions of {topic} (Metadata: {code})")),
         }
     }
 
     /// `group`'s committed offsets on `partitions`, where it has one.
-    fn committed(
-        &mut self,
-        group: &str,
-        partitions: &[(String, i32, i64, i64)],
-    ) -> BTreeMap<(String, i32), i64> {
-        let mut out = BTreeMap::new();
+    fn committed(&mut self, group: &str, partitions: &[PartitionEnds]) -> Committed {
+        let mut out = Committed::default();
+        if partitions.is_empty() {
+            return out;
+        }
         if !self.by_group.contains_key(group) {
             match consumer(&self.bootstrap, group) {
                 Ok(c) => {
                     self.by_group.insert(group.to_owned(), c);
                 }
-                Err(_) => return out,
+                Err(e) => {
+                    out.unknown.push(format!("its committed offsets ({e})"));
+                    return out;
+                }
             }
         }
         let Some(client) = self.by_group.get(group) else {
             return out;
         };
         let mut list = TopicPartitionList::new();
-        for (topic, partition, _, _) in partitions {
-            list.add_partition(topic, *partition);
+        for p in partitions {
+            list.add_partition(&p.topic, p.partition);
         }
-        if let Ok(committed) = client.committed_offsets(list, REQUEST_DEADLINE) {
-            for element in committed.elements() {
-                if let Offset::Offset(offset) = element.offset() {
-                    out.insert((element.topic().to_owned(), element.partition()), offset);
+        match client.committed_offsets(list, REQUEST_DEADLINE) {
+            Ok(committed) => {
+                for element in committed.elements() {
+                    if let Err(e) = element.error() {
+                        out.unknown.push(format!(
+                            "its committed offset on {} partition {} (OffsetFetch: {e})",
+                            element.topic(),
+                            element.partition()
+                        ));
+                    } else if let Offset::Offset(offset) = element.offset() {
+                        out.offsets
+                            .insert((element.topic().to_owned(), element.partition()), offset);
+                    }
                 }
             }
+            Err(e) => out
+                .unknown
+                .push(format!("its committed offsets (OffsetFetch: {e})")),
         }
         out
     }
+}
+
+/// Where each wanted group stands, from what one look learnt: the run's
+/// topics' `partitions` (each with its offsets or why they are not known),
+/// the topics whose partitions are not known, and each group's committed
+/// offsets. What was not learnt is the group's [`GroupLag::unknown`], never
+/// a lag of zero.
+fn lags(
+    wanted: BTreeMap<String, (GroupSource, BTreeSet<String>)>,
+    partitions: &[PartitionEnds],
+    topics_unknown: &[String],
+    mut committed: BTreeMap<String, Committed>,
+) -> Vec<GroupLag> {
+    let mut groups = Vec::new();
+    for (group, (source, span_topics)) in wanted {
+        let Committed {
+            offsets,
+            unknown: committed_unknown,
+        } = committed.remove(&group).unwrap_or_default();
+        let reads: BTreeSet<&str> = partitions
+            .iter()
+            .filter(|p| {
+                span_topics.contains(&p.topic)
+                    || offsets.contains_key(&(p.topic.clone(), p.partition))
+            })
+            .map(|p| p.topic.as_str())
+            .collect();
+        // Any topic whose partitions are unknown it may read; of those it
+        // reads, any partition whose offsets are unknown.
+        let mut unknown: Vec<String> = topics_unknown.to_vec();
+        unknown.extend(committed_unknown);
+        unknown.extend(
+            partitions
+                .iter()
+                .filter(|p| reads.contains(p.topic.as_str()))
+                .filter_map(|p| p.ends.as_ref().err().cloned()),
+        );
+        if reads.is_empty() && unknown.is_empty() && source != GroupSource::Named {
+            // A group that reads nothing the run wrote (its spans name
+            // other topics, or the broker lists it for other topics).
+            continue;
+        }
+        let topics = reads
+            .into_iter()
+            .filter_map(|topic| {
+                let mut lag = TopicLag {
+                    topic: topic.to_owned(),
+                    committed: 0,
+                    end: 0,
+                    lag: 0,
+                };
+                let mut known = false;
+                for p in partitions.iter().filter(|p| p.topic == topic) {
+                    let Ok((low, high)) = p.ends else { continue };
+                    known = true;
+                    let at = offsets
+                        .get(&(topic.to_owned(), p.partition))
+                        .copied()
+                        .unwrap_or(low)
+                        .min(high);
+                    lag.committed += at;
+                    lag.end += high;
+                    lag.lag += high - at;
+                }
+                known.then_some(lag)
+            })
+            .collect();
+        groups.push(GroupLag {
+            group,
+            source,
+            topics,
+            unknown,
+        });
+    }
+    groups
 }
 
 #[cfg(test)]
@@ -712,6 +906,7 @@ mod tests {
             group: "go-api".into(),
             source: GroupSource::Named,
             topics: vec![],
+            unknown: vec![],
         };
         assert!(
             !group.caught_up(),
@@ -727,12 +922,167 @@ mod tests {
         assert_eq!(group.describe(), "lag 12 on rows (committed 3 of 15)");
         group.topics = vec![lag("rows", 15, 15)];
         assert!(group.caught_up());
+        group.unknown = vec!["the end offsets of rows partition 1 (ListOffsets: down)".into()];
+        assert!(
+            !group.caught_up(),
+            "a group with a partition not known has not caught up"
+        );
+        assert_eq!(
+            group.describe(),
+            "lag 0 on rows (committed 15 of 15); could not learn the end offsets of rows \
+             partition 1 (ListOffsets: down)"
+        );
+    }
+
+    fn ends(topic: &str, partition: i32, ends: Result<(i64, i64), &str>) -> PartitionEnds {
+        PartitionEnds {
+            topic: topic.to_owned(),
+            partition,
+            ends: ends.map_err(str::to_owned),
+        }
+    }
+
+    fn wanted(
+        group: &str,
+        source: GroupSource,
+    ) -> BTreeMap<String, (GroupSource, BTreeSet<String>)> {
+        [(group.to_owned(), (source, BTreeSet::new()))].into()
+    }
+
+    fn committed(group: &str, offsets: &[(&str, i32, i64)]) -> BTreeMap<String, Committed> {
+        let offsets = offsets
+            .iter()
+            .map(|&(topic, partition, offset)| ((topic.to_owned(), partition), offset))
+            .collect();
+        [(
+            group.to_owned(),
+            Committed {
+                offsets,
+                unknown: vec![],
+            },
+        )]
+        .into()
+    }
+
+    #[test]
+    fn end_offsets_not_learnt_are_unknown_not_a_lag_of_zero() {
+        // Committed 1 on partition 0, whose end offsets a failed ListOffsets
+        // did not tell; partition 1 is known and caught up.
+        let groups = lags(
+            wanted("billing", GroupSource::Listed),
+            &[
+                ends(
+                    "rows",
+                    0,
+                    Err("the end offsets of rows partition 0 (ListOffsets: down)"),
+                ),
+                ends("rows", 1, Ok((0, 4))),
+            ],
+            &[],
+            committed("billing", &[("rows", 0, 1), ("rows", 1, 4)]),
+        );
+        assert_eq!(groups.len(), 1);
+        assert!(!groups[0].caught_up(), "{groups:?}");
+        assert_eq!(
+            groups[0].describe(),
+            "lag 0 on rows (committed 4 of 4); could not learn the end offsets of rows \
+             partition 0 (ListOffsets: down)"
+        );
+        let report = OutsideReport {
+            groups,
+            ..report(WaitEnd::Deadline, vec![])
+        };
+        assert_eq!(
+            report.problems(),
+            [
+                "outside consumer group \"billing\" was not seen to catch up within \
+              --outside-deadline 2.0 s: lag 0 on rows (committed 4 of 4); could not learn the \
+              end offsets of rows partition 0 (ListOffsets: down)"
+            ]
+        );
+        assert!(
+            report
+                .render()
+                .contains("billing          NOT known to have caught up"),
+            "{}",
+            report.render()
+        );
+    }
+
+    #[test]
+    fn a_listed_group_is_kept_while_the_partitions_of_a_topic_are_unknown() {
+        // Metadata failed for the only topic: the listed group reads nothing
+        // known, but may read it.
+        let unknown = ["the partitions of rows (Metadata: timed out)".to_owned()];
+        let groups = lags(
+            wanted("billing", GroupSource::Listed),
+            &[],
+            &unknown,
+            committed("billing", &[]),
+        );
+        assert_eq!(groups.len(), 1, "{groups:?}");
+        assert!(!groups[0].caught_up());
+        assert_eq!(
+            groups[0].describe(),
+            "could not learn the partitions of rows (Metadata: timed out)"
+        );
+        // Known to read nothing of the run's: not waited for, as before.
+        assert!(
+            lags(
+                wanted("billing", GroupSource::Listed),
+                &[],
+                &[],
+                committed("billing", &[])
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn committed_offsets_not_learnt_keep_a_group_that_reads_nothing_known() {
+        let mut failed = committed("billing", &[]);
+        failed.get_mut("billing").unwrap().unknown =
+            vec!["its committed offsets (OffsetFetch: timed out)".into()];
+        let groups = lags(
+            wanted("billing", GroupSource::Listed),
+            &[ends("rows", 0, Ok((0, 3)))],
+            &[],
+            failed,
+        );
+        assert_eq!(groups.len(), 1, "{groups:?}");
+        assert!(!groups[0].caught_up());
+        assert_eq!(
+            groups[0].describe(),
+            "could not learn its committed offsets (OffsetFetch: timed out)"
+        );
+    }
+
+    #[test]
+    fn what_else_was_not_learnt_is_a_problem_and_is_shown() {
+        let mut report = report(WaitEnd::Deadline, vec![]);
+        report.unknown =
+            vec!["the consumer groups of the broker at b:9092 (ListGroups: timed out)".into()];
+        assert_eq!(
+            report.problems(),
+            [
+                "could not learn the consumer groups of the broker at b:9092 (ListGroups: timed \
+              out) within --outside-deadline 2.0 s: a group of another program may be behind"
+            ]
+        );
+        assert!(
+            report
+                .render()
+                .contains("not learnt       the consumer groups of the broker at b:9092"),
+            "{}",
+            report.render()
+        );
     }
 
     fn report(end: WaitEnd, groups: Vec<GroupLag>) -> OutsideReport {
         OutsideReport {
             groups,
             listing_error: None,
+            unknown: vec![],
             spans: None,
             quiet_applied: false,
             last_span_age: None,
@@ -749,6 +1099,7 @@ mod tests {
             group: "slow".into(),
             source: GroupSource::Named,
             topics: vec![lag("rows", 1, 9)],
+            unknown: vec![],
         };
         let report = report(WaitEnd::Deadline, vec![slow]);
         assert!(!report.is_complete());
