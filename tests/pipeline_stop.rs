@@ -78,3 +78,53 @@ async fn stop_with_an_answering_broker_returns_the_counters() {
     assert_eq!(progress.trades_processed, 20);
     broker.shutdown().await.unwrap();
 }
+
+/// Records datagen sent before a stop still fail the stop when the broker
+/// refuses them: a stop waits for each one and counts it, it does not only
+/// flush and forget.
+#[tokio::test]
+async fn records_refused_after_a_stop_fail_the_stop() {
+    use kafka_trace_harness::broker::{ApiKey, ErrorCode};
+    use kafka_trace_harness::stockapp::pipeline::Services;
+
+    let broker = Broker::start().await.unwrap();
+    let capture = SpanCapture::new();
+    let datagen_only = Services {
+        datagen: true,
+        processor: false,
+        kstream: false,
+        api: false,
+    };
+    // Trades linger in the producer's batches (after the users', which the
+    // test waits for) until the stop flushes them.
+    let mut pipeline = PipelineBuilder::new()
+        .trades(100_000)
+        .rate(500.0)
+        .linger(Duration::from_secs(3))
+        .services(datagen_only)
+        .stop_deadline(Duration::from_secs(20))
+        .start(&broker, &capture)
+        .await
+        .unwrap();
+    pipeline
+        .wait_for(
+            "the users stored",
+            |p| p.users_sent > 0,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    broker
+        .request_errors(ApiKey::Produce, ErrorCode::TopicAuthorizationFailed, 10_000)
+        .unwrap();
+    let stopped = tokio::time::timeout(SAFETY_NET, pipeline.stop())
+        .await
+        .expect("stop() returned");
+    let err = stopped.expect_err("the queued trades were refused");
+    assert!(
+        err.to_string().contains("TopicAuthorizationFailed"),
+        "the refusal is named: {err}"
+    );
+    broker.clear_request_errors(ApiKey::Produce).unwrap();
+    broker.shutdown().await.unwrap();
+}

@@ -54,7 +54,7 @@ pub struct DatagenArgs {
     #[arg(long, requires = "topic")]
     key_field: Option<String>,
     /// Records per second (default: as fast as the broker takes them).
-    #[arg(long, requires = "topic")]
+    #[arg(long, requires = "topic", value_parser = crate::parse_rate)]
     rate: Option<f64>,
 }
 

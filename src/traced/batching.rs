@@ -29,6 +29,9 @@ use crate::propagation::{ExistingTraceparent, Injected, inject_with};
 /// Default of [`BatchingTracedProducerBuilder::linger`]: librdkafka's
 /// `linger.ms` default.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
+/// Longest [`BatchingTracedProducerBuilder::linger`]: librdkafka's bound
+/// of `linger.ms` (15 minutes).
+pub const MAX_LINGER: Duration = Duration::from_secs(15 * 60);
 /// Default of [`BatchingTracedProducerBuilder::max_batch_bytes`]: 1 MiB.
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// Default of [`BatchingTracedProducerBuilder::max_batch_records`]:
@@ -66,9 +69,10 @@ impl Default for BatchingTracedProducerBuilder {
 impl BatchingTracedProducerBuilder {
     /// How long a partition's batch waits for more records after its first
     /// one before it is sent. Default [`DEFAULT_LINGER`] (5 ms, like
-    /// librdkafka's `linger.ms`). Zero sends whatever is queued at once.
+    /// librdkafka's `linger.ms`). Zero sends whatever is queued at once;
+    /// a longer one than [`MAX_LINGER`] is taken as [`MAX_LINGER`].
     pub fn linger(mut self, linger: Duration) -> Self {
-        self.linger = linger;
+        self.linger = linger.min(MAX_LINGER);
         self
     }
 
@@ -453,7 +457,7 @@ impl BatchingTracedProducer {
                 })
                 .collect()
         };
-        let limit = self.shared.deadline + self.shared.linger;
+        let limit = self.shared.deadline.saturating_add(self.shared.linger);
         // A dropped answer means the task is gone, and its records failed.
         let all = futures::future::join_all(waits);
         tokio::time::timeout(limit, all)

@@ -19,7 +19,7 @@ pub mod strategies;
 pub use attributes::{CONTEXT_UNUSABLE_EVENT, attr};
 pub use batching::{
     BatchingStats, BatchingTracedProducer, BatchingTracedProducerBuilder, DEFAULT_LINGER,
-    DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_RECORDS,
+    DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_RECORDS, MAX_LINGER,
 };
 pub use consumer::{
     ConsumedRecord, ConsumerParent, DEFAULT_MAX_PARTITION_RECORDS, DEFAULT_MAX_WAIT, DELETED_COUNT,

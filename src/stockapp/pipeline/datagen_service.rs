@@ -6,7 +6,7 @@ use rskafka::record::Record;
 use std::sync::atomic::Ordering;
 
 use super::in_flight::InFlight;
-use super::{DATAGEN_SERVICE, Progress, partition_for_key};
+use super::{DATAGEN_SERVICE, Progress, ServiceStatus, partition_for_key};
 use crate::stockapp::error::{Error, Result};
 use crate::stockapp::metrics::PipelineMetrics;
 use crate::stockapp::{AvroRecord, Datagen, SchemaRegistry, TRADES_TOPIC, USERS_TOPIC};
@@ -85,13 +85,20 @@ const TRADE: Sent = Sent {
 /// each acknowledged record is counted in `progress` as it settles, and
 /// datagen waits while readers are [`MAX_UNREAD`] records behind
 /// (backpressure, so the broker never deletes a record no one has read).
+///
+/// `stop` ends the generator between two records; what was sent is then
+/// stored or has failed, and counted either way, before it returns
+/// (`Ok(false)`: stopped before the last trade; a failed send is an error,
+/// also after a stop).
 pub(crate) async fn run(
     producer: &BatchingTracedProducer,
     registry: &SchemaRegistry,
     plan: &DatagenPlan,
     metrics: Option<&PipelineMetrics>,
     progress: &Progress,
-) -> Result<()> {
+    status: &ServiceStatus,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<bool> {
     let DatagenPlan {
         datagen,
         clock,
@@ -103,8 +110,8 @@ pub(crate) async fn run(
     // An offered rate: trade n is due n / rate seconds after the first,
     // whatever the pipeline does; a late trade is sent at once (bursts
     // keep the average), as a load generator would.
-    let mut ticks = rate.filter(|r| *r > 0.0).map(|r| {
-        let mut ticks = tokio::time::interval(std::time::Duration::from_secs_f64(1.0 / r));
+    let mut ticks = rate.and_then(pace).map(|period| {
+        let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         ticks
     });
@@ -117,11 +124,22 @@ pub(crate) async fn run(
         in_flight.push(async move { stored.await.map(|_| USER).map_err(Into::into) });
     }
     count(in_flight.drain().await?, progress, metrics);
+    let mut completed = true;
     for (index, trade) in datagen.trades().enumerate() {
-        if let Some(ticks) = &mut ticks {
-            ticks.tick().await;
+        let due = async {
+            if let Some(ticks) = &mut ticks {
+                ticks.tick().await;
+            }
+            wait_while_readers_behind(progress, &mut in_flight, metrics, *reader_deadline).await
+        };
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopped| *stopped) => {
+                completed = false;
+                break;
+            }
+            waited = due => waited?,
         }
-        wait_while_readers_behind(progress, &mut in_flight, metrics, *reader_deadline).await?;
         // Without a clock, a trade happens when it is sent.
         let timestamp = clock
             .and_then(|c| chrono::DateTime::from_timestamp_millis(c.timestamp_ms(index)))
@@ -132,8 +150,27 @@ pub(crate) async fn run(
         in_flight.push(async move { stored.await.map(|_| TRADE).map_err(Into::into) });
         count(in_flight.settle().await?, progress, metrics);
     }
+    if !completed {
+        status.doing("waiting for the broker to store its queued records");
+        // Send partly filled batches now rather than after their linger.
+        producer.flush().await?;
+    }
     count(in_flight.drain().await?, progress, metrics);
-    Ok(())
+    Ok(completed)
+}
+
+/// The interval between two trades offered at `trades_per_second`; `None`
+/// (unpaced) for a rate that is not a positive number or too high to
+/// pace, and at most a day apart for a tiny one.
+fn pace(trades_per_second: f64) -> Option<std::time::Duration> {
+    const LONGEST: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+    if trades_per_second.is_nan() || trades_per_second <= 0.0 {
+        return None;
+    }
+    let period = std::time::Duration::try_from_secs_f64(1.0 / trades_per_second)
+        .unwrap_or(LONGEST)
+        .min(LONGEST);
+    (!period.is_zero()).then_some(period)
 }
 
 /// Waits while a reader here is [`MAX_UNREAD`] records behind, settling
@@ -204,6 +241,15 @@ mod tests {
         let progress = Progress::new(Services::ALL, 2);
         progress.datagen_trades.store(sent, Ordering::SeqCst);
         progress
+    }
+
+    #[test]
+    fn any_rate_gives_a_pace_or_none_and_never_panics() {
+        assert_eq!(pace(1000.0), Some(Duration::from_millis(1)));
+        for unpaced in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e300] {
+            assert_eq!(pace(unpaced), None, "{unpaced}");
+        }
+        assert_eq!(pace(1e-20), Some(Duration::from_secs(24 * 60 * 60)));
     }
 
     #[tokio::test]

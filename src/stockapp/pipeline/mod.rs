@@ -494,27 +494,24 @@ impl PipelineBuilder {
             let registry = registry.clone();
             let progress = Arc::clone(&progress);
             let metrics = self.metrics.clone();
-            let mut stop = stop_rx.clone();
+            let stop = stop_rx.clone();
             let status = status_of(DATAGEN_SERVICE);
             tasks.spawn(async move {
                 let _finished = status.finish_on_drop();
                 status.doing("sending the generated records");
-                let send_all =
-                    datagen_service::run(&producer, &registry, &plan, metrics.as_ref(), &progress);
-                // Stopping ends the generator between two records.
-                let stopped = async move {
-                    let _ = stop.wait_for(|stopped| *stopped).await;
-                };
-                tokio::select! {
-                    report = send_all => report?,
-                    () = stopped => {
-                        // What was queued is stored or fails, not dropped.
-                        status.doing("waiting for the broker to store its queued records");
-                        producer.flush().await?;
-                        return Ok(());
-                    }
-                };
-                progress.datagen_done.store(true, Ordering::SeqCst);
+                // A stop ends the generator between two records; what was
+                // sent is then stored or fails, and is counted, not dropped.
+                let completed = datagen_service::run(
+                    &producer,
+                    &registry,
+                    &plan,
+                    metrics.as_ref(),
+                    &progress,
+                    &status,
+                    stop,
+                )
+                .await?;
+                progress.datagen_done.store(completed, Ordering::SeqCst);
                 Ok(())
             });
         }
