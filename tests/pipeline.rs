@@ -714,3 +714,65 @@ async fn an_offered_rate_spaces_the_trades_out() {
     forest.assert_no_problems();
     assert_eq!(forest.named("send stockapp.trades").count(), 20);
 }
+
+/// A processor that runs elsewhere (here: a second pipeline with only the
+/// processor) writes the rows; the API consumers of the first read them
+/// to the end once it has caught up, before they are stopped.
+#[tokio::test]
+async fn api_consumers_read_the_rows_of_a_processor_elsewhere_before_they_stop() {
+    use kafka_trace_harness::stockapp::SchemaRegistry;
+    use kafka_trace_harness::stockapp::pipeline::Services;
+
+    const TRADES: usize = 300;
+    let broker = Broker::start().await.unwrap();
+    let registry = SchemaRegistry::new();
+    let (here_capture, elsewhere_capture) = (SpanCapture::new(), SpanCapture::new());
+    let mut here = PipelineBuilder::new()
+        .trades(TRADES)
+        .registry(registry.clone())
+        .services(Services {
+            processor: false,
+            ..Services::default()
+        })
+        .start(&broker, &here_capture)
+        .await
+        .unwrap();
+    let mut elsewhere = PipelineBuilder::new()
+        .trades(TRADES)
+        .registry(registry)
+        .services(Services {
+            datagen: false,
+            processor: true,
+            kstream: false,
+            api: false,
+        })
+        .start(&broker, &elsewhere_capture)
+        .await
+        .unwrap();
+    here.wait_until_complete(Duration::from_secs(60))
+        .await
+        .unwrap();
+    // What the run's outside wait learns from the processor's group.
+    elsewhere
+        .wait_for(
+            "the processor elsewhere read every trade",
+            |p| p.trades_processed >= TRADES,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let rows_written = elsewhere.stop().await.unwrap().rows_sent;
+    assert!(rows_written > 0, "the processor elsewhere wrote rows");
+    here.wait_until_rows_read(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let progress = here.stop().await.unwrap();
+    for (n, rows) in progress.api_rows.iter().enumerate() {
+        assert!(
+            *rows >= rows_written,
+            "api-{} read {rows} of the {rows_written} rows written elsewhere",
+            n + 1
+        );
+    }
+    broker.shutdown().await.unwrap();
+}

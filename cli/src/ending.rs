@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use kafka_trace_harness::stockapp::pipeline::{PipelineProgress, Services};
+use kafka_trace_harness::stockapp::{DOLLARS_BY_ZIP_TOPIC, TRADES_TOPIC, USERS_TOPIC};
 
 /// How long the run may take to finish after Ctrl-C or SIGTERM: stopping
 /// the services (their last sends and commits), the summary, the files.
@@ -168,6 +169,54 @@ impl Outcome {
         Self { problems }
     }
 
+    /// Judges records of `topic` the broker's retention deleted (`deleted`
+    /// says which, as [`DeletedRecords`](kafka_trace_harness::broker::DeletedRecords)
+    /// does): read, unless a
+    /// service that reads their topic runs elsewhere. A service here whose
+    /// next record was deleted fails the run itself (`RecordsDeleted`),
+    /// and datagen waits for the slow readers here, so what was deleted
+    /// had been read by them; an outside reader holds datagen back in
+    /// nothing, so it may have missed them. Returns the note to print;
+    /// a possible loss is also a problem.
+    pub fn deleted(
+        &mut self,
+        topic: &str,
+        deleted: impl std::fmt::Display,
+        services: Services,
+    ) -> String {
+        let elsewhere: &[&str] = match topic {
+            USERS_TOPIC if !services.processor => &["the processor"],
+            TRADES_TOPIC => match (services.processor, services.kstream) {
+                (true, true) => &[],
+                (true, false) => &["the Kafka Streams app"],
+                (false, true) => &["the processor"],
+                (false, false) => &["the processor", "the Kafka Streams app"],
+            },
+            DOLLARS_BY_ZIP_TOPIC if !services.api => &["the API consumers"],
+            USERS_TOPIC | DOLLARS_BY_ZIP_TOPIC => &[],
+            // stockapp.trades-json, the dead letters: read by no service.
+            _ => {
+                return format!(
+                    "the embedded broker's retention deleted {deleted} (no service of \
+                     the pipeline reads this topic)"
+                );
+            }
+        };
+        if elsewhere.is_empty() {
+            return format!(
+                "the embedded broker's retention deleted {deleted} (every service \
+                 reading them runs here and had read them)"
+            );
+        }
+        let problem = format!(
+            "the embedded broker's retention deleted {deleted}, which {} (not run \
+             here) may not have read",
+            elsewhere.join(" and ")
+        );
+        self.problems.push(problem.clone());
+        problem
+    }
+
     /// `Err` naming every problem, unless there is none.
     pub fn into_result(self) -> Result<(), String> {
         if self.problems.is_empty() {
@@ -178,5 +227,44 @@ impl Outcome {
                 self.problems.join("; ")
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_trace_harness::stockapp::TRADES_JSON_TOPIC;
+
+    const DELETED: &str = "7 records of partition 0";
+
+    #[test]
+    fn deleted_records_fail_the_run_only_where_a_reader_runs_elsewhere() {
+        let all = Services::default();
+        let mut outcome = Outcome::default();
+        for topic in [
+            TRADES_TOPIC,
+            USERS_TOPIC,
+            DOLLARS_BY_ZIP_TOPIC,
+            TRADES_JSON_TOPIC,
+        ] {
+            let note = outcome.deleted(topic, DELETED, all);
+            assert!(note.contains("7 records"), "{note}");
+        }
+        assert!(outcome.problems.is_empty(), "{:?}", outcome.problems);
+
+        let api_elsewhere = Services {
+            api: false,
+            ..Services::default()
+        };
+        let note = outcome.deleted(DOLLARS_BY_ZIP_TOPIC, DELETED, api_elsewhere);
+        assert!(note.contains("the API consumers (not run here)"), "{note}");
+        let kstream_elsewhere = Services {
+            kstream: false,
+            ..Services::default()
+        };
+        outcome.deleted(TRADES_TOPIC, DELETED, kstream_elsewhere);
+        outcome.deleted(USERS_TOPIC, DELETED, kstream_elsewhere);
+        assert_eq!(outcome.problems.len(), 2, "{:?}", outcome.problems);
+        assert!(outcome.problems[1].contains("the Kafka Streams app"));
     }
 }

@@ -28,7 +28,7 @@ use kafka_trace_harness::stockapp::pipeline::{PipelineBuilder, Services};
 use kafka_trace_harness::stockapp::summary::{
     TraceSummary, render_metrics, render_summary, render_trace_tree, showcase_traces,
 };
-use kafka_trace_harness::stockapp::{ApiServer, RegistryServer, SchemaRegistry, TRADES_JSON_TOPIC};
+use kafka_trace_harness::stockapp::{ApiServer, RegistryServer, SchemaRegistry};
 use kafka_trace_harness::{Backend, Broker, SpanCapture};
 
 #[derive(Debug, Parser)]
@@ -511,6 +511,34 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     // the run, naming the step it could not finish.
     let signalled = stopped_early || !args.services.datagen;
     let ending = ending::Ending::arm(signalled);
+    // Only a run whose own services finished on their own gives other
+    // programs their turn.
+    let completed = args.services.datagen && !stopped_early;
+    // A processor elsewhere writes the rows the API consumers here read:
+    // they read on until it has caught up and they have read its last row,
+    // instead of being stopped before it wrote them.
+    let mut outside_report = None;
+    let mut rows_unread = None;
+    if completed && args.services.api && !args.services.processor {
+        ending.step("waiting for the programs elsewhere, then reading their rows");
+        outside_report = Some(
+            outside::wait(
+                &args.outside,
+                broker.bootstrap_servers(),
+                args.services,
+                args.api_consumers,
+                otlp_receiver.as_ref().map(OtlpReceiver::arrivals),
+                &mut stop,
+            )
+            .await,
+        );
+        if let Err(e) = pipeline.wait_until_rows_read(args.outside.deadline).await {
+            rows_unread = Some(format!(
+                "the API consumers here did not read every row: {e}"
+            ));
+        }
+        ending.step("stopping the services");
+    }
     let api_json = pipeline.api_states().first().map(|state| state.to_json());
     let progress = match signalled {
         // Stopped by a signal: the pipeline names the services it cut off
@@ -527,11 +555,8 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     // Other programs' consumers catch up and their spans come in before
     // the receiver closes.
-    // Only a run whose own services finished on their own gives other
-    // programs their turn.
-    let completed = args.services.datagen && !stopped_early;
-    let outside_report = match completed {
-        true => Some(
+    if completed && outside_report.is_none() {
+        outside_report = Some(
             outside::wait(
                 &args.outside,
                 broker.bootstrap_servers(),
@@ -541,9 +566,8 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 &mut stop,
             )
             .await,
-        ),
-        false => None,
-    };
+        );
+    }
 
     // Received spans stop here: the summary and --spans-out see them all.
     if let Some(receiver) = otlp_receiver
@@ -648,20 +672,9 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     ending.step("checking the broker's deleted records");
     // The embedded broker keeps 5 MiB per partition and deletes older
-    // records. A service whose next record was deleted fails the run
-    // (`RecordsDeleted`), and datagen waits for slow readers, so what was
-    // deleted had been read: said, not hidden.
-    for deleted in broker.shutdown_listing_deleted().await? {
-        let note = if deleted.topic == TRADES_JSON_TOPIC {
-            "no service here reads this topic"
-        } else {
-            "every service here had read them"
-        };
-        eprintln!(
-            "note: the embedded broker's retention deleted {} records of {} partition {} ({note})",
-            deleted.count, deleted.topic, deleted.partition
-        );
-    }
+    // records: each deletion is said, and one that a service outside may
+    // not have read fails the run.
+    let deleted = broker.shutdown_listing_deleted().await?;
     let mut outcome = ending::Outcome::of(
         &progress,
         args.services,
@@ -669,6 +682,11 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         broken_counts.1,
         stopped_early,
     );
+    outcome.problems.extend(rows_unread);
+    for deleted in &deleted {
+        let note = outcome.deleted(&deleted.topic, deleted, args.services);
+        eprintln!("note: {note}");
+    }
     if let Some(report) = outside_report {
         // Said whether or not the wait ended complete: a broker that does
         // not list its groups leaves unnamed, untraced ones unseen.

@@ -6,7 +6,7 @@ use rskafka::record::Record;
 use std::sync::atomic::Ordering;
 
 use super::in_flight::InFlight;
-use super::{DATAGEN_SERVICE, Progress, ServiceStatus, partition_for_key};
+use super::{DATAGEN_SERVICE, Progress, partition_for_key};
 use crate::stockapp::error::{Error, Result};
 use crate::stockapp::metrics::PipelineMetrics;
 use crate::stockapp::{AvroRecord, Datagen, SchemaRegistry, TRADES_TOPIC, USERS_TOPIC};
@@ -96,7 +96,6 @@ pub(crate) async fn run(
     plan: &DatagenPlan,
     metrics: Option<&PipelineMetrics>,
     progress: &Progress,
-    status: &ServiceStatus,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<bool> {
     let DatagenPlan {
@@ -151,7 +150,6 @@ pub(crate) async fn run(
         count(in_flight.settle().await?, progress, metrics);
     }
     if !completed {
-        status.doing("waiting for the broker to store its queued records");
         // Send partly filled batches now rather than after their linger.
         producer.flush().await?;
     }

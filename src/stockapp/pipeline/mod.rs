@@ -494,23 +494,32 @@ impl PipelineBuilder {
             let registry = registry.clone();
             let progress = Arc::clone(&progress);
             let metrics = self.metrics.clone();
-            let stop = stop_rx.clone();
+            let mut stop = stop_rx.clone();
             let status = status_of(DATAGEN_SERVICE);
             tasks.spawn(async move {
                 let _finished = status.finish_on_drop();
                 status.doing("sending the generated records");
                 // A stop ends the generator between two records; what was
                 // sent is then stored or fails, and is counted, not dropped.
-                let completed = datagen_service::run(
+                let send_all = datagen_service::run(
                     &producer,
                     &registry,
                     &plan,
                     metrics.as_ref(),
                     &progress,
-                    &status,
-                    stop,
-                )
-                .await?;
+                    stop.clone(),
+                );
+                // Said as soon as a stop comes, also while a send waits
+                // for the broker, so that a stop that overruns names it.
+                let stopping = async {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                    status.doing("waiting for the broker to store its queued records");
+                    std::future::pending::<std::convert::Infallible>().await
+                };
+                let completed = tokio::select! {
+                    completed = send_all => completed?,
+                    never = stopping => match never {},
+                };
                 progress.datagen_done.store(completed, Ordering::SeqCst);
                 Ok(())
             });
@@ -821,36 +830,68 @@ impl RunningPipeline {
             stages.push((DOLLARS_BY_ZIP_TOPIC, api_readers.collect()));
         }
         for (topic, readers) in stages {
-            if readers.is_empty() {
+            self.wait_until_at_end(topic, &readers, until).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the API consumers here have read to the end of what is
+    /// now in `stockapp.dollarsbyzip`: for a processor that runs elsewhere,
+    /// once it has written its last row (it has caught up on the trades),
+    /// so that the rows it wrote are counted read here, not cut off by the
+    /// stop. Fails naming the reader behind once `deadline` passed.
+    pub fn wait_until_rows_read(
+        &mut self,
+        deadline: Duration,
+    ) -> impl Future<Output = Result<PipelineProgress>> + '_ {
+        // Behind a pointer: see crate::shallow.
+        crate::shallow::shallow_local(async move {
+            let until = Instant::now() + deadline;
+            let api_readers: Vec<String> =
+                (1..=self.api_states.len()).map(api_service_name).collect();
+            self.wait_until_at_end(DOLLARS_BY_ZIP_TOPIC, &api_readers, until)
+                .await?;
+            Ok(self.progress())
+        })
+    }
+
+    /// Waits until each of `readers` has committed up to the end of
+    /// `topic` as it is now.
+    async fn wait_until_at_end(
+        &mut self,
+        topic: &'static str,
+        readers: &[String],
+        until: Instant,
+    ) -> Result<()> {
+        if readers.is_empty() {
+            return Ok(());
+        }
+        let ends = self.end_offsets(topic, until).await?;
+        loop {
+            let behind = readers.iter().find_map(|reader| {
+                let committed = self.progress.committed(reader, topic);
+                ends.iter()
+                    .find(|(p, end)| committed.get(p).copied().unwrap_or(0) < **end)
+                    .map(|(p, end)| {
+                        format!(
+                            "{reader} committed {} of the {end} records of {topic} \
+                             partition {p}",
+                            committed.get(p).copied().unwrap_or(0)
+                        )
+                    })
+            });
+            let Some(behind) = behind else { break };
+            if let Some(joined) = self.tasks.try_join_next() {
+                service_result(joined)?;
                 continue;
             }
-            let ends = self.end_offsets(topic, until).await?;
-            loop {
-                let behind = readers.iter().find_map(|reader| {
-                    let committed = self.progress.committed(reader, topic);
-                    ends.iter()
-                        .find(|(p, end)| committed.get(p).copied().unwrap_or(0) < **end)
-                        .map(|(p, end)| {
-                            format!(
-                                "{reader} committed {} of the {end} records of {topic} \
-                                 partition {p}",
-                                committed.get(p).copied().unwrap_or(0)
-                            )
-                        })
-                });
-                let Some(behind) = behind else { break };
-                if let Some(joined) = self.tasks.try_join_next() {
-                    service_result(joined)?;
-                    continue;
-                }
-                if Instant::now() >= until {
-                    return Err(Error::Pipeline(format!(
-                        "waited for every reader to read to the end of what was written: {behind}"
-                    )));
-                }
-                // A poll interval, not synchronisation: the loop checks positions.
-                tokio::time::sleep(Duration::from_millis(5)).await;
+            if Instant::now() >= until {
+                return Err(Error::Pipeline(format!(
+                    "waited for every reader to read to the end of what was written: {behind}"
+                )));
             }
+            // A poll interval, not synchronisation: the loop checks positions.
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Ok(())
     }
