@@ -244,8 +244,9 @@
         lines.push({ text: t.topic, strong: false });
         lines.push({ text: fmtCount(t.count) + ' msgs · p50 ' + fmtDuration(t.p50Ms) + ' · p99 ' + fmtDuration(t.p99Ms) + (t.errors ? ' · ' + t.errors + ' failed' : ''), strong: true });
       });
+      // Bold figures run wider than the topic names.
       var lineH = 14, boxH = lines.length * lineH + 10, boxW = 0;
-      lines.forEach(function (l) { boxW = Math.max(boxW, l.text.length * 6.2 + 14); });
+      lines.forEach(function (l) { boxW = Math.max(boxW, l.text.length * (l.strong ? 6.7 : 6.2) + 14); });
       var stack = incoming.get(p.to) || 0;
       incoming.set(p.to, stack + boxH + 6);
       var lx, ly;
