@@ -776,3 +776,58 @@ async fn api_consumers_read_the_rows_of_a_processor_elsewhere_before_they_stop()
     }
     broker.shutdown().await.unwrap();
 }
+
+/// Records the broker deleted before a reader here started (an existing
+/// cluster's retention) are in the progress, by service: never read, and
+/// not only told on a span.
+#[tokio::test]
+async fn records_deleted_before_a_reader_started_are_in_the_progress() {
+    use kafka_trace_harness::stockapp::DOLLARS_BY_ZIP_TOPIC;
+    use kafka_trace_harness::stockapp::pipeline::Services;
+
+    let broker = Broker::start().await.unwrap();
+    broker.create_topic(DOLLARS_BY_ZIP_TOPIC, 1).await.unwrap();
+    let rows = broker
+        .client()
+        .await
+        .unwrap()
+        .partition_client(DOLLARS_BY_ZIP_TOPIC, 0, UnknownTopicHandling::Error)
+        .await
+        .unwrap();
+    // 6 MiB: more than the embedded broker keeps per partition (5 MiB).
+    for _ in 0..12 {
+        let batch = (0..8)
+            .map(|_| Record {
+                key: None,
+                value: Some(vec![b'x'; 64 * 1024]),
+                headers: Default::default(),
+                timestamp: chrono::Utc::now(),
+            })
+            .collect();
+        rows.produce(batch, Compression::NoCompression)
+            .await
+            .unwrap();
+    }
+    let deleted = broker.check_deleted_records().await.unwrap();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+
+    let capture = SpanCapture::new();
+    let api_only = Services {
+        datagen: false,
+        processor: false,
+        kstream: false,
+        api: true,
+    };
+    let pipeline = PipelineBuilder::new()
+        .services(api_only)
+        .api_consumers(1)
+        .start(&broker, &capture)
+        .await
+        .unwrap();
+    let progress = pipeline.stop().await.unwrap();
+    assert_eq!(
+        progress.deleted_before_start,
+        vec![("api-1".to_owned(), deleted[0].clone())]
+    );
+    broker.shutdown_listing_deleted().await.unwrap();
+}

@@ -155,6 +155,11 @@ impl Outcome {
                 progress.kstream_trades_processed, progress.trades_sent
             ));
         }
+        for (service, deleted) in &progress.deleted_before_start {
+            problems.push(format!(
+                "{service} started after the broker had deleted {deleted}: it never read them"
+            ));
+        }
         if services.processor && services.api {
             for (n, &rows) in progress.api_rows.iter().enumerate() {
                 if rows < progress.rows_sent {

@@ -35,6 +35,7 @@ use self::api_service::{ApiConsumerService, ApiMetrics};
 use self::kstream_service::KstreamService;
 use self::processor_service::ProcessorService;
 use crate::Broker;
+use crate::broker::DeletedRecords;
 use crate::capture::SpanCapture;
 use crate::stockapp::error::{Error, Result};
 use crate::stockapp::metrics::PipelineMetrics;
@@ -382,6 +383,17 @@ impl PipelineBuilder {
             status
         };
         let started = Instant::now();
+        // Records deleted before a reader here could read them (an existing
+        // cluster's retention): said in the progress, not only on a span.
+        let mut deleted_before_start = Vec::new();
+        let mut note_deleted = |service: &str, consumer: &TracedConsumer| {
+            deleted_before_start.extend(
+                consumer
+                    .deleted_unread()
+                    .into_iter()
+                    .map(|deleted| (service.to_owned(), deleted)),
+            );
+        };
 
         if self.services.processor {
             let tracer = tracer_for(PROCESSOR_SERVICE);
@@ -392,10 +404,14 @@ impl PipelineBuilder {
                     .max_partition_records(POLL_RECORDS)
                     .build(broker, tracer.clone())
             };
+            let trades = consumer(TRADES_TOPIC, poll_wait).await?;
+            // Users are read until caught up: an empty answer must be quick.
+            let users = consumer(USERS_TOPIC, Duration::ZERO).await?;
+            note_deleted(PROCESSOR_SERVICE, &users);
+            note_deleted(PROCESSOR_SERVICE, &trades);
             let service = ProcessorService {
-                trades: consumer(TRADES_TOPIC, poll_wait).await?,
-                // Users are read until caught up: an empty answer must be quick.
-                users: consumer(USERS_TOPIC, Duration::ZERO).await?,
+                trades,
+                users,
                 producer: producer(tracer.clone()).await?,
                 registry: registry.clone(),
                 logic: StockProcessor::new(),
@@ -416,13 +432,15 @@ impl PipelineBuilder {
 
         if self.services.kstream {
             let tracer = tracer_for(KSTREAM_SERVICE);
+            let trades = TracedConsumer::builder(KSTREAM_SERVICE, TRADES_TOPIC)
+                .start_from(StartFrom::Earliest)
+                .max_wait(poll_wait)
+                .max_partition_records(POLL_RECORDS)
+                .build(broker, tracer.clone())
+                .await?;
+            note_deleted(KSTREAM_SERVICE, &trades);
             let service = KstreamService {
-                trades: TracedConsumer::builder(KSTREAM_SERVICE, TRADES_TOPIC)
-                    .start_from(StartFrom::Earliest)
-                    .max_wait(poll_wait)
-                    .max_partition_records(POLL_RECORDS)
-                    .build(broker, tracer.clone())
-                    .await?,
+                trades,
                 producer: producer(tracer).await?,
                 registry: registry.clone(),
                 json_partitions: partitions,
@@ -444,13 +462,15 @@ impl PipelineBuilder {
                 let name = api_service_name(index);
                 let tracer = tracer_for(&name);
                 let state = ApiState::new();
+                let consumer = TracedConsumer::builder(name.clone(), DOLLARS_BY_ZIP_TOPIC)
+                    .start_from(StartFrom::Earliest)
+                    .max_wait(poll_wait)
+                    .max_partition_records(POLL_RECORDS)
+                    .build(broker, tracer.clone())
+                    .await?;
+                note_deleted(&name, &consumer);
                 let service = ApiConsumerService {
-                    consumer: TracedConsumer::builder(name.clone(), DOLLARS_BY_ZIP_TOPIC)
-                        .start_from(StartFrom::Earliest)
-                        .max_wait(poll_wait)
-                        .max_partition_records(POLL_RECORDS)
-                        .build(broker, tracer.clone())
-                        .await?,
+                    consumer,
                     producer: producer(tracer).await?,
                     in_flight: in_flight::InFlight::new(MAX_IN_FLIGHT),
                     state: state.clone(),
@@ -534,6 +554,7 @@ impl PipelineBuilder {
             tasks,
             statuses,
             started,
+            deleted_before_start,
             client: Arc::new(broker.client().await?),
         })
     }
@@ -697,6 +718,9 @@ pub struct PipelineProgress {
     pub elapsed: Duration,
     /// The services running here (the others, if any, are other programs).
     pub services: Services,
+    /// Records the broker had deleted before a service here could read
+    /// them (an existing cluster's retention), by service: never read.
+    pub deleted_before_start: Vec<(String, DeletedRecords)>,
 }
 
 impl PipelineProgress {
@@ -727,6 +751,7 @@ pub struct RunningPipeline {
     statuses: Vec<Arc<ServiceStatus>>,
     stop_deadline: Duration,
     started: Instant,
+    deleted_before_start: Vec<(String, DeletedRecords)>,
     /// Reads the ends of the topics, for [`wait_until_complete`](Self::wait_until_complete).
     client: Arc<rskafka::client::Client>,
 }
@@ -762,6 +787,7 @@ impl RunningPipeline {
                 .collect(),
             elapsed: self.started.elapsed(),
             services: self.settings.services,
+            deleted_before_start: self.deleted_before_start.clone(),
         }
     }
 
@@ -857,43 +883,46 @@ impl RunningPipeline {
 
     /// Waits until each of `readers` has committed up to the end of
     /// `topic` as it is now.
-    async fn wait_until_at_end(
-        &mut self,
+    fn wait_until_at_end<'a>(
+        &'a mut self,
         topic: &'static str,
-        readers: &[String],
+        readers: &'a [String],
         until: Instant,
-    ) -> Result<()> {
-        if readers.is_empty() {
-            return Ok(());
-        }
-        let ends = self.end_offsets(topic, until).await?;
-        loop {
-            let behind = readers.iter().find_map(|reader| {
-                let committed = self.progress.committed(reader, topic);
-                ends.iter()
-                    .find(|(p, end)| committed.get(p).copied().unwrap_or(0) < **end)
-                    .map(|(p, end)| {
-                        format!(
-                            "{reader} committed {} of the {end} records of {topic} \
+    ) -> impl Future<Output = Result<()>> + 'a {
+        // Behind a pointer: see crate::shallow.
+        crate::shallow::shallow_local(async move {
+            if readers.is_empty() {
+                return Ok(());
+            }
+            let ends = self.end_offsets(topic, until).await?;
+            loop {
+                let behind = readers.iter().find_map(|reader| {
+                    let committed = self.progress.committed(reader, topic);
+                    ends.iter()
+                        .find(|(p, end)| committed.get(p).copied().unwrap_or(0) < **end)
+                        .map(|(p, end)| {
+                            format!(
+                                "{reader} committed {} of the {end} records of {topic} \
                              partition {p}",
-                            committed.get(p).copied().unwrap_or(0)
-                        )
-                    })
-            });
-            let Some(behind) = behind else { break };
-            if let Some(joined) = self.tasks.try_join_next() {
-                service_result(joined)?;
-                continue;
+                                committed.get(p).copied().unwrap_or(0)
+                            )
+                        })
+                });
+                let Some(behind) = behind else { break };
+                if let Some(joined) = self.tasks.try_join_next() {
+                    service_result(joined)?;
+                    continue;
+                }
+                if Instant::now() >= until {
+                    return Err(Error::Pipeline(format!(
+                        "waited for every reader to read to the end of what was written: {behind}"
+                    )));
+                }
+                // A poll interval, not synchronisation: the loop checks positions.
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            if Instant::now() >= until {
-                return Err(Error::Pipeline(format!(
-                    "waited for every reader to read to the end of what was written: {behind}"
-                )));
-            }
-            // A poll interval, not synchronisation: the loop checks positions.
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The end offset of each partition of `topic`, read by `until`.
