@@ -139,3 +139,45 @@ async fn joined_and_committing_groups_are_listed_with_state_and_members() {
     );
     broker.shutdown().await.expect("shutdown");
 }
+
+// Two workers, as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_brokers_each_group_is_listed_once_by_its_coordinator() {
+    let broker = Broker::builder()
+        .embedded_brokers(3)
+        .start()
+        .await
+        .expect("broker");
+    let topic = broker
+        .create_unique_topic("listed-once", 1)
+        .await
+        .expect("topic");
+    let bootstrap = broker.bootstrap_servers().to_owned();
+    let groups_named: Vec<String> = (0..4).map(|i| format!("{topic}-{i}")).collect();
+
+    let counts = tokio::task::spawn_blocking(move || {
+        // Groups that committed offsets, each through its coordinator (the
+        // client looks it up first); with four groups, more than one
+        // broker coordinates some, whatever the mock's hash.
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(&topic, 0, Offset::Offset(0))
+            .expect("offset");
+        for group in &groups_named {
+            client(&bootstrap, Some(group))
+                .commit(&offsets, CommitMode::Sync)
+                .expect("commit");
+        }
+        // librdkafka asks every broker and merges their answers as they are.
+        let list = groups(&client(&bootstrap, None));
+        groups_named
+            .iter()
+            .map(|group| list.groups().iter().filter(|g| g.name() == group).count())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("the clients' thread");
+
+    assert_eq!(counts, [1, 1, 1, 1], "times each group is listed");
+    broker.shutdown().await.expect("shutdown");
+}

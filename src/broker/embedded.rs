@@ -131,13 +131,13 @@ impl EmbeddedCluster {
                 .map_err(|e| embedded_error(&format!("mock broker address {upstream:?}"), e))?;
             let port = if index == 0 { options.first_port } else { 0 };
             let listen = SocketAddr::new(options.listen_host, port);
-            let front = TcpFront::start(listen, upstream, Arc::clone(&self.groups))
+            let broker_id = index as i32 + 1;
+            let front = TcpFront::start(listen, upstream, broker_id, Arc::clone(&self.groups))
                 .await
                 .map_err(|source| Error::Front {
                     addr: listen.to_string(),
                     source,
                 })?;
-            let broker_id = index as i32 + 1;
             // SAFETY: `raw_cluster` belongs to `self.client`, alive here; the
             // call copies the host string under the cluster's lock.
             unsafe {

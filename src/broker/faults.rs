@@ -3,7 +3,7 @@
 //! | fault | embedded | container | external |
 //! | --- | --- | --- | --- |
 //! | [`broker_down`](Broker::broker_down) / [`broker_up`](Broker::broker_up) | mock cluster | – | – |
-//! | [`request_errors`](Broker::request_errors), [`clear_request_errors`](Broker::clear_request_errors) | mock cluster | – | – |
+//! | [`request_errors`](Broker::request_errors), [`clear_request_errors`](Broker::clear_request_errors) | mock cluster (group APIs: TCP front) | – | – |
 //! | [`round_trip_time`](Broker::round_trip_time) | mock cluster | – | – |
 //! | [`cut_connections`](Broker::cut_connections), [`stall`](Broker::stall), [`add_latency`](Broker::add_latency) | TCP front | – | – |
 //! | [`pause`](Broker::pause) / [`unpause`](Broker::unpause) | – | Docker | – |
@@ -98,9 +98,10 @@ impl Broker {
 
     /// Embedded: the next `count` requests of kind `api_key` (to any mock
     /// broker) fail with `error`, then requests succeed again. The fronts
-    /// answer JoinGroup, SyncGroup, Heartbeat and LeaveGroup themselves
-    /// (they coordinate consumer groups), so errors for those are answered
-    /// there.
+    /// answer JoinGroup, SyncGroup, Heartbeat and LeaveGroup (they
+    /// coordinate consumer groups), ListGroups (the error, and no group)
+    /// and DescribeGroups (the error on every group asked) themselves, so
+    /// errors for those are answered there.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

@@ -63,12 +63,18 @@
 //! it relays in their stead, so they keep their place among the
 //! connection's answers.
 //!
+//! While a group answer waits (a join, a follower's sync), the front still
+//! watches the client's socket: a client that closes drops its wait, so
+//! the group waits no more for it, and what it sends meanwhile is kept, in
+//! order, for after the answer.
+//!
 //! # Group listing
 //!
 //! The mock answers neither ListGroups nor DescribeGroups. The front keeps
 //! the groups whose requests pass through it and answers both itself, in
 //! place of an ApiVersions v0 request as above (see [`listing`]); every
-//! ApiVersions answer lists their ranges.
+//! ApiVersions answer lists their ranges. Each front lists only the groups
+//! its mock broker coordinates, as a Kafka broker does.
 //!
 //! # Faults
 //!
@@ -174,13 +180,17 @@ struct Shared {
     produced: watch::Sender<u64>,
     /// The classic groups, coordinated by the fronts of the cluster.
     groups: Arc<groups::Groups>,
+    /// The id of the mock broker behind this front.
+    broker_id: i32,
 }
 
 impl TcpFront {
-    /// Binds `listen` (port 0 picks a free port) and relays to `upstream`.
+    /// Binds `listen` (port 0 picks a free port) and relays to `upstream`,
+    /// mock broker `broker_id`.
     pub(crate) async fn start(
         listen: SocketAddr,
         upstream: SocketAddr,
+        broker_id: i32,
         groups: Arc<groups::Groups>,
     ) -> io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
@@ -192,6 +202,7 @@ impl TcpFront {
             produced_bytes: Arc::default(),
             produced: watch::Sender::new(0),
             groups,
+            broker_id,
         });
         let accept_task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         Ok(Self {
@@ -502,7 +513,7 @@ async fn forward_requests(
         if shared.faults.is_active() {
             shared.faults.gate(&mut faults).await;
         }
-        let end = held + n;
+        let mut end = held + n;
         // buf[sent..pos] is scanned and waits to be written.
         let mut pos = 0;
         let mut sent = 0;
@@ -569,10 +580,33 @@ async fn forward_requests(
                 to.write_all(&buf[sent..pos]).await?;
                 sent = pos;
                 let frame = &buf[pos..frame_end];
-                let answer = shared
-                    .groups
-                    .answer(frame, header.api_key, header.api_version, client_host)
-                    .await;
+                let answer = shared.groups.answer(
+                    frame,
+                    header.api_key,
+                    header.api_version,
+                    client_host,
+                    shared.broker_id,
+                );
+                let mut read_ahead = Vec::new();
+                let Some(answer) = watching_client(&mut from, answer, &mut read_ahead).await?
+                else {
+                    // The client is gone: its wait was dropped with the
+                    // answer, and Kafka answers nothing more on a closed
+                    // connection.
+                    return Ok(());
+                };
+                if !read_ahead.is_empty() {
+                    // After what was read before, as if read now.
+                    let grown = end + read_ahead.len();
+                    if buf.len() < grown {
+                        buf.resize(grown, 0);
+                    }
+                    buf[end..grown].copy_from_slice(&read_ahead);
+                    end = grown;
+                    if shared.faults.is_active() {
+                        shared.faults.gate(&mut faults).await;
+                    }
+                }
                 if let Some(body) = answer {
                     locked(&pending.own_answers).push_back((
                         header.correlation_id,
@@ -621,6 +655,41 @@ async fn forward_requests(
         to.write_all(&buf[sent..pos]).await?;
         buf.copy_within(pos..end, 0);
         held = end - pos;
+    }
+}
+
+/// Most bytes read from a client while a group answer it waits for is
+/// due; past that the front reads no more until the answer (the client's
+/// sends wait in the kernel).
+const READ_AHEAD_HOLD: usize = BUFFER_BYTES;
+
+/// Awaits `answer` while noticing the client close its connection (`None`,
+/// the answer dropped), so that a join whose client is gone is not waited
+/// for nor counted. Kafka reads nothing more from a connection while a
+/// request is in flight; the bytes read meanwhile go to `read_ahead`, in
+/// order, to be handled after the answer.
+async fn watching_client<T>(
+    from: &mut OwnedReadHalf,
+    answer: impl Future<Output = T>,
+    read_ahead: &mut Vec<u8>,
+) -> io::Result<Option<T>> {
+    tokio::pin!(answer);
+    loop {
+        let room = READ_AHEAD_HOLD.saturating_sub(read_ahead.len());
+        // Whole reads, not the few bytes an unreserved Vec offers.
+        read_ahead.reserve(room.min(8 * 1024));
+        let mut limited = (&mut *from).take(room as u64);
+        tokio::select! {
+            biased;
+            answer = &mut answer => return Ok(Some(answer)),
+            // Cancel safe: a read that loses the race took no byte.
+            read = limited.read_buf(read_ahead), if room > 0 => {
+                if read? == 0 {
+                    return Ok(None);
+                }
+                quick_ack(from.as_ref());
+            }
+        }
     }
 }
 

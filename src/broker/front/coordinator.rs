@@ -25,8 +25,14 @@
 //!
 //! Offsets stay the mock's: an OffsetCommit is checked here (member,
 //! generation, state) and, if valid, relayed to the mock, which holds no
-//! classic group and so stores it. Static members (`group.instance.id`)
-//! take over their earlier member's place, then rejoin as that member would.
+//! classic group and so stores it.
+//!
+//! Static members (`group.instance.id`) follow Kafka's rules: a join with
+//! a known instance id and no member id takes the instance's member over
+//! under a new member id (in a stable group whose protocol stays, without
+//! a rebalance), and the old member id is fenced: its waiting join or
+//! sync, and any later join, sync, heartbeat or commit naming that
+//! instance, get FENCED_INSTANCE_ID.
 //!
 //! The core below is synchronous and takes the time as an argument, so
 //! tests drive timeouts without waiting; the front awaits answers that
@@ -49,6 +55,7 @@ pub(super) mod error {
     pub(in super::super) const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
     pub(in super::super) const UNKNOWN_MEMBER_ID: i16 = 25;
     pub(in super::super) const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub(in super::super) const FENCED_INSTANCE_ID: i16 = 82;
 }
 
 /// Most groups one cluster coordinates; past that a join to a new group is
@@ -148,12 +155,17 @@ impl Member {
         }
     }
 
+    /// Whether a request of its waits for an answer on a connection that
+    /// is still open.
+    fn waiting(&self) -> bool {
+        self.join_waiter.as_ref().is_some_and(|w| !w.is_closed())
+            || self.sync_waiter.as_ref().is_some_and(|w| !w.is_closed())
+    }
+
     /// Whether its session ran out at `now` (a member waiting for an answer
-    /// is kept alive by its request, as on Kafka).
+    /// is kept alive by its request, as on Kafka, while its client is).
     fn expired(&self, now: Instant) -> bool {
-        self.join_waiter.is_none()
-            && self.sync_waiter.is_none()
-            && now.saturating_duration_since(self.last_seen) >= self.session_timeout
+        !self.waiting() && now.saturating_duration_since(self.last_seen) >= self.session_timeout
     }
 }
 
@@ -188,6 +200,16 @@ impl Group {
 
     fn member(&mut self, id: &str) -> Option<&mut Member> {
         self.members.iter_mut().find(|m| m.id == id)
+    }
+
+    /// Whether a request of `member_id` naming static `instance_id` comes
+    /// from a member id the instance no longer has (Kafka fences it).
+    fn fenced(&self, member_id: &str, instance_id: Option<&str>) -> bool {
+        instance_id.is_some_and(|instance| {
+            self.members
+                .iter()
+                .any(|m| m.instance_id.as_deref() == Some(instance) && m.id != member_id)
+        })
     }
 
     /// The leader's first protocol that every member offers.
@@ -264,6 +286,42 @@ impl Coordinator {
         &mut self.listed
     }
 
+    /// The ListGroups answer body to a request `body` at `version` to
+    /// mock broker `broker_id`: the groups it coordinates (`api_key`, for
+    /// injected errors: the error and no group, as Kafka answers a
+    /// ListGroups it fails).
+    pub(super) fn list_groups(
+        &mut self,
+        api_key: i16,
+        body: &[u8],
+        version: i16,
+        broker_id: i32,
+        now: Instant,
+    ) -> Vec<u8> {
+        let error = self.injected(api_key).unwrap_or(error::NONE);
+        self.listing(now)
+            .list_answer(body, version, broker_id, error)
+    }
+
+    /// The DescribeGroups answer body for the groups `asked` (`api_key`,
+    /// for injected errors: the error on every group asked).
+    pub(super) fn describe_groups(
+        &mut self,
+        api_key: i16,
+        asked: &[String],
+        version: i16,
+        now: Instant,
+    ) -> Vec<u8> {
+        let error = self.injected(api_key).unwrap_or(error::NONE);
+        self.listing(now).describe_answer(asked, version, error)
+    }
+
+    /// How many members `group_id` has, if it is known.
+    #[cfg(test)]
+    pub(super) fn members_of(&self, group_id: &str) -> Option<usize> {
+        self.groups.get(group_id).map(|group| group.members.len())
+    }
+
     /// A JoinGroup (`api_key`, for injected errors).
     pub(super) fn join(&mut self, api_key: i16, ask: JoinAsk, now: Instant) -> Reply<JoinAnswer> {
         let group_id = ask.group.clone();
@@ -310,24 +368,26 @@ impl Coordinator {
                 &ask.member_id,
             ));
         }
-        // A static member takes over its earlier member's place.
         let mut member_id = ask.member_id.clone();
-        if let Some(instance) = &ask.group_instance_id
-            && let Some(earlier) = group
+        if let Some(instance) = ask.group_instance_id.as_deref() {
+            let current = group
                 .members
-                .iter_mut()
-                .find(|m| m.instance_id.as_ref() == Some(instance))
-        {
-            if member_id.is_empty() {
-                member_id = new_member_id(&ask.client_id);
-            }
-            if earlier.id != member_id {
-                if group.leader.as_ref() == Some(&earlier.id) {
-                    group.leader = Some(member_id.clone());
+                .iter()
+                .find(|m| m.instance_id.as_deref() == Some(instance))
+                .map(|m| m.id.clone());
+            match current {
+                Some(old) if member_id.is_empty() => {
+                    return replace_static(group, &old, ask, &mut self.listed, initial_delay, now);
                 }
-                self.listed
-                    .leave(&ask.group, std::slice::from_ref(&earlier.id));
-                earlier.id.clone_from(&member_id);
+                Some(current) if current != member_id => {
+                    return Reply::Now(JoinAnswer::error(error::FENCED_INSTANCE_ID, &member_id));
+                }
+                // Kafka's answer to a member id claiming an instance id the
+                // group does not know: join again without it.
+                None if !member_id.is_empty() => {
+                    return Reply::Now(JoinAnswer::error(error::UNKNOWN_MEMBER_ID, &member_id));
+                }
+                _ => {}
             }
         }
         let known = !member_id.is_empty() && group.member(&member_id).is_some();
@@ -406,26 +466,38 @@ impl Coordinator {
 
     /// A SyncGroup from `member_id` of `generation`; the leader's carries
     /// every member's `assignments`.
+    #[allow(clippy::too_many_arguments)] // a SyncGroup's fields, as read
     pub(super) fn sync(
         &mut self,
         api_key: i16,
         group_id: &str,
         generation: i32,
         member_id: &str,
+        instance_id: Option<&str>,
         assignments: Vec<(String, Vec<u8>)>,
         now: Instant,
     ) -> Reply<SyncAnswer> {
-        let reply = self.sync_group(api_key, group_id, generation, member_id, assignments, now);
+        let reply = self.sync_group(
+            api_key,
+            group_id,
+            generation,
+            member_id,
+            instance_id,
+            assignments,
+            now,
+        );
         self.publish(group_id);
         reply
     }
 
+    #[allow(clippy::too_many_arguments)] // a SyncGroup's fields, as read
     fn sync_group(
         &mut self,
         api_key: i16,
         group_id: &str,
         generation: i32,
         member_id: &str,
+        instance_id: Option<&str>,
         assignments: Vec<(String, Vec<u8>)>,
         now: Instant,
     ) -> Reply<SyncAnswer> {
@@ -436,6 +508,9 @@ impl Coordinator {
             return Reply::Now(SyncAnswer::error(error::UNKNOWN_MEMBER_ID));
         };
         expire(group, group_id, &mut self.listed, now);
+        if group.fenced(member_id, instance_id) {
+            return Reply::Now(SyncAnswer::error(error::FENCED_INSTANCE_ID));
+        }
         let state = group.state;
         let current = group.generation;
         let is_leader = group.leader.as_deref() == Some(member_id);
@@ -495,9 +570,11 @@ impl Coordinator {
         group_id: &str,
         generation: i32,
         member_id: &str,
+        instance_id: Option<&str>,
         now: Instant,
     ) -> i16 {
-        let error = self.heartbeat_error(api_key, group_id, generation, member_id, now);
+        let error =
+            self.heartbeat_error(api_key, group_id, generation, member_id, instance_id, now);
         self.listed.touch(group_id);
         self.publish(group_id);
         error
@@ -509,6 +586,7 @@ impl Coordinator {
         group_id: &str,
         generation: i32,
         member_id: &str,
+        instance_id: Option<&str>,
         now: Instant,
     ) -> i16 {
         if let Some(error) = self.injected(api_key) {
@@ -518,6 +596,9 @@ impl Coordinator {
             return error::UNKNOWN_MEMBER_ID;
         };
         expire(group, group_id, &mut self.listed, now);
+        if group.fenced(member_id, instance_id) {
+            return error::FENCED_INSTANCE_ID;
+        }
         let state = group.state;
         let current = group.generation;
         let Some(member) = group.member(member_id) else {
@@ -573,9 +654,10 @@ impl Coordinator {
         group_id: &str,
         generation: i32,
         member_id: &str,
+        instance_id: Option<&str>,
         now: Instant,
     ) -> Option<i16> {
-        let error = self.check_commit(group_id, generation, member_id, now);
+        let error = self.check_commit(group_id, generation, member_id, instance_id, now);
         self.publish(group_id);
         error
     }
@@ -585,11 +667,15 @@ impl Coordinator {
         group_id: &str,
         generation: i32,
         member_id: &str,
+        instance_id: Option<&str>,
         now: Instant,
     ) -> Option<i16> {
         self.listed.committed(group_id);
         let group = self.groups.get_mut(group_id)?;
         expire(group, group_id, &mut self.listed, now);
+        if group.fenced(member_id, instance_id) {
+            return Some(error::FENCED_INSTANCE_ID);
+        }
         if generation < 0 && group.members.is_empty() {
             return None;
         }
@@ -625,7 +711,7 @@ impl Coordinator {
             }
         }
         for member in &group.members {
-            if member.join_waiter.is_none() && member.sync_waiter.is_none() {
+            if !member.waiting() {
                 consider(member.last_seen + member.session_timeout);
             }
         }
@@ -641,6 +727,83 @@ fn new_member_id(client_id: &str) -> String {
         .map_or(0, |d| d.subsec_nanos());
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("{client_id}-{nanos:08x}-{n:08x}")
+}
+
+/// A JoinGroup with no member id from static member `old`'s instance (a
+/// restarted client), as Kafka takes it: the member is the new client's
+/// under a new member id, and the old id is fenced, with any join or sync
+/// it still waits on. A stable group whose protocol stays is not
+/// rebalanced: the new member gets the current generation, and the
+/// leader's old id as leader, so that it syncs as a follower and gets its
+/// assignment back. Otherwise the join waits for a rebalance.
+fn replace_static(
+    group: &mut Group,
+    old: &str,
+    ask: JoinAsk,
+    listed: &mut listing::Registry,
+    initial_delay: Duration,
+    now: Instant,
+) -> Reply<JoinAnswer> {
+    let group_id = ask.group.clone();
+    let new_id = new_member_id(&ask.client_id);
+    let leader_before = group.leader.clone().unwrap_or_default();
+    if group.leader.as_deref() == Some(old) {
+        group.leader = Some(new_id.clone());
+    }
+    listed.leave(&group_id, &[old.to_owned()]);
+    let Some(member) = group.member(old) else {
+        return Reply::Now(JoinAnswer::error(error::UNKNOWN_MEMBER_ID, ""));
+    };
+    if let Some(waiter) = member.join_waiter.take() {
+        // The old client, if still there, learns it was replaced.
+        let _ = waiter.send(JoinAnswer::error(error::FENCED_INSTANCE_ID, old));
+    }
+    if let Some(waiter) = member.sync_waiter.take() {
+        let _ = waiter.send(SyncAnswer::error(error::FENCED_INSTANCE_ID));
+    }
+    member.id.clone_from(&new_id);
+    member.protocols = ask.protocols;
+    member.session_timeout = ask.session_timeout;
+    member.rebalance_timeout = ask.rebalance_timeout;
+    member.client_id = ask.client_id;
+    member.client_host = ask.client_host;
+    member.last_seen = now;
+    member.answered = false;
+    let protocol_stays = group.select_protocol().as_deref() == Some(group.protocol.as_str());
+    if group.state == State::Stable && protocol_stays {
+        let protocol = group.protocol.clone();
+        let generation = group.generation;
+        let Some(member) = group.member(&new_id) else {
+            return Reply::Now(JoinAnswer::error(error::UNKNOWN_MEMBER_ID, ""));
+        };
+        member.answered = true;
+        let joined = Joined {
+            member_id: &new_id,
+            protocol: &protocol,
+            members: &[],
+        };
+        listed.joined(&group_id, &member.joining(), &joined);
+        listed.synced(&group_id, &new_id, &member.assignment);
+        return Reply::Now(JoinAnswer {
+            error: error::NONE,
+            generation,
+            protocol,
+            leader: leader_before,
+            member_id: new_id,
+            members: Vec::new(),
+        });
+    }
+    let (sender, receiver) = oneshot::channel();
+    if let Some(member) = group.member(&new_id) {
+        member.join_waiter = Some(sender);
+    }
+    // Completing a rebalance, the leader may be assigning to the old id:
+    // a new one follows, as on Kafka.
+    if group.state != State::PreparingRebalance {
+        prepare_rebalance(group, initial_delay, now);
+    }
+    try_complete(group, &group_id, listed, now);
+    Reply::Later(receiver)
 }
 
 /// Every member with its metadata for the group's protocol.
@@ -678,10 +841,11 @@ fn prepare_rebalance(group: &mut Group, initial_delay: Duration, now: Instant) {
     group.state = State::PreparingRebalance;
 }
 
-/// Joins whose connection is gone (cut, or closed) wait no more. A member
-/// that never had an answer cannot know its member id: it joins again as a
-/// new one, so it is dropped; any other rejoins with its id, or its session
-/// runs out.
+/// Joins whose connection is gone (cut, or closed) wait no more. A dynamic
+/// member that never had an answer cannot know its member id: it joins
+/// again as a new one, so it is dropped (Kafka, since KIP-394, never counts
+/// such a member); any other rejoins with its id, or a static one as its
+/// instance, or its session runs out.
 fn forget_gone_joins(group: &mut Group, group_id: &str, listed: &mut listing::Registry) {
     let mut gone = Vec::new();
     group.members.retain_mut(|m| {
@@ -693,10 +857,11 @@ fn forget_gone_joins(group: &mut Group, group_id: &str, listed: &mut listing::Re
             return true;
         }
         m.join_waiter = None;
-        if !m.answered {
+        let kept = m.answered || m.instance_id.is_some();
+        if !kept {
             gone.push(m.id.clone());
         }
-        m.answered
+        kept
     });
     if !gone.is_empty() {
         listed.leave(group_id, &gone);
@@ -857,6 +1022,7 @@ mod tests {
             "g",
             1,
             &answer.member_id,
+            None,
             vec![(answer.member_id.clone(), b"p0,p1".to_vec())],
             t0,
         ));
@@ -884,7 +1050,7 @@ mod tests {
         // The first member learns of the rebalance from its heartbeat.
         let t1 = t0 + Duration::from_secs(3);
         assert_eq!(
-            coordinator.heartbeat(HEARTBEAT, "g", 1, &first, t1),
+            coordinator.heartbeat(HEARTBEAT, "g", 1, &first, None, t1),
             error::REBALANCE_IN_PROGRESS
         );
         let mut rejoin = later(coordinator.join(JOIN, ask(&first, b"a"), t1));
@@ -897,18 +1063,21 @@ mod tests {
 
         // The follower's sync waits for the leader's, which assigns both.
         let mut follower_sync =
-            later(coordinator.sync(SYNC, "g", 2, &follower.member_id, Vec::new(), t1));
+            later(coordinator.sync(SYNC, "g", 2, &follower.member_id, None, Vec::new(), t1));
         let assignments = vec![
             (first.clone(), b"p0".to_vec()),
             (follower.member_id.clone(), b"p1".to_vec()),
         ];
-        let own = now_answer(coordinator.sync(SYNC, "g", 2, &first, assignments, t1));
+        let own = now_answer(coordinator.sync(SYNC, "g", 2, &first, None, assignments, t1));
         assert_eq!(own.assignment, b"p0");
         let theirs = received(&mut follower_sync).expect("the leader's sync ends the wait");
         assert_eq!((theirs.error, theirs.assignment), (0, b"p1".to_vec()));
-        assert_eq!(coordinator.heartbeat(HEARTBEAT, "g", 2, &first, t1), 0);
         assert_eq!(
-            coordinator.heartbeat(HEARTBEAT, "g", 1, &first, t1),
+            coordinator.heartbeat(HEARTBEAT, "g", 2, &first, None, t1),
+            0
+        );
+        assert_eq!(
+            coordinator.heartbeat(HEARTBEAT, "g", 1, &first, None, t1),
             error::ILLEGAL_GENERATION
         );
     }
@@ -925,7 +1094,7 @@ mod tests {
         assert_eq!(answer.leader, answer.member_id, "the second member leads");
         assert_eq!(answer.members.len(), 1);
         assert_eq!(
-            coordinator.heartbeat(HEARTBEAT, "g", 2, &first, due),
+            coordinator.heartbeat(HEARTBEAT, "g", 2, &first, None, due),
             error::UNKNOWN_MEMBER_ID
         );
     }
@@ -937,7 +1106,7 @@ mod tests {
         let mut t = t0;
         while t < t0 + REBALANCE {
             t += Duration::from_secs(3);
-            coordinator.heartbeat(HEARTBEAT, "g", 1, &first, t);
+            coordinator.heartbeat(HEARTBEAT, "g", 1, &first, None, t);
             coordinator.tick("g", t);
         }
         let answer = received(&mut second).expect("ended at the rebalance timeout");
@@ -954,6 +1123,7 @@ mod tests {
             "g",
             2,
             &first,
+            None,
             vec![(follower.clone(), b"p1".to_vec())],
             t0,
         ));
@@ -962,7 +1132,7 @@ mod tests {
         // Changed metadata starts a rebalance instead.
         let _waiting = later(coordinator.join(JOIN, ask(&follower, b"b2"), t0));
         assert_eq!(
-            coordinator.heartbeat(HEARTBEAT, "g", 2, &first, t0),
+            coordinator.heartbeat(HEARTBEAT, "g", 2, &first, None, t0),
             error::REBALANCE_IN_PROGRESS
         );
     }
@@ -986,24 +1156,24 @@ mod tests {
     fn commits_are_checked_against_member_generation_and_state() {
         let t0 = Instant::now();
         let mut coordinator = Coordinator::new(Duration::ZERO);
-        assert_eq!(coordinator.commit_error("other", -1, "", t0), None);
+        assert_eq!(coordinator.commit_error("other", -1, "", None, t0), None);
         let first = stable_group(&mut coordinator, t0);
-        assert_eq!(coordinator.commit_error("g", 1, &first, t0), None);
+        assert_eq!(coordinator.commit_error("g", 1, &first, None, t0), None);
         assert_eq!(
-            coordinator.commit_error("g", 0, &first, t0),
+            coordinator.commit_error("g", 0, &first, None, t0),
             Some(error::ILLEGAL_GENERATION)
         );
         assert_eq!(
-            coordinator.commit_error("g", 1, "stranger", t0),
+            coordinator.commit_error("g", 1, "stranger", None, t0),
             Some(error::UNKNOWN_MEMBER_ID)
         );
         assert_eq!(
-            coordinator.commit_error("g", -1, "", t0),
+            coordinator.commit_error("g", -1, "", None, t0),
             Some(error::UNKNOWN_MEMBER_ID)
         );
         // While a rebalance is prepared, the old generation still commits.
         let _waiting = later(coordinator.join(JOIN, ask("", b"b"), t0));
-        assert_eq!(coordinator.commit_error("g", 1, &first, t0), None);
+        assert_eq!(coordinator.commit_error("g", 1, &first, None, t0), None);
     }
 
     #[test]
@@ -1034,7 +1204,7 @@ mod tests {
         let _rejoined = later(coordinator.join(JOIN, ask(&first, b"a"), t0));
         let follower = received(&mut second).expect("answered").member_id;
         let assignments = vec![(follower.clone(), b"p1".to_vec())];
-        now_answer(coordinator.sync(SYNC, "g", 2, &first, assignments, t0));
+        now_answer(coordinator.sync(SYNC, "g", 2, &first, None, assignments, t0));
         assert_eq!(coordinator.listed.state_of("g"), Some(State::Stable));
         // A member leaves: the other has yet to rejoin, so the group
         // prepares a rebalance (the listing alone would still say Stable).
@@ -1075,6 +1245,139 @@ mod tests {
             2,
             "no member is left from the cut join: {leader:?}"
         );
+    }
+
+    fn static_ask(member_id: &str, instance: &str) -> JoinAsk {
+        JoinAsk {
+            group_instance_id: Some(instance.into()),
+            ..ask(member_id, b"a")
+        }
+    }
+
+    #[test]
+    fn a_static_members_new_client_takes_over_and_its_old_member_id_is_fenced() {
+        let t0 = Instant::now();
+        let mut coordinator = Coordinator::new(Duration::ZERO);
+        let mut join = later(coordinator.join(JOIN, static_ask("", "i1"), t0));
+        let old = received(&mut join).expect("answered").member_id;
+        let assigned = vec![(old.clone(), b"p0,p1".to_vec())];
+        now_answer(coordinator.sync(SYNC, "g", 1, &old, Some("i1"), assigned, t0));
+
+        // The instance restarts: no member id. A stable group whose
+        // protocol stays is not rebalanced; the old leader id is named as
+        // leader, so the new client syncs as a follower.
+        let new = now_answer(coordinator.join(JOIN, static_ask("", "i1"), t0));
+        assert_eq!((new.error, new.generation), (0, 1));
+        assert_ne!(new.member_id, old);
+        assert_eq!(new.leader, old);
+        assert!(new.members.is_empty());
+        let own =
+            now_answer(coordinator.sync(SYNC, "g", 1, &new.member_id, Some("i1"), Vec::new(), t0));
+        assert_eq!((own.error, own.assignment), (0, b"p0,p1".to_vec()));
+        let id = new.member_id.as_str();
+        assert_eq!(
+            coordinator.heartbeat(HEARTBEAT, "g", 1, id, Some("i1"), t0),
+            0
+        );
+
+        // The old member id, naming the instance: fenced everywhere.
+        let fenced = error::FENCED_INSTANCE_ID;
+        assert_eq!(
+            coordinator.heartbeat(HEARTBEAT, "g", 1, &old, Some("i1"), t0),
+            fenced
+        );
+        let sync = now_answer(coordinator.sync(SYNC, "g", 1, &old, Some("i1"), Vec::new(), t0));
+        assert_eq!(sync.error, fenced);
+        assert_eq!(
+            coordinator.commit_error("g", 1, &old, Some("i1"), t0),
+            Some(fenced)
+        );
+        let rejoin = now_answer(coordinator.join(JOIN, static_ask(&old, "i1"), t0));
+        assert_eq!((rejoin.error, rejoin.member_id), (fenced, old.clone()));
+        // Without the instance id (versions before static membership) it
+        // is only a member id the group does not know.
+        assert_eq!(
+            coordinator.heartbeat(HEARTBEAT, "g", 1, &old, None, t0),
+            error::UNKNOWN_MEMBER_ID
+        );
+        // A member id naming an instance the group does not know.
+        let unknown = now_answer(coordinator.join(JOIN, static_ask(id, "i2"), t0));
+        assert_eq!(unknown.error, error::UNKNOWN_MEMBER_ID);
+        // None of this disturbed the new member.
+        assert_eq!(
+            coordinator.heartbeat(HEARTBEAT, "g", 1, id, Some("i1"), t0),
+            0
+        );
+        assert_eq!(coordinator.listed.members_of("g"), Some(1));
+    }
+
+    #[test]
+    fn a_static_members_waiting_join_is_fenced_by_its_new_client() {
+        // The join waits out the initial delay.
+        let t0 = Instant::now();
+        let delay = Duration::from_secs(3);
+        let mut coordinator = Coordinator::new(delay);
+        let mut old_join = later(coordinator.join(JOIN, static_ask("", "i1"), t0));
+        let mut new_join = later(coordinator.join(JOIN, static_ask("", "i1"), t0));
+        let fenced = received(&mut old_join).expect("the old join is answered at once");
+        assert_eq!(fenced.error, error::FENCED_INSTANCE_ID);
+        coordinator.tick("g", t0 + delay);
+        let joined = received(&mut new_join).expect("the rebalance ends");
+        assert_eq!((joined.error, joined.generation), (0, 1));
+        assert_eq!(joined.leader, joined.member_id);
+        let members: Vec<_> = joined.members.iter().map(|m| &m.0).collect();
+        assert_eq!(members, [&joined.member_id]);
+    }
+
+    #[test]
+    fn a_static_members_waiting_sync_is_fenced_and_the_group_rebalances() {
+        let t0 = Instant::now();
+        let mut coordinator = Coordinator::new(Duration::ZERO);
+        let leader = stable_group(&mut coordinator, t0);
+        let mut static_join = later(coordinator.join(JOIN, static_ask("", "i1"), t0));
+        let _rejoined = later(coordinator.join(JOIN, ask(&leader, b"a"), t0));
+        let old = received(&mut static_join).expect("every member rejoined");
+        assert_eq!(old.generation, 2);
+        // The static follower's sync waits for the leader's; its instance
+        // restarts meanwhile.
+        let mut old_sync =
+            later(coordinator.sync(SYNC, "g", 2, &old.member_id, Some("i1"), Vec::new(), t0));
+        let mut new_join = later(coordinator.join(JOIN, static_ask("", "i1"), t0));
+        let fenced = received(&mut old_sync).expect("the old sync is answered at once");
+        assert_eq!(fenced.error, error::FENCED_INSTANCE_ID);
+        // The leader may be assigning to the old member id: a rebalance.
+        assert_eq!(
+            coordinator.heartbeat(HEARTBEAT, "g", 2, &leader, None, t0),
+            error::REBALANCE_IN_PROGRESS
+        );
+        let mut rejoined = later(coordinator.join(JOIN, ask(&leader, b"a"), t0));
+        let answer = received(&mut rejoined).expect("every member rejoined");
+        let new = received(&mut new_join).expect("answered with the rest");
+        assert_eq!((answer.generation, new.generation), (3, 3));
+        let mut members: Vec<_> = answer.members.iter().map(|m| m.0.clone()).collect();
+        members.sort();
+        let mut expected = vec![leader, new.member_id];
+        expected.sort();
+        assert_eq!(members, expected, "the old member id is gone");
+    }
+
+    #[test]
+    fn a_static_members_join_whose_connection_is_gone_keeps_its_place() {
+        let t0 = Instant::now();
+        let mut coordinator = Coordinator::new(Duration::ZERO);
+        let leader = stable_group(&mut coordinator, t0);
+        // Kafka keeps a static member until its session ends: its client
+        // rejoins as its instance, whatever member id it was given.
+        drop(later(coordinator.join(JOIN, static_ask("", "i1"), t0)));
+        let mut rejoined = later(coordinator.join(JOIN, ask(&leader, b"a"), t0));
+        assert!(
+            received(&mut rejoined).is_none(),
+            "the static member is waited for"
+        );
+        let mut again = later(coordinator.join(JOIN, static_ask("", "i1"), t0));
+        let answer = received(&mut rejoined).expect("every member rejoined");
+        assert_eq!(answer.members.len(), 2, "{answer:?}");
+        assert!(received(&mut again).is_some());
     }
 
     #[test]

@@ -13,6 +13,13 @@
 //! left, and each group's state after every request. It holds no group
 //! state of its own, so the two cannot disagree.
 //!
+//! As on Kafka, a broker lists only the groups it coordinates: those whose
+//! latest request came through its front (clients send group requests to
+//! the coordinator FindCoordinator named), so that a client listing a
+//! cluster's groups, which asks every broker, sees each group once.
+//! DescribeGroups describes any group, on any broker. Errors injected for
+//! either API answer the next requests (see `Coordinator::list_groups`).
+//!
 //! Memory is bounded: at most [`GROUPS_LISTED`] groups (past that, the one
 //! idle longest is forgotten), [`MEMBERS_LISTED`] members in all (past
 //! that, a new member is not listed until one leaves), and a member's
@@ -76,6 +83,9 @@ struct Group {
     state: State,
     members: BTreeMap<String, Member>,
     last_active: Instant,
+    /// The mock broker whose front took the group's latest request: its
+    /// coordinator, which clients look up (FindCoordinator) before asking.
+    coordinator: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +152,7 @@ impl Registry {
             state: State::Empty,
             members: BTreeMap::new(),
             last_active: now,
+            coordinator: None,
         });
         group.last_active = now;
         group
@@ -151,6 +162,14 @@ impl Registry {
     pub(super) fn touch(&mut self, group: &str) {
         if let Some(group) = self.groups.get_mut(group) {
             group.last_active = Instant::now();
+        }
+    }
+
+    /// A request for `group` came through the front of mock broker
+    /// `broker_id`, the group's coordinator to its clients.
+    pub(super) fn coordinated_by(&mut self, group: &str, broker_id: i32) {
+        if let Some(group) = self.groups.get_mut(group) {
+            group.coordinator = Some(broker_id);
         }
     }
 
@@ -260,8 +279,18 @@ impl Registry {
     }
 
     /// The ListGroups answer body (response header's tagged fields
-    /// included from v3) to a request `body` at `version`.
-    pub(super) fn list_answer(&mut self, body: &[u8], version: i16) -> Vec<u8> {
+    /// included from v3) to a request `body` at `version` to mock broker
+    /// `broker_id`; with an `error`, that error and no group. A broker
+    /// lists the groups it coordinates, as on Kafka: a client listing a
+    /// cluster's groups asks every broker, and librdkafka does not
+    /// de-duplicate the answers.
+    pub(super) fn list_answer(
+        &mut self,
+        body: &[u8],
+        version: i16,
+        broker_id: i32,
+        error: i16,
+    ) -> Vec<u8> {
         let filter = if version >= 4 {
             states_filter(body).unwrap_or_default()
         } else {
@@ -270,6 +299,8 @@ impl Registry {
         let mut listed: Vec<(&String, &Group)> = self
             .groups
             .iter()
+            .filter(|_| error == 0)
+            .filter(|(_, g)| g.coordinator.is_none_or(|id| id == broker_id))
             .filter(|(_, g)| filter.is_empty() || filter.iter().any(|s| s == g.state.name()))
             .collect();
         listed.sort_by(|a, b| a.0.cmp(b.0));
@@ -281,7 +312,7 @@ impl Registry {
         if version >= 1 {
             out.extend_from_slice(&0i32.to_be_bytes()); // throttle_time_ms
         }
-        out.extend_from_slice(&0i16.to_be_bytes()); // error_code
+        out.extend_from_slice(&error.to_be_bytes());
         if flexible {
             put_uvarint(&mut out, listed.len() as u64 + 1);
         } else {
@@ -309,26 +340,27 @@ impl Registry {
         out
     }
 
-    /// The DescribeGroups answer body (v0 to v4) to a request `body`;
-    /// `None` if the request cannot be read (it is then relayed).
-    pub(super) fn describe_answer(&mut self, body: &[u8], version: i16) -> Option<Vec<u8>> {
-        let mut r = super::groups::Reader::new(body);
-        let count = r.count(2)?;
-        let mut asked = Vec::with_capacity(count);
-        for _ in 0..count {
-            asked.push(r.string()?);
-        }
+    /// The DescribeGroups answer body (v0 to v4) for the groups `asked`;
+    /// with an `error`, that error on each of them.
+    pub(super) fn describe_answer(
+        &mut self,
+        asked: &[String],
+        version: i16,
+        error: i16,
+    ) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 * asked.len().max(1));
         if version >= 1 {
             out.extend_from_slice(&0i32.to_be_bytes()); // throttle_time_ms
         }
         put_i32_len(&mut out, asked.len());
-        for id in &asked {
-            out.extend_from_slice(&0i16.to_be_bytes()); // error_code
+        for id in asked {
+            out.extend_from_slice(&error.to_be_bytes());
             put_string(&mut out, id);
-            let Some(group) = self.groups.get(id) else {
-                // Kafka's answer for a group it does not know.
-                put_string(&mut out, "Dead");
+            let group = self.groups.get(id).filter(|_| error == 0);
+            let Some(group) = group else {
+                // Kafka's answer for a group it does not know ("Dead"), or
+                // one it fails to describe (no state).
+                put_string(&mut out, if error == 0 { "Dead" } else { "" });
                 put_string(&mut out, "");
                 put_string(&mut out, "");
                 put_i32_len(&mut out, 0);
@@ -358,8 +390,20 @@ impl Registry {
                 out.extend_from_slice(&i32::MIN.to_be_bytes()); // authorized_operations
             }
         }
-        Some(out)
+        out
     }
+}
+
+/// The groups a DescribeGroups request (v0 to v4) `body` asks for; `None`
+/// if it cannot be read (it is then relayed).
+pub(super) fn describe_request(body: &[u8]) -> Option<Vec<String>> {
+    let mut r = super::groups::Reader::new(body);
+    let count = r.count(2)?;
+    let mut asked = Vec::with_capacity(count);
+    for _ in 0..count {
+        asked.push(r.string()?);
+    }
+    Some(asked)
 }
 
 /// A ListGroups v4 request body's states filter (compact array of compact
@@ -410,7 +454,7 @@ mod tests {
     }
 
     fn listed(registry: &mut Registry, version: i16) -> Vec<(String, String)> {
-        let answer = registry.list_answer(&[1, 0], version);
+        let answer = registry.list_answer(&[1, 0], version, 1, 0);
         let mut r = Reader::new(&answer);
         if version >= 1 {
             r.i32().unwrap();
@@ -449,7 +493,8 @@ mod tests {
         let mut request = 2i32.to_be_bytes().to_vec();
         put_string(&mut request, "joined");
         put_string(&mut request, "simple");
-        let described = registry.describe_answer(&request, 0).unwrap();
+        let asked = describe_request(&request).unwrap();
+        let described = registry.describe_answer(&asked, 0, 0);
         let mut r = Reader::new(&described);
         assert_eq!(r.count(2), Some(2));
         assert_eq!(r.i16(), Some(0));
@@ -482,7 +527,7 @@ mod tests {
         let mut body = vec![2];
         put_compact_string(&mut body, "Empty");
         body.push(0);
-        let answer = registry.list_answer(&body, 4);
+        let answer = registry.list_answer(&body, 4, 1, 0);
         // tagged, throttle, error, count+1 = 2, "simple", "", "Empty", tagged, tagged
         let mut expected = vec![0, 0, 0, 0, 0, 0, 0, 2];
         put_compact_string(&mut expected, "simple");
@@ -490,6 +535,35 @@ mod tests {
         put_compact_string(&mut expected, "Empty");
         expected.extend_from_slice(&[0, 0]);
         assert_eq!(answer, expected);
+    }
+
+    #[test]
+    fn a_broker_lists_only_the_groups_it_coordinates() {
+        let mut registry = Registry::default();
+        registry.committed("one");
+        registry.coordinated_by("one", 1);
+        registry.committed("two");
+        registry.coordinated_by("two", 2);
+        let names = |registry: &mut Registry, broker_id: i32| {
+            let answer = registry.list_answer(&[], 0, broker_id, 0);
+            let mut r = Reader::new(&answer);
+            assert_eq!(r.i16(), Some(0));
+            let count = r.count(4).unwrap();
+            (0..count)
+                .map(|_| {
+                    let name = r.string().unwrap();
+                    r.string().unwrap();
+                    name
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&mut registry, 1), ["one"]);
+        assert_eq!(names(&mut registry, 2), ["two"]);
+        assert!(names(&mut registry, 3).is_empty());
+        // Its requests moved (the coordinator changed): listed there.
+        registry.coordinated_by("one", 3);
+        assert_eq!(names(&mut registry, 3), ["one"]);
+        assert!(names(&mut registry, 1).is_empty());
     }
 
     #[test]
