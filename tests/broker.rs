@@ -683,6 +683,14 @@ async fn connection_faults_need_the_front() {
     assert!(matches!(err, Error::FaultUnsupported { .. }), "{err:?}");
     assert!(broker.stall(Duration::from_millis(1)).is_err());
     assert!(broker.add_latency(Duration::from_millis(1)).is_err());
+    // Nothing would answer them: refused, not accepted and never seen.
+    use kafka_trace_harness::broker::{ApiKey, ErrorCode};
+    for api in [ApiKey::ListGroups, ApiKey::DescribeGroups] {
+        let err = broker
+            .request_errors(api, ErrorCode::CoordinatorNotAvailable, 1)
+            .expect_err("no front answers the group listing");
+        assert!(matches!(err, Error::FaultUnsupported { .. }), "{err:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,6 +117,20 @@ impl Broker {
     pub fn request_errors(&self, api_key: ApiKey, error: ErrorCode, count: usize) -> Result<()> {
         let fault = format!("request_errors({api_key:?}, {error:?}, {count})");
         match &self.running {
+            // Without fronts nothing answers these (the mock has neither
+            // API): accepted, the fault would never happen.
+            Running::Embedded(cluster)
+                if !cluster.has_fronts()
+                    && matches!(api_key, ApiKey::ListGroups | ApiKey::DescribeGroups) =>
+            {
+                Err(Error::FaultUnsupported {
+                    fault,
+                    backend: self.backend_name(),
+                    reason: "without the fronts (stall_free(false)) no broker answers \
+                             ListGroups or DescribeGroups"
+                        .to_owned(),
+                })
+            }
             Running::Embedded(cluster) => {
                 cluster.push_request_errors(api_key as i16, &vec![error as i32; count]);
                 Ok(())
