@@ -355,6 +355,9 @@ impl Faults {
     }
 }
 
+/// Pause after a failed accept.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
+
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut relays = JoinSet::new();
     loop {
@@ -367,8 +370,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     relays.spawn(relay(client, Arc::clone(&shared), cut));
                 }
                 // Out of file descriptors or a reset before accept: the
-                // listener itself is still fine, so keep serving.
-                Err(_) => tokio::task::yield_now().await,
+                // listener itself is still fine, so keep serving, after a
+                // pause (out of descriptors, accept fails at once: without
+                // one the loop would spin a core until a relay ends).
+                Err(_) => tokio::time::sleep(ACCEPT_ERROR_PAUSE).await,
             },
             // Reap finished relays so the set does not grow without bound.
             Some(_) = relays.join_next(), if !relays.is_empty() => {}

@@ -212,22 +212,32 @@ impl Group {
         })
     }
 
-    /// The leader's first protocol that every member offers.
+    /// The protocol the members vote for, as Kafka's coordinator picks it:
+    /// of those every member offers, each member votes for the first in its
+    /// own order, and the most votes win (a tie goes to the leader's order).
     fn select_protocol(&self) -> Option<String> {
+        let offered_by_all = |name: &String| {
+            self.members
+                .iter()
+                .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+        };
+        let mut votes: HashMap<&String, usize> = HashMap::new();
+        for member in &self.members {
+            if let Some((name, _)) = member.protocols.iter().find(|(n, _)| offered_by_all(n)) {
+                *votes.entry(name).or_default() += 1;
+            }
+        }
         let leader = self
             .leader
             .as_ref()
             .and_then(|id| self.members.iter().find(|m| m.id == *id))
             .or_else(|| self.members.first())?;
+        let most = votes.values().copied().max()?;
         leader
             .protocols
             .iter()
             .map(|(name, _)| name)
-            .find(|name| {
-                self.members
-                    .iter()
-                    .all(|m| m.protocols.iter().any(|(n, _)| n == *name))
-            })
+            .find(|name| votes.get(name) == Some(&most))
             .cloned()
     }
 }
@@ -1378,6 +1388,26 @@ mod tests {
         let answer = received(&mut rejoined).expect("every member rejoined");
         assert_eq!(answer.members.len(), 2, "{answer:?}");
         assert!(received(&mut again).is_some());
+    }
+
+    #[test]
+    fn the_protocol_most_members_prefer_is_chosen_as_on_kafka() {
+        let t0 = Instant::now();
+        // The initial delay gathers all three joins into one generation.
+        let delay = Duration::from_secs(3);
+        let mut coordinator = Coordinator::new(delay);
+        let offering = |names: [&str; 2]| {
+            let mut member = ask("", b"m");
+            member.protocols = names.iter().map(|n| ((*n).into(), Vec::new())).collect();
+            member
+        };
+        let mut leader = later(coordinator.join(JOIN, offering(["range", "roundrobin"]), t0));
+        let _second = later(coordinator.join(JOIN, offering(["roundrobin", "range"]), t0));
+        let _third = later(coordinator.join(JOIN, offering(["roundrobin", "range"]), t0));
+        coordinator.tick("g", t0 + delay);
+        let answer = received(&mut leader).expect("the rebalance ends after the delay");
+        assert_eq!(answer.members.len(), 3, "{answer:?}");
+        assert_eq!(answer.protocol, "roundrobin", "two votes to one");
     }
 
     #[test]
