@@ -488,8 +488,10 @@ fn unreadable<H: HeaderMap + ?Sized>(headers: &H, header: &str) -> Option<Extrac
     }
 }
 
-/// Checks done before handing `traceparent` to the propagator; the
-/// propagator itself judges the syntax.
+/// Checks done before handing `traceparent` to the propagator, the
+/// syntax included: the SDK's parser reads ids of any width up to 32 and
+/// 16 digits (and a leading `+`), which Java's and Go's propagators
+/// refuse, so a header that breaks the trace there must not pass here.
 fn traceparent_problem<H: HeaderMap + ?Sized>(headers: &H) -> Option<ExtractProblem> {
     let Some(value) = headers.value(TRACEPARENT) else {
         return Some(
@@ -509,7 +511,41 @@ fn traceparent_problem<H: HeaderMap + ?Sized>(headers: &H) -> Option<ExtractProb
             keys: lookalike_keys(headers, TRACEPARENT),
         });
     }
-    unreadable(headers, TRACEPARENT)
+    if let Some(problem) = unreadable(headers, TRACEPARENT) {
+        return Some(problem);
+    }
+    let text = String::from_utf8_lossy(value);
+    (!is_w3c_traceparent(text.trim())).then(|| ExtractProblem::Malformed {
+        value: shorten(&text),
+    })
+}
+
+/// Whether `value` is a `traceparent` as W3C Trace Context writes it:
+/// `version-traceid-parentid-flags`, each part of exactly 2, 32, 16 and 2
+/// lowercase hex digits, ids not all zero, version not `ff`; a later
+/// version may add parts after the flags, version `00` none.
+fn is_w3c_traceparent(value: &str) -> bool {
+    fn hex(part: &str, width: usize) -> bool {
+        part.len() == width
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+    let mut parts = value.splitn(5, '-');
+    let (Some(version), Some(trace_id), Some(parent_id), Some(flags)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let rest = parts.next();
+    hex(version, 2)
+        && version != "ff"
+        && (version != "00" || rest.is_none())
+        && hex(trace_id, 32)
+        && trace_id.bytes().any(|b| b != b'0')
+        && hex(parent_id, 16)
+        && parent_id.bytes().any(|b| b != b'0')
+        && hex(flags, 2)
 }
 
 fn shorten(value: &str) -> String {

@@ -112,6 +112,34 @@ fn every_unusable_traceparent_says_why() {
     }
 }
 
+/// Headers other SDKs refuse are refused here too, though the Rust SDK's
+/// parser alone would read them (ids of any width, a leading `+`).
+#[test]
+fn a_traceparent_outside_w3c_syntax_is_malformed() {
+    let refused = [
+        "00-1-2-01".to_owned(),
+        "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+        // An id printed without its leading zero: 31 digits.
+        "00-bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+        format!("{VALID}-"),
+        VALID.to_uppercase(),
+        VALID.replacen("00", "ff", 1),
+        format!("{VALID}-extra"),
+    ];
+    for value in &refused {
+        let got = extract(&headers(&[(TRACEPARENT, value.as_bytes())]));
+        let problem = got.problem.clone().expect(value);
+        assert_eq!(problem.kind(), "malformed", "{value}: {problem}");
+        assert!(!got.context.span().span_context().is_valid(), "{value}");
+    }
+    // A later version may add parts after the flags.
+    let later = format!("01{}-what-comes-later", &VALID[2..]);
+    let got = extract(&headers(&[(TRACEPARENT, later.as_bytes())]));
+    assert!(got.problem.is_none(), "{later}: {:?}", got.problem);
+    let padded = format!(" {VALID} ");
+    assert!(extract(&headers(&[(TRACEPARENT, padded.as_bytes())])).is_usable());
+}
+
 #[test]
 fn agreeing_lookalikes_are_not_ambiguous() {
     let h = headers(&[
