@@ -220,3 +220,48 @@ fn a_runs_sample_says_links_out_of_it_were_not_kept_and_marks_its_problems_on_th
         .clone();
     assert_eq!(api["problems"], 1, "{api}");
 }
+
+/// A consumer span that could not use its record's context is named a new
+/// trace only when it is one: under an ambient span it is that one's child.
+#[test]
+fn a_lost_context_says_where_the_span_went() {
+    use kafka_trace_harness::traced::attr;
+
+    let capture = SpanCapture::new();
+    let tracer = capture.tracer("api");
+    let lost = KeyValue::new(attr::CONTEXT_PROBLEM, "missing");
+    tracer
+        .span_builder("process alone")
+        .with_attributes([lost.clone()])
+        .start(&tracer);
+    let ambient = Context::new().with_span(tracer.start("handle request"));
+    tracer
+        .span_builder("process under a request")
+        .with_attributes([lost])
+        .start_with_context(&tracer, &ambient);
+    drop(ambient);
+
+    let html = HtmlReport::new().to_html(&capture.forest());
+    let summary: serde_json::Value = serde_json::from_str(script(&html, "kth-summary")).unwrap();
+    let messages: Vec<&str> = summary["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "context-lost")
+        .map(|p| p["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("process alone") && m.ends_with("it started a new trace")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("process under a request")
+                && m.ends_with("it became a child of handle request (api) instead")),
+        "{messages:?}"
+    );
+}

@@ -139,9 +139,19 @@ pub fn of_forest(forest: &SpanForest) -> Vec<ReportProblem> {
                 span: Some(span.index()),
                 span_id: span.span_id(),
                 message: format!(
-                    "{label} could not use the trace context it received ({}): \
-                     it started a new trace",
-                    why.as_str()
+                    "{label} could not use the trace context it received ({}): {}",
+                    why.as_str(),
+                    // With an ambient span (`extract_with`, `process_in`)
+                    // the span is that one's child, not a new trace.
+                    match span.parent() {
+                        _ if span.is_root() => "it started a new trace".to_owned(),
+                        Some(parent) => format!(
+                            "it became a child of {} ({}) instead",
+                            parent.name(),
+                            parent.service()
+                        ),
+                        None => "it became a child of the span that was current instead".to_owned(),
+                    }
                 ),
             });
         }
