@@ -454,6 +454,91 @@ async fn bad_spans_are_skipped_and_reported_as_partial_success() {
     );
 }
 
+/// A request with one good span, "process", carrying a link to an invalid
+/// (all-zero) context with an attribute: what OpenTelemetry lets SDKs
+/// record for a messaging batch (spec PR #3928), and Python's keeps.
+fn span_with_a_link_to_no_span(other: &SpanCapture) -> ExportTraceServiceRequest {
+    other.tracer("python").in_span("process", |_| {});
+    let mut request = export_of(other);
+    request.resource_spans[0].scope_spans[0].spans[0].links =
+        vec![opentelemetry_proto::tonic::trace::v1::span::Link {
+            trace_id: vec![0; 16],
+            span_id: vec![0; 8],
+            attributes: vec![opentelemetry_proto::tonic::common::v1::KeyValue {
+                key: "k".into(),
+                value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                    value: Some(
+                        opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                            "v".into(),
+                        ),
+                    ),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+    request
+}
+
+#[tokio::test]
+async fn a_link_to_no_span_is_dropped_and_counted_and_its_span_kept() {
+    let capture = SpanCapture::new();
+    let receiver = capture.otlp_receiver().await.unwrap();
+    let mut client = TraceServiceClient::connect(receiver.grpc_endpoint())
+        .await
+        .unwrap();
+
+    let over_grpc = client
+        .export(span_with_a_link_to_no_span(&SpanCapture::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    // OTLP/JSON too: all-zero hex ids must parse, then be dropped alike.
+    let over_json = post(
+        &receiver,
+        "application/json",
+        &serde_json::to_vec(&span_with_a_link_to_no_span(&SpanCapture::new())).unwrap(),
+    )
+    .await;
+
+    let partial = over_grpc.partial_success.expect("the dropped link is said");
+    assert_eq!(partial.rejected_spans, 0);
+    let expected = r#"1 link(s) to no span dropped, their spans kept: service "python", span "process": link 0's trace id is all zeros: dropped"#;
+    assert!(
+        partial.error_message.contains(expected),
+        "{}",
+        partial.error_message
+    );
+    assert_eq!(over_json.status, 200);
+    let over_json: serde_json::Value = serde_json::from_slice(&over_json.body).unwrap();
+    assert!(
+        over_json["partialSuccess"]["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains(expected)),
+        "{over_json}"
+    );
+    let spans = capture.spans();
+    let names: Vec<&str> = spans.iter().map(|s| s.data.name.as_ref()).collect();
+    assert_eq!(names, ["process", "process"]);
+    for span in &spans {
+        assert!(span.data.links.is_empty(), "{:?}", span.data.links);
+        assert_eq!(span.data.links.dropped_count, 1, "said on the span too");
+    }
+    let arrived = receiver.arrivals().snapshot();
+    assert_eq!(arrived.total(), 2, "{arrived:?}");
+    assert_eq!(arrived.rejected(), 0, "{arrived:?}");
+    assert_eq!(arrived.links_dropped(), 2, "{arrived:?}");
+    assert_eq!(arrived.links_dropped_by_service.get("python"), Some(&2));
+    assert!(
+        arrived
+            .links_dropped_reasons
+            .iter()
+            .all(|r| r.contains("link 0's trace id is all zeros")),
+        "{arrived:?}"
+    );
+    receiver.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn malformed_http_requests_get_an_error_answer() {
     let capture = SpanCapture::new();

@@ -34,8 +34,12 @@ pub struct ReceiveArgs {
 
 /// Prints `http URL` and `grpc URL` as the first two lines of standard
 /// output, receives until Ctrl-C or SIGTERM, then writes the spans and
-/// prints what was received: `spans N`, and a line `metric SERVICE NAME
-/// POINTS` per instrument.
+/// prints what was received: `spans N`, `rejected N` (spans with unusable
+/// ids, not kept), `links-dropped N` (links to no span, dropped from
+/// spans kept), and a line `metric SERVICE NAME POINTS` per instrument;
+/// why spans were rejected or links dropped goes to standard error. A
+/// shutdown that fails (a request still open past its deadline) is an
+/// error, after what was received has been written and printed.
 pub async fn run(args: ReceiveArgs) -> Result<(), Box<dyn Error>> {
     let stop = StopSignal::install()?;
     let counted = Arc::new(CountSpans::default());
@@ -57,27 +61,63 @@ pub async fn run(args: ReceiveArgs) -> Result<(), Box<dyn Error>> {
     }
     stop.wait().await;
     let points = receiver.metric_points();
-    receiver.shutdown().await?;
+    let arrivals = receiver.arrivals();
+    // Kept for the end: the spans received so far are written first, so
+    // that a request cut at the deadline loses only itself.
+    let shutdown = receiver.shutdown().await;
+    let arrived = arrivals.snapshot();
     let received = match &args.spans_out {
         Some(path) => {
             let spans = capture.spans();
-            kafka_trace_harness::otlp::write_otlp_json(
+            let written = kafka_trace_harness::otlp::write_otlp_json(
                 path,
                 spans.iter().map(|c| (c.service.as_str(), &c.data)),
-            )?;
+            );
+            if let Err(e) = written {
+                // Both failures are said: only one can be the result.
+                if let Err(shutdown) = &shutdown {
+                    eprintln!("error: {shutdown}");
+                }
+                return Err(e.into());
+            }
             spans.len() as u64
         }
         None => counted.0.load(Ordering::Relaxed),
     };
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "spans {received}")?;
+    writeln!(stdout, "rejected {}", arrived.rejected())?;
+    writeln!(stdout, "links-dropped {}", arrived.links_dropped())?;
     for (service, metrics) in points {
         for (name, count) in metrics {
             writeln!(stdout, "metric {service} {name} {count}")?;
         }
     }
     stdout.flush()?;
-    Ok(())
+    if arrived.rejected() > 0 {
+        eprintln!(
+            "warning: {} span(s) rejected (unusable ids), not kept: {}",
+            arrived.rejected(),
+            reasons(&arrived.rejected_reasons, arrived.rejected())
+        );
+    }
+    if arrived.links_dropped() > 0 {
+        eprintln!(
+            "warning: {} link(s) to no span dropped, their spans kept: {}",
+            arrived.links_dropped(),
+            reasons(&arrived.links_dropped_reasons, arrived.links_dropped())
+        );
+    }
+    Ok(shutdown?)
+}
+
+/// The first reasons, and `…` when there were more than those.
+fn reasons(first: &[String], count: usize) -> String {
+    let mut text = first.join("; ");
+    if count > first.len() {
+        text.push_str("; …");
+    }
+    text
 }
 
 /// Counts the spans received, keeping none.

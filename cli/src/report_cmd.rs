@@ -2,7 +2,9 @@
 //! files (ours from `run --spans-out`, or an OpenTelemetry file exporter's
 //! from any language) become one span forest: its trace trees and problems
 //! are printed, and its HTML report written. Exit status 1 when a trace is
-//! broken.
+//! broken or a span was left out (unusable ids: in no forest), said on
+//! standard error and in the HTML report; links to no span, dropped from
+//! the spans kept, are said there too.
 
 use std::io::{BufRead as _, BufReader, IsTerminal as _};
 use std::path::{Path, PathBuf};
@@ -45,11 +47,12 @@ pub fn main(args: ReportArgs) -> ExitCode {
     }
 }
 
-/// Whether every trace is whole.
+/// Whether every trace is whole and every span was read.
 fn report(args: &ReportArgs) -> Result<bool, Box<dyn std::error::Error>> {
     let mut spans = Vec::new();
+    let mut left_out = LeftOut::default();
     for file in &args.files {
-        read_file(file, &mut spans)?;
+        read_file(file, &mut spans, &mut left_out)?;
     }
     let forest = SpanForest::new(spans);
     let problems = kafka_trace_harness::report::problems(&forest);
@@ -59,33 +62,110 @@ fn report(args: &ReportArgs) -> Result<bool, Box<dyn std::error::Error>> {
     }
     let traces = forest.traces();
     let broken: std::collections::HashSet<_> = problems.iter().map(|p| p.trace).collect();
-    println!(
-        "{} spans in {} traces; {} traces complete, {} broken",
+    // What is printed is also the HTML report's summary when something
+    // was left out, so that the page says it too.
+    let mut summary = format!(
+        "{} spans in {} traces; {} traces complete, {} broken\n",
         forest.len(),
         traces.len(),
         traces.len() - broken.len(),
         broken.len()
     );
     for problem in &problems {
-        println!(
-            "  {} in trace {}: {}",
+        summary.push_str(&format!(
+            "  {} in trace {}: {}\n",
             problem.kind, problem.trace, problem.message
-        );
+        ));
     }
+    summary.push_str(&left_out.text());
+    print!("{summary}");
     if let Some(path) = &args.html {
-        let title = args
+        let mut title = args
             .files
             .iter()
             .map(|f| f.file_name().unwrap_or_default().to_string_lossy())
             .collect::<Vec<_>>()
             .join(", ");
-        HtmlReport::new()
-            .title(title)
-            .max_traces(args.html_traces)
-            .write(&forest, path)?;
+        let mut report = HtmlReport::new().max_traces(args.html_traces);
+        if left_out.spans > 0 {
+            // In the heading, not only in the summary further down: the
+            // page shows fewer spans than the files hold.
+            title.push_str(&format!(" ({} span(s) left out)", left_out.spans));
+        }
+        if left_out.spans > 0 || left_out.links > 0 {
+            report = report.summary(summary);
+        }
+        report.title(title).write(&forest, path)?;
         eprintln!("wrote the HTML report to {}", path.display());
     }
-    Ok(problems.is_empty())
+    if left_out.spans > 0 {
+        eprintln!(
+            "error: {} span(s) left out of the report, their ids unusable: {}",
+            left_out.spans,
+            left_out.first_reasons()
+        );
+    }
+    Ok(problems.is_empty() && left_out.spans == 0)
+}
+
+/// How many notes (lines that lost something) the summary lists.
+const MAX_NOTES: usize = 20;
+
+/// What the files held that the forest does not: spans with unusable ids,
+/// and links to no span dropped from the spans kept.
+#[derive(Debug, Default)]
+struct LeftOut {
+    spans: usize,
+    links: usize,
+    /// One per line that lost something, for the first [`MAX_NOTES`].
+    notes: Vec<String>,
+    /// Lines that lost something beyond those.
+    more_lines: usize,
+    /// Why spans were left out, from the first line that left any out.
+    span_reasons: Vec<String>,
+}
+
+impl LeftOut {
+    fn note(&mut self, note: String) {
+        eprintln!("warning: {note}");
+        if self.notes.len() < MAX_NOTES {
+            self.notes.push(note);
+        } else {
+            self.more_lines += 1;
+        }
+    }
+
+    /// The counts and notes, a line each; empty when nothing was lost.
+    fn text(&self) -> String {
+        if self.spans == 0 && self.links == 0 {
+            return String::new();
+        }
+        let mut text = format!(
+            "{} span(s) left out (unusable ids, in no trace), {} link(s) to no span dropped \
+             (their spans kept)\n",
+            self.spans, self.links
+        );
+        for note in &self.notes {
+            text.push_str(&format!("  {note}\n"));
+        }
+        if self.more_lines > 0 {
+            text.push_str(&format!("  … and {} more line(s)\n", self.more_lines));
+        }
+        text
+    }
+
+    fn first_reasons(&self) -> String {
+        reasons(&self.span_reasons, self.spans)
+    }
+}
+
+/// The first reasons of `count`, and `…` when there were more.
+fn reasons(first: &[String], count: usize) -> String {
+    let mut text = first.join("; ");
+    if count > first.len() {
+        text.push_str("; …");
+    }
+    text
 }
 
 /// Broken traces `run --html` keeps whole, at most: beyond that the page
@@ -184,7 +264,11 @@ fn traces_to_show<'f>(
         .collect()
 }
 
-fn read_file(path: &Path, spans: &mut Vec<CapturedSpan>) -> Result<(), String> {
+fn read_file(
+    path: &Path,
+    spans: &mut Vec<CapturedSpan>,
+    left_out: &mut LeftOut,
+) -> Result<(), String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     for (number, line) in BufReader::new(file).lines().enumerate() {
         let at = || format!("{} line {}", path.display(), number + 1);
@@ -193,15 +277,29 @@ fn read_file(path: &Path, spans: &mut Vec<CapturedSpan>) -> Result<(), String> {
             continue;
         }
         let request = parse_request(&line).map_err(|e| format!("{}: {e}", at()))?;
-        let (mut good, rejected, reasons) = captured_spans(request);
-        if rejected > 0 {
-            eprintln!(
-                "warning: {}: {rejected} span(s) left out: {}",
+        let mut converted = captured_spans(request);
+        if converted.rejected > 0 {
+            left_out.spans += converted.rejected;
+            left_out.note(format!(
+                "{}: {} span(s) left out: {}",
                 at(),
-                reasons.join("; ")
-            );
+                converted.rejected,
+                reasons(&converted.rejected_reasons, converted.rejected)
+            ));
+            if left_out.span_reasons.is_empty() {
+                left_out.span_reasons = converted.rejected_reasons;
+            }
         }
-        spans.append(&mut good);
+        if converted.links_dropped > 0 {
+            left_out.links += converted.links_dropped;
+            left_out.note(format!(
+                "{}: {} link(s) to no span dropped: {}",
+                at(),
+                converted.links_dropped,
+                reasons(&converted.links_dropped_reasons, converted.links_dropped)
+            ));
+        }
+        spans.append(&mut converted.spans);
     }
     Ok(())
 }

@@ -177,11 +177,14 @@ impl Receiver {
         let exit = wait(&mut self.child, Duration::from_secs(30), "the receiver");
         assert!(exit.success(), "receiver: {exit:?}\n{rest}");
         let mut printed_spans = None;
+        let mut losses = (None, None);
         let mut metrics: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
         for line in rest.lines() {
             let words: Vec<&str> = line.split(' ').collect();
             match words.as_slice() {
                 ["spans", n] => printed_spans = Some(n.parse().unwrap()),
+                ["rejected", n] => losses.0 = Some(n.parse::<u64>().unwrap()),
+                ["links-dropped", n] => losses.1 = Some(n.parse::<u64>().unwrap()),
                 ["metric", service, name, points] => {
                     metrics
                         .entry((*service).to_owned())
@@ -191,6 +194,12 @@ impl Receiver {
                 _ => panic!("unexpected receiver line {line:?}"),
             }
         }
+        // A run's own spans are all well formed: nothing left out.
+        assert_eq!(
+            losses,
+            (Some(0), Some(0)),
+            "rejected, links dropped:\n{rest}"
+        );
         Received {
             spans: spans_of(&self.spans_out),
             printed_spans: printed_spans.expect("a spans line"),

@@ -115,3 +115,79 @@ fn a_file_that_is_not_otlp_is_an_error_naming_the_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn spans_left_out_are_said_on_the_page_and_exit_1() {
+    let path = scratch("left-out.jsonl");
+    let html = scratch("left-out.html");
+    let span = |trace: &str, name: &str, id: &str, links: &str| {
+        format!(
+            r#"{{"traceId":"{trace}","spanId":"{id}","name":"{name}","kind":1,"startTimeUnixNano":"1000","endTimeUnixNano":"2000","links":[{links}]}}"#
+        )
+    };
+    // Two whole traces, one with a link to an invalid context (dropped,
+    // its span kept); a span with an all-zero id (left out).
+    let spans = [
+        span(
+            "0af7651916cd43dd8448eb211c80319c",
+            "good",
+            "b7ad6b7169203331",
+            "",
+        ),
+        span(
+            "0af7651916cd43dd8448eb211c80319c",
+            "zero span id",
+            "0000000000000000",
+            "",
+        ),
+        span(
+            "1af7651916cd43dd8448eb211c80319c",
+            "process",
+            "b7ad6b7169203332",
+            r#"{"traceId":"00000000000000000000000000000000","spanId":"0000000000000000","attributes":[{"key":"k","value":{"stringValue":"v"}}]}"#,
+        ),
+    ];
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"py"}}}}]}},"scopeSpans":[{{"scope":{{"name":"s"}},"spans":[{}]}}]}}]}}"#,
+            spans.join(",")
+        ) + "\n",
+    )
+    .unwrap();
+
+    let output = harness(&[
+        "report",
+        path.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_file(&path);
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("2 spans in 2 traces; 2 traces complete, 0 broken"),
+        "the forest itself is whole: {stdout}"
+    );
+    assert!(
+        stderr.contains(
+            r#"error: 1 span(s) left out of the report, their ids unusable: service "py", span "zero span id": span id is all zeros"#
+        ),
+        "{stderr}"
+    );
+    let page = std::fs::read_to_string(&html).expect("the report is written first");
+    let _ = std::fs::remove_file(&html);
+    assert!(
+        page.contains("(1 span(s) left out)</title>"),
+        "in the title"
+    );
+    for said in [
+        "1 span(s) left out (unusable ids, in no trace), 1 link(s) to no span dropped",
+        r#"line 1: 1 span(s) left out: service \"py\", span \"zero span id\": span id is all zeros"#,
+        r#"line 1: 1 link(s) to no span dropped: service \"py\", span \"process\": link 0's trace id is all zeros: dropped"#,
+    ] {
+        assert!(page.contains(said), "the summary on the page: {said}");
+    }
+}

@@ -21,10 +21,16 @@
 //! [`Value`] cannot hold are kept as text: bytes as base64, key-value lists
 //! and mixed or nested arrays as JSON. A span is marked sampled, since
 //! exporters only send sampled spans (and some, like Python's, leave the
-//! trace-flags byte at zero). A span with an unusable trace, span, parent
-//! or link id is skipped and counted in the response's `partial_success`;
-//! a body that is not an `ExportTraceServiceRequest` is answered with HTTP
-//! 400 or gRPC `InvalidArgument`.
+//! trace-flags byte at zero). A span with an unusable trace, span or
+//! parent id is skipped and counted in the response's `partial_success`.
+//! A link with an unusable (e.g. all-zero) trace or span id points to no
+//! span: SDKs may record such links for their attributes (a messaging
+//! batch's consumer, say), so the span is kept without that link, which
+//! is counted in the span's dropped links, in
+//! [`ArrivalsSnapshot::links_dropped`] and in the `partial_success`
+//! message (with zero spans rejected). A body that is not an
+//! `ExportTraceServiceRequest` is answered with HTTP 400 or gRPC
+//! `InvalidArgument`.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -126,7 +132,8 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 /// How long [`OtlpReceiver::shutdown`] lets open requests finish.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
-/// How many rejected spans a partial-success message describes.
+/// How many rejected spans (and how many dropped links) a partial-success
+/// message describes.
 const MAX_REASONS: usize = 5;
 
 /// OTLP span flags: bit 8 says whether bit 9 ("the parent, or the linked
@@ -702,8 +709,9 @@ struct Intake {
 }
 
 /// What an [`OtlpReceiver`] has taken in: spans per service, when the last
-/// arrived, and the consumer groups its consumer spans name; and the spans
-/// it rejected (unusable ids), which are in no forest. A cheap handle
+/// arrived, and the consumer groups its consumer spans name; the spans it
+/// rejected (unusable ids), which are in no forest; and the links it
+/// dropped from the spans it kept (they point to no span). A cheap handle
 /// (clones share it), from [`OtlpReceiver::arrivals`].
 ///
 /// This is what lets a caller keep the receiver open while another
@@ -723,12 +731,20 @@ pub struct ArrivalsSnapshot {
     /// (consumer group, topic) of every received consumer span that names
     /// its group, by the conventions (1.24-era names too).
     pub consumer_groups: std::collections::BTreeSet<(String, String)>,
-    /// Spans rejected (an unusable trace, span, parent or link id), by the
+    /// Spans rejected (an unusable trace, span or parent id), by the
     /// `service.name` of their resource: they are in no capture, and each
     /// exporter was told in its response's `partial_success`.
     pub rejected_by_service: std::collections::BTreeMap<String, usize>,
     /// Why, for the first few rejected spans.
     pub rejected_reasons: Vec<String>,
+    /// Links dropped from accepted spans because their trace or span id is
+    /// unusable (all zeros, say: a link to no span), by the `service.name`
+    /// of their resource. Their spans are kept, with the links counted in
+    /// their dropped links; each exporter was told in its response's
+    /// `partial_success`.
+    pub links_dropped_by_service: std::collections::BTreeMap<String, usize>,
+    /// Why, for the first few dropped links.
+    pub links_dropped_reasons: Vec<String>,
 }
 
 impl ArrivalsSnapshot {
@@ -741,6 +757,11 @@ impl ArrivalsSnapshot {
     pub fn rejected(&self) -> usize {
         self.rejected_by_service.values().sum()
     }
+
+    /// Links dropped (pointing to no span) in all.
+    pub fn links_dropped(&self) -> usize {
+        self.links_dropped_by_service.values().sum()
+    }
 }
 
 impl SpanArrivals {
@@ -752,21 +773,31 @@ impl SpanArrivals {
             .clone()
     }
 
-    fn record_rejected(&self, received: &Received) {
+    /// Counts the request's rejected spans and dropped links.
+    fn record_losses(&self, received: &Received) {
         let mut arrivals = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (service, count) in &received.rejected_by_service {
-            *arrivals
-                .rejected_by_service
-                .entry(service.to_string())
-                .or_default() += count;
+        let arrivals = &mut *arrivals;
+        for (losses, by_service, reasons) in [
+            (
+                &received.rejected,
+                &mut arrivals.rejected_by_service,
+                &mut arrivals.rejected_reasons,
+            ),
+            (
+                &received.links_dropped,
+                &mut arrivals.links_dropped_by_service,
+                &mut arrivals.links_dropped_reasons,
+            ),
+        ] {
+            for (service, count) in &losses.by_service {
+                *by_service.entry(service.to_string()).or_default() += count;
+            }
+            let room = MAX_REASONS.saturating_sub(reasons.len());
+            reasons.extend(losses.reasons.iter().take(room).cloned());
         }
-        let room = MAX_REASONS.saturating_sub(arrivals.rejected_reasons.len());
-        arrivals
-            .rejected_reasons
-            .extend(received.reasons.iter().take(room).cloned());
     }
 
     fn record(&self, spans: &[(Arc<str>, SpanData)]) {
@@ -806,71 +837,130 @@ impl SpanArrivals {
 }
 
 /// Converts the request's spans, pushes the good ones into the sink and
-/// answers with the count and reasons of the rejected ones.
+/// answers with the count and reasons of the rejected spans and dropped
+/// links.
 fn accept(intake: &Intake, request: ExportTraceServiceRequest) -> ExportTraceServiceResponse {
     let received = convert(request);
-    if received.rejected > 0 {
-        intake.arrivals.record_rejected(&received);
+    if received.rejected.count > 0 || received.links_dropped.count > 0 {
+        intake.arrivals.record_losses(&received);
     }
     if !received.spans.is_empty() {
         intake.arrivals.record(&received.spans);
         intake.sink.extend(received.spans);
     }
-    let partial_success = (received.rejected > 0).then(|| {
-        let mut message = format!(
-            "{} span(s) rejected: {}",
-            received.rejected,
-            received.reasons.join("; ")
-        );
-        if received.rejected > received.reasons.len() {
-            message.push_str("; …");
-        }
-        ExportTracePartialSuccess {
-            rejected_spans: i64::try_from(received.rejected).unwrap_or(i64::MAX),
-            error_message: message,
-        }
+    // OTLP lets a full success carry a warning: `rejected_spans` 0 and a
+    // message. A dropped link is said that way, so the exporter logs it.
+    let message = [
+        received.rejected.describe("span(s) rejected"),
+        received
+            .links_dropped
+            .describe("link(s) to no span dropped, their spans kept"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(". ");
+    let partial_success = (!message.is_empty()).then(|| ExportTracePartialSuccess {
+        rejected_spans: i64::try_from(received.rejected.count).unwrap_or(i64::MAX),
+        error_message: message,
     });
     ExportTraceServiceResponse { partial_success }
 }
 
-/// The spans of one request, with their services, and what was rejected.
+/// The spans of one request, with their services, and what was lost.
 #[derive(Debug, Default)]
 struct Received {
     spans: Vec<(Arc<str>, SpanData)>,
-    rejected: usize,
-    /// The rejected ones' services, in the order met (runs of one service
-    /// counted together).
-    rejected_by_service: Vec<(Arc<str>, usize)>,
-    /// Why, for the first [`MAX_REASONS`] rejected spans.
+    /// Spans rejected.
+    rejected: Losses,
+    /// Links dropped from the spans kept.
+    links_dropped: Losses,
+}
+
+/// Things of one request left out (spans, or links), counted.
+#[derive(Debug, Default)]
+struct Losses {
+    count: usize,
+    /// Their services, in the order met (runs of one service counted
+    /// together).
+    by_service: Vec<(Arc<str>, usize)>,
+    /// Why, for the first [`MAX_REASONS`].
     reasons: Vec<String>,
+}
+
+impl Losses {
+    fn add(&mut self, service: &Arc<str>, reason: &str) {
+        self.count += 1;
+        match self.by_service.last_mut() {
+            Some((last, count)) if last == service => *count += 1,
+            _ => self.by_service.push((Arc::clone(service), 1)),
+        }
+        if self.reasons.len() < MAX_REASONS {
+            self.reasons.push(format!("service {service:?}, {reason}"));
+        }
+    }
+
+    /// `N what: reason; reason; …`, or `None` when nothing was lost.
+    fn describe(&self, what: &str) -> Option<String> {
+        if self.count == 0 {
+            return None;
+        }
+        let mut message = format!("{} {what}: {}", self.count, self.reasons.join("; "));
+        if self.count > self.reasons.len() {
+            message.push_str("; …");
+        }
+        Some(message)
+    }
+}
+
+/// An OTLP export request (as read from an OTLP JSON Lines file, say)
+/// converted as the receiver converts it: from [`captured_spans`].
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct CapturedRequest {
+    /// The spans kept, each with its resource's `service.name`.
+    pub spans: Vec<crate::CapturedSpan>,
+    /// Spans rejected (an unusable trace, span or parent id): in no forest.
+    pub rejected: usize,
+    /// Why, for the first few rejected spans.
+    pub rejected_reasons: Vec<String>,
+    /// Links dropped from the spans kept, because their trace or span id is
+    /// unusable (a link to no span); each is counted in its span's dropped
+    /// links too.
+    pub links_dropped: usize,
+    /// Why, for the first few dropped links.
+    pub links_dropped_reasons: Vec<String>,
 }
 
 /// The spans of an OTLP export request (as read from an OTLP JSON Lines
 /// file, say), converted as the receiver converts them, each with its
-/// resource's `service.name`; and the spans rejected (bad ids), with the
-/// reasons of the first few.
+/// resource's `service.name`; the spans rejected (bad ids) and the links
+/// dropped (pointing to no span), with the reasons of the first few.
 ///
 /// ```
 /// use kafka_trace_harness::integrations::otlp_receiver::captured_spans;
 /// use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 ///
-/// let (spans, rejected, _reasons) = captured_spans(ExportTraceServiceRequest::default());
-/// assert!(spans.is_empty());
-/// assert_eq!(rejected, 0);
+/// let converted = captured_spans(ExportTraceServiceRequest::default());
+/// assert!(converted.spans.is_empty());
+/// assert_eq!((converted.rejected, converted.links_dropped), (0, 0));
 /// ```
-pub fn captured_spans(
-    request: ExportTraceServiceRequest,
-) -> (Vec<crate::CapturedSpan>, usize, Vec<String>) {
+pub fn captured_spans(request: ExportTraceServiceRequest) -> CapturedRequest {
     let received = convert(request);
-    let spans = received
-        .spans
-        .into_iter()
-        .map(|(service, data)| crate::CapturedSpan {
-            service: service.to_string(),
-            data,
-        })
-        .collect();
-    (spans, received.rejected, received.reasons)
+    CapturedRequest {
+        spans: received
+            .spans
+            .into_iter()
+            .map(|(service, data)| crate::CapturedSpan {
+                service: service.to_string(),
+                data,
+            })
+            .collect(),
+        rejected: received.rejected.count,
+        rejected_reasons: received.rejected.reasons,
+        links_dropped: received.links_dropped.count,
+        links_dropped_reasons: received.links_dropped.reasons,
+    }
 }
 
 fn convert(request: ExportTraceServiceRequest) -> Received {
@@ -881,19 +971,13 @@ fn convert(request: ExportTraceServiceRequest) -> Received {
             let scope = instrumentation_scope(scope_spans.scope, scope_spans.schema_url);
             for span in scope_spans.spans {
                 match span_data(span, &scope) {
-                    Ok(data) => received.spans.push((Arc::clone(&service), data)),
-                    Err(reason) => {
-                        received.rejected += 1;
-                        match received.rejected_by_service.last_mut() {
-                            Some((last, count)) if *last == service => *count += 1,
-                            _ => received.rejected_by_service.push((Arc::clone(&service), 1)),
+                    Ok((data, dropped_links)) => {
+                        for reason in &dropped_links {
+                            received.links_dropped.add(&service, reason);
                         }
-                        if received.reasons.len() < MAX_REASONS {
-                            received
-                                .reasons
-                                .push(format!("service {service:?}, {reason}"));
-                        }
+                        received.spans.push((Arc::clone(&service), data));
                     }
+                    Err(reason) => received.rejected.add(&service, &reason),
                 }
             }
         }
@@ -930,11 +1014,12 @@ fn instrumentation_scope(scope: Option<ProtoScope>, schema_url: String) -> Instr
     builder.build()
 }
 
-/// One received span as the SDK's [`SpanData`], or why it is unusable.
+/// One received span as the SDK's [`SpanData`] with why each of its links
+/// that point to no span was dropped; or why the span is unusable.
 fn span_data(
     span: ProtoSpan,
     scope: &InstrumentationScope,
-) -> std::result::Result<SpanData, String> {
+) -> std::result::Result<(SpanData, Vec<String>), String> {
     let name = span.name;
     let invalid = |what: String| format!("span {name:?}: {what}");
     let trace_id = parse_trace_id(&span.trace_id, "trace id").map_err(invalid)?;
@@ -947,12 +1032,26 @@ fn span_data(
     };
     let mut links = SpanLinks::default();
     links.dropped_count = span.dropped_links_count;
+    let mut dropped_links = Vec::new();
     for (index, link) in span.links.into_iter().enumerate() {
         let what = format!("link {index}");
-        let trace_id =
-            parse_trace_id(&link.trace_id, &format!("{what}'s trace id")).map_err(invalid)?;
-        let span_id =
-            parse_span_id(&link.span_id, &format!("{what}'s span id")).map_err(invalid)?;
+        // SDKs may record a link to an invalid (all-zero) context for its
+        // attributes (OpenTelemetry spec PR #3928): it points to no span,
+        // so it is no edge of the forest, but the span is whole. Dropped,
+        // counted on the span and reported, never silent.
+        let ids =
+            parse_trace_id(&link.trace_id, &format!("{what}'s trace id")).and_then(|trace_id| {
+                parse_span_id(&link.span_id, &format!("{what}'s span id"))
+                    .map(|span_id| (trace_id, span_id))
+            });
+        let (trace_id, span_id) = match ids {
+            Ok(ids) => ids,
+            Err(reason) => {
+                links.dropped_count = links.dropped_count.saturating_add(1);
+                dropped_links.push(invalid(format!("{reason}: dropped")));
+                continue;
+            }
+        };
         let context = SpanContext::new(
             trace_id,
             span_id,
@@ -981,7 +1080,7 @@ fn span_data(
     let mut dropped_attributes_count = span.dropped_attributes_count;
     let attributes = attributes(span.attributes, &mut dropped_attributes_count);
     let span_status = span.status.unwrap_or_default();
-    Ok(SpanData {
+    let data = SpanData {
         span_context: SpanContext::new(
             trace_id,
             span_id,
@@ -1007,7 +1106,8 @@ fn span_data(
             _ => Status::Unset,
         },
         instrumentation_scope: scope.clone(),
-    })
+    };
+    Ok((data, dropped_links))
 }
 
 fn parse_trace_id(bytes: &[u8], what: &str) -> std::result::Result<TraceId, String> {
@@ -1277,7 +1377,7 @@ mod tests {
 
         let received = convert(request(Some("python"), vec![span]));
 
-        assert_eq!(received.rejected, 0);
+        assert_eq!(received.rejected.count, 0);
         let (service, data) = &received.spans[0];
         assert_eq!(&**service, "python");
         assert_eq!(data.span_context.trace_id(), TraceId::from_bytes([1; 16]));
@@ -1371,7 +1471,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_ids_reject_only_their_span_and_say_why() {
+    fn bad_ids_reject_only_their_span_and_a_link_to_no_span_only_the_link() {
         let mut short = good_span("short trace id");
         short.trace_id = vec![1; 15];
         let mut zero = good_span("zero span id");
@@ -1404,21 +1504,29 @@ mod tests {
                 .iter()
                 .map(|(_, s)| s.name.to_string())
                 .collect();
-            assert_eq!(names, ["fine", "zero parent"]);
+            assert_eq!(names, ["fine", "bad link", "zero parent"]);
+            let kept = sink.kept();
+            let (_, bad_link) = &kept[1];
+            assert!(bad_link.links.is_empty());
+            assert_eq!(bad_link.links.dropped_count, 1, "said on the span too");
             let arrived = arrivals.snapshot();
-            assert_eq!(arrived.by_service.get("svc"), Some(&2), "{arrived:?}");
-            assert_eq!(arrived.rejected_by_service.get("svc"), Some(&3));
-            assert_eq!(arrived.rejected_reasons.len(), 3, "{arrived:?}");
+            assert_eq!(arrived.by_service.get("svc"), Some(&3), "{arrived:?}");
+            assert_eq!(arrived.rejected_by_service.get("svc"), Some(&2));
+            assert_eq!(arrived.rejected_reasons.len(), 2, "{arrived:?}");
+            assert_eq!(arrived.links_dropped_by_service.get("svc"), Some(&1));
+            assert_eq!(arrived.links_dropped_reasons.len(), 1, "{arrived:?}");
             assert!(arrived.last.is_some());
             answer
         };
 
         let partial = answer.partial_success.unwrap();
-        assert_eq!(partial.rejected_spans, 3);
+        assert_eq!(partial.rejected_spans, 2);
         for expected in [
+            "2 span(s) rejected",
             "\"short trace id\": trace id has 15 bytes, not 16",
             "\"zero span id\": span id is all zeros",
-            "\"bad link\": link 0's span id has 3 bytes, not 8",
+            "1 link(s) to no span dropped",
+            "\"bad link\": link 0's span id has 3 bytes, not 8: dropped",
         ] {
             assert!(
                 partial.error_message.contains(expected),
