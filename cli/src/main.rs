@@ -570,10 +570,13 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // Received spans stop here: the summary and --spans-out see them all.
-    if let Some(receiver) = otlp_receiver
-        && let Err(e) = receiver.shutdown().await
-    {
-        eprintln!("warning: {e}");
+    let mut received = None;
+    if let Some(receiver) = otlp_receiver {
+        let arrivals = receiver.arrivals();
+        if let Err(e) = receiver.shutdown().await {
+            eprintln!("warning: {e}");
+        }
+        received = Some(arrivals.snapshot());
     }
     let colour = std::io::stdout().is_terminal();
     // What is printed is also the HTML report's summary.
@@ -621,6 +624,18 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     if let Some(report) = &outside_report {
         let text = report.render();
+        print!("{text}");
+        summary_text.push_str(&text);
+    }
+    if let Some(received) = received
+        .as_ref()
+        .filter(|r| r.rejected() + r.links_dropped() > 0)
+    {
+        let text = format!(
+            "OTLP receiver    rejected {} span(s) (unusable ids), dropped {} link(s) to no span\n",
+            received.rejected(),
+            received.links_dropped()
+        );
         print!("{text}");
         summary_text.push_str(&text);
     }
@@ -683,6 +698,21 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         stopped_early,
     );
     outcome.problems.extend(rows_unread);
+    // Spans the receiver could not take are hops missing from the forest;
+    // links to no span are said, their spans kept.
+    if let Some(received) = &received {
+        for reason in &received.links_dropped_reasons {
+            eprintln!("note: OTLP receiver: {reason}");
+        }
+        if received.rejected() > 0 {
+            outcome.problems.push(format!(
+                "the OTLP receiver rejected {} span(s) of other programs, missing from the \
+                 traces: {}",
+                received.rejected(),
+                received.rejected_reasons.join("; ")
+            ));
+        }
+    }
     for deleted in &deleted {
         let note = outcome.deleted(&deleted.topic, deleted, args.services);
         eprintln!("note: {note}");
