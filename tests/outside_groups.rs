@@ -140,40 +140,7 @@ async fn an_unnamed_untraced_group_behind_is_listed_and_named_with_its_lag() {
     let bootstrap = broker.bootstrap_servers().to_owned();
     let group = format!("{topic}-reporting");
     // A member that reads one record, commits it, and reads no further.
-    let member = {
-        let (bootstrap, topic, group) = (bootstrap.clone(), topic.clone(), group.clone());
-        tokio::task::spawn_blocking(move || {
-            let member: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &bootstrap)
-                .set("group.id", &group)
-                .set("auto.offset.reset", "earliest")
-                .set("enable.auto.commit", "false")
-                .set("log_level", "0")
-                .create()
-                .expect("consumer");
-            member.subscribe(&[&topic]).expect("subscribe");
-            let started = std::time::Instant::now();
-            loop {
-                assert!(
-                    started.elapsed() < Duration::from_secs(10),
-                    "no record of {topic} within 10 s"
-                );
-                match member.poll(Duration::from_millis(100)) {
-                    Some(Ok(message)) => {
-                        member
-                            .commit_message(&message, CommitMode::Sync)
-                            .expect("commit");
-                        break;
-                    }
-                    Some(Err(e)) => panic!("consumer error: {e}"),
-                    None => {}
-                }
-            }
-            member
-        })
-        .await
-        .expect("the member's thread")
-    };
+    let member = member_that_reads_one(&bootstrap, &topic, &group).await;
 
     let report = OutsideWait::new(bootstrap, [topic.as_str()])
         .deadline(Duration::from_millis(1500))

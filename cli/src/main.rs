@@ -177,6 +177,25 @@ fn parse_services(list: &str) -> Result<Services, String> {
     Services::parse(list)
 }
 
+/// Waits for the other programs of a run on `broker` (see
+/// [`outside::wait`]); `stop` ends the wait.
+async fn wait_for_outside(
+    args: &RunArgs,
+    broker: &Broker,
+    receiver: Option<&OtlpReceiver>,
+    stop: impl std::future::Future<Output = ()>,
+) -> kafka_trace_harness::stockapp::outside::OutsideReport {
+    outside::wait(
+        &args.outside,
+        broker.bootstrap_servers(),
+        args.services,
+        args.api_consumers,
+        receiver.map(OtlpReceiver::arrivals),
+        stop,
+    )
+    .await
+}
+
 /// A rate in records per second that can be paced: a number from one a
 /// million seconds (about eleven days) apart to a billion a second.
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -521,17 +540,8 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut rows_unread = None;
     if completed && args.services.api && !args.services.processor {
         ending.step("waiting for the programs elsewhere, then reading their rows");
-        outside_report = Some(
-            outside::wait(
-                &args.outside,
-                broker.bootstrap_servers(),
-                args.services,
-                args.api_consumers,
-                otlp_receiver.as_ref().map(OtlpReceiver::arrivals),
-                &mut stop,
-            )
-            .await,
-        );
+        outside_report =
+            Some(wait_for_outside(&args, &broker, otlp_receiver.as_ref(), &mut stop).await);
         if let Err(e) = pipeline.wait_until_rows_read(args.outside.deadline).await {
             rows_unread = Some(format!(
                 "the API consumers here did not read every row: {e}"
@@ -556,17 +566,8 @@ async fn run_pipeline(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     // Other programs' consumers catch up and their spans come in before
     // the receiver closes.
     if completed && outside_report.is_none() {
-        outside_report = Some(
-            outside::wait(
-                &args.outside,
-                broker.bootstrap_servers(),
-                args.services,
-                args.api_consumers,
-                otlp_receiver.as_ref().map(OtlpReceiver::arrivals),
-                &mut stop,
-            )
-            .await,
-        );
+        outside_report =
+            Some(wait_for_outside(&args, &broker, otlp_receiver.as_ref(), &mut stop).await);
     }
 
     // Received spans stop here: the summary and --spans-out see them all.
