@@ -117,3 +117,73 @@ async fn a_librdkafka_group_consumer_gets_each_record_before_its_fetch_wait_ends
         .expect("closing the consumer");
     broker.shutdown().await.expect("shutdown");
 }
+
+/// A fetch of many empty partitions waits its `max_wait` too: its empty
+/// answer (about 36 KiB here) is held and read like a small one, not sent
+/// on at once, which would make the client fetch again at once, busy.
+#[tokio::test]
+async fn a_fetch_of_many_empty_partitions_waits_like_a_small_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const PARTITIONS: i32 = 1_200;
+    const MAX_WAIT_MS: i32 = 500;
+    let broker = Broker::builder()
+        .embedded_brokers(1)
+        .start()
+        .await
+        .expect("broker");
+    let topic = broker
+        .create_unique_topic("long-poll-wide", PARTITIONS as u16)
+        .await
+        .expect("topic");
+    // Fetch v4: header, then replica -1, max_wait, min_bytes 1, max_bytes,
+    // isolation level, one topic with every partition from offset 0.
+    let mut body = Vec::new();
+    body.extend_from_slice(&1i16.to_be_bytes()); // api key: Fetch
+    body.extend_from_slice(&4i16.to_be_bytes());
+    body.extend_from_slice(&7i32.to_be_bytes()); // correlation id
+    body.extend_from_slice(&1i16.to_be_bytes());
+    body.push(b't'); // client id
+    body.extend_from_slice(&(-1i32).to_be_bytes());
+    body.extend_from_slice(&MAX_WAIT_MS.to_be_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&(50i32 << 20).to_be_bytes());
+    body.push(0);
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&PARTITIONS.to_be_bytes());
+    for partition in 0..PARTITIONS {
+        body.extend_from_slice(&partition.to_be_bytes());
+        body.extend_from_slice(&0i64.to_be_bytes());
+        body.extend_from_slice(&(1i32 << 20).to_be_bytes());
+    }
+    let mut request = (body.len() as i32).to_be_bytes().to_vec();
+    request.extend_from_slice(&body);
+
+    let mut stream = tokio::net::TcpStream::connect(broker.bootstrap_servers())
+        .await
+        .expect("connect");
+    let asked = std::time::Instant::now();
+    stream.write_all(&request).await.expect("send");
+    let answer = tokio::time::timeout(DEADLINE, async {
+        let mut length = [0u8; 4];
+        stream.read_exact(&mut length).await?;
+        let mut frame = vec![0u8; i32::from_be_bytes(length) as usize];
+        stream.read_exact(&mut frame).await?;
+        Ok::<_, std::io::Error>(frame)
+    })
+    .await
+    .expect("an answer within the deadline")
+    .expect("reading the answer");
+    let waited = asked.elapsed();
+    assert!(
+        answer.len() > 32 * 1024,
+        "an answer larger than the old hold: {} bytes",
+        answer.len()
+    );
+    assert!(
+        waited >= Duration::from_millis(400),
+        "the empty answer came after {waited:?}, not after the fetch's {MAX_WAIT_MS} ms"
+    );
+}

@@ -116,12 +116,25 @@ const FETCH: i16 = 1;
 /// compact encodings.
 const FETCH_MAX_VERSION: i16 = 11;
 /// Largest fetch request the front holds whole to long-poll (a request
-/// names its partitions: some 2,000 of them fit). A larger one is relayed
+/// names its partitions: some 1,400 of them fit). A larger one is relayed
 /// as it is and waits as the mock makes it.
-const FETCH_REQUEST_HOLD: usize = 32 * 1024;
+const FETCH_REQUEST_HOLD: usize = 23 * 1024;
 /// Largest fetch answer the front holds whole to see whether it is empty;
-/// a larger one carries records (or very many partitions) and goes on.
-const FETCH_ANSWER_HOLD: usize = 32 * 1024;
+/// a larger one carries records and goes on. The empty answer to any
+/// request held must fit, or it would go on at once and its client fetch
+/// again at once, busy (checked below).
+const FETCH_ANSWER_HOLD: usize = 62 * 1024;
+/// Most bytes a partition takes in an empty fetch answer (v11: index,
+/// error, high watermark, last stable offset, log start, aborted
+/// transactions, preferred replica, records) and least in a request (v4:
+/// index, offset, max bytes); a topic's name is in both.
+const EMPTY_ANSWER_BYTES_PER_PARTITION: usize = 42;
+const REQUEST_BYTES_PER_PARTITION: usize = 16;
+const _: () = assert!(
+    FETCH_REQUEST_HOLD / REQUEST_BYTES_PER_PARTITION * EMPTY_ANSWER_BYTES_PER_PARTITION
+        <= FETCH_ANSWER_HOLD
+        && FETCH_ANSWER_HOLD <= BUFFER_BYTES
+);
 /// How often a waiting fetch is asked again when no produce through this
 /// front wakes it (records written another way: `acks=0`, transactions).
 pub(crate) const FETCH_POLL_INTERVAL: Duration = Duration::from_millis(100);
