@@ -116,27 +116,7 @@ async fn nothing_outside_ends_the_wait_at_once_and_a_stop_ends_it_early() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unnamed_untraced_group_behind_is_listed_and_named_with_its_lag() {
     let broker = Broker::builder().start().await.expect("embedded broker");
-    let topic = broker.create_unique_topic("rows", 1).await.expect("topic");
-    broker
-        .client()
-        .await
-        .expect("client")
-        .partition_client(&topic, 0, UnknownTopicHandling::Retry)
-        .await
-        .expect("partition client")
-        .produce(
-            (0..3u8)
-                .map(|i| Record {
-                    key: None,
-                    value: Some(vec![i]),
-                    headers: Default::default(),
-                    timestamp: chrono::Utc::now(),
-                })
-                .collect(),
-            Compression::NoCompression,
-        )
-        .await
-        .expect("produce");
+    let topic = three_records(&broker).await;
     let bootstrap = broker.bootstrap_servers().to_owned();
     let group = format!("{topic}-reporting");
     // A member that reads one record, commits it, and reads no further.
